@@ -1,0 +1,257 @@
+"""Numba exp-Golomb coding of the ``eg`` payload (spec 4.3), bit-exact with ``golomb_ref``.
+
+Symbols are unsigned (< 2^25). The payload holds groups of 32 lanes × S symbols; groups start on
+64-bit words, so groups are encoded and decoded in parallel (``prange``) with no shared words.
+Per-element work never runs in Python.
+"""
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from .errors import FormatError
+from .limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER
+
+_MAX_Z = (MAX_CODE_BITS - 1) // 2  # 25: zero-run limit for k = 0
+
+# Status codes written by the kernels, one per group (0 = fine).
+_BAD_CODE, _LANE_END, _OVERRUN = 1, 2, 3
+_STATUS_TEXT = {
+    _BAD_CODE: "a code word has too many leading zeros",
+    _LANE_END: "code words do not end at the lane's declared length",
+    _OVERRUN: "a lane reads past its group's words",
+}
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], cgutils.true_bit)
+
+    return sig, codegen
+
+
+@intrinsic
+def _ctlz(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+@numba.njit(inline="always")
+def _floor_log2(v):
+    return 63 - np.int64(_ctlz(np.uint64(v)))
+
+
+@numba.njit(inline="always")
+def code_length(u, k):
+    """Bit length of the EG-k code word of ``u``: 2*floor(log2(u + 2^k)) - k + 1."""
+    return 2 * _floor_log2(np.uint64(u) + (np.uint64(1) << np.uint64(k))) - k + 1
+
+
+def n_groups(n_elems: int, lane_symbols: int) -> int:
+    return -(-n_elems // (LANES * lane_symbols))
+
+
+@numba.njit(parallel=True, cache=True)
+def choose_orders(u, lane_symbols, k_lo, k_hi):
+    """Per group, the order in [k_lo, k_hi] with the fewest bits, and its lane lengths (int64)."""
+    n = u.size
+    gsize = LANES * lane_symbols
+    g_count = (n + gsize - 1) // gsize
+    ks = np.zeros(g_count, np.uint8)
+    lens = np.zeros((g_count, LANES), np.int64)
+    for g in prange(g_count):
+        start = g * gsize
+        end = min(n, start + gsize)
+        best_k = k_lo
+        best_bits = np.int64(1) << 62
+        for k in range(k_lo, k_hi + 1):
+            bits = np.int64(0)
+            for e in range(start, end):
+                bits += code_length(u[e], k)
+            if bits < best_bits:
+                best_bits = bits
+                best_k = k
+        ks[g] = best_k
+        for e in range(start, end):
+            lens[g, (e - start) % LANES] += code_length(u[e], best_k)
+    return ks, lens
+
+
+@numba.njit(parallel=True, cache=True)
+def _write_groups(u, lane_symbols, ks, word_start, words):
+    n = u.size
+    gsize = LANES * lane_symbols
+    for g in prange(ks.size):
+        start = g * gsize
+        end = min(n, start + gsize)
+        k = np.int64(ks[g])
+        w = word_start[g]
+        acc = np.uint64(0)
+        nb = np.int64(0)
+        for j in range(LANES):
+            for e in range(start + j, end, LANES):
+                v = np.uint64(u[e]) + (np.uint64(1) << np.uint64(k))
+                nbits = _floor_log2(v)
+                z = nbits - k
+                r = v - (np.uint64(1) << np.uint64(nbits))
+                code = (r << np.uint64(z + 1)) | (np.uint64(1) << np.uint64(z))
+                length = 2 * z + k + 1
+                acc |= code << np.uint64(nb)
+                nb += length
+                if nb >= 64:
+                    words[w] = acc
+                    w += 1
+                    nb -= 64
+                    acc = code >> np.uint64(length - nb) if nb > 0 else np.uint64(0)
+        if nb > 0:
+            words[w] = acc
+
+
+def table_bytes(g_count: int) -> int:
+    """Bytes before the bit stream: lane lengths, orders, padding to 8."""
+    head = 2 * LANES * g_count + g_count
+    return head + (-head % 8)
+
+
+def encode(u: np.ndarray, lane_symbols: int, ks: np.ndarray, lens: np.ndarray) -> bytes:
+    """Build the ``eg`` payload of symbols ``u`` with per-group orders ``ks`` and lane lengths ``lens``."""
+    g_count = ks.size
+    group_words = (lens.sum(axis=1) + 63) // 64
+    word_start = np.zeros(g_count + 1, np.int64)
+    np.cumsum(group_words, out=word_start[1:])
+    total_words = int(word_start[-1]) + 1  # + one zero word so readers may load 64 bits past any bit
+    head = table_bytes(g_count)
+    buf = np.zeros(head + 8 * total_words, np.uint8)
+    buf[: 2 * LANES * g_count] = lens.astype("<u2").reshape(-1).view(np.uint8)
+    buf[2 * LANES * g_count: 2 * LANES * g_count + g_count] = ks
+    words = buf[head:].view("<u8")
+    _write_groups(np.ascontiguousarray(u), lane_symbols, ks, word_start, words)
+    return buf.tobytes()
+
+
+def payload_size(lane_symbols: int, lens: np.ndarray) -> int:
+    """Exact payload bytes for given lane lengths (matches ``encode``)."""
+    words = int(((lens.sum(axis=1) + 63) // 64).sum()) + 1
+    return table_bytes(lens.shape[0]) + 8 * words
+
+
+def parse_tables(payload, n_elems: int, lane_symbols: int):
+    """Split a payload into (lane lengths, orders, word offsets per group, words); checks sizes."""
+    buf = np.frombuffer(payload, np.uint8)
+    g_count = n_groups(n_elems, lane_symbols)
+    head = table_bytes(g_count)
+    if buf.size < head + 8:
+        raise FormatError(f"eg payload of {buf.size} bytes is shorter than its tables ({head + 8} bytes)")
+    lens = buf[: 2 * LANES * g_count].view("<u2").reshape(g_count, LANES)
+    ks = buf[2 * LANES * g_count: 2 * LANES * g_count + g_count]
+    if g_count and int(ks.max()) > MAX_EG_ORDER:
+        raise FormatError(f"eg order {int(ks.max())} is over {MAX_EG_ORDER}")
+    group_words = (lens.sum(axis=1, dtype=np.int64) + 63) // 64
+    word_start = np.zeros(g_count + 1, np.int64)
+    np.cumsum(group_words, out=word_start[1:])
+    expect = head + 8 * (int(word_start[-1]) + 1)
+    if buf.size != expect:
+        raise FormatError(f"eg payload is {buf.size} bytes, its lane table says {expect}")
+    words = buf[head:].view("<u8")
+    return lens, ks, word_start, words
+
+
+@numba.njit(inline="always")
+def _peek(words, p):
+    w = p >> 6
+    s = np.uint64(p & 63)
+    lo = words[w] >> s
+    if s != 0:
+        lo |= words[w + 1] << (np.uint64(64) - s)
+    return lo
+
+
+@numba.njit(inline="always")
+def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, step64):
+    """Decode one lane into ``out``; returns (new position, status)."""
+    maxz = _MAX_Z - k
+    for e in range(start, stop, LANES):
+        x = _peek(words, pos)
+        if x == 0:
+            return pos, _BAD_CODE
+        z = np.int64(_cttz(x))
+        if z > maxz:
+            return pos, _BAD_CODE
+        nbits = z + k
+        mask = (np.uint64(1) << np.uint64(nbits)) - np.uint64(1)
+        r = (x >> np.uint64(z + 1)) & mask
+        pos += 2 * z + k + 1
+        if pos > end:
+            return pos, _OVERRUN
+        uu = np.int64((np.uint64(1) << np.uint64(nbits)) + r) - (np.int64(1) << k)
+        d = (uu >> 1) ^ -(uu & 1)  # zigzag inverse
+        q = center + d
+        if mode == 0:  # float32
+            out[e] = np.float32(q) * step32
+        elif mode == 1:  # bfloat16 bits, round to nearest even
+            f = np.float32(np.float32(q) * step32)
+            b = np.uint32(f.view(np.uint32))
+            b = b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
+            out[e] = np.uint16(b >> np.uint32(16))
+        elif mode == 2:  # float64
+            out[e] = np.float64(q) * step64
+        else:  # raw symbols q
+            out[e] = q
+    return pos, 0
+
+
+@numba.njit(parallel=True, cache=True)
+def _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+                   mode, step32, step64, status):
+    gsize = LANES * lane_symbols
+    for gi in prange(status.size):
+        g = g_first + gi
+        start = g * gsize
+        stop = min(n_elems, start + gsize)
+        pos = word_start[g] * 64
+        group_end = word_start[g + 1] * 64
+        k = np.int64(ks[g])
+        for j in range(LANES):
+            lane_end = pos + np.int64(lens[g, j])
+            if lane_end > group_end:
+                status[gi] = _OVERRUN
+                break
+            pos, st = _decode_lane(words, pos, lane_end, k, start + j - out_base, stop - out_base,
+                                   center, out, mode, step32, step64)
+            if st == 0 and pos != lane_end:
+                st = _LANE_END
+            if st != 0:
+                status[gi] = st
+                break
+            pos = lane_end
+
+
+MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
+
+
+def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: float, out: np.ndarray,
+                mode: str, g_first: int = 0, g_last: int | None = None) -> None:
+    """Decode groups [g_first, g_last) into ``out`` (flat; element e goes to out[e - g_first*32*S]).
+
+    ``mode``: "F32" (out float32), "BF16" (out uint16 bf16 bits), "F64" (out float64), "Q" (int64 q).
+    """
+    lens, ks, word_start, words = parse_tables(payload, n_elems, lane_symbols)
+    if g_last is None:
+        g_last = ks.size
+    status = np.zeros(max(0, g_last - g_first), np.uint8)
+    out_base = g_first * LANES * lane_symbols
+    _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, np.int64(center), out,
+                   out_base, MODES[mode], np.float32(step), np.float64(step), status)
+    if status.size and status.any():
+        bad = int(np.flatnonzero(status)[0])
+        raise FormatError(f"eg payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")

@@ -1,0 +1,16 @@
+"""Documented limits of the v1 format (spec/bsl-v1.md, section 5).
+
+A reader checks every length against these and against the file size before it allocates.
+"""
+
+MAX_HEADER_BYTES = 100_000_000  # like safetensors: the header is read whole before anything is trusted
+MAX_NAME_BYTES = 1024
+MAX_RANK = 32
+MAX_ELEMENTS = 1 << 48  # keeps N * itemsize and bit counts far from int64 overflow
+MAX_ZSTD_CHUNK_ELEMS = 1 << 28
+MAX_SYMBOL_MAGNITUDE = 1 << 24  # |q| < 2^24: q converts exactly to binary32
+MAX_EG_ORDER = 24
+MAX_CODE_BITS = 51  # 2*25 + 1: the longest exp-Golomb code word a v1 file may hold
+LANES = 32  # lanes per group in the `eg` codec
+MIN_LANE_SYMBOLS = 16
+MAX_LANE_SYMBOLS = 1024  # 1024 * 51 bits < 2^16: a lane length always fits its uint16
