@@ -1,1 +1,12 @@
-"""bslcodec."""
+"""bslcodec: small neural-network checkpoints that load fast (the ``.bsl`` format, BackSlash codec).
+
+Public API (safetensors-like): :func:`save_file`, :func:`load_file`, :func:`safe_open`, :func:`save`,
+:func:`load`, :func:`encode`, :func:`decode`; every bad-input error is a :class:`BslError`.
+"""
+
+from .api import decode, encode, load, load_file, safe_open, save, save_file
+from .errors import BslError, ChecksumError, EncodeError, FormatError, LimitError
+
+__version__ = "0.1.0"
+__all__ = ["save_file", "load_file", "safe_open", "save", "load", "encode", "decode", "BslError",
+           "FormatError", "ChecksumError", "LimitError", "EncodeError", "__version__"]

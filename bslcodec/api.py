@@ -1,0 +1,393 @@
+"""The public API: ``save_file / load_file / safe_open / save / load / encode / decode``.
+
+Example::
+
+    >>> import numpy as np, bslcodec
+    >>> w = np.random.default_rng(0).normal(0, 0.02, (256, 256)).astype(np.float32)
+    >>> blob = bslcodec.save({"w": w}, max_error=1e-4)
+    >>> back = bslcodec.load(blob)["w"]
+    >>> bool(np.abs(back - w).max() <= 1e-4)
+    True
+"""
+
+import mmap
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from . import codec
+from .codec import LossyTensor, Settings
+from .dtypes import dtype_name, numpy_dtype
+from .errors import BslError, ChecksumError, EncodeError, FormatError
+from .format import (PREAMBLE_BYTES, Entry, build_header, build_preamble, checksum, parse_header, place,
+                     read_header_length)
+from .limits import MAX_NAME_BYTES
+from .ratecontrol import choose_rel_step
+
+FRAMEWORKS = ("np", "numpy", "pt", "torch")
+
+
+# ---------------------------------------------------------------- input normalisation
+
+def as_numpy(value, name: str = "tensor") -> np.ndarray:
+    """A contiguous numpy array for a numpy array or torch tensor (bf16 becomes ml_dtypes.bfloat16)."""
+    mod = type(value).__module__
+    if mod.startswith("torch"):
+        import torch
+
+        t = value.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.contiguous()
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(numpy_dtype("BF16"))
+        try:
+            return t.numpy()
+        except TypeError as exc:
+            raise EncodeError(f"tensor {name!r}: torch dtype {t.dtype} is not supported ({exc})") from None
+    if not isinstance(value, np.ndarray):
+        if isinstance(value, (np.generic, int, float, bool)):
+            value = np.asarray(value)
+        else:
+            raise EncodeError(f"tensor {name!r}: expected a numpy array or torch tensor, got {type(value).__name__}")
+    if value.dtype.byteorder == ">":
+        value = value.astype(value.dtype.newbyteorder("<"))
+    return value if value.flags.c_contiguous else value.copy(order="C")  # keeps 0-d arrays 0-d
+
+
+def _to_framework(arr: np.ndarray, framework: str, device: str):
+    if framework in ("np", "numpy"):
+        if device not in ("cpu", None):
+            raise BslError(f"framework='np' only supports device='cpu', not {device!r}")
+        return arr
+    import torch
+
+    if arr.dtype == numpy_dtype("BF16"):
+        t = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    elif arr.dtype == np.uint16 or arr.dtype == np.uint32 or arr.dtype == np.uint64:
+        t = torch.from_numpy(arr.view({2: np.int16, 4: np.int32, 8: np.int64}[arr.itemsize]))
+        t = t.view({2: torch.uint16, 4: torch.uint32, 8: torch.uint64}[arr.itemsize])
+    else:
+        t = torch.from_numpy(arr)
+    return t.to(device) if device not in ("cpu", None) else t
+
+
+# ---------------------------------------------------------------- writing
+
+def _check_inputs(tensors, metadata):
+    if not isinstance(tensors, dict):
+        raise EncodeError(f"tensors must be a dict of name -> array, got {type(tensors).__name__}")
+    for name in tensors:
+        if not isinstance(name, str) or not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise EncodeError(f"tensor names must be non-empty strings of at most {MAX_NAME_BYTES} bytes: {name!r}")
+    metadata = dict(metadata or {})
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise EncodeError(f"metadata must map str to str; bad item {k!r}: {v!r}")
+    return metadata
+
+
+def _progress(iterable, total, enabled, desc):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="tensor", file=sys.stderr)
+
+
+def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
+                   progress=False) -> tuple:
+    """Encode a state dict into (entries, payloads, metadata) without writing anything."""
+    metadata = _check_inputs(tensors, metadata)
+    settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or ())
+    items = []
+    for name in sorted(tensors):
+        arr = as_numpy(tensors[name], name)
+        items.append((name, arr, dtype_name(arr.dtype)))
+    lossy = {name: LossyTensor(name, arr, dt) for name, arr, dt in items
+             if codec.wants_lossy(name, arr, dt, settings)}
+    rel = None
+    if settings.bits is not None:
+        exact = [(name, arr) for name, arr, dt in items if name not in lossy]
+        rel = choose_rel_step(list(lossy.values()), exact, settings.bits, sum(a.size for _, a, _ in items))
+    entries, payloads = [], []
+    for name, arr, dt in _progress(items, len(items), progress, "encode"):
+        coded = None
+        if name in lossy:
+            lt = lossy[name]
+            coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
+        if coded is not None:
+            params, payload = coded
+            entries.append(Entry(name, dt, arr.shape, "eg", params))
+        else:
+            cname, params, payload = codec.encode_lossless(arr)
+            entries.append(Entry(name, dt, arr.shape, cname, params))
+        entries[-1].checksum = checksum(payload)
+        payloads.append(payload)
+    place(entries, [len(p) for p in payloads])
+    return entries, payloads, metadata
+
+
+def _write(fh, entries, payloads, metadata):
+    header = build_header(entries, metadata)
+    fh.write(build_preamble(header))
+    fh.write(header)
+    pos = 0
+    for e, p in zip(entries, payloads):
+        fh.write(b"\0" * (e.offset - pos))
+        fh.write(p)
+        pos = e.offset + e.length
+
+
+def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None) -> bytes:
+    """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
+    import io
+
+    entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
+                                                 rel_step=rel_step, bits=bits, lossless=lossless)
+    buf = io.BytesIO()
+    _write(buf, entries, payloads, metadata)
+    return buf.getvalue()
+
+
+def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
+              progress=False) -> None:
+    """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
+
+    Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
+    every element), ``rel_step`` (step = rel_step * std of the tensor; |x - x̂| <= step/2) or ``bits``
+    (average bits per weight of the whole file, within 2 %); none gives ``rel_step=1/64``. Integer and
+    bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly.
+    The write is atomic: a temporary file in the same folder, fsync, then rename.
+    """
+    entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
+                                                 rel_step=rel_step, bits=bits, lossless=lossless,
+                                                 progress=progress)
+    atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(fh)`` on a temp file beside ``path``; fsync and rename it into place, or remove it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bsl-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- reading
+
+class _Source:
+    """Read-only bytes of a file (memory-mapped) or a buffer, with its parsed index."""
+
+    def __init__(self, data=None, path=None):
+        self.path, self._mmap, self._fh = path, None, None
+        where = f"{path}" if path is not None else "<bytes>"
+        if path is not None:
+            try:
+                self._fh = open(path, "rb")
+            except OSError as exc:
+                raise BslError(f"{path}: cannot open: {exc.strerror}") from None
+            size = os.fstat(self._fh.fileno()).st_size
+            if size == 0:
+                self.close()
+                raise FormatError(f"{path}: empty file, not a .bsl file")
+            self._mmap = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self.buf = memoryview(self._mmap)
+        else:
+            self.buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        try:
+            size = len(self.buf)
+            hlen, hsum, minor = read_header_length(bytes(self.buf[:PREAMBLE_BYTES]), size)
+            self.index = parse_header(self.buf[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen], hsum, minor, size)
+        except FormatError as exc:
+            self.close()
+            raise type(exc)(f"{where}: {exc}") from None
+        self.where = where
+        self.entries = {e.name: e for e in self.index.entries}
+
+    def entry(self, name: str) -> Entry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise KeyError(f"{self.where}: no tensor named {name!r}") from None
+
+    def payload(self, e: Entry, verify: bool = True):
+        start = self.index.data_start + e.offset
+        mv = self.buf[start:start + e.length]
+        if verify and checksum(mv) != e.checksum:
+            raise ChecksumError(f"{self.where}: tensor {e.name!r}: payload checksum mismatch (corrupted file)")
+        return mv
+
+    def tensor(self, name: str) -> np.ndarray:
+        e = self.entry(name)
+        return codec.decode(e, self.payload(e), f"{self.where}: tensor {name!r}")
+
+    def close(self):
+        buf = getattr(self, "buf", None)
+        if buf is not None:
+            buf.release()
+            self.buf = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # a decoded view still points into it; the OS unmaps it when collected
+            self._mmap = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _check_framework(framework):
+    if framework not in FRAMEWORKS:
+        raise BslError(f"framework must be one of {FRAMEWORKS}, not {framework!r}")
+
+
+def _load(src: _Source, framework: str, device) -> dict:
+    _check_framework(framework)
+    if framework in ("pt", "torch") and device not in ("cpu", None) and str(device).startswith("cuda"):
+        from .gpu import load_to_cuda  # leaf module: imported only when asked for
+
+        return load_to_cuda(src, device)
+    return {name: _to_framework(src.tensor(name), framework, device) for name in src.entries}
+
+
+def load_file(path, *, framework: str = "np", device: str = "cpu") -> dict:
+    """Decode every tensor of a ``.bsl`` file: name -> numpy array (``framework="pt"``: torch tensor)."""
+    src = _Source(path=os.fspath(path))
+    try:
+        return _load(src, framework, device)
+    finally:
+        src.close()
+
+
+def load(data, *, framework: str = "np", device: str = "cpu") -> dict:
+    """Decode every tensor of ``.bsl`` bytes."""
+    return _load(_Source(data=data), framework, device)
+
+
+class _Slice:
+    """``get_slice(name)[a:b, ...]``: decodes only the groups/chunks that hold the selected rows."""
+
+    def __init__(self, handle, name):
+        self._h, self._e = handle, handle._src.entry(name)
+
+    def get_shape(self):
+        return list(self._e.shape)
+
+    def get_dtype(self):
+        return self._e.dtype
+
+    def __getitem__(self, key):
+        e = self._e
+        if not isinstance(key, tuple):
+            key = (key,)
+        if not e.shape:
+            return self._h._out(self._h._src.tensor(e.name)[key])
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            i = int(first) + (e.shape[0] if first < 0 else 0)
+            if not 0 <= i < e.shape[0]:
+                raise IndexError(f"index {first} is out of range for dimension 0 of size {e.shape[0]}")
+            rows, squeeze = (i, i + 1, 1), True
+        elif isinstance(first, slice):
+            rows, squeeze = first.indices(e.shape[0]), False
+        else:
+            raise BslError("get_slice supports an int or a slice on the first dimension")
+        a, b, st = rows
+        lo, hi = (a, b) if st > 0 else (b + 1, a + 1)
+        lo, hi = max(lo, 0), max(hi, lo)
+        row = int(np.prod(e.shape[1:], dtype=np.int64))
+        src = self._h._src
+        flat = codec.decode_flat(e, src.payload(e), f"{src.where}: tensor {e.name!r}", lo * row, hi * row)
+        block = flat.reshape((hi - lo,) + tuple(e.shape[1:]))
+        block = block[slice(a - lo, b - lo if b - lo >= 0 else None, st)] if st > 0 else \
+            block[slice(a - lo, None if b < lo else b - lo, st)]
+        if squeeze:
+            block = block[0]
+        return self._h._out(block[rest] if rest else block)
+
+
+class safe_open:
+    """Lazy access to a ``.bsl`` file, like ``safetensors.safe_open``::
+
+        with bslcodec.safe_open("model.bsl", framework="np") as f:
+            for name in f.keys():
+                w = f.get_tensor(name)
+            rows = f.get_slice("emb")[100:200]
+    """
+
+    def __init__(self, path, framework: str = "np", device: str = "cpu"):
+        _check_framework(framework)
+        self._framework, self._device = framework, device
+        self._src = _Source(path=os.fspath(path))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._src.close()
+
+    def keys(self) -> list:
+        return sorted(self._src.entries)
+
+    def metadata(self) -> dict:
+        return dict(self._src.index.metadata)
+
+    def entry(self, name: str) -> Entry:
+        """The index entry (dtype, shape, codec, params, sizes) of a tensor."""
+        return self._src.entry(name)
+
+    def entries(self) -> list:
+        return list(self._src.index.entries)
+
+    def _out(self, arr):
+        return _to_framework(arr if arr.flags.c_contiguous else arr.copy(order="C"), self._framework, self._device)
+
+    def get_tensor(self, name: str):
+        if self._framework in ("pt", "torch") and str(self._device).startswith("cuda"):
+            from .gpu import load_to_cuda
+
+            return load_to_cuda(self._src, self._device, names=[name])[name]
+        return self._out(self._src.tensor(name))
+
+    def get_slice(self, name: str) -> _Slice:
+        return _Slice(self, name)
+
+
+def encode(array, *, max_error=None, rel_step=None, lossless: bool = False) -> bytes:
+    """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
+    return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
+                lossless=("tensor",) if lossless else None)
+
+
+def decode(data) -> np.ndarray:
+    """Bytes from :func:`encode` -> the array (in its original dtype and shape)."""
+    src = _Source(data=data)
+    if len(src.entries) != 1:
+        raise FormatError(f"decode() expects a one-tensor file, this one has {len(src.entries)}")
+    return src.tensor(next(iter(src.entries)))

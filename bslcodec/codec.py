@@ -1,0 +1,203 @@
+"""Per-tensor pipeline: which codec a tensor gets, encoding it, and decoding it (all or a range)."""
+
+import fnmatch
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ggd, golomb, lossless, quant
+from .dtypes import FLOAT_NAMES, numpy_dtype
+from .errors import EncodeError, FormatError
+from .format import Entry
+from .limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
+
+DEFAULT_REL_STEP = 1 / 64  # near-lossless default: |x - x̂| <= std/128, relative L2 error ~0.45 %
+LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
+SMALL_1D = 1 << 16  # 1-D float tensors up to this size (norms, biases) stay lossless by default
+
+
+@dataclass
+class Settings:
+    """How float tensors are quantized; exactly one of the three is set (or none: the default)."""
+
+    max_error: float | None = None
+    rel_step: float | None = None
+    bits: float | None = None
+    lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
+
+    def __post_init__(self):
+        given = {k: v for k, v in (("max_error", self.max_error), ("rel_step", self.rel_step),
+                                   ("bits", self.bits)) if v is not None}
+        if len(given) > 1:
+            raise EncodeError(f"give at most one of max_error=, rel_step=, bits= (got {', '.join(given)})")
+        for k, v in given.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise EncodeError(f"{k}= must be a positive finite number, got {v!r}")
+        if isinstance(self.lossless, str):
+            self.lossless = (self.lossless,)
+        self.lossless = tuple(self.lossless or ())
+        if not self.max_error and not self.bits and not self.rel_step:
+            self.rel_step = DEFAULT_REL_STEP
+
+
+def wants_lossy(name: str, arr: np.ndarray, dtype: str, settings: Settings) -> bool:
+    if dtype not in FLOAT_NAMES or arr.size == 0:
+        return False
+    if any(fnmatch.fnmatchcase(name, p) for p in settings.lossless):
+        return False
+    return not (arr.ndim <= 1 and arr.size <= SMALL_1D)
+
+
+class LossyTensor:
+    """A float tensor prepared for quantization: values, fitted GG, statistics."""
+
+    def __init__(self, name: str, arr: np.ndarray, dtype: str):
+        self.name, self.dtype, self.shape, self.arr = name, dtype, arr.shape, arr
+        flat = arr.reshape(-1)
+        self.x = flat if dtype in ("F32", "F64") else flat.astype(np.float32)
+        finite = np.isfinite(self.x)
+        if not finite.all():
+            bad = int(self.x.size - np.count_nonzero(finite))
+            raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
+                              f"store it exactly with lossless=[{name!r}]")
+        self.mean = float(self.x.mean(dtype=np.float64))
+        self.std = float(self.x.std(dtype=np.float64))
+        self.nu, self.alpha = ggd.fit(self.x)
+
+    def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
+        if settings.max_error is not None:
+            return quant.step_for_dtype(2 * settings.max_error, self.dtype, round_down=True)
+        c = rel_step if rel_step is not None else settings.rel_step
+        return quant.step_for_dtype(c * self.std, self.dtype)
+
+    def code(self, step: float, max_error: float | None = None):
+        """(params, ks, lens, u) for ``step``, or None when the tensor must be stored exactly.
+
+        With ``max_error`` the bound is strict: where binary32/bf16 rounding of ``q * step`` breaks it,
+        the step shrinks a little (up to 8 tries) until every element meets it.
+        """
+        for attempt in range(8):
+            if not (step > 0 and math.isfinite(step)):
+                return None
+            center = int(np.clip(np.rint(self.mean / step), -(MAX_SYMBOL_MAGNITUDE - 1), MAX_SYMBOL_MAGNITUDE - 1))
+            qr = quant.quantize(self.x, step, center, self.dtype, bound=max_error, strict=max_error is not None)
+            if qr.n_overflow:
+                return None  # step too fine for this tensor's range: lossless is the right answer
+            if not qr.n_bad:
+                break
+            if max_error is None:
+                return None
+            step = quant.step_for_dtype(step * (1 - 2.0 ** (-22 + 3 * attempt)), self.dtype, round_down=True)
+        else:
+            return None
+        k0 = ggd.best_order(self.nu, self.alpha, step)
+        ks, lens = golomb.choose_orders(qr.u, LANE_SYMBOLS, max(0, k0 - 2), min(MAX_EG_ORDER, k0 + 2))
+        params = {"step": step, "center": center, "lane_symbols": LANE_SYMBOLS,
+                  "k": int(np.bincount(ks).argmax()) if ks.size else k0,
+                  "gg_nu": round(self.nu, 6), "gg_scale": float(np.float32(self.alpha)),
+                  "max_abs_error": qr.max_error}
+        return params, ks, lens, qr.u
+
+    def size(self, step: float) -> int | None:
+        coded = self.code(step)
+        return None if coded is None else golomb.payload_size(LANE_SYMBOLS, coded[2])
+
+    def encode(self, step: float, max_error: float | None = None):
+        coded = self.code(step, max_error)
+        if coded is None:
+            return None
+        params, ks, lens, u = coded
+        payload = golomb.encode(u, LANE_SYMBOLS, ks, lens)
+        if len(payload) >= self.x.size * numpy_dtype(self.dtype).itemsize:
+            return None  # not worth it: lossless storage is smaller and exact
+        return params, payload
+
+
+def encode_lossless(arr: np.ndarray) -> tuple:
+    """(codec, params, payload): zstd, or raw when zstd does not shrink the bytes."""
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    if arr.size:
+        params, payload = lossless.encode_zstd(arr)
+        if len(payload) < arr.nbytes:
+            return "zstd", params, payload
+    return "raw", {}, arr.reshape(-1).view(np.uint8).tobytes()
+
+
+# ---------------------------------------------------------------- decoding
+
+def _check_eg_params(e: Entry, where: str) -> tuple:
+    p = e.params
+    if e.dtype not in FLOAT_NAMES:
+        raise FormatError(f"{where}: codec eg is only for float dtypes, not {e.dtype}")
+    step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
+        raise FormatError(f"{where}: eg step must be a positive finite number, found {step!r}")
+    if e.dtype != "F64" and float(np.float32(step)) != float(step):
+        raise FormatError(f"{where}: eg step {step!r} is not a binary32 value")
+    if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
+        raise FormatError(f"{where}: eg center must be an integer below 2^24 in magnitude, found {center!r}")
+    if type(s) is not int or not MIN_LANE_SYMBOLS <= s <= MAX_LANE_SYMBOLS or s & (s - 1):
+        raise FormatError(f"{where}: eg lane_symbols must be a power of two in "
+                          f"[{MIN_LANE_SYMBOLS}, {MAX_LANE_SYMBOLS}], found {s!r}")
+    return float(step), center, s
+
+
+def _decode_eg_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
+    step, center, s = _check_eg_params(e, where)
+    n = e.numel
+    count = min(n, g1 * LANES * s) - g0 * LANES * s
+    mode = {"F32": "F32", "F16": "F32", "BF16": "BF16", "F64": "F64"}[e.dtype]
+    out = np.empty(count, {"F32": np.float32, "BF16": np.uint16, "F64": np.float64}[mode])
+    try:
+        golomb.decode_into(payload, n, s, center, step, out, mode, g0, g1)
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    if e.dtype == "F16":
+        return out.astype(np.float16)
+    return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
+
+
+def _unit(e: Entry, where: str) -> int:
+    """Elements per independently decodable unit (group or chunk) of a payload."""
+    if e.codec == "eg":
+        return LANES * _check_eg_params(e, where)[2]
+    if e.codec == "zstd":
+        c = e.params.get("chunk_elems")
+        return c if type(c) is int and c > 0 else 1
+    return max(1, e.numel)
+
+
+def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Elements [start, stop) of the tensor (flat, C order), decoding only the units that hold them."""
+    n = e.numel
+    stop = n if stop is None else stop
+    dtype = numpy_dtype(e.dtype)
+    if stop <= start:
+        return np.empty(0, dtype)
+    if e.codec == "raw":
+        if len(payload) != n * dtype.itemsize:
+            raise FormatError(f"{where}: raw payload is {len(payload)} bytes, expected {n * dtype.itemsize}")
+        raw = np.frombuffer(payload, np.uint8, (stop - start) * dtype.itemsize, start * dtype.itemsize)
+        out = raw.view(dtype if e.dtype != "BOOL" else np.uint8).copy()
+    else:
+        unit = _unit(e, where)
+        u0, u1 = start // unit, -(-stop // unit)
+        if e.codec == "eg":
+            out = _decode_eg_range(e, payload, where, u0, u1)
+        else:
+            out = lossless.decode_zstd(payload, n, dtype if e.dtype != "BOOL" else np.dtype(np.uint8),
+                                       e.params, where, u0, u1)
+        out = out[start - u0 * unit: stop - u0 * unit]
+    if e.dtype == "BOOL":
+        if out.size and out.max() > 1:
+            raise FormatError(f"{where}: BOOL tensor holds a byte other than 0 or 1")
+        out = out.view(np.bool_)
+    return out
+
+
+def decode(e: Entry, payload, where: str) -> np.ndarray:
+    return decode_flat(e, payload, where).reshape(e.shape)

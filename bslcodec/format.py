@@ -1,0 +1,186 @@
+"""The container (spec sections 2, 3, 5, 6): preamble, JSON header, payload placement, checksums.
+
+Pure bytes and JSON: knows nothing of numpy codecs. Every length is checked before it is trusted.
+"""
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+
+import xxhash
+
+from .dtypes import NUMPY_DTYPES
+from .errors import ChecksumError, FormatError, LimitError
+from .limits import MAX_ELEMENTS, MAX_HEADER_BYTES, MAX_NAME_BYTES, MAX_RANK
+
+MAGIC = b"\x89BSL\r\n\x1a\n"
+MAJOR, MINOR = 1, 0
+PREAMBLE = struct.Struct("<8sHHIQQ")  # magic, major, minor, flags, header length, header checksum
+PREAMBLE_BYTES = PREAMBLE.size  # 32
+ALIGN = 64
+CODECS = ("raw", "zstd", "eg")
+
+
+def align(x: int, a: int = ALIGN) -> int:
+    return x + (-x % a)
+
+
+def checksum(data) -> str:
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+@dataclass
+class Entry:
+    """One tensor's index entry (spec 3.2)."""
+
+    name: str
+    dtype: str
+    shape: tuple
+    codec: str
+    params: dict
+    offset: int = 0
+    length: int = 0
+    checksum: str = ""
+    extra: dict = field(default_factory=dict)  # unknown keys, kept for tools
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "codec": self.codec,
+                "params": self.params, "offset": self.offset, "length": self.length,
+                "checksum": self.checksum}
+
+
+def _no_duplicates(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise FormatError(f"duplicate key {k!r} in header")
+        d[k] = v
+    return d
+
+
+def _int(value, what: str, lo: int, hi: int) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise FormatError(f"{what} must be an integer in [{lo}, {hi}], found {value!r}")
+    return value
+
+
+def _entry_from_json(obj, index: int) -> Entry:
+    if not isinstance(obj, dict):
+        raise FormatError(f"tensor entry {index} is not an object")
+    for key in ("name", "dtype", "shape", "codec", "params", "offset", "length", "checksum"):
+        if key not in obj:
+            raise FormatError(f"tensor entry {index} lacks the key {key!r}")
+    name = obj["name"]
+    if not isinstance(name, str) or not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise FormatError(f"tensor entry {index}: name must be a string of 1..{MAX_NAME_BYTES} bytes")
+    where = f"tensor {name!r}"
+    if obj["dtype"] not in NUMPY_DTYPES:
+        raise FormatError(f"{where}: unknown dtype {obj['dtype']!r}")
+    if obj["codec"] not in CODECS:
+        raise FormatError(f"{where}: unknown codec {obj['codec']!r} (this reader knows {', '.join(CODECS)})")
+    shape = obj["shape"]
+    if not isinstance(shape, list) or len(shape) > MAX_RANK:
+        raise LimitError(f"{where}: shape must be a list of at most {MAX_RANK} dimensions")
+    shape = tuple(_int(d, f"{where}: dimension", 0, 2**53) for d in shape)
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise LimitError(f"{where}: {math.prod(shape)} elements is over the limit of {MAX_ELEMENTS}")
+    if not isinstance(obj["params"], dict):
+        raise FormatError(f"{where}: params must be an object")
+    cs = obj["checksum"]
+    if not isinstance(cs, str) or len(cs) != 16 or any(c not in "0123456789abcdef" for c in cs):
+        raise FormatError(f"{where}: checksum must be 16 lowercase hex digits")
+    known = {"name", "dtype", "shape", "codec", "params", "offset", "length", "checksum"}
+    return Entry(name, obj["dtype"], shape, obj["codec"], obj["params"],
+                 _int(obj["offset"], f"{where}: offset", 0, 2**63 - 1),
+                 _int(obj["length"], f"{where}: length", 0, 2**63 - 1), cs,
+                 {k: v for k, v in obj.items() if k not in known})
+
+
+def build_header(entries: list, metadata: dict) -> bytes:
+    """Header bytes (padded) for entries whose offsets/lengths/checksums are final."""
+    doc = {"metadata": metadata, "tensors": [e.to_json() for e in entries]}
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                     allow_nan=False).encode("utf-8")
+    raw += b" " * (align(PREAMBLE_BYTES + len(raw)) - PREAMBLE_BYTES - len(raw))
+    if len(raw) > MAX_HEADER_BYTES:
+        raise LimitError(f"header of {len(raw)} bytes is over the limit of {MAX_HEADER_BYTES}")
+    return raw
+
+
+def build_preamble(header: bytes) -> bytes:
+    return PREAMBLE.pack(MAGIC, MAJOR, MINOR, 0, len(header), xxhash.xxh3_64_intdigest(header))
+
+
+def place(entries: list, lengths: list) -> int:
+    """Set offsets per spec 3.2; returns the data region's size."""
+    pos = 0
+    for e, n in zip(entries, lengths):
+        e.offset = align(pos)
+        e.length = n
+        pos = e.offset + n
+    return pos
+
+
+@dataclass
+class Index:
+    entries: list
+    metadata: dict
+    data_start: int  # D
+    minor: int
+
+
+def read_header_length(pre: bytes, file_size: int) -> tuple:
+    """Validate the 32-byte preamble; returns (header length, header checksum, minor)."""
+    if len(pre) < PREAMBLE_BYTES:
+        raise FormatError(f"file of {file_size} bytes is too short for a .bsl preamble ({PREAMBLE_BYTES} bytes)")
+    magic, major, minor, flags, hlen, hsum = PREAMBLE.unpack(pre[:PREAMBLE_BYTES])
+    if magic != MAGIC:
+        raise FormatError("not a .bsl file (bad magic)")
+    if major != MAJOR:
+        raise FormatError(f"unsupported .bsl major version {major} (this reader reads {MAJOR}.x)")
+    if flags != 0:
+        raise FormatError(f"reserved flags are {flags:#x}, must be 0")
+    if hlen > MAX_HEADER_BYTES:
+        raise LimitError(f"header length {hlen} is over the limit of {MAX_HEADER_BYTES}")
+    if (PREAMBLE_BYTES + hlen) % ALIGN:
+        raise FormatError(f"header length {hlen} does not end on a {ALIGN}-byte boundary")
+    if PREAMBLE_BYTES + hlen > file_size:
+        raise FormatError(f"header length {hlen} runs past the end of the {file_size}-byte file (truncated?)")
+    return hlen, hsum, minor
+
+
+def parse_header(header: bytes, hsum: int, minor: int, file_size: int) -> Index:
+    """Parse and validate header bytes against the file size (spec 3)."""
+    if xxhash.xxh3_64_intdigest(header) != hsum:
+        raise ChecksumError("header checksum mismatch: the file is corrupted")
+    try:
+        doc = json.loads(bytes(header).decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(f"header is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tensors"), list):
+        raise FormatError("header must be an object with a 'tensors' list")
+    metadata = doc.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError("header 'metadata' must map strings to strings")
+    entries = [_entry_from_json(o, i) for i, o in enumerate(doc["tensors"])]
+    data_start = PREAMBLE_BYTES + len(header)
+    names, pos = set(), 0
+    for e in entries:
+        if e.name in names:
+            raise FormatError(f"tensor name {e.name!r} appears twice")
+        names.add(e.name)
+        if e.offset != align(pos):
+            raise FormatError(f"tensor {e.name!r}: payload offset {e.offset} should be {align(pos)} "
+                              "(payloads overlap or leave a hole)")
+        pos = e.offset + e.length
+    if data_start + pos != file_size:
+        raise FormatError(f"payloads end at byte {data_start + pos} but the file has {file_size} bytes "
+                          "(truncated or trailing data)")
+    return Index(entries, metadata, data_start, minor)
