@@ -24,7 +24,7 @@ from .errors import BslError, ChecksumError, EncodeError, FormatError
 from .format import (PREAMBLE_BYTES, Entry, build_header, build_preamble, checksum, parse_header, place,
                      read_header_length)
 from .limits import MAX_NAME_BYTES
-from .ratecontrol import choose_rel_step
+from .ratecontrol import choose_rel_step, overhead_guess
 
 FRAMEWORKS = ("np", "numpy", "pt", "torch")
 
@@ -108,25 +108,36 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
         items.append((name, arr, dtype_name(arr.dtype)))
     lossy = {name: LossyTensor(name, arr, dt) for name, arr, dt in items
              if codec.wants_lossy(name, arr, dt, settings)}
-    rel = None
-    if settings.bits is not None:
-        exact = [(name, arr) for name, arr, dt in items if name not in lossy]
-        rel = choose_rel_step(list(lossy.values()), exact, settings.bits, sum(a.size for _, a, _ in items))
-    entries, payloads = [], []
-    for name, arr, dt in _progress(items, len(items), progress, "encode"):
-        coded = None
-        if name in lossy:
-            lt = lossy[name]
-            coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
-        if coded is not None:
-            params, payload = coded
-            entries.append(Entry(name, dt, arr.shape, "eg", params))
-        else:
-            cname, params, payload = codec.encode_lossless(arr)
-            entries.append(Entry(name, dt, arr.shape, cname, params))
-        entries[-1].checksum = checksum(payload)
-        payloads.append(payload)
-    place(entries, [len(p) for p in payloads])
+    def encode_all(rel):
+        entries, payloads = [], []
+        for name, arr, dt in _progress(items, len(items), progress, "encode"):
+            coded = None
+            if name in lossy:
+                lt = lossy[name]
+                coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
+            if coded is not None:
+                params, payload = coded
+                entries.append(Entry(name, dt, arr.shape, "eg", params))
+            else:
+                cname, params, payload = codec.encode_lossless(arr)
+                entries.append(Entry(name, dt, arr.shape, cname, params))
+            entries[-1].checksum = checksum(payload)
+            payloads.append(payload)
+        end = place(entries, [len(p) for p in payloads])
+        return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
+
+    if settings.bits is None:
+        entries, payloads, _ = encode_all(None)
+        return entries, payloads, metadata
+    exact = [(name, arr) for name, arr, dt in items if name not in lossy]
+    n_weights = sum(a.size for _, a, _ in items)
+    rel, predicted = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights)
+    entries, payloads, size = encode_all(rel)
+    if abs(8 * size - settings.bits * n_weights) > 0.01 * settings.bits * n_weights:
+        # the header/padding guess was off: search again with the measured overhead
+        rel, _ = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights,
+                                 overhead_bits=overhead_guess(len(items)) + 8 * size - predicted)
+        entries, payloads, size = encode_all(rel)
     return entries, payloads, metadata
 
 
@@ -310,23 +321,21 @@ class _Slice:
             i = int(first) + (e.shape[0] if first < 0 else 0)
             if not 0 <= i < e.shape[0]:
                 raise IndexError(f"index {first} is out of range for dimension 0 of size {e.shape[0]}")
-            rows, squeeze = (i, i + 1, 1), True
+            rows = range(i, i + 1)
         elif isinstance(first, slice):
-            rows, squeeze = first.indices(e.shape[0]), False
+            rows = range(*first.indices(e.shape[0]))
         else:
             raise BslError("get_slice supports an int or a slice on the first dimension")
-        a, b, st = rows
-        lo, hi = (a, b) if st > 0 else (b + 1, a + 1)
-        lo, hi = max(lo, 0), max(hi, lo)
+        lo, hi = (min(rows), max(rows) + 1) if len(rows) else (0, 0)
         row = int(np.prod(e.shape[1:], dtype=np.int64))
         src = self._h._src
         flat = codec.decode_flat(e, src.payload(e), f"{src.where}: tensor {e.name!r}", lo * row, hi * row)
         block = flat.reshape((hi - lo,) + tuple(e.shape[1:]))
-        block = block[slice(a - lo, b - lo if b - lo >= 0 else None, st)] if st > 0 else \
-            block[slice(a - lo, None if b < lo else b - lo, st)]
-        if squeeze:
-            block = block[0]
-        return self._h._out(block[rest] if rest else block)
+        if rows.step != 1 and len(rows) > 1:
+            block = block[::rows.step] if rows.step > 0 else block[::-1][::-rows.step]
+        block = block[0] if isinstance(first, (int, np.integer)) else block
+        lead = () if isinstance(first, (int, np.integer)) else (slice(None),)
+        return self._h._out(block[lead + rest] if rest else block)
 
 
 class safe_open:

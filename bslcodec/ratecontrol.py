@@ -5,20 +5,29 @@ import math
 from .errors import EncodeError
 
 TOLERANCE = 0.01  # aim within 1 % so the 2 % promise holds with room to spare
-HEADER_BITS_PER_TENSOR = 8 * 400  # rough JSON entry size; the search only needs the payloads right
+HEADER_BITS_PER_TENSOR = 8 * 300  # first guess of a JSON entry's size; the caller corrects it
 
 
-def choose_rel_step(lossy: list, exact: list, bits: float, n_weights: int) -> float:
+def overhead_guess(n_tensors: int) -> int:
+    """A first guess of preamble + header + padding bits."""
+    return 8 * 96 + HEADER_BITS_PER_TENSOR * n_tensors
+
+
+def choose_rel_step(lossy: list, exact: list, bits: float, n_weights: int, overhead_bits: float | None = None) -> tuple:
     """A rel_step c (step = c * std per tensor) whose total size is within 1 % of ``bits`` per weight.
 
-    ``lossy``: LossyTensor objects; ``exact``: (name, array) stored losslessly (their size is fixed).
+    ``lossy``: LossyTensor objects; ``exact``: (name, array) stored losslessly (their size is fixed);
+    ``overhead_bits``: preamble, header and padding (default: a per-tensor guess). Returns (c, predicted
+    total bits).
     """
     from .codec import encode_lossless  # local import: codec sits above this module
     from .quant import step_for_dtype
 
     if n_weights == 0:
         raise EncodeError("bits= needs at least one element to encode")
-    fixed = sum(8 * len(encode_lossless(a)[2]) for _, a in exact) + HEADER_BITS_PER_TENSOR * (len(lossy) + len(exact))
+    if overhead_bits is None:
+        overhead_bits = overhead_guess(len(lossy) + len(exact))
+    fixed = sum(8 * len(encode_lossless(a)[2]) for _, a in exact) + overhead_bits
     target = bits * n_weights
 
     lossless_bits = {}
@@ -50,12 +59,12 @@ def choose_rel_step(lossy: list, exact: list, bits: float, n_weights: int) -> fl
         t = total(mid)
         best = min(best, (abs(t - target), mid))
         if abs(t - target) <= TOLERANCE * target:
-            return 2.0 ** mid
+            return 2.0 ** mid, t
         if t > target:
             lo = mid
         else:
             hi = mid
     if best[0] <= 0.02 * target:
-        return 2.0 ** best[1]
+        return 2.0 ** best[1], total(best[1])
     raise EncodeError(f"bits={bits}: no step meets the target within 2 % (closest: "
                       f"{(target + best[0]) / n_weights:.3f} bits/weight)")
