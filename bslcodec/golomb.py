@@ -28,10 +28,11 @@ _STATUS_TEXT = {
 
 @intrinsic
 def _cttz(typingctx, x):
+    """Count trailing zeros; 64 for x == 0 (defined, so a zero word needs no separate test)."""
     sig = types.uint64(types.uint64)
 
     def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], cgutils.true_bit)
+        return builder.cttz(args[0], cgutils.false_bit)
 
     return sig, codegen
 
@@ -168,12 +169,10 @@ def parse_tables(payload, n_elems: int, lane_symbols: int):
 
 @numba.njit(inline="always")
 def _peek(words, p):
+    """The 64 stream bits from bit ``p`` on (branch-free: the double shift is 0 when p is word-aligned)."""
     w = p >> 6
     s = np.uint64(p & 63)
-    lo = words[w] >> s
-    if s != 0:
-        lo |= words[w + 1] << (np.uint64(64) - s)
-    return lo
+    return (words[w] >> s) | ((words[w + 1] << np.uint64(1)) << (np.uint64(63) - s))
 
 
 @numba.njit(inline="always")
@@ -182,8 +181,6 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
     maxz = _MAX_Z - k
     for e in range(start, stop, LANES):
         x = _peek(words, pos)
-        if x == 0:
-            return pos, _BAD_CODE
         z = np.int64(_cttz(x))
         if z > maxz:
             return pos, _BAD_CODE
