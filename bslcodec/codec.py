@@ -56,13 +56,10 @@ class LossyTensor:
         self.name, self.dtype, self.shape, self.arr = name, dtype, arr.shape, arr
         flat = arr.reshape(-1)
         self.x = flat if dtype in ("F32", "F64") else flat.astype(np.float32)
-        finite = np.isfinite(self.x)
-        if not finite.all():
-            bad = int(self.x.size - np.count_nonzero(finite))
+        self.mean, self.std, bad = quant.moments(self.x)
+        if bad:
             raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
                               f"store it exactly with lossless=[{name!r}]")
-        self.mean = float(self.x.mean(dtype=np.float64))
-        self.std = float(self.x.std(dtype=np.float64))
         self.nu, self.alpha = ggd.fit(self.x)
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:

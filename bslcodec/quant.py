@@ -49,6 +49,7 @@ def _dequant(q, mode, step32, step64):
 def _quantize(x, step64, step32, center, mode, bound, slack_rel, slack_abs, u):
     """Fill ``u`` with zigzag symbols; per-block (max error, bad-bound count, non-finite count, overflow)."""
     n = x.size
+    inv = 1.0 / step64  # a multiply instead of a divide; the bound check below catches any rounding slip
     nblocks = (n + _BLOCK - 1) // _BLOCK
     stats = np.zeros((nblocks, 4), np.float64)
     lim = np.float64(MAX_SYMBOL_MAGNITUDE)
@@ -63,7 +64,7 @@ def _quantize(x, step64, step32, center, mode, bound, slack_rel, slack_abs, u):
                 nonfinite += 1
                 u[i] = 0
                 continue
-            qf = np.rint(xv / step64)
+            qf = np.rint(xv * inv)
             if abs(qf) >= lim or abs(qf - np.float64(center)) >= lim:
                 overflow += 1
                 u[i] = 0
@@ -90,6 +91,41 @@ def _quantize(x, step64, step32, center, mode, bound, slack_rel, slack_abs, u):
         stats[b, 2] = nonfinite
         stats[b, 3] = overflow
     return stats
+
+
+@numba.njit(parallel=True, cache=True)
+def _moments(x):
+    n = x.size
+    nblocks = (n + _BLOCK - 1) // _BLOCK
+    acc = np.zeros((nblocks, 3), np.float64)
+    for b in prange(nblocks):
+        s1 = 0.0
+        s2 = 0.0
+        bad = 0.0
+        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            v = np.float64(x[i])
+            if np.isfinite(v):
+                s1 += v
+                s2 += v * v
+            else:
+                bad += 1
+        acc[b, 0] = s1
+        acc[b, 1] = s2
+        acc[b, 2] = bad
+    return acc
+
+
+def moments(x: np.ndarray) -> tuple:
+    """(mean, std about the mean, number of non-finite values) of flat ``x``, one parallel pass."""
+    if x.size == 0:
+        return 0.0, 0.0, 0
+    acc = _moments(x).sum(axis=0)
+    n_bad = int(acc[2])
+    n = x.size - n_bad
+    if n == 0:
+        return 0.0, 0.0, n_bad
+    mean = acc[0] / n
+    return float(mean), float(np.sqrt(max(acc[1] / n - mean * mean, 0.0))), n_bad
 
 
 class QuantResult:
