@@ -63,6 +63,19 @@ def _no_duplicates(pairs):
     return d
 
 
+def _utf8_len(s: str) -> int:
+    """UTF-8 byte length of a header string; FormatError for a lone surrogate (a JSON escape such as
+    \\ud800 parses to a str that no UTF-8 byte sequence can hold)."""
+    try:
+        return len(s.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise FormatError(f"header string {s[:80]!r} is not valid Unicode (lone surrogate)") from None
+
+
+def _no_constant(name):
+    raise FormatError(f"header holds {name}, which is not JSON (RFC 8259)")
+
+
 def _int(value, what: str, lo: int, hi: int) -> int:
     if type(value) is not int or not lo <= value <= hi:
         raise FormatError(f"{what} must be an integer in [{lo}, {hi}], found {value!r}")
@@ -76,17 +89,17 @@ def _entry_from_json(obj, index: int) -> Entry:
         if key not in obj:
             raise FormatError(f"tensor entry {index} lacks the key {key!r}")
     name = obj["name"]
-    if not isinstance(name, str) or not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    if not isinstance(name, str) or not name or _utf8_len(name) > MAX_NAME_BYTES:
         raise FormatError(f"tensor entry {index}: name must be a string of 1..{MAX_NAME_BYTES} bytes")
     where = f"tensor {name!r}"
-    if obj["dtype"] not in NUMPY_DTYPES:
+    if not isinstance(obj["dtype"], str) or obj["dtype"] not in NUMPY_DTYPES:
         raise FormatError(f"{where}: unknown dtype {obj['dtype']!r}")
-    if obj["codec"] not in CODECS:
+    if not isinstance(obj["codec"], str) or obj["codec"] not in CODECS:
         raise FormatError(f"{where}: unknown codec {obj['codec']!r} (this reader knows {', '.join(CODECS)})")
     shape = obj["shape"]
     if not isinstance(shape, list) or len(shape) > MAX_RANK:
         raise LimitError(f"{where}: shape must be a list of at most {MAX_RANK} dimensions")
-    shape = tuple(_int(d, f"{where}: dimension", 0, 2**53) for d in shape)
+    shape = tuple(_int(d, f"{where}: dimension", 0, 2**53 - 1) for d in shape)
     if math.prod(shape) > MAX_ELEMENTS:
         raise LimitError(f"{where}: {math.prod(shape)} elements is over the limit of {MAX_ELEMENTS}")
     if not isinstance(obj["params"], dict):
@@ -159,7 +172,8 @@ def parse_header(header: bytes, hsum: int, minor: int, file_size: int) -> Index:
     if xxhash.xxh3_64_intdigest(header) != hsum:
         raise ChecksumError("header checksum mismatch: the file is corrupted")
     try:
-        doc = json.loads(bytes(header).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = json.loads(bytes(header).decode("utf-8"), object_pairs_hook=_no_duplicates,
+                         parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         if isinstance(exc, FormatError):
             raise
@@ -169,6 +183,8 @@ def parse_header(header: bytes, hsum: int, minor: int, file_size: int) -> Index:
     metadata = doc.get("metadata", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FormatError("header 'metadata' must map strings to strings")
+    for k, v in metadata.items():
+        _utf8_len(k), _utf8_len(v)
     entries = [_entry_from_json(o, i) for i, o in enumerate(doc["tensors"])]
     data_start = PREAMBLE_BYTES + len(header)
     names, pos = set(), 0
