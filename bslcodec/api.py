@@ -98,7 +98,7 @@ def _progress(iterable, total, enabled, desc):
 
 
 def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-                   progress=False) -> tuple:
+                   sensitivity=None, progress=False) -> tuple:
     """Encode a state dict into (entries, payloads, metadata) without writing anything."""
     metadata = _check_inputs(tensors, metadata)
     settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or ())
@@ -108,6 +108,10 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
         items.append((name, arr, dtype_name(arr.dtype)))
     lossy = {name: LossyTensor(name, arr, dt) for name, arr, dt in items
              if codec.wants_lossy(name, arr, dt, settings)}
+    if sensitivity is not None:
+        if settings.max_error is not None:
+            raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
+        codec.apply_sensitivity(lossy, sensitivity)
     def encode_all(rel):
         entries, payloads = [], []
         for name, arr, dt in _progress(items, len(items), progress, "encode"):
@@ -152,30 +156,35 @@ def _write(fh, entries, payloads, metadata):
         pos = e.offset + e.length
 
 
-def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None) -> bytes:
+def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
+         sensitivity=None) -> bytes:
     """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
     import io
 
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
-                                                 rel_step=rel_step, bits=bits, lossless=lossless)
+                                                 rel_step=rel_step, bits=bits, lossless=lossless,
+                                                 sensitivity=sensitivity)
     buf = io.BytesIO()
     _write(buf, entries, payloads, metadata)
     return buf.getvalue()
 
 
 def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-              progress=False) -> None:
+              sensitivity=None, progress=False) -> None:
     """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
 
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
     every element), ``rel_step`` (step = rel_step * std of the tensor; |x - x̂| <= step/2) or ``bits``
     (average bits per weight of the whole file, within 2 %); none gives ``rel_step=1/64``. Integer and
     bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly.
-    The write is atomic: a temporary file in the same folder, fsync, then rename.
+    ``sensitivity`` (name -> output distortion per unit squared weight error, e.g. from
+    :func:`bslcodec.calibrate.sensitivity`) redistributes the steps across tensors (step ~ 1/sqrt(s))
+    at the same average ``rel_step``/``bits``. The write is atomic: a temporary file in the same folder,
+    fsync, then rename.
     """
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
                                                  rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 progress=progress)
+                                                 sensitivity=sensitivity, progress=progress)
     atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
 
 

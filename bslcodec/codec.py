@@ -61,12 +61,13 @@ class LossyTensor:
             raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
                               f"store it exactly with lossless=[{name!r}]")
         self.nu, self.alpha = ggd.fit(self.x)
+        self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
         if settings.max_error is not None:
             return quant.step_for_dtype(2 * settings.max_error, self.dtype, round_down=True)
         c = rel_step if rel_step is not None else settings.rel_step
-        return quant.step_for_dtype(c * self.std, self.dtype)
+        return quant.step_for_dtype(c * self.unit, self.dtype)
 
     def code(self, step: float, max_error: float | None = None):
         """(params, ks, lens, u) for ``step``, or None when the tensor must be stored exactly.
@@ -109,6 +110,42 @@ class LossyTensor:
         if len(payload) >= self.x.size * numpy_dtype(self.dtype).itemsize:
             return None  # not worth it: lossless storage is smaller and exact
         return params, payload
+
+
+SENSITIVITY_FLOOR = 1e-4  # relative to the median: a tensor that seems unused still keeps some precision
+
+
+def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
+    """Equal-slope allocation of steps across tensors from per-tensor sensitivities.
+
+    ``s_i`` is the model's output distortion per unit of per-element error variance spread over all of
+    tensor i (what ``bslcodec.calibrate.sensitivity`` measures). With quantization noise step_i^2 / 12,
+    minimising  sum_i n_i * (h_i - log2 step_i)  +  lambda * sum_i s_i * step_i^2 / 12  gives
+    step_i proportional to sqrt(n_i / s_i): big, insensitive tensors get coarse steps. The units are scaled
+    so that the size-weighted geometric mean of step_i / std_i is 1: ``rel_step=c`` keeps its average
+    meaning and only redistributes the error.
+    """
+    if not lossy:
+        return
+    missing = sorted(n for n in lossy if n not in sensitivity)
+    if missing:
+        raise EncodeError(f"sensitivity= lacks {len(missing)} quantized tensor(s), e.g. {missing[:3]}")
+    s = {}
+    for n in lossy:
+        v = sensitivity[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise EncodeError(f"sensitivity[{n!r}] must be a positive finite number, got {v!r}")
+        s[n] = float(v)
+    live = [n for n, t in lossy.items() if t.std > 0]
+    if not live:
+        return
+    floor = SENSITIVITY_FLOOR * float(np.median([s[n] for n in live]))
+    raw = {n: 0.5 * (math.log(lossy[n].x.size) - math.log(max(s[n], floor))) for n in live}
+    sizes = np.array([lossy[n].x.size for n in live], np.float64)
+    log_ratio = np.array([raw[n] - math.log(lossy[n].std) for n in live])
+    shift = float((sizes * log_ratio).sum() / sizes.sum())
+    for n in live:
+        lossy[n].unit = math.exp(raw[n] - shift)
 
 
 def encode_lossless(arr: np.ndarray) -> tuple:

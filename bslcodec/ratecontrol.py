@@ -14,7 +14,7 @@ def overhead_guess(n_tensors: int) -> int:
 
 
 def choose_rel_step(lossy: list, exact: list, bits: float, n_weights: int, overhead_bits: float | None = None) -> tuple:
-    """A rel_step c (step = c * std per tensor) whose total size is within 1 % of ``bits`` per weight.
+    """A rel_step c (step = c * unit per tensor: std, or the sensitivity-weighted unit) whose total size is within 1 % of ``bits`` per weight.
 
     ``lossy``: LossyTensor objects; ``exact``: (name, array) stored losslessly (their size is fixed);
     ``overhead_bits``: preamble, header and padding (default: a per-tensor guess). Returns (c, predicted
@@ -36,7 +36,7 @@ def choose_rel_step(lossy: list, exact: list, bits: float, n_weights: int, overh
         c = 2.0 ** log_c
         size = fixed
         for t in lossy:
-            s = t.size(step_for_dtype(c * t.std, t.dtype))
+            s = t.size(step_for_dtype(c * t.unit, t.dtype))
             if s is None:  # too fine: the tensor would be stored exactly
                 if t.name not in lossless_bits:
                     lossless_bits[t.name] = 8 * len(encode_lossless(t.arr)[2])
