@@ -1,0 +1,368 @@
+"""The ``bslcodec`` command line: ``encode``, ``decode``, ``info``, ``verify``.
+
+::
+
+    bslcodec encode model.safetensors model.bsl [--max-error X | --rel-step X | --bits X] [--lossless PAT]...
+    bslcodec encode ./my-hf-model ./my-hf-model-bsl          # a folder in gives a folder out
+    bslcodec decode model.bsl model.safetensors              # or .pt / .npz, by the suffix
+    bslcodec info model.bsl [--json]
+    bslcodec verify model.bsl [--against model.safetensors]
+
+Errors print one line (``bslcodec: error: ...``) and exit non-zero; outputs are staged and renamed into
+place, so a failed run leaves nothing behind. Exit codes: 0 success, 1 error or failed verification,
+2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import BslError
+
+META = "bslcodec."
+
+
+# ---------------------------------------------------------------- error handling
+
+class _Cli(click.Group):
+    """A click group whose every error is one line on stderr and a non-zero exit (no traceback)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name or "bslcodec", complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("interrupted", 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BslError as exc:
+            _fail(str(exc), 1)
+        except MemoryError:
+            _fail("out of memory", 1)
+        except OSError as exc:  # disk full, permission denied, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or exc}", 1)
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str, code: int):
+    message = " ".join(str(message).split("\n")[0].split()) or "failed"
+    click.echo(f"bslcodec: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _set_workers(workers):
+    """``--workers N``: the number of Numba threads (the codec's kernels run groups of 16,384 weights
+    in parallel; the default is every core Numba found)."""
+    if workers is None:
+        return
+    import numba
+
+    top = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= workers <= top:
+        raise click.BadParameter(f"must be between 1 and {top} (the cores Numba found)", param_hint="--workers")
+    numba.set_num_threads(workers)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _g(x, digits=4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def _table(rows: list, header: list, right: set) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = []
+    for r in [header] + rows:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+workers_option = click.option("--workers", type=int, metavar="N",
+                              help="Threads for the codec's Numba kernels (default: every core).")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="bslcodec")
+def main():
+    """Small neural-network checkpoints (.bsl): encode, decode, inspect and verify them."""
+
+
+# ---------------------------------------------------------------- encode / decode
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--max-error", type=float, metavar="E", help="Every weight within E of the original.")
+@click.option("--rel-step", type=float, metavar="C", help="Step = C x std of each tensor (default 1/64).")
+@click.option("--bits", type=float, metavar="B", help="Average B bits per weight over each output file.")
+@click.option("--lossless", multiple=True, metavar="PATTERN",
+              help="Store tensors whose names match this fnmatch pattern exactly (repeatable).")
+@workers_option
+@overwrite_option
+@quiet_option
+def encode(input, output, max_error, rel_step, bits, lossless, workers, overwrite, quiet):
+    """Encode INPUT (.safetensors, torch .pt/.bin, .npz, or a Hugging Face model folder) to OUTPUT.
+
+    A folder gives a folder: model.bsl (or model-0000i-of-0000n.bsl shards with model.bsl.index.json
+    when the input was sharded) plus every non-weight file (config, tokenizer) copied unchanged.
+    Torch files are read with torch.load(weights_only=True): nothing else is unpickled.
+    """
+    from .checkpoint import check_settings, encode_checkpoint
+
+    given = [n for n, v in (("--max-error", max_error), ("--rel-step", rel_step), ("--bits", bits)) if v is not None]
+    if len(given) > 1:
+        raise click.UsageError(f"give at most one of --max-error, --rel-step, --bits (got {' and '.join(given)})")
+    for name, v in (("--max-error", max_error), ("--rel-step", rel_step), ("--bits", bits)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise click.BadParameter(f"must be a positive number, not {v}", param_hint=name)
+    check_settings(max_error, rel_step, bits, lossless)
+    _set_workers(workers)
+    res = encode_checkpoint(input, output, max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless,
+                            overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        if res.skipped:
+            click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)
+        extra = ""
+        steps = [r for r in res.rel_steps if r is not None]
+        if steps:
+            extra = f", rel_step {_g(min(steps))}" + (f"..{_g(max(steps))}" if max(steps) != min(steps) else "")
+        click.echo(f"{input} ({_size(res.in_bytes)}) -> {output} ({_size(res.out_bytes)}): "
+                   f"ratio {res.ratio:.2f}x, {res.bits_per_weight:.2f} bits/weight, {res.n_tensors} tensors, "
+                   f"{res.seconds:.1f} s{extra}")
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@workers_option
+@overwrite_option
+@quiet_option
+def decode(input, output, workers, overwrite, quiet):
+    """Decode INPUT (.bsl file or encoded folder) to OUTPUT.
+
+    The format follows OUTPUT's suffix: .pt/.pth/.bin (torch.save), .npz, else .safetensors. An
+    encoded folder decodes to a folder: model.safetensors (or safetensors shards with
+    model.safetensors.index.json) plus the copied files, loadable by transformers.
+    """
+    from .checkpoint import decode_checkpoint
+
+    _set_workers(workers)
+    res = decode_checkpoint(input, output, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        click.echo(f"{input} ({_size(res.in_bytes)}, {res.bits_per_weight:.2f} bits/weight) -> {output} "
+                   f"({_size(res.out_bytes)}): {res.n_tensors} tensors, {res.seconds:.1f} s")
+
+
+# ---------------------------------------------------------------- info
+
+def _tensor_info(e) -> dict:
+    from .dtypes import NUMPY_DTYPES
+
+    raw = e.numel * NUMPY_DTYPES[e.dtype].itemsize
+    p = e.params if e.codec == "eg" else {}
+    return {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "codec": e.codec,
+            "gg_nu": p.get("gg_nu"), "gg_scale": p.get("gg_scale"), "step": p.get("step"), "eg_order": p.get("k"),
+            "max_abs_error": p.get("max_abs_error"), "elements": e.numel, "raw_bytes": raw, "bytes": e.length,
+            "bits_per_weight": 8 * e.length / e.numel if e.numel else None,
+            "ratio": raw / e.length if e.length else None}
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(file, as_json):
+    """Per-tensor table of a .bsl file or encoded folder: codec, GG fit, step, EG order, bits/weight, ratio."""
+    import os
+
+    from .checkpoint import BslFile, bsl_files
+
+    files, out = bsl_files(file), []
+    for path in files:
+        with BslFile(path) as f:
+            out.append({"path": str(path), "size": os.path.getsize(path), "metadata": f.metadata,
+                        "tensors": [_tensor_info(e) for e in f.entries()]})
+    tensors = [t for f in out for t in f["tensors"]]
+    n_el = sum(t["elements"] for t in tensors)
+    raw = sum(t["raw_bytes"] for t in tensors)
+    size = sum(f["size"] for f in out)
+    total = {"files": len(out), "tensors": len(tensors), "lossy_tensors": sum(t["codec"] == "eg" for t in tensors),
+             "elements": n_el, "raw_bytes": raw, "bytes": size,
+             "bits_per_weight": 8 * size / n_el if n_el else None, "ratio": raw / size if size else None}
+    if as_json:
+        click.echo(json.dumps({"files": out, "total": total}, indent=2))
+        return
+    for f in out:
+        click.echo(f"{f['path']}: {_size(f['size'])}, {len(f['tensors'])} tensors")
+        settings = f["metadata"].get(META + "settings")
+        if settings:
+            click.echo(f"settings: {settings}")
+        rows = [[t["name"], t["dtype"], "x".join(map(str, t["shape"])) or "()", t["codec"], _g(t["gg_nu"], 3),
+                 _g(t["gg_scale"]), _g(t["step"]), _g(t["eg_order"]), _g(t["bits_per_weight"], 3),
+                 _g(t["ratio"], 3)] for t in f["tensors"]]
+        click.echo(_table(rows, ["name", "dtype", "shape", "codec", "GG shape", "GG scale", "step", "EG k",
+                                 "bits/w", "ratio"], right={4, 5, 6, 7, 8, 9}))
+        click.echo()
+    click.echo(f"total: {total['tensors']} tensors ({total['lossy_tensors']} quantized) in {len(out)} file(s), "
+               f"{n_el:,} weights, {_size(raw)} -> {_size(size)}, ratio {_g(total['ratio'], 3)}, "
+               f"{_g(total['bits_per_weight'], 4)} bits/weight")
+
+
+# ---------------------------------------------------------------- verify
+
+def _bound_ok(e, x, xh, settings: dict):
+    """(bound shown, every element within it) for a decoded tensor against its original."""
+    import numpy as np
+
+    from .quant import ROUNDING
+
+    if e.codec != "eg":  # raw / zstd: bit-exact
+        same = x.shape == xh.shape and x.dtype == xh.dtype and x.tobytes() == xh.tobytes()
+        return 0.0, same
+    err = np.abs(x.astype(np.float64) - xh.astype(np.float64))
+    if settings.get("max_error") is not None:
+        bound = float(settings["max_error"])
+        return bound, bool(np.all(err <= bound))
+    rel, ab = ROUNDING[e.dtype]
+    bound = float(e.params["step"]) / 2
+    allowed = bound + rel * (2 * np.abs(x.astype(np.float64)) + err) + ab
+    return bound, bool(np.all(err <= allowed))
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--against", type=click.Path(path_type=Path), metavar="ORIGINAL",
+              help="Compare with the original checkpoint (file or folder, any input format).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@workers_option
+@quiet_option
+def verify(file, against, as_json, workers, quiet):
+    """Check every checksum of FILE (.bsl or encoded folder) and decode every tensor.
+
+    With --against, also print each tensor's max abs error and relative L2 error and whether it is
+    within the bound recorded in the file (--max-error when it was encoded with one, else step/2 plus
+    the rounding of the tensor's dtype; exact for losslessly stored tensors). Exit code 1 on any failure.
+    """
+    import numpy as np
+
+    from .api import as_numpy
+    from .checkpoint import BslFile, Progress, TensorLookup, bsl_files
+    from .dtypes import FLOAT_NAMES
+
+    _set_workers(workers)
+    files = bsl_files(file)
+    orig = TensorLookup(against) if against is not None else None
+    rows, failures, seen = [], [], set()
+    sum_err2 = sum_x2 = 0.0
+    worst = 0.0
+    try:
+        for path in files:
+            try:
+                f = BslFile(path)
+            except BslError as exc:
+                failures.append(str(exc))
+                continue
+            with f:
+                try:
+                    settings = json.loads(f.metadata.get(META + "settings", "{}"))
+                    settings = settings if isinstance(settings, dict) else {}
+                except ValueError:
+                    settings = {}
+                bar = Progress(sum(f.nbytes(n) for n in f.keys()), f"verify {path.name}", not quiet)
+                for e in f.entries():
+                    bar.start(e.name)
+                    seen.add(e.name)
+                    row = {"name": e.name, "codec": e.codec, "ok": True, "problem": None, "max_abs_error": None,
+                           "rel_l2_error": None, "bound": None}
+                    rows.append(row)
+                    try:
+                        xh = f.get(e.name)
+                    except BslError as exc:
+                        row.update(ok=False, problem=str(exc))
+                        failures.append(str(exc))
+                        continue
+                    finally:
+                        bar.update(f.nbytes(e.name))
+                    if orig is None:
+                        continue
+                    if e.name not in orig.where:
+                        row.update(ok=False, problem=f"not in {against}")
+                        failures.append(f"{e.name}: not in {against}")
+                        continue
+                    x = as_numpy(orig.get(e.name), e.name)
+                    if x.shape != xh.shape or x.dtype != xh.dtype:
+                        problem = f"original is {x.dtype} {x.shape}, file has {xh.dtype} {xh.shape}"
+                        row.update(ok=False, problem=problem)
+                        failures.append(f"{e.name}: {problem}")
+                        continue
+                    x64, d = x.astype(np.float64), xh.astype(np.float64) - x.astype(np.float64)
+                    err2, x2 = float(np.sum(d * d)), float(np.sum(x64 * x64))
+                    mae = float(np.max(np.abs(d))) if d.size else 0.0
+                    bound, ok = _bound_ok(e, x, xh, settings)
+                    worst = max(worst, mae)
+                    if e.dtype in FLOAT_NAMES:  # the overall relative error is over the float weights
+                        sum_err2, sum_x2 = sum_err2 + err2, sum_x2 + x2
+                    row.update(max_abs_error=mae, bound=bound, ok=ok,
+                               rel_l2_error=math.sqrt(err2 / x2) if x2 else (0.0 if err2 == 0 else math.inf))
+                    if not ok:
+                        row["problem"] = "over its bound" if e.codec == "eg" else "not bit-exact"
+                        failures.append(f"{e.name}: {row['problem']} (max abs error {_g(mae)}, bound {_g(bound)})")
+                bar.close()
+        missing = sorted(set(orig.keys()) - seen) if orig is not None else []
+        for name in missing:
+            failures.append(f"{name}: in {against} but not in {file}")
+    finally:
+        if orig is not None:
+            orig.close()
+    rel_total = math.sqrt(sum_err2 / sum_x2) if sum_x2 else 0.0
+    n_ok = sum(r["ok"] for r in rows)
+    if as_json:
+        click.echo(json.dumps({"ok": not failures, "tensors": rows, "missing": missing, "failures": failures,
+                               "max_abs_error": worst if orig is not None else None,
+                               "rel_l2_error": rel_total if orig is not None else None}, indent=2))
+    else:
+        if orig is not None and not quiet:
+            table = [[r["name"], r["codec"], _g(r["max_abs_error"]), _g(r["rel_l2_error"]), _g(r["bound"]),
+                      "ok" if r["ok"] else "FAIL"] for r in rows]
+            click.echo(_table(table, ["name", "codec", "max abs err", "rel L2", "bound", "within"],
+                              right={2, 3, 4}))
+        for msg in failures:
+            click.echo(f"FAIL {msg}", err=True)
+        what = "within their bounds" if orig is not None else "checksums match, decoded"
+        stats = f" (max abs error {_g(worst)}, relative L2 error {_g(rel_total)})" if orig is not None else ""
+        if failures:
+            click.echo(f"verify FAILED: {len(failures)} problem(s); {n_ok} of {len(rows)} tensors ok{stats}")
+        elif not quiet:
+            click.echo(f"verify ok: {len(rows)} tensors in {len(files)} file(s), {what}{stats}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    main()
