@@ -580,7 +580,7 @@ class Progress:
             from tqdm.auto import tqdm
 
             # disable=None: no bar when stderr is not a terminal (logs, pipes, CI)
-            self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+            self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True,
                             file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
 
     def start(self, name: str):
