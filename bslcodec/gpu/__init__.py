@@ -32,5 +32,6 @@ except ImportError as e:  # pragma: no cover - depends on the machine
     raise GpuUnavailableError(f"{_NEEDS}: CuPy is not installed ({e})") from e
 
 from ._eg import decode_eg  # noqa: E402
+from .load import load_to_cuda  # noqa: E402
 
-__all__ = ["decode_eg", "GpuUnavailableError"]
+__all__ = ["decode_eg", "load_to_cuda", "GpuUnavailableError"]

@@ -1,0 +1,37 @@
+"""Whole-file GPU loading: ``load_file(..., framework="pt", device="cuda")`` and ``safe_open`` use this.
+
+``eg`` payloads (F32/F16/BF16) go to the GPU compressed and are decoded there; everything else (lossless
+chunks, F64) is decoded on the CPU and copied over.
+"""
+
+import numpy as np
+import torch
+
+from .. import codec
+from ._eg import decode_eg
+
+_GPU_DTYPES = ("F32", "F16", "BF16")
+
+
+def load_to_cuda(src, device="cuda", names=None) -> dict:
+    """name -> CUDA tensor for the tensors of an open ``.bsl`` source (checksums verified on the host)."""
+    dev = torch.device(device)
+    out = {}
+    for name in (names if names is not None else list(src.entries)):
+        e = src.entry(name)
+        where = f"{src.where}: tensor {name!r}"
+        if e.codec == "eg" and e.dtype in _GPU_DTYPES:
+            step, center, s = codec._check_eg_params(e, where)
+            payload = np.frombuffer(src.payload(e), np.uint8)
+            try:
+                t = decode_eg(payload, e.numel, s, step, center, e.dtype, device=dev)
+            except Exception as exc:
+                if isinstance(exc, (TypeError, ValueError)):
+                    raise
+                raise type(exc)(f"{where}: {exc}") from None
+            out[name] = t.view(e.shape)
+        else:
+            from ..api import _to_framework
+
+            out[name] = _to_framework(src.tensor(name), "pt", dev)
+    return out

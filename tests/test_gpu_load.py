@@ -1,0 +1,45 @@
+"""load_file / safe_open with device="cuda": same values as the CPU decode (skipped without a GPU)."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import bslcodec
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+pytest.importorskip("cupy", reason="bslcodec.gpu needs CuPy")
+
+
+def _tensors():
+    rng = np.random.default_rng(0)
+    w = rng.laplace(0, 0.02, (3000, 333)).astype(np.float32)
+    return {"f32": w, "bf16": w.astype(ml_dtypes.bfloat16), "f16": (w * 10).astype(np.float16),
+            "f64": w[:100].astype(np.float64), "bias": rng.normal(size=333).astype(np.float32),
+            "ids": np.arange(1000), "empty": np.zeros((0, 7), np.float32)}
+
+
+@pytest.mark.parametrize("kw", [{}, {"rel_step": 0.3}, {"max_error": 1e-3}])
+def test_cuda_load_matches_cpu(tmp_path, kw):
+    path = tmp_path / "m.bsl"
+    bslcodec.save_file(_tensors(), path, **kw)
+    cpu = bslcodec.load_file(path, framework="pt")
+    gpu = bslcodec.load_file(path, framework="pt", device="cuda")
+    assert sorted(cpu) == sorted(gpu)
+    for k in cpu:
+        assert gpu[k].is_cuda and gpu[k].dtype == cpu[k].dtype and gpu[k].shape == cpu[k].shape, k
+        assert torch.equal(gpu[k].cpu().view(-1).view(torch.uint8), cpu[k].view(-1).view(torch.uint8)), k
+    with bslcodec.safe_open(path, framework="pt", device="cuda") as f:
+        t = f.get_tensor("bf16")
+        assert t.is_cuda and torch.equal(t.cpu().view(torch.int16), cpu["bf16"].view(torch.int16))
+
+
+def test_cuda_load_detects_corruption(tmp_path):
+    path = tmp_path / "m.bsl"
+    bslcodec.save_file(_tensors(), path)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(bslcodec.BslError):
+        bslcodec.load_file(path, framework="pt", device="cuda")
