@@ -5,6 +5,9 @@ Symbols are unsigned (< 2^25). The payload holds groups of 32 lanes × S symbols
 Per-element work never runs in Python.
 """
 
+import os
+import threading
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -13,16 +16,18 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .errors import FormatError
-from .limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER
+from .limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
 
 _MAX_Z = (MAX_CODE_BITS - 1) // 2  # 25: zero-run limit for k = 0
+_QLIM = MAX_SYMBOL_MAGNITUDE
 
 # Status codes written by the kernels, one per group (0 = fine).
-_BAD_CODE, _LANE_END, _OVERRUN = 1, 2, 3
+_BAD_CODE, _LANE_END, _OVERRUN, _BAD_SYMBOL = 1, 2, 3, 4
 _STATUS_TEXT = {
     _BAD_CODE: "a code word has too many leading zeros",
     _LANE_END: "code words do not end at the lane's declared length",
     _OVERRUN: "a lane reads past its group's words",
+    _BAD_SYMBOL: "a symbol gives a level |q| >= 2^24",
 }
 
 
@@ -157,6 +162,19 @@ def parse_tables(payload, n_elems: int, lane_symbols: int):
     ks = buf[2 * LANES * g_count: 2 * LANES * g_count + g_count]
     if g_count and int(ks.max()) > MAX_EG_ORDER:
         raise FormatError(f"eg order {int(ks.max())} is over {MAX_EG_ORDER}")
+    if g_count:
+        # Every code word of order k is k+1 .. 51-k bits long, so a lane of c symbols is c(k+1) .. c(51-k)
+        # bits. Checking this here bounds the element count by the payload size (>= 1 bit per element)
+        # before anyone allocates the output, and rejects inconsistent tables without decoding.
+        cnt = np.full((g_count, LANES), lane_symbols, np.int64)
+        n_last = n_elems - (g_count - 1) * LANES * lane_symbols
+        cnt[-1] = np.maximum(0, (n_last - np.arange(LANES) + LANES - 1) // LANES)
+        k = ks.astype(np.int64)[:, None]
+        bad = (lens < cnt * (k + 1)) | (lens > cnt * (MAX_CODE_BITS - k))
+        if bad.any():
+            g, j = (int(i) for i in np.argwhere(bad)[0])
+            raise FormatError(f"eg payload group {g} lane {j}: {int(lens[g, j])} bits cannot hold "
+                              f"{int(cnt[g, j])} code words of order {int(ks[g])}")
     group_words = (lens.sum(axis=1, dtype=np.int64) + 63) // 64
     word_start = np.zeros(g_count + 1, np.int64)
     np.cumsum(group_words, out=word_start[1:])
@@ -180,6 +198,8 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
     """Decode one lane into ``out``; returns (new position, status)."""
     maxz = _MAX_Z - k
     for e in range(start, stop, LANES):
+        if pos >= end:  # symbols left but no bits: stop before peeking (pos may be the stream's end)
+            return pos, _LANE_END
         x = _peek(words, pos)
         z = np.int64(_cttz(x))
         if z > maxz:
@@ -193,6 +213,8 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
         uu = np.int64((np.uint64(1) << np.uint64(nbits)) + r) - (np.int64(1) << k)
         d = (uu >> 1) ^ -(uu & 1)  # zigzag inverse
         q = center + d
+        if (q >= _QLIM or q <= -_QLIM) and mode != 3:  # mode 3 ("Q", tests): the whole 25-bit range
+            return pos, _BAD_SYMBOL
         if mode == 0:  # float32
             out[e] = np.float32(q) * step32
         elif mode == 1:  # bfloat16 bits, round to nearest even
@@ -207,48 +229,104 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
     return pos, 0
 
 
+@numba.njit(inline="always")
+def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+                  mode, step32, step64, status):
+    g = g_first + gi
+    start = g * LANES * lane_symbols
+    stop = min(n_elems, start + LANES * lane_symbols)
+    pos = word_start[g] * 64
+    group_end = word_start[g + 1] * 64
+    k = np.int64(ks[g])
+    for j in range(LANES):
+        lane_end = pos + np.int64(lens[g, j])
+        if lane_end > group_end:
+            status[gi] = _OVERRUN
+            return
+        pos, st = _decode_lane(words, pos, lane_end, k, start + j - out_base, stop - out_base,
+                               center, out, mode, step32, step64)
+        if st == 0 and pos != lane_end:
+            st = _LANE_END
+        if st != 0:
+            status[gi] = st
+            return
+        pos = lane_end
+
+
 @numba.njit(parallel=True, cache=True)
 def _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                    mode, step32, step64, status):
-    gsize = LANES * lane_symbols
     for gi in prange(status.size):
-        g = g_first + gi
-        start = g * gsize
-        stop = min(n_elems, start + gsize)
-        pos = word_start[g] * 64
-        group_end = word_start[g + 1] * 64
-        k = np.int64(ks[g])
-        for j in range(LANES):
-            lane_end = pos + np.int64(lens[g, j])
-            if lane_end > group_end:
-                status[gi] = _OVERRUN
-                break
-            pos, st = _decode_lane(words, pos, lane_end, k, start + j - out_base, stop - out_base,
-                                   center, out, mode, step32, step64)
-            if st == 0 and pos != lane_end:
-                st = _LANE_END
-            if st != 0:
-                status[gi] = st
-                break
-            pos = lane_end
+        _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+                      mode, step32, step64, status)
+
+
+@numba.njit(cache=True)
+def _decode_groups_serial(words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+                          mode, step32, step64, status):
+    for gi in range(status.size):
+        _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+                      mode, step32, step64, status)
+
+
+# numba aborts the whole process (it cannot raise) when (a) its "workqueue" threading layer, used where
+# neither TBB nor OpenMP is installed, is entered by two threads at once, or (b) a fork()ed child of a
+# process that already started GNU OpenMP threads launches a parallel region (multiprocessing with fork,
+# torch DataLoader workers). _launch() serialises (a) with a lock and runs the serial twin in (b).
+_LOCK = threading.Lock()
+_LAUNCH_PID = None  # the process that started numba's threading layer
+
+
+def _reset_after_fork():
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _launch(kernel, serial, *args):
+    global _LAUNCH_PID
+    pid = os.getpid()
+    if _LAUNCH_PID is None:  # first launch picks the threading layer: one thread at a time
+        with _LOCK:
+            if _LAUNCH_PID is None:
+                kernel(*args)
+                _LAUNCH_PID = pid
+                return
+    layer = numba.threading_layer()
+    if layer == "omp" and pid != _LAUNCH_PID:
+        serial(*args)
+    elif layer == "workqueue":
+        with _LOCK:
+            kernel(*args)
+    else:
+        kernel(*args)
 
 
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
 
 
 def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: float, out: np.ndarray,
-                mode: str, g_first: int = 0, g_last: int | None = None) -> None:
+                mode: str, g_first: int = 0, g_last: int | None = None, tables=None) -> None:
     """Decode groups [g_first, g_last) into ``out`` (flat; element e goes to out[e - g_first*32*S]).
 
-    ``mode``: "F32" (out float32), "BF16" (out uint16 bf16 bits), "F64" (out float64), "Q" (int64 q).
+    ``tables``: what ``parse_tables(payload, n_elems, lane_symbols)`` returned, when the caller has it.
+
+    ``mode``: "F32" (out float32), "BF16" (out uint16 bf16 bits), "F64" (out float64), "Q" (int64 q; the
+    only mode that does not reject |q| >= 2^24, so tests can round-trip every 25-bit symbol).
     """
-    lens, ks, word_start, words = parse_tables(payload, n_elems, lane_symbols)
+    lens, ks, word_start, words = tables if tables is not None else parse_tables(payload, n_elems, lane_symbols)
     if g_last is None:
         g_last = ks.size
+    gsize = LANES * lane_symbols
+    if not 0 <= g_first <= g_last <= ks.size or out.size < min(n_elems, g_last * gsize) - g_first * gsize:
+        raise ValueError(f"decode_into: groups [{g_first}, {g_last}) of {ks.size} do not fit out[{out.size}]")
     status = np.zeros(max(0, g_last - g_first), np.uint8)
-    out_base = g_first * LANES * lane_symbols
-    _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, np.int64(center), out,
-                   out_base, MODES[mode], np.float32(step), np.float64(step), status)
+    out_base = g_first * gsize
+    _launch(_decode_groups, _decode_groups_serial, words, lens, ks, word_start, g_first, n_elems, lane_symbols,
+            np.int64(center), out, out_base, MODES[mode], np.float32(step), np.float64(step), status)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"eg payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
