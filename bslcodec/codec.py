@@ -168,9 +168,11 @@ def _check_eg_params(e: Entry, where: str) -> tuple:
     if e.dtype not in FLOAT_NAMES:
         raise FormatError(f"{where}: codec eg is only for float dtypes, not {e.dtype}")
     step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
+    if isinstance(step, int) and not isinstance(step, bool) and step.bit_length() > 1024:
+        step = math.inf  # a JSON integer too big for a binary64 (float() would raise OverflowError)
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
         raise FormatError(f"{where}: eg step must be a positive finite number, found {step!r}")
-    if e.dtype != "F64" and float(np.float32(step)) != float(step):
+    if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
         raise FormatError(f"{where}: eg step {step!r} is not a binary32 value")
     if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
         raise FormatError(f"{where}: eg center must be an integer below 2^24 in magnitude, found {center!r}")
@@ -185,9 +187,12 @@ def _decode_eg_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndar
     n = e.numel
     count = min(n, g1 * LANES * s) - g0 * LANES * s
     mode = {"F32": "F32", "F16": "F32", "BF16": "BF16", "F64": "F64"}[e.dtype]
-    out = np.empty(count, {"F32": np.float32, "BF16": np.uint16, "F64": np.float64}[mode])
     try:
-        golomb.decode_into(payload, n, s, center, step, out, mode, g0, g1)
+        # the tables are checked first: they bound n by the payload's bits, so `out` is never allocated
+        # from a shape that the payload cannot hold
+        tables = golomb.parse_tables(payload, n, s)
+        out = np.empty(count, {"F32": np.float32, "BF16": np.uint16, "F64": np.float64}[mode])
+        golomb.decode_into(payload, n, s, center, step, out, mode, g0, g1, tables=tables)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
     if e.dtype == "F16":
