@@ -8,6 +8,10 @@ MAX_NAME_BYTES = 1024
 MAX_RANK = 32
 MAX_ELEMENTS = 1 << 48  # keeps N * itemsize and bit counts far from int64 overflow
 MAX_ZSTD_CHUNK_ELEMS = 1 << 28
+# A zstd block regenerates at most 128 KiB and costs at least 4 bytes (an RLE block: 3-byte header + 1), so
+# no valid frame expands more than 32768x. A reader rejects a chunk whose declared size exceeds this times
+# its frame size before allocating: this rejects no valid file, and bounds a zstd payload's output.
+ZSTD_MAX_RATIO = 1 << 15
 MAX_SYMBOL_MAGNITUDE = 1 << 24  # |q| < 2^24: q converts exactly to binary32
 MAX_EG_ORDER = 24
 MAX_CODE_BITS = 51  # 2*25 + 1: the longest exp-Golomb code word a v1 file may hold

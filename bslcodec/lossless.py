@@ -4,7 +4,7 @@ import numpy as np
 import zstandard
 
 from .errors import FormatError
-from .limits import MAX_ZSTD_CHUNK_ELEMS
+from .limits import MAX_ZSTD_CHUNK_ELEMS, ZSTD_MAX_RATIO
 
 CHUNK_BYTES = 4 << 20  # raw bytes per zstd chunk: big enough for a good ratio, small enough to slice
 LEVEL = 3
@@ -61,6 +61,15 @@ def decode_zstd(payload, n: int, dtype: np.dtype, params: dict, where: str, firs
     m = offsets.size - 1
     last = m if last is None else last
     itemsize = dtype.itemsize
+    if m:  # before allocating: every chunk's frame must be able to expand to its declared size
+        want = np.full(m, chunk * itemsize, np.int64)
+        want[-1] = (n - (m - 1) * chunk) * itemsize
+        over = np.flatnonzero(want > ZSTD_MAX_RATIO * np.diff(offsets))
+        if over.size:
+            i = int(over[0])
+            raise FormatError(f"{where}: zstd chunk {i} is {int(offsets[i + 1] - offsets[i])} bytes, too small "
+                              f"for the {int(want[i])} bytes it must hold (zstd expands at most "
+                              f"{ZSTD_MAX_RATIO}x)")
     start_e, end_e = first * chunk, min(n, last * chunk)
     out = np.empty((end_e - start_e) * itemsize, np.uint8)
     dctx = zstandard.ZstdDecompressor()
@@ -72,12 +81,16 @@ def decode_zstd(payload, n: int, dtype: np.dtype, params: dict, where: str, firs
             params_ = zstandard.get_frame_parameters(frame)
             if params_.content_size != want:
                 raise FormatError(f"{where}: zstd chunk {i} declares {params_.content_size} bytes, expected {want}")
-            raw = dctx.decompress(frame, max_output_size=want)
+            raw = dctx.decompress(frame, max_output_size=want, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise FormatError(f"{where}: zstd chunk {i} is corrupt: {exc}") from None
         if len(raw) != want:
             raise FormatError(f"{where}: zstd chunk {i} decompressed to {len(raw)} bytes, expected {want}")
         raw = np.frombuffer(raw, np.uint8)
         pos = (i * chunk - start_e) * itemsize
-        out[pos:pos + want] = _unshuffle(raw, itemsize) if shuffle else raw
+        dst = out[pos:pos + want]
+        if shuffle and itemsize > 1:  # unshuffle straight into place: no chunk-sized temporary
+            dst.reshape(-1, itemsize)[...] = raw.reshape(itemsize, -1).T
+        else:
+            dst[...] = raw
     return out.view(dtype)
