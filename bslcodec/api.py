@@ -10,6 +10,7 @@ Example::
     True
 """
 
+import json
 import mmap
 import os
 import sys
@@ -89,60 +90,110 @@ def _check_inputs(tensors, metadata):
     return metadata
 
 
-def _progress(iterable, total, enabled, desc):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
+SETTINGS_KEY = "bslcodec.settings"  # metadata key (reserved prefix "bslcodec.") with the options used
 
-    return tqdm(iterable, total=total, desc=desc, unit="tensor", file=sys.stderr)
+
+class _Progress:
+    """Per-tensor progress: a tqdm bar for ``progress=True``, or calls of a user callable
+    ``progress(phase, name, nbytes)`` with phase "fit", "encode" (per tensor) or "search" (name "")."""
+
+    def __init__(self, progress, n_tensors):
+        self.fn, self.bar = None, None
+        if callable(progress):
+            self.fn = progress
+        elif progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=n_tensors, desc="encode", unit="tensor", file=sys.stderr)
+
+    def __call__(self, phase, name="", nbytes=0):
+        if self.fn is not None:
+            self.fn(phase, name, nbytes)
+        elif self.bar is not None and phase == "encode":
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _named(exc: BslError, name: str) -> BslError:
+    msg = str(exc)
+    return type(exc)(msg if repr(name) in msg else f"tensor {name!r}: {msg}")
 
 
 def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
                    sensitivity=None, progress=False) -> tuple:
-    """Encode a state dict into (entries, payloads, metadata) without writing anything."""
+    """Encode a state dict into (entries, payloads, metadata) without writing anything.
+
+    The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
+    ``rel_step`` the search chose), which ``bslcodec verify`` reads to know each tensor's bound.
+    """
     metadata = _check_inputs(tensors, metadata)
     settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or ())
-    items = []
-    for name in sorted(tensors):
-        arr = as_numpy(tensors[name], name)
-        items.append((name, arr, dtype_name(arr.dtype)))
-    lossy = {name: LossyTensor(name, arr, dt) for name, arr, dt in items
-             if codec.wants_lossy(name, arr, dt, settings)}
-    if sensitivity is not None:
-        if settings.max_error is not None:
-            raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
-        codec.apply_sensitivity(lossy, sensitivity)
-    def encode_all(rel):
-        entries, payloads = [], []
-        for name, arr, dt in _progress(items, len(items), progress, "encode"):
-            coded = None
-            if name in lossy:
-                lt = lossy[name]
-                coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
-            if coded is not None:
-                params, payload = coded
-                entries.append(Entry(name, dt, arr.shape, "eg", params))
-            else:
-                cname, params, payload = codec.encode_lossless(arr)
-                entries.append(Entry(name, dt, arr.shape, cname, params))
-            entries[-1].checksum = checksum(payload)
-            payloads.append(payload)
-        end = place(entries, [len(p) for p in payloads])
-        return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
+    report = _Progress(progress, len(tensors))
+    try:
+        items, lossy = [], {}
+        for name in sorted(tensors):
+            try:
+                arr = as_numpy(tensors[name], name)
+                dt = dtype_name(arr.dtype)
+                report("fit", name, arr.nbytes)
+                if codec.wants_lossy(name, arr, dt, settings):
+                    lossy[name] = LossyTensor(name, arr, dt)
+            except BslError as exc:
+                raise _named(exc, name) from None
+            items.append((name, arr, dt))
+        if sensitivity is not None:
+            if settings.max_error is not None:
+                raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
+            codec.apply_sensitivity(lossy, sensitivity)
+        used = {k: v for k, v in (("max_error", settings.max_error), ("rel_step", settings.rel_step),
+                                  ("bits", settings.bits)) if v is not None}
+        if settings.lossless:
+            used["lossless"] = list(settings.lossless)
+        if sensitivity is not None:
+            used["sensitivity"] = True
 
-    if settings.bits is None:
-        entries, payloads, _ = encode_all(None)
-        return entries, payloads, metadata
-    exact = [(name, arr) for name, arr, dt in items if name not in lossy]
-    n_weights = sum(a.size for _, a, _ in items)
-    rel, predicted = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights)
-    entries, payloads, size = encode_all(rel)
-    if abs(8 * size - settings.bits * n_weights) > 0.01 * settings.bits * n_weights:
-        # the header/padding guess was off: search again with the measured overhead
-        rel, _ = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights,
-                                 overhead_bits=overhead_guess(len(items)) + 8 * size - predicted)
+        def encode_all(rel):
+            if rel is not None:
+                used["rel_step"] = rel
+            metadata[SETTINGS_KEY] = json.dumps(used, sort_keys=True)
+            entries, payloads = [], []
+            for name, arr, dt in items:
+                coded = None
+                if name in lossy:
+                    lt = lossy[name]
+                    coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
+                if coded is not None:
+                    params, payload = coded
+                    entries.append(Entry(name, dt, arr.shape, "eg", params))
+                else:
+                    cname, params, payload = codec.encode_lossless(arr)
+                    entries.append(Entry(name, dt, arr.shape, cname, params))
+                entries[-1].checksum = checksum(payload)
+                payloads.append(payload)
+                report("encode", name, arr.nbytes)
+            end = place(entries, [len(p) for p in payloads])
+            return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
+
+        if settings.bits is None:
+            entries, payloads, _ = encode_all(None)
+            return entries, payloads, metadata
+        exact = [(name, arr) for name, arr, dt in items if name not in lossy]
+        n_weights = sum(a.size for _, a, _ in items)
+        report("search")
+        rel, predicted = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights)
         entries, payloads, size = encode_all(rel)
-    return entries, payloads, metadata
+        if abs(8 * size - settings.bits * n_weights) > 0.01 * settings.bits * n_weights:
+            # the header/padding guess was off: search again with the measured overhead
+            report("search")
+            rel, _ = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights,
+                                     overhead_bits=overhead_guess(len(items)) + 8 * size - predicted)
+            entries, payloads, size = encode_all(rel)
+        return entries, payloads, metadata
+    finally:
+        report.close()
 
 
 def _write(fh, entries, payloads, metadata):
@@ -194,6 +245,9 @@ def atomic_write(path, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".bsl-", suffix=".tmp", dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model gets the usual file mode
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -631,23 +631,6 @@ class Result:
         return self.in_bytes / self.out_bytes if self.out_bytes else float("inf")
 
 
-def settings_json(max_error=None, rel_step=None, bits=None, lossless=()) -> dict:
-    s = {}
-    if max_error is not None:
-        s["max_error"] = float(max_error)
-    if rel_step is not None:
-        s["rel_step"] = float(rel_step)
-    if bits is not None:
-        s["bits"] = float(bits)
-    if not s:
-        from .codec import DEFAULT_REL_STEP
-
-        s["rel_step"] = DEFAULT_REL_STEP
-    if lossless:
-        s["lossless"] = list(lossless)
-    return s
-
-
 def check_settings(max_error=None, rel_step=None, bits=None, lossless=()) -> None:
     """Raise EncodeError for conflicting or bad options (before any work is done)."""
     from .codec import Settings
@@ -655,109 +638,37 @@ def check_settings(max_error=None, rel_step=None, bits=None, lossless=()) -> Non
     Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()))
 
 
-def _encode_each(tf: TensorFile, names, arrays, bar, **kw) -> tuple:
-    entries, payloads = [], []
-    for name in names:
-        bar.start(name)
-        arr = arrays[name] if arrays is not None else tf.get(name)
-        try:
-            e, p, _ = api.encode_tensors({name: arr}, **kw)
-        except BslError as exc:
-            msg = str(exc)
-            if name not in msg:
-                msg = f"tensor {name!r}: {msg}"
-            raise type(exc)(f"{tf.path}: {msg}") from None
-        entries += e
-        payloads += p
-        bar.update(arr.nbytes)
-    return entries, payloads
-
-
-class _BitsSearch:
-    """The one rel_step that brings a file to ``bits`` per weight: the search ``save_file(bits=)`` does,
-    run here tensor by tensor so that the progress bar moves (fit, search, encode, measure, correct)."""
-
-    def __init__(self, tf, arrays: dict, bits: float, lossless, bar):
-        from .codec import LossyTensor, Settings, wants_lossy
-
-        settings = Settings(bits=bits, lossless=tuple(lossless or ()))
-        self.tf, self.bits, self.lossy, self.exact = tf, bits, [], []
-        bar.note("fit")
-        for name in sorted(arrays):
-            bar.start(name)
-            arr = as_numpy(arrays[name], name)
-            try:
-                dt = dtype_name(arr.dtype)
-                if wants_lossy(name, arr, dt, settings):
-                    self.lossy.append(LossyTensor(name, arr, dt))
-                else:
-                    self.exact.append((name, arr))
-            except BslError as exc:
-                raise type(exc)(f"{tf.path}: tensor {name!r}: {exc}") from None
-            bar.update(arr.nbytes)
-        self.n_items = len(arrays)
-        self.n_weights = sum(a.size for a in arrays.values())
-
-    def search(self, overhead_bits=None) -> tuple:
-        from .ratecontrol import choose_rel_step
-
-        try:
-            return choose_rel_step(self.lossy, self.exact, self.bits, self.n_weights, overhead_bits=overhead_bits)
-        except EncodeError as exc:
-            raise EncodeError(f"{self.tf.path}: {exc}") from None
-
-
-def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=None, lossless=(), bar=None,
-                extra_metadata=None) -> tuple:
-    """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest``.
+def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
+                bar=None, extra_metadata=None) -> tuple:
+    """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with ``api.encode_tensors``.
 
     Returns (file size, number of elements, the rel_step chosen for ``bits=`` or None). The file's
-    metadata keeps the source file's metadata, plus ``bslcodec.source_format`` and ``bslcodec.settings``
-    (JSON of the options; ``bits=`` adds the rel_step it found) for ``bslcodec verify``.
+    metadata keeps the source file's metadata, plus ``bslcodec.source_format`` and the core's
+    ``bslcodec.settings`` (JSON of the options; ``bits=`` adds the rel_step it found) for ``verify``.
     """
-    from .ratecontrol import overhead_guess
-
     bar = bar or Progress(0, "", False)
-    lossless = tuple(lossless or ())
     metadata = {k: v for k, v in tf.metadata.items() if isinstance(k, str) and isinstance(v, str)}
     metadata.update(extra_metadata or {})
     metadata[META_PREFIX + "source_format"] = tf.fmt
-    names = tf.keys()
-    settings = settings_json(max_error, rel_step, bits, lossless)
-    chosen = None
-    if bits is None:
-        metadata[META_PREFIX + "settings"] = json.dumps(settings, sort_keys=True)
-        bar.note("encode")
-        entries, payloads = _encode_each(tf, names, None, bar, max_error=max_error, rel_step=rel_step,
-                                         lossless=lossless)
-        n_weights = sum(math.prod(e.shape) for e in entries)
-    else:
-        arrays = {n: tf.get(n) for n in names}
-        s = _BitsSearch(tf, arrays, bits, lossless, bar)
-        n_weights, target = s.n_weights, bits * s.n_weights
-        bar.note(f"search step for {bits:g} bits/weight")
-        rel, predicted = s.search()
-        for attempt in range(2):
-            chosen = rel
-            settings["rel_step"] = rel
-            metadata[META_PREFIX + "settings"] = json.dumps(settings, sort_keys=True)
-            bar.note(f"encode (rel_step={rel:.4g})")
-            entries, payloads = _encode_each(tf, names, arrays, bar, rel_step=rel, lossless=lossless)
-            size = _bsl_size(entries, payloads, metadata)
-            if attempt or abs(8 * size - target) <= 0.01 * target:
-                break
-            # the header/padding guess was off: search again with the measured overhead (as save_file does)
-            bar.note(f"search step for {bits:g} bits/weight (again)")
-            rel, _ = s.search(overhead_guess(s.n_items) + 8 * size - predicted)
-        del s, arrays
+    arrays = {n: tf.get(n) for n in tf.keys()}
+
+    def progress(phase, name, nbytes):
+        if phase == "search":
+            bar.note(f"search step for {bits:g} bits/weight")
+            return
+        bar.note(phase)
+        bar.start(name)
+        bar.update(nbytes)
+
+    try:
+        entries, payloads, metadata = api.encode_tensors(
+            arrays, metadata=metadata, max_error=max_error, rel_step=rel_step, bits=bits,
+            lossless=tuple(lossless or ()), sensitivity=sensitivity, progress=progress)
+    except BslError as exc:
+        raise type(exc)(f"{tf.path}: {exc}") from None
+    chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None
+    n_weights = sum(math.prod(e.shape) for e in entries)
     return write_bsl(dest, entries, payloads, metadata), n_weights, chosen
-
-
-def _bsl_size(entries, payloads, metadata) -> int:
-    from .format import PREAMBLE_BYTES, build_header, place
-
-    end = place(entries, [len(p) for p in payloads])
-    return PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
 
 
 def _copy_extras(src: Checkpoint, tmp: Path) -> None:
@@ -775,8 +686,8 @@ def _total_bytes(src: Checkpoint) -> int:
     return total
 
 
-def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), overwrite=False,
-                      progress=True) -> Result:
+def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
+                      overwrite=False, progress=True) -> Result:
     """Encode a checkpoint file or model folder to a ``.bsl`` file or folder (see the module docstring).
 
     With ``bits=`` the target holds for each output file (so for the whole folder too); each shard gets
@@ -788,10 +699,10 @@ def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, los
     out = Path(out)
     _check_distinct(src, out)
     res = Result([str(f) for f in src.files], [], in_bytes=src.weight_bytes, skipped=list(src.skipped))
-    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless)
+    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sensitivity)
     # torch files are read whole: their size stands in for the tensor bytes rather than reading them twice
     total = src.weight_bytes if src.fmt == "pt" else _total_bytes(src)
-    bar = Progress(total * (2 if bits is not None else 1), "encode", progress)
+    bar = Progress(2 * total, "encode", progress)  # each tensor's bytes count twice: fit, then encode
     try:
         with staged_output(out, src.folder, overwrite) as tmp:
             n = len(src.files)

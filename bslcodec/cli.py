@@ -125,10 +125,13 @@ def main():
 @click.option("--bits", type=float, metavar="B", help="Average B bits per weight over each output file.")
 @click.option("--lossless", multiple=True, metavar="PATTERN",
               help="Store tensors whose names match this fnmatch pattern exactly (repeatable).")
+@click.option("--sensitivity", type=click.Path(path_type=Path, exists=True, dir_okay=False), metavar="JSON",
+              help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity): steps follow "
+                   "sqrt(n/s) across tensors at the same average rel-step or bits.")
 @workers_option
 @overwrite_option
 @quiet_option
-def encode(input, output, max_error, rel_step, bits, lossless, workers, overwrite, quiet):
+def encode(input, output, max_error, rel_step, bits, lossless, sensitivity, workers, overwrite, quiet):
     """Encode INPUT (.safetensors, torch .pt/.bin, .npz, or a Hugging Face model folder) to OUTPUT.
 
     A folder gives a folder: model.bsl (or model-0000i-of-0000n.bsl shards with model.bsl.index.json
@@ -144,9 +147,17 @@ def encode(input, output, max_error, rel_step, bits, lossless, workers, overwrit
         if v is not None and not (math.isfinite(v) and v > 0):
             raise click.BadParameter(f"must be a positive number, not {v}", param_hint=name)
     check_settings(max_error, rel_step, bits, lossless)
+    sens = None
+    if sensitivity is not None:
+        try:
+            sens = json.loads(sensitivity.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise click.BadParameter(f"cannot read {sensitivity}: {exc}", param_hint="--sensitivity") from None
+        if not isinstance(sens, dict):
+            raise click.BadParameter(f"{sensitivity} must hold a JSON object", param_hint="--sensitivity")
     _set_workers(workers)
     res = encode_checkpoint(input, output, max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless,
-                            overwrite=overwrite, progress=not quiet)
+                            sensitivity=sens, overwrite=overwrite, progress=not quiet)
     if not quiet:
         if res.skipped:
             click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)

@@ -8,7 +8,6 @@ Gamma(1/nu) Gamma(3/nu) / Gamma(2/nu)^2, which falls monotonically in nu; we inv
 import math
 
 import numpy as np
-from scipy import special, stats
 
 from .limits import MAX_EG_ORDER
 
@@ -17,6 +16,8 @@ FIT_SAMPLES = 1 << 20  # a deterministic strided sample of at most this many ele
 
 
 def _moment_ratio(nu: float) -> float:
+    from scipy import special  # imported on first use: keeps `import bslcodec` light
+
     return math.exp(special.gammaln(1 / nu) + special.gammaln(3 / nu) - 2 * special.gammaln(2 / nu))
 
 
@@ -48,6 +49,8 @@ def fit(x: np.ndarray) -> tuple:
             else:
                 hi = mid
         nu = math.sqrt(lo * hi)
+    from scipy import special
+
     alpha = math.sqrt(m2 * math.exp(special.gammaln(1 / nu) - special.gammaln(3 / nu)))
     return nu, alpha
 
@@ -62,6 +65,8 @@ def symbol_probabilities(nu: float, alpha: float, step: float, max_symbol: int =
     # Enough symbols to hold all but ~1e-12 of the mass, capped.
     tail = alpha * (30.0 ** (1 / nu))
     m = int(min(max_symbol, max(2, math.ceil(tail / step) + 1)))
+    from scipy import stats
+
     edges = (np.arange(m + 1) + 0.5) * step
     cdf = stats.gennorm.cdf(edges, nu, scale=alpha)
     p = np.empty(m + 1)
