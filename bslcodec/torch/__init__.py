@@ -1,3 +1,16 @@
-"""PyTorch helpers for ``.bsl`` files: ``load_state_dict(model, path, device=..., strict=True)``."""
+"""PyTorch helpers for ``.bsl`` (imports torch; the core ``import bslcodec`` never does, nor does this
+package import the GPU decoder).
 
+- :class:`RateLoss`: differentiable estimate of the ``.bsl`` payload bits of a model's weights, a
+  BackSlash rate regulariser (``loss = task + rate()``, or ``rate.attach()`` as gradient hooks).
+- :func:`save_trained`: encode trained weights with exactly the parameters the rate loss assumed.
+- :class:`CoLALinear`, :func:`to_cola`: CoLA low-rank layers ``B σ(A x)`` (and CoLA-M recomputation);
+  :func:`load_trained` loads a ``.bsl`` file (dense or CoLA) back into a model.
+"""
+
+from .cola import CoLALinear, cola_spec, load_trained, to_cola
+from .rate import RateLoss, exact_lengths, save_trained, soft_bits
 from .state_dict import load_state_dict
+
+__all__ = ["RateLoss", "save_trained", "soft_bits", "exact_lengths", "CoLALinear", "to_cola", "cola_spec",
+           "load_trained", "load_state_dict"]
