@@ -239,12 +239,83 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
     atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
 
 
+_TMP_SUFFIX = ".bsl-tmp"
+_STALE_AFTER_S = 600  # a temp file whose writer we cannot prove dead is left alone this long
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temps(path) -> list:
+    """Delete temp files that an interrupted :func:`atomic_write` to ``path`` left behind (a killed
+    process cannot clean up after itself). A temp file is deleted only when no writer holds its lock and
+    its writer process is gone (or it is older than ``_STALE_AFTER_S``). Returns the deleted paths."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): leave them; they are named .<file>.<pid>-<random>.bsl-tmp
+        return []
+    import time
+
+    path = os.path.abspath(os.fspath(path))
+    folder, base = os.path.split(path)
+    prefix = f".{base}."
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        tmp = os.path.join(folder, name)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds LOCK_EX while it writes
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            pid = name[len(prefix):-len(_TMP_SUFFIX)].split("-")[0]
+            age = time.time() - os.fstat(fd).st_mtime
+            if (pid.isdigit() and not _pid_alive(int(pid))) or age > _STALE_AFTER_S:
+                os.unlink(tmp)
+                removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # releases the lock
+    return removed
+
+
 def atomic_write(path, write) -> None:
-    """Call ``write(fh)`` on a temp file beside ``path``; fsync and rename it into place, or remove it."""
+    """Call ``write(fh)`` on a temp file beside ``path``; fsync and rename it into place, or remove it.
+
+    The temp file (``.<name>.<pid>-<random>.bsl-tmp``, same folder, so the rename is atomic) is locked
+    while it is written; a later write to the same path deletes the temp files of writers that were
+    killed (see :func:`remove_stale_temps`). Readers see the old file or the complete new one, never a
+    part; after a crash or power loss, the new file is either complete (fsync before rename, then fsync
+    of the folder) or absent.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".bsl-", suffix=".tmp", dir=folder)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}-", suffix=_TMP_SUFFIX,
+                               dir=folder)
     try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)  # marks the temp file live for remove_stale_temps
+        except (ImportError, OSError):
+            pass
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model gets the usual file mode
