@@ -166,8 +166,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                     lt = lossy[name]
                     coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
                 if coded is not None:
-                    params, payload = coded
-                    entries.append(Entry(name, dt, arr.shape, "eg", params))
+                    cname, params, payload = coded  # cname: "eg" or "ans" (codec.LossyTensor.codec)
+                    entries.append(Entry(name, dt, arr.shape, cname, params))
                 else:
                     cname, params, payload = codec.encode_lossless(arr)
                     entries.append(Entry(name, dt, arr.shape, cname, params))

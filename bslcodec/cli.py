@@ -198,7 +198,7 @@ def _tensor_info(e) -> dict:
     from .dtypes import NUMPY_DTYPES
 
     raw = e.numel * NUMPY_DTYPES[e.dtype].itemsize
-    p = e.params if e.codec == "eg" else {}
+    p = e.params if e.codec in ("eg", "ans") else {}
     return {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "codec": e.codec,
             "gg_nu": p.get("gg_nu"), "gg_scale": p.get("gg_scale"), "step": p.get("step"), "eg_order": p.get("k"),
             "max_abs_error": p.get("max_abs_error"), "elements": e.numel, "raw_bytes": raw, "bytes": e.length,
@@ -224,7 +224,7 @@ def info(file, as_json):
     n_el = sum(t["elements"] for t in tensors)
     raw = sum(t["raw_bytes"] for t in tensors)
     size = sum(f["size"] for f in out)
-    total = {"files": len(out), "tensors": len(tensors), "lossy_tensors": sum(t["codec"] == "eg" for t in tensors),
+    total = {"files": len(out), "tensors": len(tensors), "lossy_tensors": sum(t["codec"] in ("eg", "ans") for t in tensors),
              "elements": n_el, "raw_bytes": raw, "bytes": size,
              "bits_per_weight": 8 * size / n_el if n_el else None, "ratio": raw / size if size else None}
     if as_json:
@@ -254,7 +254,7 @@ def _bound_ok(e, x, xh, settings: dict):
 
     from .quant import ROUNDING
 
-    if e.codec != "eg":  # raw / zstd: bit-exact
+    if e.codec not in ("eg", "ans"):  # raw / zstd: bit-exact
         same = x.shape == xh.shape and x.dtype == xh.dtype and x.tobytes() == xh.tobytes()
         return 0.0, same
     err = np.abs(x.astype(np.float64) - xh.astype(np.float64))
@@ -343,7 +343,7 @@ def verify(file, against, as_json, workers, quiet):
                     row.update(max_abs_error=mae, bound=bound, ok=ok,
                                rel_l2_error=math.sqrt(err2 / x2) if x2 else (0.0 if err2 == 0 else math.inf))
                     if not ok:
-                        row["problem"] = "over its bound" if e.codec == "eg" else "not bit-exact"
+                        row["problem"] = "over its bound" if e.codec in ("eg", "ans") else "not bit-exact"
                         failures.append(f"{e.name}: {row['problem']} (max abs error {_g(mae)}, bound {_g(bound)})")
                 bar.close()
         missing = sorted(set(orig.keys()) - seen) if orig is not None else []

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ggd, golomb, lossless, quant
+from . import ggd, golomb, lossless, quant, rans
 from .dtypes import FLOAT_NAMES, numpy_dtype
 from .errors import EncodeError, FormatError
 from .format import Entry
@@ -15,6 +15,11 @@ from .limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE,
 DEFAULT_REL_STEP = 1 / 64  # near-lossless default: |x - x̂| <= std/128, relative L2 error ~0.45 %
 LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
 SMALL_1D = 1 << 16  # 1-D float tensors up to this size (norms, biases) stay lossless by default
+ANS_LANE_SYMBOLS = 1024  # ans groups of 32 * 1024: lane flushes cost ~24 bits / 1024 symbols (0.02 b/w)
+ANS_MIN_S, ANS_MAX_S = 16, 4096
+LOSSY_CODECS = ("eg", "ans")
+CODEC_CHOICES = ("auto",) + LOSSY_CODECS  # "auto": per tensor, the smaller payload of eg and ans
+DEFAULT_CODEC = "auto"
 
 
 @dataclass
@@ -62,6 +67,7 @@ class LossyTensor:
                               f"store it exactly with lossless=[{name!r}]")
         self.nu, self.alpha = ggd.fit(self.x)
         self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
+        self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
         if settings.max_error is not None:
@@ -98,18 +104,43 @@ class LossyTensor:
         return params, ks, lens, qr.u
 
     def size(self, step: float) -> int | None:
+        """Payload bytes at ``step`` for this tensor's codec choice (eg exact; ans estimated to ~0.2 %)."""
         coded = self.code(step)
-        return None if coded is None else golomb.payload_size(LANE_SYMBOLS, coded[2])
+        if coded is None:
+            return None
+        eg = golomb.payload_size(LANE_SYMBOLS, coded[2])
+        if self.codec == "eg":
+            return eg
+        ans = rans.estimate_size(coded[3], ANS_LANE_SYMBOLS)
+        return ans if self.codec == "ans" else min(eg, ans)
 
     def encode(self, step: float, max_error: float | None = None):
+        """(codec, params, payload) at ``step``, or None when the tensor is better stored exactly."""
         coded = self.code(step, max_error)
         if coded is None:
             return None
-        params, ks, lens, u = coded
-        payload = golomb.encode(u, LANE_SYMBOLS, ks, lens)
+        codec, params, payload = entropy_code(coded, self.codec)
         if len(payload) >= self.x.size * numpy_dtype(self.dtype).itemsize:
             return None  # not worth it: lossless storage is smaller and exact
-        return params, payload
+        return codec, params, payload
+
+
+def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
+    """(codec, params, payload) of ``LossyTensor.code()``'s (params, ks, lens, u): ``eg``, ``ans`` or,
+    with ``auto``, whichever payload is smaller (ans is built unless its estimate already loses)."""
+    if codec not in CODEC_CHOICES:
+        raise EncodeError(f"codec= must be one of {', '.join(CODEC_CHOICES)}, not {codec!r}")
+    params, ks, lens, u = coded
+    eg_size = golomb.payload_size(LANE_SYMBOLS, lens)
+    if codec != "eg":
+        model, bits = rans.build_model(u)
+        if codec == "ans" or rans.estimate_bits(bits, u.size, ANS_LANE_SYMBOLS) < 8 * eg_size * 1.002:
+            payload = rans.encode(u, ANS_LANE_SYMBOLS, model)
+            if codec == "ans" or len(payload) < eg_size:
+                p = {k: v for k, v in params.items() if k != "k"}
+                p["lane_symbols"] = ANS_LANE_SYMBOLS
+                return "ans", p, payload
+    return "eg", params, golomb.encode(u, LANE_SYMBOLS, ks, lens)
 
 
 SENSITIVITY_FLOOR = 1e-4  # relative to the median: a tensor that seems unused still keeps some precision
@@ -200,10 +231,48 @@ def _decode_eg_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndar
     return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
 
 
+def _check_ans_params(e: Entry, where: str) -> tuple:
+    """(step, center, S) of an ``ans`` entry (spec 4.4: as 4.3, with 16 <= S <= 4096)."""
+    p = e.params
+    if e.dtype not in FLOAT_NAMES:
+        raise FormatError(f"{where}: codec ans is only for float dtypes, not {e.dtype}")
+    step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or (isinstance(step, int) and step.bit_length() > 1024) \
+            or not (math.isfinite(step) and step > 0):
+        raise FormatError(f"{where}: ans step must be a positive finite number, found {step!r}")
+    if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
+        raise FormatError(f"{where}: ans step {step!r} is not a binary32 value")
+    if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
+        raise FormatError(f"{where}: ans center must be an integer below 2^24 in magnitude, found {center!r}")
+    if type(s) is not int or not ANS_MIN_S <= s <= ANS_MAX_S or s & (s - 1):
+        raise FormatError(f"{where}: ans lane_symbols must be a power of two in [{ANS_MIN_S}, {ANS_MAX_S}], "
+                          f"found {s!r}")
+    return float(step), center, s
+
+
+def _decode_ans_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
+    step, center, s = _check_ans_params(e, where)
+    n = e.numel
+    count = min(n, g1 * LANES * s) - g0 * LANES * s
+    mode = {"F32": "F32", "F16": "F32", "BF16": "BF16", "F64": "F64"}[e.dtype]
+    try:
+        # tables first: they bound n by the payload (>= 8 bytes a group), before `out` is allocated
+        parsed = rans.parse(payload, n, s)
+        out = np.empty(count, {"F32": np.float32, "BF16": np.uint16, "F64": np.float64}[mode])
+        rans.decode_into(payload, n, s, center, step, out, mode, g0, g1, parsed=parsed)
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    if e.dtype == "F16":
+        return out.astype(np.float16)
+    return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
+
+
 def _unit(e: Entry, where: str) -> int:
     """Elements per independently decodable unit (group or chunk) of a payload."""
     if e.codec == "eg":
         return LANES * _check_eg_params(e, where)[2]
+    if e.codec == "ans":
+        return LANES * _check_ans_params(e, where)[2]
     if e.codec == "zstd":
         c = e.params.get("chunk_elems")
         return c if type(c) is int and c > 0 else 1
@@ -227,6 +296,8 @@ def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None 
         u0, u1 = start // unit, -(-stop // unit)
         if e.codec == "eg":
             out = _decode_eg_range(e, payload, where, u0, u1)
+        elif e.codec == "ans":
+            out = _decode_ans_range(e, payload, where, u0, u1)
         else:
             out = lossless.decode_zstd(payload, n, dtype if e.dtype != "BOOL" else np.dtype(np.uint8),
                                        e.params, where, u0, u1)

@@ -1,0 +1,664 @@
+"""Numba interleaved-rANS coding of the ``ans`` payload (spec 4.4), bit-exact with ``rans_ref``.
+
+One per-tensor model (probability bits P, token split s/m, a frequency table) and 32 rANS lanes per group
+sharing one stream of 16-bit words; groups are independent, so they encode and decode in parallel
+(``prange``). Per-element work never runs in Python. ``build_model`` picks the model that makes the
+payload smallest, table included.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import prange
+
+from .errors import FormatError
+from .golomb import _ctlz
+from .limits import LANES, MAX_SYMBOL_MAGNITUDE
+from .rans_ref import MAX_MSB, MAX_PROB_BITS, MAX_SPLIT, MAX_TABLE_ZEROS, k_max
+
+L = 1 << 16
+STATE_BITS_PER_LANE = 24  # flush cost of a lane, on average (32 bits written, ~8 of them information)
+FINE_S, FINE_M = MAX_SPLIT, MAX_MSB  # the histogram every (s, m) is derived from
+FINE_K = k_max(FINE_S, FINE_M)  # 4304 bins
+PROB_BITS_CHOICES = (11, 12, 13)  # 2^13 slots: a 64 KiB decode table (P <= 14 is valid)
+
+# Status codes written by the decoder, one per group (0 = fine).
+_SHORT, _BAD_STATE, _OVERRUN, _END, _RANGE = 1, 2, 3, 4, 5
+_STATUS_TEXT = {
+    _SHORT: "its word count cannot hold the lane states",
+    _BAD_STATE: "a lane's initial state is below 2^16",
+    _OVERRUN: "the lanes read past the group's words",
+    _END: "the lanes do not end in the state 2^16 at the group's last word",
+    _RANGE: "a symbol gives |q| >= 2^24",
+}
+
+
+def n_groups(n_elems: int, lane_symbols: int) -> int:
+    return -(-n_elems // (LANES * lane_symbols))
+
+
+@numba.njit(inline="always")
+def _floor_log2(v):
+    return 63 - np.int64(_ctlz(np.uint64(v)))
+
+
+@numba.njit(inline="always")
+def _token(u, s, m):
+    """(token, raw bit count, raw value) of symbol u (int64)."""
+    if u < (np.int64(1) << s):
+        return u, np.int64(0), np.int64(0)
+    e = _floor_log2(u)
+    nb = e - m
+    tok = (np.int64(1) << s) + ((e - s) << m) + ((u >> nb) - (np.int64(1) << m))
+    return tok, nb, u & ((np.int64(1) << nb) - 1)
+
+
+# ---------------------------------------------------------------- model
+
+@dataclass
+class Model:
+    prob_bits: int
+    s: int
+    m: int
+    freqs: np.ndarray  # int64, length K, sums to 2^prob_bits
+    kq: int
+    table_bits: int  # bits of the table bit string
+
+    @property
+    def header_size(self) -> int:
+        return _align4(12 + (self.table_bits + 7) // 8)
+
+
+def _align4(x: int) -> int:
+    return x + (-x % 4)
+
+
+_HIST_BLOCK = 1 << 20
+
+
+@numba.njit(parallel=True, cache=True)
+def fine_histogram(u):
+    """Counts of the tokens of (s, m) = (12, 4), from which every coarser split is summed."""
+    n = u.size
+    nb_ = (n + _HIST_BLOCK - 1) // _HIST_BLOCK
+    part = np.zeros((nb_, FINE_K), np.int64)
+    for b in prange(nb_):
+        for i in range(b * _HIST_BLOCK, min(n, (b + 1) * _HIST_BLOCK)):
+            tok, nb, r = _token(np.int64(u[i]), FINE_S, FINE_M)
+            part[b, tok] += 1
+    return part
+
+
+def fine_hist(u: np.ndarray) -> np.ndarray:
+    return fine_histogram(np.ascontiguousarray(u)).sum(axis=0)
+
+
+def _fine_bins():
+    """For each fine bin: (smallest symbol in it, exponent e, top FINE_M mantissa bits h0)."""
+    b = np.arange(FINE_K, dtype=np.int64)
+    lo = np.where(b < (1 << FINE_S), b, 0)
+    i = b - (1 << FINE_S)
+    e = FINE_S + (i >> FINE_M)
+    h0 = i & ((1 << FINE_M) - 1)
+    big = b >= (1 << FINE_S)
+    lo[big] = ((1 << FINE_M) + h0[big]) << (e[big] - FINE_M)
+    return lo
+
+
+_FINE_LO = _fine_bins()
+
+
+def coarse_map(s: int, m: int) -> tuple:
+    """(token of each fine bin, raw bits of that token) for split (s, m)."""
+    u = _FINE_LO
+    tok = u.copy()
+    nb = np.zeros_like(u)
+    big = u >= (1 << s)
+    e = np.zeros_like(u)
+    e[big] = np.floor(np.log2(u[big])).astype(np.int64)
+    # exact floor(log2) for integers (float log2 can round up just below a power of two)
+    e[big] -= (np.left_shift(1, e[big]) > u[big]).astype(np.int64)
+    nb[big] = e[big] - m
+    tok[big] = (1 << s) + ((e[big] - s) << m) + ((u[big] >> nb[big]) - (1 << m))
+    return tok, nb
+
+
+_MAPS = {(s, m): coarse_map(s, m) for s in range(MAX_SPLIT + 1) for m in range(min(s, MAX_MSB) + 1)}
+
+
+def quantize_freqs(counts: np.ndarray, prob_bits: int) -> np.ndarray:
+    """Integer frequencies summing to 2^prob_bits, >= 1 where counts > 0, close to minimal cross-entropy.
+
+    Tokens too rare for one slot get 1; the others share the remaining slots in proportion (floored), and
+    the few slots the flooring leaves go where they save the most bits.
+    """
+    M = 1 << prob_bits
+    c = np.asarray(counts, np.int64)
+    nz = c > 0
+    if int(nz.sum()) > M:
+        raise ValueError(f"{int(nz.sum())} used tokens do not fit 2^{prob_bits} slots")
+    q = np.zeros(c.size, np.int64)
+    forced = nz & (c * M < int(c.sum()))
+    while True:
+        rest = nz & ~forced
+        F, n_rest = int(forced.sum()), int(c[rest].sum())  # the largest token is never forced
+        q[forced] = 1
+        q[rest] = ((M - F) * c[rest]) // n_rest
+        new = rest & (q < 1)
+        if not new.any():
+            break
+        forced |= new
+    d = M - int(q.sum())  # 0 <= d < number of non-forced tokens
+    if d:
+        cf = c.astype(np.float64)
+        gain = np.where(rest, cf * np.log2((q + 1) / np.maximum(q, 1)), -1.0)
+        q[np.argsort(-gain, kind="stable")[:d]] += 1
+    return q
+
+
+def _eg_len(v, k):
+    """Lengths of the EG-k code words of integers ``v`` (frexp gives floor(log2) exactly)."""
+    e = np.frexp((np.asarray(v, np.int64) + (1 << k)).astype(np.float64))[1].astype(np.int64) - 1
+    return 2 * e - k + 1
+
+
+def table_cost(freqs: np.ndarray) -> tuple:
+    """(bits, kq) of the cheapest table bit string for ``freqs``."""
+    f = np.asarray(freqs, np.int64)
+    nzv = f[f > 0]
+    # zero runs
+    z = f == 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], z.astype(np.int8), [0]))))
+    runs = edges[1::2] - edges[::2]
+    run_bits = int(_eg_len(runs - 1, 0).sum()) if runs.size else 0
+    best = None
+    for kq in range(16):
+        bits = int(_eg_len(nzv, kq).sum()) + runs.size * (kq + 1) + run_bits
+        if best is None or bits < best[0]:
+            best = (bits, kq)
+    return best
+
+
+def _candidates(hist: np.ndarray) -> list:
+    """(estimated bits, s, m, token counts, raw bits) for every split, cheapest first."""
+    N = int(hist.sum())
+    used = np.flatnonzero(hist)
+    out = []
+    for (s, m), (tok, nb) in _MAPS.items():
+        K = int(tok[used[-1]]) + 1
+        counts = np.bincount(tok, weights=hist, minlength=K).astype(np.int64)[:K]
+        raw = int((hist * nb).sum())
+        live = counts[counts > 0]
+        ent = float(-(live * np.log2(live / N)).sum())
+        est = ent + raw + 9 * live.size + 4 * (K > live.size) + 96  # + table: ~9 bits a used token
+        out.append((est, s, m, counts, raw))
+    out.sort(key=lambda c: (c[0], c[1], c[2]))
+    return out
+
+
+def _hist_of(u, hist):
+    if hist is None:
+        hist = fine_hist(u)
+    if int(hist.sum()) == 0:  # no symbols: any valid table will do
+        hist = np.zeros(FINE_K, np.int64)
+        hist[0] = 1
+    return hist
+
+
+def build_model(u: np.ndarray = None, hist: np.ndarray = None, prob_bits_choices=PROB_BITS_CHOICES,
+                n_splits: int = 3) -> tuple:
+    """(model, model bits) minimising token + raw + table bits for symbols ``u`` (or their ``hist``).
+
+    Model bits exclude the lane flushes and the group table (see ``estimate_bits``).
+    """
+    hist = _hist_of(u, hist)
+    best = None
+    for est, s, m, counts, raw in _candidates(hist)[:n_splits]:
+        n_used = int((counts > 0).sum())
+        for P in prob_bits_choices:
+            if n_used > (1 << P):
+                continue
+            q = quantize_freqs(counts, P)
+            live = counts > 0
+            bits = float((counts[live] * (P - np.log2(q[live]))).sum()) + raw
+            tbits, kq = table_cost(q)
+            total = bits + 8 * _align4(12 + (tbits + 7) // 8)
+            key = (total, P, s, m)
+            if best is None or key < best[0]:
+                best = (key, Model(P, s, m, q, kq, tbits))
+    if best is None:
+        raise ValueError(f"no model fits {n_used} used tokens in 2^{max(prob_bits_choices)} slots")
+    return best[1], best[0][0]
+
+
+def estimate_size(u: np.ndarray = None, lane_symbols: int = 1024, hist: np.ndarray = None) -> int:
+    """Payload bytes predicted without building the table (entropy of the best split + overheads);
+    typically within 0.2 % of ``len(encode(...))``. For rate control."""
+    n = int(u.size) if hist is None else int(hist.sum())
+    hist = _hist_of(u, hist)
+    return math.ceil(estimate_bits(_candidates(hist)[0][0], n, lane_symbols) / 8)
+
+
+def estimate_bits(model_bits: float, n_elems: int, lane_symbols: int) -> float:
+    """Payload bits predicted from the model's cost plus lane flushes and the group table."""
+    G = n_groups(n_elems, lane_symbols)
+    lanes = 0 if G == 0 else LANES * (G - 1) + min(LANES, n_elems - (G - 1) * LANES * lane_symbols)
+    return model_bits + STATE_BITS_PER_LANE * lanes + 40 * G  # + uint32 word count, padding
+
+
+# ---------------------------------------------------------------- table bytes (writer and parser)
+
+def header_bytes(model: Model) -> bytes:
+    bits = []  # LSB-first bit list is fine: a table is at most a few thousand code words
+    f, K, kq = model.freqs, model.freqs.size, model.kq
+
+    def eg(v, k):
+        w = int(v) + (1 << k)
+        n = w.bit_length() - 1
+        bits.extend([0] * (n - k))
+        bits.append(1)
+        bits.extend((w >> i) & 1 for i in range(n))
+
+    i = 0
+    while i < K:
+        if f[i] > 0:
+            eg(f[i], kq)
+            i += 1
+        else:
+            j = i
+            while j < K and f[j] == 0:
+                j += 1
+            eg(0, kq)
+            eg(j - i - 1, 0)
+            i = j
+    assert len(bits) == model.table_bits
+    arr = np.zeros(-(-len(bits) // 8) * 8, np.uint8)
+    arr[:len(bits)] = bits
+    tb = np.packbits(arr, bitorder="little").tobytes()
+    head = bytes([0, model.prob_bits, model.s, model.m]) + int(K).to_bytes(2, "little") + bytes([kq, 0])
+    head += len(tb).to_bytes(4, "little") + tb
+    return head + bytes(-len(head) % 4)
+
+
+@numba.njit(cache=True)
+def _parse_table(tb, K, kq, M, freqs):
+    """Fill ``freqs`` from the table bit string; returns (bits read, error code)."""
+    nbits = tb.size * 8
+    pos = 0
+    i = 0
+    while i < K:
+        for which in range(2):
+            k = kq if which == 0 else 0
+            z = 0
+            while True:
+                if pos >= nbits:
+                    return pos, 1
+                bit = (tb[pos >> 3] >> (pos & 7)) & 1
+                pos += 1
+                if bit:
+                    break
+                z += 1
+                if z > MAX_TABLE_ZEROS:
+                    return pos, 2
+            n = z + k
+            if pos + n > nbits:
+                return pos, 1
+            r = 0
+            for b in range(n):
+                r |= np.int64((tb[(pos + b) >> 3] >> ((pos + b) & 7)) & 1) << b
+            pos += n
+            v = (np.int64(1) << n) + r - (np.int64(1) << k)
+            if which == 0:
+                if v > 0:
+                    if v > M:
+                        return pos, 3
+                    freqs[i] = v
+                    i += 1
+                    break
+            else:
+                if i + v + 1 > K:
+                    return pos, 4
+                i += v + 1
+    return pos, 0
+
+
+_TABLE_ERRORS = {1: "a code word reads past the table bit string",
+                 2: f"a code word has more than {MAX_TABLE_ZEROS} leading zeros",
+                 3: "a frequency is over M", 4: "a run of zero frequencies passes the table's end"}
+
+
+def parse_header(buf: np.ndarray) -> tuple:
+    """(P, s, m, freqs, H) from payload bytes; FormatError on anything spec 4.4 rejects."""
+    if buf.size < 12:
+        raise FormatError(f"ans payload of {buf.size} bytes is shorter than its 12-byte model header")
+    model, P, s, m, kq, reserved = (int(buf[i]) for i in (0, 1, 2, 3, 6, 7))
+    K = int(buf[4]) | int(buf[5]) << 8
+    B = int(buf[8:12].view("<u4")[0])
+    if model != 0:
+        raise FormatError(f"ans model {model} is unknown (only 0, a frequency table)")
+    if not 1 <= P <= MAX_PROB_BITS or s > MAX_SPLIT or m > min(s, MAX_MSB) or kq > 15 or reserved:
+        raise FormatError(f"ans model header out of range (P={P}, s={s}, m={m}, kq={kq}, reserved={reserved})")
+    if not 1 <= K <= k_max(s, m):
+        raise FormatError(f"ans table has {K} entries, allowed 1..{k_max(s, m)}")
+    if 12 + B > buf.size:
+        raise FormatError(f"ans table bit string of {B} bytes runs past the payload ({buf.size} bytes)")
+    freqs = np.zeros(K, np.int64)
+    pos, err = _parse_table(buf[12:12 + B], K, kq, 1 << P, freqs)
+    if err:
+        raise FormatError(f"ans table: {_TABLE_ERRORS[err]}")
+    if B != (pos + 7) // 8:
+        raise FormatError(f"ans table bit string is {B} bytes, its code words use {(pos + 7) // 8}")
+    if int(freqs.sum()) != 1 << P:
+        raise FormatError(f"ans table frequencies sum to {int(freqs.sum())}, not M = {1 << P}")
+    return P, s, m, freqs, _align4(12 + B)
+
+
+def slot_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
+    """Per slot, packed: f (15 bits) | slot - c (14 bits) << 15 | raw bits (5) << 29 | symbol base << 34."""
+    K = freqs.size
+    tok = np.arange(K, dtype=np.int64)
+    i = tok - (1 << s)
+    nb = np.where(tok < (1 << s), 0, s + (i >> m) - m)
+    base = np.where(tok < (1 << s), tok, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
+    cum = np.concatenate(([0], np.cumsum(freqs)))
+    slot_tok = np.repeat(tok, freqs)
+    slots = np.arange(1 << P, dtype=np.int64)
+    return (freqs[slot_tok] | ((slots - cum[slot_tok]) << 15) | (nb[slot_tok] << 29)
+            | (base[slot_tok] << 34)).astype(np.int64)
+
+
+# ---------------------------------------------------------------- encoder
+
+def _token_bits(tok: int, s: int, m: int) -> int:
+    return 0 if tok < (1 << s) else s + ((tok - (1 << s)) >> m) - m
+
+
+@numba.njit(parallel=True, cache=True)
+def _encode_groups(u, lane_symbols, P, s, m, freqs, cum, rcp, scratch, region_end, first_word):
+    n = u.size
+    gsize = LANES * lane_symbols
+    G = region_end.size
+    for g in prange(G):
+        start = g * gsize
+        ng = min(n, start + gsize) - start
+        A = min(LANES, ng)
+        T = (ng + LANES - 1) // LANES
+        x = np.full(LANES, L, np.int64)
+        toks = np.empty(LANES, np.int64)
+        nbs = np.empty(LANES, np.int64)
+        raws = np.empty(LANES, np.int64)
+        q = region_end[g]
+        for t in range(T - 1, -1, -1):
+            lt = min(LANES, ng - LANES * t)
+            base = start + LANES * t
+            any_hi = False
+            for j in range(lt):
+                tok, nb, r = _token(np.int64(u[base + j]), s, m)
+                toks[j] = tok
+                nbs[j] = nb
+                raws[j] = r
+                any_hi |= nb > 16
+            if any_hi:  # phase 3: raw bits above the low 16
+                for j in range(lt - 1, -1, -1):
+                    n2 = nbs[j] - 16
+                    if n2 > 0:
+                        xv = x[j]
+                        if xv >= (np.int64(1) << (32 - n2)):
+                            q -= 1
+                            scratch[q] = np.uint16(xv & 0xFFFF)
+                            xv >>= 16
+                        x[j] = (xv << n2) | (raws[j] >> 16)
+            for j in range(lt - 1, -1, -1):  # phase 2: low raw bits (a no-op for n1 = 0)
+                n1 = min(nbs[j], 16)
+                xv = x[j]
+                emit = xv >= (np.int64(1) << (32 - n1))
+                scratch[q - 1] = np.uint16(xv & 0xFFFF)  # branch-free: kept only when emitted
+                q -= emit
+                xv = xv >> (16 * emit)
+                x[j] = (xv << n1) | (raws[j] & ((np.int64(1) << n1) - 1))
+            for j in range(lt - 1, -1, -1):  # phase 1: token
+                tok = toks[j]
+                f = freqs[tok]
+                xv = x[j]
+                emit = xv >= (f << (32 - P))
+                scratch[q - 1] = np.uint16(xv & 0xFFFF)
+                q -= emit
+                xv = xv >> (16 * emit)
+                qt = np.int64(np.float64(xv) * rcp[tok])  # exact or one too small (see encode())
+                rt = xv - qt * f
+                if rt >= f:
+                    qt += 1
+                    rt -= f
+                x[j] = (qt << P) + rt + cum[tok]
+        q -= 2 * A
+        for j in range(A):
+            scratch[q + 2 * j] = np.uint16(x[j] & 0xFFFF)
+            scratch[q + 2 * j + 1] = np.uint16(x[j] >> 16)
+        first_word[g] = q
+
+
+@numba.njit(parallel=True, cache=True)
+def _gather(scratch, first_word, region_end, out_words, out_start):
+    for g in prange(first_word.size):
+        w = region_end[g] - first_word[g]
+        o = out_start[g]
+        out_words[o:o + w] = scratch[first_word[g]:region_end[g]]
+        if w % 2:
+            out_words[o + w] = 0
+
+
+def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
+    """The ``ans`` payload of symbols ``u`` (every symbol's token must have a frequency > 0)."""
+    u = np.ascontiguousarray(u)
+    head = header_bytes(model)
+    freqs = model.freqs.astype(np.int64)
+    cum = np.concatenate(([0], np.cumsum(freqs)))[:-1].astype(np.int64)
+    G = n_groups(u.size, lane_symbols)
+    # one word per coding step that may emit: the token, and raw-bit chunks when the table has them
+    max_nb = _token_bits(model.freqs.size - 1, model.s, model.m)
+    per_sym = 1 + (max_nb > 0) + (max_nb > 16)
+    ng = np.full(G, LANES * lane_symbols, np.int64)
+    if G:
+        ng[-1] = u.size - (G - 1) * LANES * lane_symbols
+    bounds = 2 * np.minimum(ng, LANES) + per_sym * ng
+    region_end = np.cumsum(bounds)
+    scratch = np.empty(int(region_end[-1]) if G else 0, np.uint16)
+    first_word = np.zeros(G, np.int64)
+    # floor(x / f) as floor(x * fl(1/f)): for x < 2^32, f <= 2^14 the product is within 2^-20 of x/f,
+    # and x/f is either an integer or at least 1/f >= 2^-14 away from one, so the result is exact or,
+    # when x/f is an integer, possibly one too small (the remainder check fixes that).
+    rcp = 1.0 / np.maximum(freqs, 1).astype(np.float64)
+    _encode_groups(u, lane_symbols, model.prob_bits, model.s, model.m, freqs, cum, rcp, scratch, region_end,
+                   first_word)
+    W = region_end - first_word
+    Wp = W + (W % 2)
+    out_start = np.zeros(G + 1, np.int64)
+    np.cumsum(Wp, out=out_start[1:])
+    total = len(head) + 4 * G + 2 * int(out_start[-1])
+    buf = np.empty(total, np.uint8)
+    buf[:len(head)] = np.frombuffer(head, np.uint8)
+    buf[len(head):len(head) + 4 * G] = W.astype("<u4").view(np.uint8)
+    words = buf[len(head) + 4 * G:].view("<u2")
+    _gather(scratch, first_word, region_end, words, out_start[:-1])
+    return buf.tobytes()
+
+
+# ---------------------------------------------------------------- decoder
+
+def min_length(header: int, n_elems: int, lane_symbols: int) -> int:
+    """Smallest payload that can describe ``n_elems`` elements: uint32 W per group, 4 bytes per lane state.
+    So a reader allocates at most 32·S·itemsize / 132 bytes of output per payload byte (S=1024, F32: ~1000)."""
+    G = n_groups(n_elems, lane_symbols)
+    if G == 0:
+        return header
+    lanes = LANES * (G - 1) + min(LANES, n_elems - (G - 1) * LANES * lane_symbols)
+    return header + 4 * G + 4 * lanes
+
+
+def parse(payload, n_elems: int, lane_symbols: int):
+    """(P, s, m, slot table, word counts, word offsets per group, words); checks all sizes."""
+    buf = np.frombuffer(payload, np.uint8)
+    P, s, m, freqs, H = parse_header(buf)
+    G = n_groups(n_elems, lane_symbols)
+    need = min_length(H, n_elems, lane_symbols)
+    if buf.size < need:  # checked before anything is sized from n_elems
+        raise FormatError(f"ans payload of {buf.size} bytes cannot hold {n_elems} elements "
+                          f"({need} bytes at least: a word count per group, a state per lane)")
+    W = buf[H:H + 4 * G].view("<u4").astype(np.int64)
+    start = np.zeros(G + 1, np.int64)
+    np.cumsum(W + (W % 2), out=start[1:])
+    expect = H + 4 * G + 2 * int(start[-1])
+    if buf.size != expect:
+        raise FormatError(f"ans payload is {buf.size} bytes, its group table says {expect}")
+    words = buf[H + 4 * G:].view("<u2")
+    return P, s, m, slot_table(P, s, m, freqs), W, start, words
+
+
+@numba.njit(inline="always")
+def _store(out, e, q, mode, step32, step64):
+    if mode == 0:  # float32
+        out[e] = np.float32(q) * step32
+    elif mode == 1:  # bfloat16 bits, round to nearest even
+        f = np.float32(np.float32(q) * step32)
+        b = np.uint32(f.view(np.uint32))
+        b = b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
+        out[e] = np.uint16(b >> np.uint32(16))
+    elif mode == 2:  # float64
+        out[e] = np.float64(q) * step64
+    else:  # raw symbols q
+        out[e] = q
+
+
+@numba.njit(parallel=True, cache=True)
+def _decode_groups(words, W, wstart, table, P, g_first, n_elems, lane_symbols, center, out, out_base,
+                   mode, step32, step64, status):
+    gsize = LANES * lane_symbols
+    mask = (np.int64(1) << P) - 1
+    lim = np.int64(MAX_SYMBOL_MAGNITUDE)
+    for gi in prange(status.size):
+        g = g_first + gi
+        start = g * gsize
+        ng = min(n_elems, start + gsize) - start
+        A = min(LANES, ng)
+        T = (ng + LANES - 1) // LANES
+        w0 = wstart[g]
+        wend = w0 + W[g]
+        if W[g] < 2 * A:
+            status[gi] = _SHORT
+            continue
+        x = np.empty(LANES, np.int64)
+        ent = np.empty(LANES, np.int64)
+        low = np.empty(LANES, np.int64)
+        bad = False
+        for j in range(A):
+            x[j] = np.int64(words[w0 + 2 * j]) | (np.int64(words[w0 + 2 * j + 1]) << 16)
+            bad |= x[j] < L
+        if bad:
+            status[gi] = _BAD_STATE
+            continue
+        p = w0 + 2 * A
+        last = wend - 1
+        out_of_range = False
+        for t in range(T):
+            lt = min(LANES, ng - LANES * t)
+            any_hi = False
+            for j in range(lt):  # phase 1: token
+                xv = x[j]
+                e = table[xv & mask]
+                xv = (e & 0x7FFF) * (xv >> P) + ((e >> 15) & 0x3FFF)
+                rd = xv < L
+                wv = np.int64(words[min(p, last)])
+                xv = ((xv << 16) | wv) if rd else xv
+                p += rd
+                x[j] = xv
+                ent[j] = e
+                any_hi |= ((e >> 29) & 31) > 16
+            ebase = start + LANES * t - out_base
+            if not any_hi:  # phase 2 (low raw bits) fused with the output: the usual case
+                for j in range(lt):
+                    e = ent[j]
+                    n1 = (e >> 29) & 31
+                    xv = x[j]
+                    uu = (e >> 34) + (xv & ((np.int64(1) << n1) - 1))
+                    xv >>= n1
+                    rd = xv < L
+                    wv = np.int64(words[min(p, last)])
+                    xv = ((xv << 16) | wv) if rd else xv
+                    p += rd
+                    x[j] = xv
+                    qv = center + ((uu >> 1) ^ -(uu & 1))
+                    out_of_range |= (qv >= lim) | (qv <= -lim)
+                    _store(out, ebase + j, qv, mode, step32, step64)
+                continue
+            for j in range(lt):  # phase 2: low raw bits
+                e = ent[j]
+                n1 = min((e >> 29) & 31, 16)
+                xv = x[j]
+                low[j] = xv & ((np.int64(1) << n1) - 1)
+                xv >>= n1
+                rd = xv < L
+                wv = np.int64(words[min(p, last)])
+                xv = ((xv << 16) | wv) if rd else xv
+                p += rd
+                x[j] = xv
+            for j in range(lt):  # phase 3: raw bits above 16
+                n2 = max(((ent[j] >> 29) & 31) - 16, 0)
+                xv = x[j]
+                low[j] |= (xv & ((np.int64(1) << n2) - 1)) << 16
+                xv >>= n2
+                rd = xv < L
+                wv = np.int64(words[min(p, last)])
+                xv = ((xv << 16) | wv) if rd else xv
+                p += rd
+                x[j] = xv
+            for j in range(lt):
+                uu = (ent[j] >> 34) + low[j]
+                qv = center + ((uu >> 1) ^ -(uu & 1))
+                out_of_range |= (qv >= lim) | (qv <= -lim)
+                _store(out, ebase + j, qv, mode, step32, step64)
+        if p > wend:
+            status[gi] = _OVERRUN
+            continue
+        ok = p == wend
+        for j in range(A):
+            ok &= x[j] == L
+        if not ok:
+            status[gi] = _END
+        elif out_of_range:
+            status[gi] = _RANGE
+
+
+MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
+
+
+def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: float, out: np.ndarray,
+                mode: str, g_first: int = 0, g_last: int | None = None, parsed=None) -> None:
+    """Decode groups [g_first, g_last) into ``out`` (flat; element e goes to out[e - g_first*32*S]).
+
+    ``mode``: "F32" (out float32), "BF16" (out uint16 bf16 bits), "F64" (out float64), "Q" (int64 q).
+    ``parsed``: ``parse()``'s result for this payload, when the caller already has it.
+    """
+    P, s, m, table, W, wstart, words = parsed if parsed is not None else parse(payload, n_elems, lane_symbols)
+    if g_last is None:
+        g_last = W.size
+    status = np.zeros(max(0, g_last - g_first), np.uint8)
+    _decode_groups(words, W, wstart, table, P, g_first, n_elems, lane_symbols, np.int64(center), out,
+                   g_first * LANES * lane_symbols, MODES[mode], np.float32(step), np.float64(step), status)
+    if status.size and status.any():
+        bad = int(np.flatnonzero(status)[0])
+        raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
+
+
+def payload_bits_exact_check(model: Model, u: np.ndarray) -> float:  # pragma: no cover - diagnostics
+    """Ideal coded bits of ``u`` under ``model`` (tokens + raw bits), no rANS overheads."""
+    hist = fine_hist(u)
+    tok, nb = _MAPS[(model.s, model.m)]
+    counts = np.bincount(tok, weights=hist, minlength=model.freqs.size)[:model.freqs.size]
+    live = counts > 0
+    return float((counts[live] * (model.prob_bits - np.log2(model.freqs[live]))).sum() + (hist * nb).sum())
+
+
+__all__ = ["Model", "build_model", "encode", "decode_into", "parse", "estimate_bits", "estimate_size",
+           "n_groups", "quantize_freqs", "fine_hist"]
