@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ggd, golomb, lossless, quant, rans
-from .dtypes import FLOAT_NAMES, numpy_dtype
+from . import fexp, ggd, golomb, lossless, quant, rans
+from .dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from .errors import EncodeError, FormatError
 from .format import Entry
 from .limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
@@ -180,15 +180,22 @@ def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
 
 
 def encode_lossless(arr: np.ndarray) -> tuple:
-    """(codec, params, payload): zstd, or raw when zstd does not shrink the bytes."""
+    """(codec, params, payload): the smallest of fexp (float dtypes), zstd and raw."""
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
     if arr.size:
+        best = ("raw", {}, None, arr.nbytes)
+        if dtype_name(arr.dtype) in FLOAT_NAMES:
+            params, payload = fexp.encode(arr)
+            if len(payload) < best[3]:
+                best = ("fexp", params, payload, len(payload))
         params, payload = lossless.encode_zstd(arr)
-        if len(payload) < arr.nbytes:
-            return "zstd", params, payload
+        if len(payload) < best[3]:
+            best = ("zstd", params, payload, len(payload))
+        if best[2] is not None:
+            return best[0], best[1], best[2].tobytes() if isinstance(best[2], np.ndarray) else best[2]
     return "raw", {}, arr.reshape(-1).view(np.uint8).tobytes()
 
 
@@ -267,10 +274,35 @@ def _decode_ans_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.nda
     return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
 
 
+def _check_fexp_params(e: Entry, where: str) -> int:
+    """S of an ``fexp`` entry (spec 4.5)."""
+    if e.dtype not in FLOAT_NAMES:
+        raise FormatError(f"{where}: codec fexp is only for float dtypes, not {e.dtype}")
+    s = e.params.get("lane_symbols")
+    if type(s) is not int or not fexp.MIN_LANE_SYMBOLS <= s <= fexp.MAX_LANE_SYMBOLS or s & (s - 1):
+        raise FormatError(f"{where}: fexp lane_symbols must be a power of two in "
+                          f"[{fexp.MIN_LANE_SYMBOLS}, {fexp.MAX_LANE_SYMBOLS}], found {s!r}")
+    return s
+
+
+def _decode_fexp_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
+    s = _check_fexp_params(e, where)
+    n, isz = e.numel, numpy_dtype(e.dtype).itemsize
+    try:
+        parsed = fexp.parse(payload, n, isz, s)  # checks sizes (>= 4 bits an element) before allocating
+        out = np.empty(min(n, g1 * LANES * s) - g0 * LANES * s, fexp.UINTS[isz])
+        fexp.decode_into(payload, n, isz, s, out, g0, g1, parsed=parsed)
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    return out.view(numpy_dtype(e.dtype))
+
+
 def _unit(e: Entry, where: str) -> int:
     """Elements per independently decodable unit (group or chunk) of a payload."""
     if e.codec == "eg":
         return LANES * _check_eg_params(e, where)[2]
+    if e.codec == "fexp":
+        return LANES * _check_fexp_params(e, where)
     if e.codec == "ans":
         return LANES * _check_ans_params(e, where)[2]
     if e.codec == "zstd":
@@ -298,6 +330,8 @@ def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None 
             out = _decode_eg_range(e, payload, where, u0, u1)
         elif e.codec == "ans":
             out = _decode_ans_range(e, payload, where, u0, u1)
+        elif e.codec == "fexp":
+            out = _decode_fexp_range(e, payload, where, u0, u1)
         else:
             out = lossless.decode_zstd(payload, n, dtype if e.dtype != "BOOL" else np.dtype(np.uint8),
                                        e.params, where, u0, u1)

@@ -19,7 +19,7 @@ MAJOR, MINOR = 1, 0
 PREAMBLE = struct.Struct("<8sHHIQQ")  # magic, major, minor, flags, header length, header checksum
 PREAMBLE_BYTES = PREAMBLE.size  # 32
 ALIGN = 64
-CODECS = ("raw", "zstd", "eg", "ans")
+CODECS = ("raw", "zstd", "eg", "ans", "fexp")
 
 
 def align(x: int, a: int = ALIGN) -> int:

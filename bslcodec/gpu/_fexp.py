@@ -1,0 +1,119 @@
+"""``decode_fexp``: an ``fexp`` payload (spec 4.5, lossless floats) decoded on the GPU into a torch tensor.
+
+The host reads the payload's code lengths (at most 520 bytes), checks them and builds the 4096-entry
+decoding table with the same function as the CPU decoder (``bslcodec.fexp.build_lut``). Then three launches
+on torch's current stream, no host round trip until the error flag is read:
+1. ``fexp_group_words``: words per group from the uint16 lane table (thread per group);
+2. ``torch.cumsum``: first 64-bit word of each group;
+3. ``fexp_decode_<itemsize>``: thread per lane, table in shared memory; writes the element bits.
+"""
+
+import numpy as np
+import torch
+
+from .. import fexp
+from ..errors import FormatError, LimitError
+from ..limits import LANES, MAX_ELEMENTS
+from ._eg import _MAX_GRID, _cupy_stream, _to_device
+from ._fexp_src import SOURCE
+
+_BLOCK = 256
+_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+_ITEMSIZE = {torch.bfloat16: 2, torch.float16: 2, torch.float32: 4, torch.float64: 8}
+_KERNELS = ("fexp_decode_2", "fexp_decode_4", "fexp_decode_8")
+_ERRORS = ((1, "bits that begin no code word"),
+           (2, "code words do not end at a lane's declared length"),
+           (8, "the lane table's word count does not match the payload length"))
+_modules = {}
+
+
+def _module(device_index: int):
+    import cupy
+
+    mod = _modules.get(device_index)
+    if mod is None:
+        with cupy.cuda.Device(device_index):
+            mod = cupy.RawModule(code=SOURCE, options=("--std=c++14",))
+            for name in ("fexp_group_words", *_KERNELS):
+                mod.get_function(name)  # compile and load now, not inside the caller's timing
+        _modules[device_index] = mod
+    return mod
+
+
+def prepare(payload, n_elems: int, itemsize: int, lane_symbols: int) -> dict:
+    """Host-side checks and the decoding table (numpy) of an ``fexp`` payload; FormatError when bad."""
+    if isinstance(payload, torch.Tensor) or hasattr(payload, "__cuda_array_interface__"):
+        t = torch.as_tensor(payload)
+        plen = int(t.shape[0])
+        head = t[:min(plen, fexp.HEAD_BYTES + (128 << fexp.MAX_M))].cpu().numpy()
+    else:
+        head = np.frombuffer(payload, np.uint8) if not isinstance(payload, np.ndarray) else payload
+        plen = head.size
+    m, lengths, rest_off, t_off, w0, g = fexp.parse_header(head, n_elems, itemsize, lane_symbols, plen)
+    if plen < w0 + 8 or (plen - w0) % 8:
+        raise FormatError(f"fexp payload of {plen} bytes cannot hold {n_elems} elements "
+                          f"(tables end at {w0}, then whole 64-bit words and a zero word)")
+    return {"m": m, "lut": fexp.build_lut(lengths), "rest_off": rest_off, "lanes_off": t_off, "words_off": w0,
+            "groups": g, "n_words": (plen - w0) // 8 - 1, "rest_bits": fexp.rest_bits(itemsize, m)}
+
+
+def decode_fexp(payload, n_elems, lane_symbols, dtype, device="cuda", out=None, check=True,
+                prepared=None, lut=None) -> torch.Tensor:
+    """Decode an ``fexp`` payload into a 1-D CUDA tensor of ``n_elems`` elements of ``dtype``, bit-exact.
+
+    payload: bytes, a 1-D numpy uint8 array, or a 1-D uint8 CUDA tensor (used in place when it is on
+    ``device`` and 16-byte aligned). dtype: torch.bfloat16 / float16 / float32 / float64 (or "BF16", "F16",
+    "F32", "F64"). ``prepared`` / ``lut``: what ``prepare`` returned and its table as a CUDA int16 tensor,
+    for callers that decode the same payload repeatedly (benchmarks); otherwise both are made here.
+    With ``check`` (default) the call waits for the GPU and raises FormatError for a corrupt payload.
+    """
+    n_elems, lane_symbols = int(n_elems), int(lane_symbols)
+    if isinstance(dtype, str):
+        dtype = _DTYPES.get(dtype, dtype)
+    if dtype not in _ITEMSIZE:
+        raise TypeError(f"dtype must be one of {list(_ITEMSIZE)}, got {dtype!r}")
+    if not 0 <= n_elems <= MAX_ELEMENTS:
+        raise LimitError(f"n_elems {n_elems} outside 0..2^48")
+    itemsize = _ITEMSIZE[dtype]
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        raise ValueError(f"device must be a CUDA device, got {dev}")
+    if dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    p = prepared if prepared is not None else prepare(payload, n_elems, itemsize, lane_symbols)
+    if out is None:
+        out = torch.empty(n_elems, dtype=dtype, device=dev)
+    elif out.dtype != dtype or out.device != dev or out.numel() != n_elems or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {dtype} tensor of {n_elems} elements on {dev}")
+    if n_elems == 0:
+        if p["n_words"] != 0:
+            raise FormatError("fexp payload for 0 elements has stream words")
+        return out.view(-1)
+    import cupy
+
+    buf = _to_device(payload, dev)
+    if lut is None:
+        lut = torch.from_numpy(p["lut"].view(np.int16)).to(dev)
+    g = p["groups"]
+    mod = _module(dev.index)
+    offs = torch.empty(g + 1, dtype=torch.int64, device=dev)
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    base = buf.data_ptr()
+    with cupy.cuda.Device(dev.index), _cupy_stream(torch.cuda.current_stream(dev)):
+        grid = min(-(-(g + 1) // _BLOCK), _MAX_GRID)
+        mod.get_function("fexp_group_words")(
+            (grid,), (_BLOCK,), (np.uint64(base + p["lanes_off"]), np.int64(g), np.uint64(offs.data_ptr())))
+        offs = torch.cumsum(offs, 0)
+        grid = min(-(-(LANES * g) // _BLOCK), _MAX_GRID)
+        mod.get_function(f"fexp_decode_{itemsize}")(
+            (grid,), (_BLOCK,),
+            (np.uint64(lut.data_ptr()), np.uint64(base + p["lanes_off"]), np.uint64(base + p["words_off"]),
+             np.int64(p["n_words"]), np.uint64(base + p["rest_off"]), np.uint32(p["rest_bits"]),
+             np.int64(n_elems), np.int32(lane_symbols.bit_length() - 1), np.int64(g),
+             np.uint64(offs.data_ptr()), np.uint64(out.data_ptr()), np.uint64(err.data_ptr())))
+    if check:
+        code = int(err.item())
+        if code:
+            what = "; ".join(text for bit, text in _ERRORS if code & bit)
+            raise FormatError(f"fexp payload ({n_elems} elements, S={lane_symbols}) is corrupt: {what}")
+    return out.view(-1)
