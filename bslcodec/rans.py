@@ -242,10 +242,20 @@ def estimate_size(u: np.ndarray = None, lane_symbols: int = 1024, hist: np.ndarr
 
 
 def estimate_bits(model_bits: float, n_elems: int, lane_symbols: int) -> float:
-    """Payload bits predicted from the model's cost plus lane flushes and the group table."""
+    """Payload bits predicted from the model's cost plus lane flushes and the group table.
+
+    A lane writes its information plus ~24 bits (the 2^16 it starts from, and on average 8 unused bits of
+    its 32-bit final state), but never less than the 32 bits of that state."""
     G = n_groups(n_elems, lane_symbols)
-    lanes = 0 if G == 0 else LANES * (G - 1) + min(LANES, n_elems - (G - 1) * LANES * lane_symbols)
-    return model_bits + STATE_BITS_PER_LANE * lanes + 40 * G  # + uint32 word count, padding
+    if G == 0:
+        return model_bits
+    bps = model_bits / n_elems
+    full = LANES * (G - 1)
+    ng = n_elems - (G - 1) * LANES * lane_symbols
+    last = -(-(ng - np.arange(min(LANES, ng))) // LANES)  # symbols of each lane of the last group
+    flush = full * max(32.0, bps * lane_symbols + STATE_BITS_PER_LANE) - full * bps * lane_symbols
+    flush += float(np.maximum(32.0, bps * last + STATE_BITS_PER_LANE).sum() - bps * last.sum())
+    return model_bits + flush + 40 * G  # + uint32 word count and padding per group
 
 
 # ---------------------------------------------------------------- table bytes (writer and parser)
@@ -376,7 +386,9 @@ def _token_bits(tok: int, s: int, m: int) -> int:
 
 
 @numba.njit(parallel=True, cache=True)
-def _encode_groups(u, lane_symbols, P, s, m, freqs, cum, rcp, scratch, region_end, first_word):
+def _encode_groups(u, lane_symbols, P, s, m, tinfo, rcp, scratch, region_end, first_word):
+    """rANS-encode every group backwards into its region of ``scratch`` (ending at ``region_end[g]``);
+    ``first_word[g]`` gets where the group's words start. ``tinfo[tok]`` = (f, c, f << (32 - P))."""
     n = u.size
     gsize = LANES * lane_symbols
     G = region_end.size
@@ -387,21 +399,30 @@ def _encode_groups(u, lane_symbols, P, s, m, freqs, cum, rcp, scratch, region_en
         T = (ng + LANES - 1) // LANES
         x = np.full(LANES, L, np.int64)
         toks = np.empty(LANES, np.int64)
+        lim = np.empty(LANES, np.int64)  # phase 2: emit when x >= lim
+        sh = np.empty(LANES, np.int64)  # phase 2: low raw bit count n1
+        lo = np.empty(LANES, np.int64)  # phase 2: low raw bits
         nbs = np.empty(LANES, np.int64)
         raws = np.empty(LANES, np.int64)
         q = region_end[g]
-        for t in range(T - 1, -1, -1):
+        for tt in range(T):
+            t = T - 1 - tt
             lt = min(LANES, ng - LANES * t)
             base = start + LANES * t
             any_hi = False
             for j in range(lt):
                 tok, nb, r = _token(np.int64(u[base + j]), s, m)
+                n1 = min(nb, 16)
                 toks[j] = tok
+                sh[j] = n1
+                lim[j] = np.int64(1) << (32 - n1)
+                lo[j] = r & ((np.int64(1) << n1) - 1)
                 nbs[j] = nb
                 raws[j] = r
                 any_hi |= nb > 16
             if any_hi:  # phase 3: raw bits above the low 16
-                for j in range(lt - 1, -1, -1):
+                for jj in range(lt):
+                    j = lt - 1 - jj
                     n2 = nbs[j] - 16
                     if n2 > 0:
                         xv = x[j]
@@ -410,19 +431,20 @@ def _encode_groups(u, lane_symbols, P, s, m, freqs, cum, rcp, scratch, region_en
                             scratch[q] = np.uint16(xv & 0xFFFF)
                             xv >>= 16
                         x[j] = (xv << n2) | (raws[j] >> 16)
-            for j in range(lt - 1, -1, -1):  # phase 2: low raw bits (a no-op for n1 = 0)
-                n1 = min(nbs[j], 16)
+            for jj in range(lt):  # phase 2: low raw bits (a no-op for n1 = 0)
+                j = lt - 1 - jj
                 xv = x[j]
-                emit = xv >= (np.int64(1) << (32 - n1))
+                emit = xv >= lim[j]
                 scratch[q - 1] = np.uint16(xv & 0xFFFF)  # branch-free: kept only when emitted
                 q -= emit
                 xv = xv >> (16 * emit)
-                x[j] = (xv << n1) | (raws[j] & ((np.int64(1) << n1) - 1))
-            for j in range(lt - 1, -1, -1):  # phase 1: token
+                x[j] = (xv << sh[j]) | lo[j]
+            for jj in range(lt):  # phase 1: token
+                j = lt - 1 - jj
                 tok = toks[j]
-                f = freqs[tok]
+                f = tinfo[tok, 0]
                 xv = x[j]
-                emit = xv >= (f << (32 - P))
+                emit = xv >= tinfo[tok, 2]
                 scratch[q - 1] = np.uint16(xv & 0xFFFF)
                 q -= emit
                 xv = xv >> (16 * emit)
@@ -431,7 +453,7 @@ def _encode_groups(u, lane_symbols, P, s, m, freqs, cum, rcp, scratch, region_en
                 if rt >= f:
                     qt += 1
                     rt -= f
-                x[j] = (qt << P) + rt + cum[tok]
+                x[j] = (qt << P) + rt + tinfo[tok, 1]
         q -= 2 * A
         for j in range(A):
             scratch[q + 2 * j] = np.uint16(x[j] & 0xFFFF)
@@ -470,7 +492,8 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
     # and x/f is either an integer or at least 1/f >= 2^-14 away from one, so the result is exact or,
     # when x/f is an integer, possibly one too small (the remainder check fixes that).
     rcp = 1.0 / np.maximum(freqs, 1).astype(np.float64)
-    _encode_groups(u, lane_symbols, model.prob_bits, model.s, model.m, freqs, cum, rcp, scratch, region_end,
+    tinfo = np.ascontiguousarray(np.stack([freqs, cum, freqs << (32 - model.prob_bits)], axis=1))
+    _encode_groups(u, lane_symbols, model.prob_bits, model.s, model.m, tinfo, rcp, scratch, region_end,
                    first_word)
     W = region_end - first_word
     Wp = W + (W % 2)

@@ -143,8 +143,9 @@ def test_numba_round_trip_large(n, kind, seed, s):
     model, bits = rans.build_model(u)
     payload = rans.encode(u, s, model)
     assert np.array_equal(_decode_q(payload, n, s), _zigzag_inverse(u))
-    est = rans.estimate_bits(bits, n, s)
-    assert abs(8 * len(payload) - est) <= 0.02 * est + 64 * rans.n_groups(n, s) + 256
+    est = rans.estimate_bits(bits, n, s)  # for rate control: each lane's flush is 16 + 0..16 bits
+    lanes = 32 * (rans.n_groups(n, s) - 1) + min(32, n - (rans.n_groups(n, s) - 1) * 32 * s)
+    assert abs(8 * len(payload) - est) <= 0.01 * est + 16 * lanes + 256
 
 
 def test_table_cost_matches_written_table():
