@@ -102,6 +102,9 @@ def _entry_from_json(obj, index: int) -> Entry:
     shape = tuple(_int(d, f"{where}: dimension", 0, 2**53 - 1) for d in shape)
     if math.prod(shape) > MAX_ELEMENTS:
         raise LimitError(f"{where}: {math.prod(shape)} elements is over the limit of {MAX_ELEMENTS}")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:  # e.g. [0, 2^40, 2^40]: empty, but numpy cannot
+        raise LimitError(f"{where}: shape {list(shape)} is over the limit of {MAX_ELEMENTS} elements "
+                         "(the product of its non-zero dimensions counts)")
     if not isinstance(obj["params"], dict):
         raise FormatError(f"{where}: params must be an object")
     cs = obj["checksum"]
