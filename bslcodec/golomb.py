@@ -5,9 +5,6 @@ Symbols are unsigned (< 2^25). The payload holds groups of 32 lanes × S symbols
 Per-element work never runs in Python.
 """
 
-import os
-import threading
-
 import numba
 import numpy as np
 from llvmlite import ir
@@ -17,6 +14,9 @@ from numba.extending import intrinsic
 
 from .errors import FormatError
 from .limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
+from .parallel import launch
+
+_launch = launch  # older name, imported by other kernels' modules
 
 _MAX_Z = (MAX_CODE_BITS - 1) // 2  # 25: zero-run limit for k = 0
 _QLIM = MAX_SYMBOL_MAGNITUDE
@@ -67,60 +67,88 @@ def n_groups(n_elems: int, lane_symbols: int) -> int:
     return -(-n_elems // (LANES * lane_symbols))
 
 
+@numba.njit(inline="always")
+def _choose_group(g, u, lane_symbols, k_lo, k_hi, ks, lens):
+    n = u.size
+    start = g * LANES * lane_symbols
+    end = min(n, start + LANES * lane_symbols)
+    best_k = k_lo
+    best_bits = np.int64(1) << 62
+    for k in range(k_lo, k_hi + 1):
+        bits = np.int64(0)
+        for e in range(start, end):
+            bits += code_length(u[e], k)
+        if bits < best_bits:
+            best_bits = bits
+            best_k = k
+    ks[g] = best_k
+    for e in range(start, end):
+        lens[g, (e - start) % LANES] += code_length(u[e], best_k)
+
+
 @numba.njit(parallel=True, cache=True)
+def _choose_orders(u, lane_symbols, k_lo, k_hi, ks, lens):
+    for g in prange(ks.size):
+        _choose_group(g, u, lane_symbols, k_lo, k_hi, ks, lens)
+
+
+@numba.njit(cache=True)
+def _choose_orders_serial(u, lane_symbols, k_lo, k_hi, ks, lens):
+    for g in range(ks.size):
+        _choose_group(g, u, lane_symbols, k_lo, k_hi, ks, lens)
+
+
 def choose_orders(u, lane_symbols, k_lo, k_hi):
     """Per group, the order in [k_lo, k_hi] with the fewest bits, and its lane lengths (int64)."""
-    n = u.size
-    gsize = LANES * lane_symbols
-    g_count = (n + gsize - 1) // gsize
+    g_count = n_groups(u.size, lane_symbols)
     ks = np.zeros(g_count, np.uint8)
     lens = np.zeros((g_count, LANES), np.int64)
-    for g in prange(g_count):
-        start = g * gsize
-        end = min(n, start + gsize)
-        best_k = k_lo
-        best_bits = np.int64(1) << 62
-        for k in range(k_lo, k_hi + 1):
-            bits = np.int64(0)
-            for e in range(start, end):
-                bits += code_length(u[e], k)
-            if bits < best_bits:
-                best_bits = bits
-                best_k = k
-        ks[g] = best_k
-        for e in range(start, end):
-            lens[g, (e - start) % LANES] += code_length(u[e], best_k)
+    launch(_choose_orders, _choose_orders_serial, u, lane_symbols, k_lo, k_hi, ks, lens)
     return ks, lens
 
 
-@numba.njit(parallel=True, cache=True)
-def _write_groups(u, lane_symbols, ks, word_start, words):
+@numba.njit(inline="always")
+def _write_group(g, u, lane_symbols, ks, word_start, words):
     n = u.size
-    gsize = LANES * lane_symbols
+    start = g * LANES * lane_symbols
+    end = min(n, start + LANES * lane_symbols)
+    k = np.int64(ks[g])
+    w = word_start[g]
+    acc = np.uint64(0)
+    nb = np.int64(0)
+    for j in range(LANES):
+        for e in range(start + j, end, LANES):
+            v = np.uint64(u[e]) + (np.uint64(1) << np.uint64(k))
+            nbits = _floor_log2(v)
+            z = nbits - k
+            r = v - (np.uint64(1) << np.uint64(nbits))
+            code = (r << np.uint64(z + 1)) | (np.uint64(1) << np.uint64(z))
+            length = 2 * z + k + 1
+            acc |= code << np.uint64(nb)
+            nb += length
+            if nb >= 64:
+                words[w] = acc
+                w += 1
+                nb -= 64
+                acc = code >> np.uint64(length - nb) if nb > 0 else np.uint64(0)
+    if nb > 0:
+        words[w] = acc
+
+
+@numba.njit(parallel=True, cache=True)
+def _write_groups_par(u, lane_symbols, ks, word_start, words):
     for g in prange(ks.size):
-        start = g * gsize
-        end = min(n, start + gsize)
-        k = np.int64(ks[g])
-        w = word_start[g]
-        acc = np.uint64(0)
-        nb = np.int64(0)
-        for j in range(LANES):
-            for e in range(start + j, end, LANES):
-                v = np.uint64(u[e]) + (np.uint64(1) << np.uint64(k))
-                nbits = _floor_log2(v)
-                z = nbits - k
-                r = v - (np.uint64(1) << np.uint64(nbits))
-                code = (r << np.uint64(z + 1)) | (np.uint64(1) << np.uint64(z))
-                length = 2 * z + k + 1
-                acc |= code << np.uint64(nb)
-                nb += length
-                if nb >= 64:
-                    words[w] = acc
-                    w += 1
-                    nb -= 64
-                    acc = code >> np.uint64(length - nb) if nb > 0 else np.uint64(0)
-        if nb > 0:
-            words[w] = acc
+        _write_group(g, u, lane_symbols, ks, word_start, words)
+
+
+@numba.njit(cache=True)
+def _write_groups_serial(u, lane_symbols, ks, word_start, words):
+    for g in range(ks.size):
+        _write_group(g, u, lane_symbols, ks, word_start, words)
+
+
+def _write_groups(u, lane_symbols, ks, word_start, words):
+    launch(_write_groups_par, _write_groups_serial, u, lane_symbols, ks, word_start, words)
 
 
 def table_bytes(g_count: int) -> int:
@@ -269,42 +297,6 @@ def _decode_groups_serial(words, lens, ks, word_start, g_first, n_elems, lane_sy
                       mode, step32, step64, status)
 
 
-# numba aborts the whole process (it cannot raise) when (a) its "workqueue" threading layer, used where
-# neither TBB nor OpenMP is installed, is entered by two threads at once, or (b) a fork()ed child of a
-# process that already started GNU OpenMP threads launches a parallel region (multiprocessing with fork,
-# torch DataLoader workers). _launch() serialises (a) with a lock and runs the serial twin in (b).
-_LOCK = threading.Lock()
-_LAUNCH_PID = None  # the process that started numba's threading layer
-
-
-def _reset_after_fork():
-    global _LOCK
-    _LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def _launch(kernel, serial, *args):
-    global _LAUNCH_PID
-    pid = os.getpid()
-    if _LAUNCH_PID is None:  # first launch picks the threading layer: one thread at a time
-        with _LOCK:
-            if _LAUNCH_PID is None:
-                kernel(*args)
-                _LAUNCH_PID = pid
-                return
-    layer = numba.threading_layer()
-    if layer == "omp" and pid != _LAUNCH_PID:
-        serial(*args)
-    elif layer == "workqueue":
-        with _LOCK:
-            kernel(*args)
-    else:
-        kernel(*args)
-
-
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
 
 
@@ -325,7 +317,7 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
         raise ValueError(f"decode_into: groups [{g_first}, {g_last}) of {ks.size} do not fit out[{out.size}]")
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     out_base = g_first * gsize
-    _launch(_decode_groups, _decode_groups_serial, words, lens, ks, word_start, g_first, n_elems, lane_symbols,
+    launch(_decode_groups, _decode_groups_serial, words, lens, ks, word_start, g_first, n_elems, lane_symbols,
             np.int64(center), out, out_base, MODES[mode], np.float32(step), np.float64(step), status)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])

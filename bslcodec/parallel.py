@@ -1,0 +1,50 @@
+"""Launching numba ``parallel=True`` kernels without letting numba kill the process.
+
+numba aborts the whole process (it cannot raise) when
+
+* its ``workqueue`` threading layer, used where neither TBB nor OpenMP is installed, is entered by two
+  Python threads at once ("Concurrent access has been detected"), or
+* a ``fork()``ed child of a process that already started GNU OpenMP threads launches a parallel region
+  ("Terminating: fork() called from a process already using GNU OpenMP"): ``multiprocessing`` with the
+  fork start method, torch ``DataLoader`` workers.
+
+:func:`launch` runs a kernel so that neither can happen: a lock serialises launches under
+``workqueue``, and in such a forked child the kernel's serial twin (the same loop compiled without
+``parallel``) runs instead. Every parallel kernel a reader or writer calls should go through it.
+"""
+
+import os
+import threading
+
+import numba
+
+_LOCK = threading.Lock()
+_LAUNCH_PID = None  # the process that started numba's threading layer
+
+
+def _reset_after_fork():
+    global _LOCK
+    _LOCK = threading.Lock()  # a lock held by another thread at fork() would never be released
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def launch(kernel, serial, *args):
+    """``kernel(*args)``, or ``serial(*args)`` where numba could not run the parallel one safely."""
+    global _LAUNCH_PID
+    pid = os.getpid()
+    if _LAUNCH_PID is None:  # the first launch picks the threading layer: one thread at a time
+        with _LOCK:
+            if _LAUNCH_PID is None:
+                result = kernel(*args)
+                _LAUNCH_PID = pid
+                return result
+    layer = numba.threading_layer()
+    if layer == "omp" and pid != _LAUNCH_PID:
+        return serial(*args)
+    if layer == "workqueue":
+        with _LOCK:
+            return kernel(*args)
+    return kernel(*args)
