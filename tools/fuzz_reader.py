@@ -540,6 +540,8 @@ def corpus_cases() -> dict:
                                                b""), "LimitError")
     c["shape_rank_33"] = (one_tensor({"dtype": "U8", "shape": [1] * 33, "codec": "raw"}, b"\x01"),
                           "LimitError")
+    c["shape_zero_times_huge"] = (one_tensor({"dtype": "F64", "shape": [0, 2**20, 2**40], "codec": "raw"}, b""),
+                                  "LimitError")  # found by the fuzzer: numpy cannot make this empty array
     c["shape_dim_2_53"] = (one_tensor({"dtype": "U8", "shape": [2**53, 0], "codec": "raw"}, b""),
                            "FormatError")
     c["dtype_unhashable"] = (one_tensor({"dtype": ["F32"]}, bytes(4)), "FormatError")
@@ -581,6 +583,9 @@ def corpus_cases() -> dict:
     c["offsets_overlap"] = (build(d3, p3, fix_offsets=False), "FormatError")
     c["trailing_byte"] = (s["mixed"] + b"\x00", "FormatError")
     c["minor_version_7"] = (build(*split(s["mixed"])[:2], minor=7), "ok")
+    d4, p4, _ = split(s["mixed"])
+    d4["tensors"][0]["shape"] = [2**24, 2**24]  # an ans (or eg) payload of 1 KB declaring 2^48 elements
+    c["lossy_seed_shape_2_48"] = (build(d4, p4), "FormatError")
     for name, data in s.items():
         c[f"seed_{name}"] = (data, "ok")
     return c
@@ -639,7 +644,11 @@ def _save_finding(folder: Path, data: bytes, why: str) -> Path:
 def _worker(conn, mem_gb):
     """Child process: reads inputs from the pipe, answers outcomes (a crash kills only this child)."""
     _limit_memory(mem_gb)
+    parent = os.getppid()
     while True:
+        while not conn.poll(1.0):
+            if os.getppid() != parent:  # the fuzzer was killed: do not linger
+                return
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):  # the fuzzer is done
@@ -661,15 +670,18 @@ class _Runner:
         self.parent, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(target=_worker, args=(child, self.mem_gb), daemon=True)
         self.proc.start()
+        for seed in seeds_for_warmup():  # compile / load numba caches before any input is timed
+            self.parent.send_bytes(seed)
+            if not self.parent.poll(600):
+                raise RuntimeError("fuzz worker does not start")
+            self.parent.recv()
 
-    def run(self, data: bytes) -> tuple:
+    def run(self, data: bytes, confirm: bool = True) -> tuple:
         if self.proc is None or not self.proc.is_alive():
             self._start()
         self.parent.send_bytes(data)
-        first = self.timeout * (20 if not getattr(self, "_warm", False) else 1)  # first call compiles
-        if self.parent.poll(first):
+        if self.parent.poll(self.timeout):
             try:
-                self._warm = True
                 return self.parent.recv()
             except EOFError:
                 pass
@@ -677,11 +689,22 @@ class _Runner:
             self.proc.kill()
             self.proc.join()
             self.proc = None
-            return "finding", f"hang: no answer within {first:.0f} s"
+            if confirm:  # a loaded machine can stall a process: a hang must repeat in a fresh worker
+                return self.run(data, confirm=False)
+            return "finding", f"hang: no answer within {self.timeout:.0f} s, twice"
         self.proc.join()
         code = self.proc.exitcode
         self.proc = None
         return "finding", f"child process died with exit code {code} (signal {-code if code and code < 0 else '-'})"
+
+
+_WARMUP = []
+
+
+def seeds_for_warmup() -> list:
+    if not _WARMUP:
+        _WARMUP.extend(seeds().values())
+    return _WARMUP
 
 
 def fuzz_mutations(seconds: float, seed: int, findings: Path, mem_gb: float, timeout: float,
@@ -725,11 +748,22 @@ def fuzz_mutations(seconds: float, seed: int, findings: Path, mem_gb: float, tim
 
 def fuzz_atheris(seconds: float, findings: Path, mem_gb: float) -> None:
     """Coverage-guided fuzzing with atheris (libFuzzer) and a checksum-fixing custom mutator."""
+    import inspect
+
     import atheris
 
-    with atheris.instrument_imports(include=["bslcodec"]):
-        pass
-    atheris.instrument_all()
+    seed_files = seeds()  # encode before instrumenting: numba cannot compile instrumented bytecode
+    from bslcodec import api, codec, format, lossless
+    n_funcs = 0
+    for mod in (format, codec, lossless, api, golomb, bslcodec.dtypes):
+        for obj in list(vars(mod).values()):
+            funcs = [obj] if inspect.isfunction(obj) else (
+                [f for f in vars(obj).values() if inspect.isfunction(f)] if inspect.isclass(obj) else [])
+            for f in funcs:
+                if f.__module__ == mod.__name__:  # plain Python only (numba dispatchers are not functions)
+                    atheris.instrument_func(f)  # patches f.__code__ in place
+                    n_funcs += 1
+    print(f"instrumented {n_funcs} reader functions", flush=True)
     _limit_memory(mem_gb)
 
     def one(data: bytes):
@@ -752,7 +786,7 @@ def fuzz_atheris(seconds: float, findings: Path, mem_gb: float) -> None:
 
     corpus_dir = findings / "atheris-corpus"
     corpus_dir.mkdir(parents=True, exist_ok=True)
-    for name, d in seeds().items():
+    for name, d in seed_files.items():
         (corpus_dir / f"seed-{name}.bsl").write_bytes(d)
     for f in CORPUS.glob("*.bsl"):
         if f.stat().st_size < 1 << 16:
