@@ -3,6 +3,7 @@
 ::
 
     bslcodec encode model.safetensors model.bsl [--max-error X | --rel-step X | --bits X] [--lossless PAT]...
+    bslcodec encode model.safetensors model.bsl --lossless-all
     bslcodec encode ./my-hf-model ./my-hf-model-bsl          # a folder in gives a folder out
     bslcodec decode model.bsl model.safetensors              # or .pt / .npz, by the suffix
     bslcodec info model.bsl [--json]
@@ -125,13 +126,16 @@ def main():
 @click.option("--bits", type=float, metavar="B", help="Average B bits per weight over each output file.")
 @click.option("--lossless", multiple=True, metavar="PATTERN",
               help="Store tensors whose names match this fnmatch pattern exactly (repeatable).")
+@click.option("--lossless-all", is_flag=True,
+              help="Store every tensor exactly (floats as fexp where it beats zstd); same as --lossless '*'.")
 @click.option("--sensitivity", type=click.Path(path_type=Path, exists=True, dir_okay=False), metavar="JSON",
               help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity): steps follow "
                    "sqrt(n/s) across tensors at the same average rel-step or bits.")
 @workers_option
 @overwrite_option
 @quiet_option
-def encode(input, output, max_error, rel_step, bits, lossless, sensitivity, workers, overwrite, quiet):
+def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, sensitivity, workers, overwrite,
+           quiet):
     """Encode INPUT (.safetensors, torch .pt/.bin, .npz, or a Hugging Face model folder) to OUTPUT.
 
     A folder gives a folder: model.bsl (or model-0000i-of-0000n.bsl shards with model.bsl.index.json
@@ -146,6 +150,8 @@ def encode(input, output, max_error, rel_step, bits, lossless, sensitivity, work
     for name, v in (("--max-error", max_error), ("--rel-step", rel_step), ("--bits", bits)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise click.BadParameter(f"must be a positive number, not {v}", param_hint=name)
+    if lossless_all:
+        lossless = ("*",)
     check_settings(max_error, rel_step, bits, lossless)
     sens = None
     if sensitivity is not None:

@@ -1,7 +1,7 @@
 """Whole-file GPU loading: ``load_file(..., framework="pt", device="cuda")`` and ``safe_open`` use this.
 
-``eg`` payloads (F32/F16/BF16) go to the GPU compressed and are decoded there; everything else (lossless
-chunks, F64) is decoded on the CPU and copied over.
+``eg`` payloads (F32/F16/BF16) and ``fexp`` payloads (lossless floats) go to the GPU compressed and are
+decoded there; everything else (zstd chunks, raw, ``eg`` F64) is decoded on the CPU and copied over.
 """
 
 import numpy as np
@@ -9,6 +9,7 @@ import torch
 
 from .. import codec
 from ._eg import decode_eg
+from ._fexp import decode_fexp
 
 _GPU_DTYPES = ("F32", "F16", "BF16")
 
@@ -20,11 +21,17 @@ def load_to_cuda(src, device="cuda", names=None) -> dict:
     for name in (names if names is not None else list(src.entries)):
         e = src.entry(name)
         where = f"{src.where}: tensor {name!r}"
-        if e.codec == "eg" and e.dtype in _GPU_DTYPES:
-            step, center, s = codec._check_eg_params(e, where)
+        if (e.codec == "eg" and e.dtype in _GPU_DTYPES) or e.codec == "fexp":
+            if e.codec == "fexp":
+                s = codec._check_fexp_params(e, where)
+            else:
+                step, center, s = codec._check_eg_params(e, where)
             payload = np.frombuffer(src.payload(e), np.uint8)
             try:
-                t = decode_eg(payload, e.numel, s, step, center, e.dtype, device=dev)
+                if e.codec == "fexp":
+                    t = decode_fexp(payload, e.numel, s, e.dtype, device=dev)
+                else:
+                    t = decode_eg(payload, e.numel, s, step, center, e.dtype, device=dev)
             except Exception as exc:
                 if isinstance(exc, (TypeError, ValueError)):
                     raise
