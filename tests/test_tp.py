@@ -1,0 +1,233 @@
+"""bslcodec.torch.tp: each rank reads and decodes only its part of each tensor.
+
+* one process playing every rank (no process group, ``column="local"``): slices equal the matching slices of
+  the full decode, and the bytes a rank's decoders touch are ~1/world_size for row shards;
+* a poisoned file (bytes the rank says it does not read are overwritten) still gives the same slices;
+* three gloo processes (``torch.multiprocessing.spawn``): column shards exchanged with scatters, replicated
+  tensors all-gathered; every rank reads about a third of the payload;
+* one GPU, world_size 1 (skipped without CUDA + CuPy).
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import bslcodec
+from bslcodec.errors import ChecksumError
+from bslcodec.torch.tp import eg_subpayload, plan_dim, shard_of, shard_state_dict
+
+PLAN = {"q.weight": 0, "o.weight": 1, "long.weight": 1, "conv.weight": 1, "bf.weight": -1, "emb.weight": 0,
+        "norm.weight": None}
+
+
+def _tensors():
+    import ml_dtypes
+
+    rng = np.random.default_rng(0)
+    return {"q.weight": rng.normal(0, .02, (768, 1024)).astype(np.float32),
+            "o.weight": rng.normal(0, .02, (1024, 769)).astype(np.float32),       # 769 columns: uneven split
+            "long.weight": rng.normal(0, .02, (4, 150000)).astype(np.float32),    # long rows: groups skipped
+            "conv.weight": rng.laplace(0, .02, (8, 64, 600)).astype(np.float32),  # 3-D, dim 1
+            "bf.weight": rng.normal(0, .02, (600, 512)).astype(ml_dtypes.bfloat16),
+            "emb.weight": rng.normal(0, 1, (4001, 64)).astype(np.float32),
+            "norm.weight": np.ones(512, np.float32),
+            "steps": np.arange(100)}
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("tp") / "m.bsl"
+    bslcodec.save_file(_tensors(), p, rel_step=1 / 8)
+    return p
+
+
+@pytest.fixture(scope="module")
+def full(model_file):
+    return bslcodec.load_file(model_file, framework="pt")
+
+
+def _want(full, name, ws, r):
+    dim = plan_dim(PLAN, name)
+    return full[name] if dim is None else torch.tensor_split(full[name], ws, dim)[r]
+
+
+def test_shard_of_matches_tensor_split():
+    for size in (0, 1, 5, 7, 100):
+        for ws in (1, 2, 3, 4):
+            parts = torch.tensor_split(torch.arange(size), ws)
+            for r in range(ws):
+                lo, hi = shard_of(size, ws, r)
+                assert torch.equal(torch.arange(size)[lo:hi], parts[r])
+
+
+@pytest.mark.parametrize("ws", [1, 2, 3])
+def test_local_slices_equal_full_decode(model_file, full, ws):
+    for r in range(ws):
+        st = {}
+        sd = shard_state_dict(model_file, PLAN, r, ws, stats=st)
+        assert sorted(sd) == sorted(full)
+        for name, t in sd.items():
+            want = _want(full, name, ws, r)
+            assert t.dtype == want.dtype and t.shape == want.shape, name
+            assert torch.equal(t, want), (name, ws, r)
+        assert st["payload_bytes"] > 0 and 0 < st["bytes_read"] <= st["payload_bytes"]
+
+
+def test_row_shards_read_a_fraction(model_file):
+    with bslcodec.safe_open(model_file) as f:
+        for name in ("q.weight", "emb.weight", "bf.weight", "long.weight"):
+            e = f.entry(name)
+            for ws in (2, 3):
+                fr = []
+                for r in range(ws):
+                    st = {}
+                    shard_state_dict(model_file, PLAN, r, ws, names=[name], stats=st)
+                    fr.append(st["bytes_read"] / st["payload_bytes"])
+                if plan_dim(PLAN, name) == 0 or name == "long.weight":
+                    # its own rows or long-row segments: 1/ws plus a boundary group at each end of each
+                    # segment, and the tables
+                    unit = 32 * e.params["lane_symbols"]
+                    segments = 1 if plan_dim(PLAN, name) == 0 else e.shape[0]
+                    slack = 2 * segments * unit / e.numel + 0.02
+                    assert max(fr) <= 1 / ws + slack, (name, ws, fr)
+                else:  # a column shard of ordinary rows: every group holds some of the rank's columns
+                    assert min(fr) > 0.99, (name, ws, fr)
+
+
+def test_poisoned_bytes_are_never_read(model_file, full, tmp_path):
+    """Overwrite every payload byte outside what rank 1 of 3 needs for q.weight: its slice is unchanged."""
+    from bslcodec.api import _Source
+    from bslcodec.torch.compressed import eg_word_offsets
+
+    data = bytearray(model_file.read_bytes())
+    src = _Source(path=str(model_file))
+    e = src.entry("q.weight")
+    start = src.index.data_start + e.offset
+    src.close()
+    payload = bytes(data[start:start + e.length])
+    lo, hi = shard_of(e.shape[0], 3, 1)
+    row = e.shape[1]
+    if e.codec == "eg":
+        s = e.params["lane_symbols"]
+        unit = 32 * s
+        g0, g1 = lo * row // unit, -(-hi * row // unit)
+        offs, head_padded, _ = eg_word_offsets(payload, e.numel, s)
+        keep = [(0, head_padded), (head_padded + 8 * int(offs[g0]), head_padded + 8 * int(offs[g1]))]
+    else:  # another lossy codec: only check the slice itself
+        keep = [(0, e.length)]
+    poisoned = bytearray(np.random.default_rng(1).integers(0, 256, e.length, dtype=np.uint8).tobytes())
+    for a, b in keep:
+        poisoned[a:b] = payload[a:b]
+    data[start:start + e.length] = poisoned
+    bad = tmp_path / "poisoned.bsl"
+    bad.write_bytes(bytes(data))
+    sd = shard_state_dict(bad, PLAN, 1, 3, names=["q.weight"])
+    assert torch.equal(sd["q.weight"], _want(full, "q.weight", 3, 1))
+    if keep[0] != (0, e.length):
+        with pytest.raises(ChecksumError):
+            shard_state_dict(bad, PLAN, 1, 3, names=["q.weight"], verify=True)
+
+
+def test_eg_subpayload_decodes_its_groups(full, tmp_path):
+    from bslcodec import codec as codec_mod
+    from bslcodec.format import Entry
+
+    x = np.random.default_rng(2).normal(0, 1, 5 * 16384 + 77).astype(np.float32)
+    p = tmp_path / "one.bsl"
+    old = getattr(codec_mod, "DEFAULT_CODEC", None)
+    if old is not None:
+        codec_mod.DEFAULT_CODEC = "eg"
+    try:
+        bslcodec.save_file({"x": x}, p, rel_step=1 / 16)
+    finally:
+        if old is not None:
+            codec_mod.DEFAULT_CODEC = old
+    with bslcodec.safe_open(p) as f:
+        e = f.entry("x")
+        assert e.codec == "eg"
+        payload = bytes(f._src.payload(e))
+    allx = bslcodec.load_file(p)["x"]
+    s = e.params["lane_symbols"]
+    for g0, g1 in ((0, 1), (1, 4), (4, 6), (0, 6), (5, 6)):
+        sub, n = eg_subpayload(payload, x.size, s, g0, g1)
+        se = Entry("x", "F32", (n,), "eg", e.params)
+        got = codec_mod.decode_flat(se, sub, "sub")
+        np.testing.assert_array_equal(got, allx[g0 * 32 * s: g0 * 32 * s + n])
+
+
+# ---------------------------------------------------------------- three gloo processes
+def _gloo_worker(rank, world, path, rdzv, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{rdzv}", rank=rank, world_size=world)
+    try:
+        full = bslcodec.load_file(path, framework="pt")
+        res = {}
+        for column, replicate in (("auto", "gather"), ("local", "local")):
+            st = {}
+            sd = shard_state_dict(path, PLAN, device="cpu", column=column, replicate=replicate, stats=st)
+            ok = {n: bool(torch.equal(t, _want(full, n, world, rank))) for n, t in sd.items()}
+            res[column] = {"ok": ok, "stats": st}
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+            json.dump(res, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gloo_three_ranks(model_file, tmp_path):
+    import torch.multiprocessing as mp
+
+    old = os.environ.get("NUMBA_NUM_THREADS")
+    os.environ["NUMBA_NUM_THREADS"] = "1"  # three processes on a shared machine
+    try:
+        mp.spawn(_gloo_worker, args=(3, str(model_file), str(tmp_path / "rdzv"), str(tmp_path)), nprocs=3,
+                 join=True)
+    finally:
+        if old is None:
+            os.environ.pop("NUMBA_NUM_THREADS", None)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = old
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    bound = 0
+    with bslcodec.safe_open(model_file) as f:
+        for e in f.entries():
+            unit = 32 * e.params["lane_symbols"] if "lane_symbols" in e.params else e.numel
+            groups = -(-e.numel // unit)
+            bound += e.length / 3 + 2 * e.length * min(1, unit / e.numel) + 65 * groups + 64
+    for res in ranks:
+        for column in ("auto", "local"):
+            assert all(res[column]["ok"].values()), res[column]["ok"]
+        ex, loc = res["auto"]["stats"], res["local"]["stats"]
+        assert ex["columns_exchange"] == 4 and ex["replicated_gather"] == 2 and ex["bytes_received"] > 0
+        # exchange + gather: every rank reads about a third of the file's payload: a third of each tensor,
+        # plus at most a boundary group at each end and the group tables
+        assert ex["bytes_read"] <= bound, (ex, bound)
+        assert ex["bytes_read"] / ex["payload_bytes"] < 0.45, ex
+        assert loc["bytes_read"] > ex["bytes_read"]  # local column shards decode whole tensors
+    total = ranks[0]["auto"]["stats"]["payload_bytes"]
+    assert sum(r["auto"]["stats"]["bytes_read"] for r in ranks) < 1.25 * total  # boundary groups are read by two ranks
+
+
+# ---------------------------------------------------------------- one GPU
+def _gpu_ok():
+    try:
+        import bslcodec.gpu  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _gpu_ok(), reason="needs CUDA and CuPy")
+def test_one_gpu_world_size_1(model_file):
+    want = bslcodec.load_file(model_file, framework="pt", device="cuda")
+    st = {}
+    sd = shard_state_dict(model_file, PLAN, 0, 1, device="cuda", stats=st)
+    for name, t in sd.items():
+        assert t.device.type == "cuda" and torch.equal(t, want[name]), name
+    sd2 = shard_state_dict(model_file, PLAN, 1, 2, device="cuda")
+    cpu = bslcodec.load_file(model_file, framework="pt")
+    for name, t in sd2.items():
+        assert torch.equal(t.cpu(), _want(cpu, name, 2, 1)), name
