@@ -81,13 +81,22 @@ def _check_inputs(tensors, metadata):
     if not isinstance(tensors, dict):
         raise EncodeError(f"tensors must be a dict of name -> array, got {type(tensors).__name__}")
     for name in tensors:
-        if not isinstance(name, str) or not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        if not isinstance(name, str) or not name or len(_utf8(name)) > MAX_NAME_BYTES:
             raise EncodeError(f"tensor names must be non-empty strings of at most {MAX_NAME_BYTES} bytes: {name!r}")
     metadata = dict(metadata or {})
     for k, v in metadata.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise EncodeError(f"metadata must map str to str; bad item {k!r}: {v!r}")
+        _utf8(k), _utf8(v)
     return metadata
+
+
+def _utf8(s: str) -> bytes:
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 header (spec 3) can hold it
+        raise EncodeError(f"{s[:80]!r} is not valid Unicode (lone surrogate); names and metadata must be "
+                          "UTF-8 encodable") from None
 
 
 SETTINGS_KEY = "bslcodec.settings"  # metadata key (reserved prefix "bslcodec.") with the options used

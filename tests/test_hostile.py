@@ -320,3 +320,12 @@ def test_payload_errors_name_the_tensor():
         with pytest.raises(BslError) as ei:
             bslcodec.load((fr.CORPUS / f"{name}.bsl").read_bytes())
         assert "tensor '" in str(ei.value), (name, str(ei.value))
+
+
+def test_writer_rejects_names_that_no_reader_accepts():
+    """A lone surrogate cannot be written as UTF-8: the writer says so (EncodeError), as the reader does."""
+    from bslcodec.errors import EncodeError
+    with pytest.raises(EncodeError, match="lone surrogate"):
+        bslcodec.save({"w\ud800": np.zeros(3)})
+    with pytest.raises(EncodeError, match="lone surrogate"):
+        bslcodec.save({"w": np.zeros(3)}, metadata={"k": "\udc80"})
