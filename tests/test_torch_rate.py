@@ -200,7 +200,7 @@ def test_estimate_tracks_real_size_at_end_of_training(calibrate):
         opt = torch.optim.Adam(m.parameters(), lr=3e-3)
         rate = RateLoss(m, lam, rel_step=1 / 8, refresh_every=30, calibrate=calibrate)
         g = torch.Generator().manual_seed(0)
-        for step in range(240):
+        for step in range(180):
             i = torch.randint(0, xtr.shape[0], (64,), generator=g)
             loss = torch.nn.functional.cross_entropy(m(xtr[i]), ytr[i]) + rate()
             opt.zero_grad()

@@ -203,7 +203,10 @@ def file_stats(blob: bytes, covered=()) -> dict:
     src = _Source(data=blob)
     entries = src.index.entries
     n = sum(int(np.prod(e.shape, dtype=np.int64)) for e in entries)
-    out = {"bytes": len(blob), "bits_per_weight": 8 * len(blob) / n, "n_weights": n,
+    codecs = {}
+    for e in entries:
+        codecs[e.codec] = codecs.get(e.codec, 0) + 1
+    out = {"bytes": len(blob), "bits_per_weight": 8 * len(blob) / n, "n_weights": n, "codecs": codecs,
            "covered_payload_bits": sum(8 * e.length for e in entries if e.name in covered)}
     src.close()
     return out
@@ -300,9 +303,23 @@ def cola_m_stats(model, data, args):
 
 # ---------------------------------------------------------------- comparison helpers
 
+def frontier(curve):
+    """The post-training frontier: points sorted by size, each with the best bpc of any point no larger
+    (a larger file is never worse, since the smaller step's file could be used instead)."""
+    out, best = [], float("inf")
+    for p in sorted(curve, key=lambda p: p["bits_per_weight"]):
+        best = min(best, p["bpc"])
+        out.append({"bits_per_weight": p["bits_per_weight"], "bpc": best})
+    return out
+
+
 def ptq_size_at(curve, target_bpc):
-    """Bits/weight the post-training curve needs for ``target_bpc`` (log-linear interpolation), or None."""
-    pts = sorted((p["bpc"], math.log(p["bits_per_weight"])) for p in curve)
+    """Bits/weight the post-training frontier needs for ``target_bpc`` (log-linear interpolation), or None."""
+    pts = []
+    for p in frontier(curve):  # strictly decreasing bpc as size grows: a function of bpc
+        if not pts or p["bpc"] < pts[-1][0]:
+            pts.append((p["bpc"], math.log(p["bits_per_weight"])))
+    pts.sort()
     b = [p[0] for p in pts]
     if not b[0] <= target_bpc <= b[-1]:
         return None
@@ -310,11 +327,27 @@ def ptq_size_at(curve, target_bpc):
 
 
 def ptq_bpc_at(curve, bits):
-    pts = sorted((math.log(p["bits_per_weight"]), p["bpc"]) for p in curve)
+    pts = [(math.log(p["bits_per_weight"]), p["bpc"]) for p in frontier(curve)]
     lb = [p[0] for p in pts]
     if not lb[0] <= math.log(bits) <= lb[-1]:
         return None
     return float(np.interp(math.log(bits), lb, [p[1] for p in pts]))
+
+
+def compare(res):
+    """Each rate-trained model against the lambda=0 post-training curve: at its training point, and the
+    range of size savings at equal bpc along its own rel_step curve."""
+    base_curve = res["runs"]["0"]["rd"]
+    for key, r in res["runs"].items():
+        op = r["at_train_step"]
+        r["ptq_bpc_at_same_size"] = ptq_bpc_at(base_curve, op["bits_per_weight"])
+        r["ptq_bits_for_same_bpc"] = ptq_size_at(base_curve, op["bpc"])
+        savings = []
+        for p in r["rd"]:
+            need = ptq_size_at(base_curve, p["bpc"])
+            if need is not None:
+                savings.append((p["rel_step"], p["bits_per_weight"], p["bpc"], 100 * (1 - p["bits_per_weight"] / need)))
+        r["savings_along_curve"] = savings
 
 
 def estimate_vs_real(model, rate, args):
@@ -403,12 +436,13 @@ def plots(res, outdir):
 def markdown(res) -> str:
     c = res["config"]
     L = []
+    wall = res.get("wall_seconds")
     L.append(f"Setup: char-level transformer LM, d={c['d']}, {c['layers']} layers, {c['heads']} heads, context "
              f"{c['ctx']}, batch {c['batch']}; {c['params']:,} parameters; corpus {c['corpus_chars']:,} chars "
              f"({c['corpus']}), vocab {c['vocab']}; pretrain {c['pretrain_steps']} steps (lr {c['lr']}), "
              f"fine-tune {c['finetune_steps']} steps (lr {c['ft_lr']}); rate loss rel_step={c['rel_step']:.4g}, "
              f"refresh every {c['refresh']} steps. Machine: {c['machine']}, torch threads {c['threads']}. "
-             f"Total wall time {res['wall_seconds']:.0f} s.")
+             + (f"Total wall time {wall:.0f} s." if wall else ""))
     L.append("")
     L.append(f"Pretrained dense model: val bpc {res['dense_pretrained']['bpc']:.4f} (float); train CE of the "
              f"last 50 steps {res['dense_pretrained']['final_train_ce']:.4f} nats. Validation bpc during "
@@ -418,8 +452,8 @@ def markdown(res) -> str:
     L.append("### Rate-trained models vs post-training compression of the λ=0 model")
     L.append("")
     L.append("| λ | bpc (float) | bpc (decoded) | bits/weight (file) | PTQ(λ=0) bpc at same size | Δbpc | "
-             "PTQ(λ=0) size for same bpc | size saving |")
-    L.append("|---|---|---|---|---|---|---|---|")
+             "PTQ(λ=0) size for same bpc | size saving | saving along the λ model's rel_step curve |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for lam, r in res["runs"].items():
         op = r["at_train_step"]
         same = r.get("ptq_bpc_at_same_size")
@@ -428,8 +462,14 @@ def markdown(res) -> str:
         delta_s = "—" if same is None else f"{op['bpc'] - same:+.4f}"
         need_s = "out of range" if need is None else f"{need:.3f}"
         save_s = "—" if need is None else f"{100 * (1 - op['bits_per_weight'] / need):.1f} %"
+        sv = [x[3] for x in r.get("savings_along_curve", [])]
+        along = "—" if not sv or lam == "0" else f"{min(sv):.1f} to {max(sv):.1f} %"
         L.append(f"| {lam} | {r['bpc_float']:.4f} | {op['bpc']:.4f} | {op['bits_per_weight']:.3f} | "
-                 f"{same_s} | {delta_s} | {need_s} | {save_s} |")
+                 f"{same_s} | {delta_s} | {need_s} | {save_s} | {along} |")
+    L.append("")
+    codecs = res["runs"]["0"]["at_train_step"].get("codecs", {})
+    L.append("Codecs in the files (tensors per codec, λ=0 at the training rel_step): "
+             + ", ".join(f"{k} {v}" for k, v in sorted(codecs.items())) + ".")
     L.append("")
     L.append("Post-training compression curve of the λ=0 model (rel_step sweep):")
     L.append("")
@@ -470,7 +510,7 @@ def markdown(res) -> str:
         L.append(f"| CoLA d={c['cola_d']} r={co['rank']} pretrained | {co['params']:,} | "
                  f"{co['pretrained']['bpc']:.4f} | {co['pretrained']['at_train_step']['bits_per_weight']:.3f} | "
                  f"{co['pretrained']['at_train_step']['bpc']:.4f} | {co['pretrained']['at_train_step']['bytes']:,} |")
-        dl = res["runs"].get(str(co["lam"]))
+        dl = res["runs"].get(f"{co['lam']:g}")
         if dl:
             L.append(f"| dense + rate λ={co['lam']} | {c['params']:,} | {dl['bpc_float']:.4f} | "
                      f"{dl['at_train_step']['bits_per_weight']:.3f} | {dl['at_train_step']['bpc']:.4f} | "
@@ -484,14 +524,25 @@ def markdown(res) -> str:
                  f"{co['cola_m']['saved_MB_cola_m']:.2f} MB instead of {co['cola_m']['saved_MB_cola']:.2f} MB per "
                  f"forward; step {co['cola_m']['sec_per_step_cola_m'] * 1e3:.1f} ms vs "
                  f"{co['cola_m']['sec_per_step_cola'] * 1e3:.1f} ms.")
-    o = res["overhead"]
+    o = res.get("overhead")
     L.append("")
     L.append("### Step-time overhead of the rate loss")
     L.append("")
+    if not o:
+        L.append("Not measured in this run.")
+        return "\n".join(L) + "\n"
+    if res.get("overhead_source"):
+        L.append(f"Timings from a separate run ({res['overhead_source']}).")
+        L.append("")
     L.append(f"Interleaved rounds, {o['steps_timed_per_mode']} steps per mode, refresh every {o['refresh_every']} "
              f"steps (amortised in): plain {o['sec_per_step']['plain'] * 1e3:.1f} ms/step, loss mode "
              f"{o['sec_per_step']['loss'] * 1e3:.1f} ms (**{o['overhead_loss_pct']:+.1f} %**), hook mode "
              f"{o['sec_per_step']['hook'] * 1e3:.1f} ms ({o['overhead_hook_pct']:+.1f} %).")
+    co = res.get("cola", {}).get("overhead")
+    if co:
+        L.append(f"CoLA model: plain {co['sec_per_step']['plain'] * 1e3:.1f} ms/step, loss mode "
+                 f"{co['sec_per_step']['loss'] * 1e3:.1f} ms ({co['overhead_loss_pct']:+.1f} %), hook mode "
+                 f"{co['sec_per_step']['hook'] * 1e3:.1f} ms ({co['overhead_hook_pct']:+.1f} %).")
     return "\n".join(L) + "\n"
 
 
@@ -526,7 +577,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--ft-lr", type=float, default=1e-3)
     ap.add_argument("--rel-step", type=float, default=1 / 8)
-    ap.add_argument("--refresh", type=int, default=50)
+    ap.add_argument("--refresh", type=int, default=100)
     ap.add_argument("--lams", default="0,0.1,0.3,1,3,10")
     ap.add_argument("--sweep", default="-6,-5,-4,-3.5,-3,-2.5,-2,-1.5,-1,-0.5,0",
                     help="log2 of the rel_steps of the post-training curves")
@@ -546,6 +597,13 @@ def main(argv=None):
                     help="the generated tables replace the part between the markers of this file ('' for none)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
+    ap.add_argument("--only-overhead", metavar="JSON",
+                    help="only time the rate loss (dense and CoLA models as configured, fresh weights) and "
+                         "CoLA-M; write the timings to JSON")
+    ap.add_argument("--from-json", metavar="JSON", help="no training: re-render tables and plots from a JSON "
+                    "this script wrote (--json)")
+    ap.add_argument("--overhead-json", metavar="JSON", help="with --from-json: timings from --only-overhead "
+                    "replace the run's own")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -554,6 +612,40 @@ def main(argv=None):
         args.overhead_rounds, args.overhead_steps, args.refresh = 1, 5, 10
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.from_json:
+        with open(args.from_json) as fh:
+            res = json.load(fh)
+        if args.overhead_json:
+            with open(args.overhead_json) as fh:
+                ov = json.load(fh)
+            res["overhead"] = ov["overhead"]
+            if "cola" in res:
+                res["cola"]["cola_m"] = ov["cola_m"]
+                res["cola"]["overhead"] = ov["cola_overhead"]
+            res["overhead_source"] = ov["source"]
+        compare(res)
+        os.makedirs(args.outdir, exist_ok=True)
+        res["plots"] = plots(res, args.outdir)
+        md = markdown(res)
+        if args.md:
+            write_md(args.md, md)
+        print(md)
+        return res
+    if args.only_overhead:
+        text = load_corpus(args.corpus)
+        data = Data(text, args.ctx, args.device)
+        torch.manual_seed(0)
+        dense, cola = build(args, data), build(args, data, cola=True)
+        lam = float(args.lams.split(",")[-1])
+        ov = {"overhead": overhead(dense, data, args, lam, args.overhead_rounds, args.overhead_steps),
+              "cola_overhead": overhead(cola, data, args, lam, args.overhead_rounds, args.overhead_steps),
+              "cola_m": cola_m_stats(cola, data, args),
+              "source": f"--only-overhead, fresh weights, lambda={lam:g}, {platform.machine()} "
+                        f"{os.cpu_count()} cpus, torch threads {torch.get_num_threads()}"}
+        with open(args.only_overhead, "w") as fh:
+            json.dump(ov, fh, indent=1)
+        print(json.dumps(ov, indent=1))
+        return ov
     t_start = time.perf_counter()
     torch.manual_seed(0)
     text = load_corpus(args.corpus)
@@ -590,6 +682,13 @@ def main(argv=None):
           flush=True)
     base_state = copy.deepcopy(base.state_dict())
 
+    def checkpoint():
+        if args.json:
+            res["wall_seconds"] = time.perf_counter() - t_start
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=1, default=float)
+
+    checkpoint()
     # 2-4. fine-tune sweep
     for lam in lams:
         torch.manual_seed(1)
@@ -608,15 +707,12 @@ def main(argv=None):
         r["rd"] = curve
         r["at_train_step"] = min(curve, key=lambda p: abs(math.log(p["rel_step"] / args.rel_step)))
         res["runs"][lamkey(lam)] = r
+        checkpoint()
         print(f"λ={lam:g}: bpc float {r['bpc_float']:.4f}, decoded {r['at_train_step']['bpc']:.4f} at "
               f"{r['at_train_step']['bits_per_weight']:.3f} b/w; {h['sec_per_step'] * 1e3:.0f} ms/step"
               + (f"; estimate err {r['estimate']['running_err_pct']:+.2f} %" if rate is not None else ""),
               flush=True)
-    base_curve = res["runs"]["0"]["rd"]
-    for key, r in res["runs"].items():
-        op = r["at_train_step"]
-        r["ptq_bpc_at_same_size"] = ptq_bpc_at(base_curve, op["bits_per_weight"])
-        r["ptq_bits_for_same_bpc"] = ptq_size_at(base_curve, op["bpc"])
+    compare(res)
 
     # 5. CoLA
     if not args.no_cola:
@@ -645,6 +741,7 @@ def main(argv=None):
                       "covered_weights": rate.n_weights,
                       "at_train_step": {**file_stats(blob), "rel_step": args.rel_step, "bpc": bpc(back, data, args)}}
         res["cola"] = co
+        checkpoint()
         print(f"CoLA λ={cola_lam:g}: bpc {co['rate']['bpc']:.4f}, decoded {co['rate']['at_train_step']['bpc']:.4f}"
               f" at {co['rate']['at_train_step']['bits_per_weight']:.3f} b/w", flush=True)
 

@@ -105,7 +105,7 @@ _C0, _C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(c) for c in _LOG2_POLY)
 def _fast_log2(v):
     """log2 of a positive normal float32."""
     b = _f32_bits(v)
-    e = np.float32((b >> 23) - 127)
+    e = np.float32(np.int32(b >> np.int32(23)) - np.int32(127))
     t = _bits_f32((b & np.int32(0x7FFFFF)) | np.int32(0x3F800000)) - np.float32(1.0)
     return e + (_C0 + t * (_C1 + t * (_C2 + t * (_C3 + t * (_C4 + t * (_C5 + t * _C6))))))
 
@@ -115,12 +115,13 @@ def _moments_py(w):
     nb = (n + _BLOCK - 1) // _BLOCK
     acc = np.zeros((nb, 2))
     for b in prange(nb):
+        v = w[b * _BLOCK: min(n, (b + 1) * _BLOCK)]  # a slice: non-negative indices, so loops vectorize
         s1 = 0.0
         s2 = 0.0
-        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            v = np.float64(w[i])
-            s1 += v
-            s2 += v * v
+        for i in range(v.size):
+            x = np.float64(v[i])
+            s1 += x
+            s2 += x * x
         acc[b, 0] = s1
         acc[b, 1] = s2
     return acc
@@ -134,16 +135,20 @@ def _soft_py(w, inv, center, pk, eps, dx):
     inv32, c32, pk32 = np.float32(inv), np.float32(center), np.float32(pk)
     e32, ee32, g32 = np.float32(eps), np.float32(eps * eps), np.float32(4.0 / math.log(2.0))
     for b in prange(nb):
+        lo = b * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        wv = w[lo:hi]
+        dv = dx[lo:hi]
         s = np.float32(0.0)
         a = np.float32(0.0)
-        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            wi = w[i]
+        for i in range(hi - lo):
+            wi = wv[i]
             x = wi * inv32 - c32
             t = np.sqrt(x * x + ee32)
             den = np.float32(2.0) * (t - e32) + pk32
             s += _fast_log2(den)
             d = g32 * x / (t * den)
-            dx[i] = d
+            dv[i] = d
             a += d * wi
         acc[b, 0] = s
         acc[b, 1] = a
@@ -156,8 +161,13 @@ def _grad_py(dx, w, alpha, beta, mean, out):
     nb = (n + _BLOCK - 1) // _BLOCK
     a32, b32, m32 = np.float32(alpha), np.float32(beta), np.float32(mean)
     for b in prange(nb):
-        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            out[i] = a32 * dx[i] - b32 * (w[i] - m32)
+        lo = b * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        dv = dx[lo:hi]
+        wv = w[lo:hi]
+        ov = out[lo:hi]
+        for i in range(hi - lo):
+            ov[i] = a32 * dv[i] - b32 * (wv[i] - m32)
 
 
 # Parallel variants for large tensors; small ones run on the calling thread (waking a thread pool costs
@@ -165,8 +175,8 @@ def _grad_py(dx, w, alpha, beta, mean, out):
 PARALLEL_MIN = 1 << 20
 _KERNELS = {}
 for _name, _fn in (("moments", _moments_py), ("soft", _soft_py), ("grad", _grad_py)):
-    _KERNELS[_name, True] = numba.njit(parallel=True, cache=True, fastmath=True)(_fn)
-    _KERNELS[_name, False] = numba.njit(cache=True, fastmath=True)(_fn)
+    _KERNELS[_name, True] = numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")(_fn)
+    _KERNELS[_name, False] = numba.njit(cache=True, fastmath=True, error_model="numpy")(_fn)
 
 
 def _kernel(name, n):
@@ -233,6 +243,34 @@ class _FusedBits(torch.autograd.Function):
         g = _fused_grad(ctx.c, float(grad))
         ctx.c = None
         return torch.from_numpy(g).view(ctx.shape), None, None, None, None, None
+
+
+class _FusedAll(torch.autograd.Function):
+    """``scale`` x the summed estimate of all covered tensors as one autograd node (CPU float32 only):
+    per step, three Numba passes a tensor and no per-tensor autograd bookkeeping."""
+
+    @staticmethod
+    def forward(ctx, rate, scale, *params):
+        total, ctxs = 0.0, []
+        for st in rate.states:
+            if st.lossless:
+                st.last, c = st.exact_bits, None
+            else:
+                value, c = _fused_value(st.param, rate._rel(st), st.step, st.k, rate.eps, rate.detach_std)
+                st.last = value - st.n * st.delta
+            total += st.last
+            ctxs.append(c)
+        ctx.ctxs, ctx.scale = ctxs, scale
+        ctx.shapes = [p.shape for p in params]
+        return torch.tensor(total * scale, dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = float(grad) * ctx.scale
+        out = [None if c is None else torch.from_numpy(_fused_grad(c, g)).view(shape)
+               for c, shape in zip(ctx.ctxs, ctx.shapes)]
+        ctx.ctxs = None
+        return (None, None, *out)
 
 
 class _SoftBits(torch.autograd.Function):
@@ -329,7 +367,7 @@ class RateLoss:
     """
 
     def __init__(self, model, lam: float = 0.0, *, rel_step=None, max_error=None, bits=None, include=None,
-                 exclude=None, refresh_every: int = 50, calibrate: str = "exact", eps: float = 0.5,
+                 exclude=None, refresh_every: int = 100, calibrate: str = "exact", eps: float = 0.5,
                  detach_std: bool = False, fused: bool = True):
         self.settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits)
         if calibrate not in ("exact", "gg"):
@@ -454,12 +492,15 @@ class RateLoss:
     def __call__(self) -> torch.Tensor:
         """``lam * estimated bits / n_weights``, differentiable; also updates :meth:`bits`."""
         self._tick()
+        scale = self.lam / self.n_weights
+        if all(self._fusable(st.param) for st in self.states):
+            return _FusedAll.apply(self, scale, *[st.param for st in self.states])
         total = None
         for st in self.states:
             b = self.tensor_bits(st)
             st.last = b.detach()
             total = b if total is None else total + b
-        return (total * (self.lam / self.n_weights)).float()
+        return (total * scale).float()
 
     # ------------------------------------------------------------ gradient-hook mode
 
