@@ -330,7 +330,8 @@ def _gg_soft_mean(nu: float, alpha: float, step: float, k: int, eps: float) -> f
     pdf = 2 * stats.gennorm.pdf(z * step, nu, scale=alpha) * step
     a = np.sqrt(z * z + eps * eps) - eps
     s = 2 * np.log2(2 * a + 2.0 ** k) - k + 1
-    return float(np.trapezoid(s * pdf, z) / np.trapezoid(pdf, z))
+    trap = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+    return float(trap(s * pdf, z) / trap(pdf, z))
 
 
 _ANS_OVERHEAD_PER_SYMBOL = 24 / 1024  # lane flushes of an ANS coder, should the encoder use one
