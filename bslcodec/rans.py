@@ -174,7 +174,8 @@ def table_cost(freqs: np.ndarray) -> tuple:
     runs = edges[1::2] - edges[::2]
     run_bits = int(_eg_len(runs - 1, 0).sum()) if runs.size else 0
     best = None
-    for kq in range(16):
+    mid = int(np.frexp(float(np.median(nzv)))[1]) - 1 if nzv.size else 0  # EG-k is cheapest near log2(f)
+    for kq in range(max(0, mid - 6), min(15, mid + 2) + 1):
         bits = int(_eg_len(nzv, kq).sum()) + runs.size * (kq + 1) + run_bits
         if best is None or bits < best[0]:
             best = (bits, kq)
@@ -207,30 +208,44 @@ def _hist_of(u, hist):
     return hist
 
 
+def _exact(counts, raw, s, m, P):
+    """(total bits incl. model header, model) of split (s, m) at precision P."""
+    q = quantize_freqs(counts, P)
+    live = counts > 0
+    bits = float((counts[live] * (P - np.log2(q[live]))).sum()) + raw
+    tbits, kq = table_cost(q)
+    return bits + 8 * _align4(12 + (tbits + 7) // 8), Model(P, s, m, q, kq, tbits)
+
+
 def build_model(u: np.ndarray = None, hist: np.ndarray = None, prob_bits_choices=PROB_BITS_CHOICES,
                 n_splits: int = 3) -> tuple:
     """(model, model bits) minimising token + raw + table bits for symbols ``u`` (or their ``hist``).
 
-    Model bits exclude the lane flushes and the group table (see ``estimate_bits``).
+    Model bits exclude the lane flushes and the group table (see ``estimate_bits``). Search: every split
+    ranked by entropy; the best few (and the best few with <= 128 used tokens, whose frequencies lose less
+    to quantization) costed exactly at the finest precision; then the winner at every precision.
     """
     hist = _hist_of(u, hist)
+    cands = _candidates(hist)
+    few = [c for c in cands[n_splits:] if int((c[3] > 0).sum()) <= 128][:2]
+    top = max(prob_bits_choices)
     best = None
-    for est, s, m, counts, raw in _candidates(hist)[:n_splits]:
-        n_used = int((counts > 0).sum())
-        for P in prob_bits_choices:
-            if n_used > (1 << P):
-                continue
-            q = quantize_freqs(counts, P)
-            live = counts > 0
-            bits = float((counts[live] * (P - np.log2(q[live]))).sum()) + raw
-            tbits, kq = table_cost(q)
-            total = bits + 8 * _align4(12 + (tbits + 7) // 8)
-            key = (total, P, s, m)
-            if best is None or key < best[0]:
-                best = (key, Model(P, s, m, q, kq, tbits))
+    for est, s, m, counts, raw in cands[:n_splits] + few:
+        P = top if int((counts > 0).sum()) <= 1 << top else None
+        if P is None:
+            continue
+        total, model = _exact(counts, raw, s, m, P)
+        if best is None or (total, s, m) < (best[0], best[2].s, best[2].m):
+            best = (total, (counts, raw), model)
     if best is None:
-        raise ValueError(f"no model fits {n_used} used tokens in 2^{max(prob_bits_choices)} slots")
-    return best[1], best[0][0]
+        raise ValueError(f"no split fits its used tokens in 2^{top} slots")
+    total, (counts, raw), model = best
+    for P in sorted(prob_bits_choices):
+        if P != top and int((counts > 0).sum()) <= 1 << P:
+            t, mdl = _exact(counts, raw, model.s, model.m, P)
+            if t < total:
+                total, model = t, mdl
+    return model, total
 
 
 def estimate_size(u: np.ndarray = None, lane_symbols: int = 1024, hist: np.ndarray = None) -> int:
