@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from . import codec
+from . import codec as _codec
 from .codec import LossyTensor, Settings
 from .dtypes import dtype_name, numpy_dtype
 from .errors import BslError, ChecksumError, EncodeError, FormatError
@@ -132,7 +132,7 @@ def _named(exc: BslError, name: str) -> BslError:
 
 
 def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-                   sensitivity=None, progress=False) -> tuple:
+                   sensitivity=None, codec: str = "auto", progress=False) -> tuple:
     """Encode a state dict into (entries, payloads, metadata) without writing anything.
 
     The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
@@ -140,6 +140,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     """
     metadata = _check_inputs(tensors, metadata)
     settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or ())
+    if codec not in _codec.CODEC_CHOICES:
+        raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
     report = _Progress(progress, len(tensors))
     try:
         items, lossy = [], {}
@@ -148,21 +150,24 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                 arr = as_numpy(tensors[name], name)
                 dt = dtype_name(arr.dtype)
                 report("fit", name, arr.nbytes)
-                if codec.wants_lossy(name, arr, dt, settings):
+                if _codec.wants_lossy(name, arr, dt, settings):
                     lossy[name] = LossyTensor(name, arr, dt)
+                    lossy[name].codec = codec
             except BslError as exc:
                 raise _named(exc, name) from None
             items.append((name, arr, dt))
         if sensitivity is not None:
             if settings.max_error is not None:
                 raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
-            codec.apply_sensitivity(lossy, sensitivity)
+            _codec.apply_sensitivity(lossy, sensitivity)
         used = {k: v for k, v in (("max_error", settings.max_error), ("rel_step", settings.rel_step),
                                   ("bits", settings.bits)) if v is not None}
         if settings.lossless:
             used["lossless"] = list(settings.lossless)
         if sensitivity is not None:
             used["sensitivity"] = True
+        if codec != "auto":
+            used["codec"] = codec
 
         def encode_all(rel):
             if rel is not None:
@@ -178,7 +183,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                     cname, params, payload = coded  # cname: "eg" or "ans" (codec.LossyTensor.codec)
                     entries.append(Entry(name, dt, arr.shape, cname, params))
                 else:
-                    cname, params, payload = codec.encode_lossless(arr)
+                    cname, params, payload = _codec.encode_lossless(arr)
                     entries.append(Entry(name, dt, arr.shape, cname, params))
                 entries[-1].checksum = checksum(payload)
                 payloads.append(payload)
@@ -217,20 +222,20 @@ def _write(fh, entries, payloads, metadata):
 
 
 def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-         sensitivity=None) -> bytes:
+         sensitivity=None, codec: str = "auto") -> bytes:
     """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
     import io
 
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
                                                  rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 sensitivity=sensitivity)
+                                                 sensitivity=sensitivity, codec=codec)
     buf = io.BytesIO()
     _write(buf, entries, payloads, metadata)
     return buf.getvalue()
 
 
 def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-              sensitivity=None, progress=False) -> None:
+              sensitivity=None, codec: str = "auto", progress=False) -> None:
     """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
 
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
@@ -239,12 +244,14 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
     bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly.
     ``sensitivity`` (name -> output distortion per unit squared weight error, e.g. from
     :func:`bslcodec.calibrate.sensitivity`) redistributes the steps across tensors (step ~ 1/sqrt(s))
-    at the same average ``rel_step``/``bits``. The write is atomic: a temporary file in the same folder,
+    at the same average ``rel_step``/``bits``. ``codec`` picks the entropy stage of quantized tensors:
+    ``"auto"`` (per tensor the smaller of ``ans`` and ``eg``), ``"ans"`` (within 1 % of the entropy) or
+    ``"eg"`` (exp-Golomb: faster to decode, and the one the GPU decoder reads today). The write is atomic: a temporary file in the same folder,
     fsync, then rename.
     """
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
                                                  rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 sensitivity=sensitivity, progress=progress)
+                                                 sensitivity=sensitivity, codec=codec, progress=progress)
     atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
 
 
@@ -395,7 +402,7 @@ class _Source:
 
     def tensor(self, name: str) -> np.ndarray:
         e = self.entry(name)
-        return codec.decode(e, self.payload(e), f"{self.where}: tensor {name!r}")
+        return _codec.decode(e, self.payload(e), f"{self.where}: tensor {name!r}")
 
     def close(self):
         buf = getattr(self, "buf", None)
@@ -472,7 +479,7 @@ class _Slice:
         lo, hi = (min(rows), max(rows) + 1) if len(rows) else (0, 0)
         row = int(np.prod(e.shape[1:], dtype=np.int64))
         src = self._h._src
-        flat = codec.decode_flat(e, src.payload(e), f"{src.where}: tensor {e.name!r}", lo * row, hi * row)
+        flat = _codec.decode_flat(e, src.payload(e), f"{src.where}: tensor {e.name!r}", lo * row, hi * row)
         block = flat.reshape((hi - lo,) + tuple(e.shape[1:]))
         if rows.step != 1 and len(rows) > 1:
             block = block[::rows.step] if rows.step > 0 else block[::-1][::-rows.step]
@@ -531,10 +538,10 @@ class safe_open:
         return _Slice(self, name)
 
 
-def encode(array, *, max_error=None, rel_step=None, lossless: bool = False) -> bytes:
+def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str = "auto") -> bytes:
     """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
     return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
-                lossless=("tensor",) if lossless else None)
+                lossless=("tensor",) if lossless else None, codec=codec)
 
 
 def decode(data) -> np.ndarray:

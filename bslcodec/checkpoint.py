@@ -639,7 +639,7 @@ def check_settings(max_error=None, rel_step=None, bits=None, lossless=()) -> Non
 
 
 def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
-                bar=None, extra_metadata=None) -> tuple:
+                codec="auto", bar=None, extra_metadata=None) -> tuple:
     """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with ``api.encode_tensors``.
 
     Returns (file size, number of elements, the rel_step chosen for ``bits=`` or None). The file's
@@ -663,7 +663,7 @@ def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=Non
     try:
         entries, payloads, metadata = api.encode_tensors(
             arrays, metadata=metadata, max_error=max_error, rel_step=rel_step, bits=bits,
-            lossless=tuple(lossless or ()), sensitivity=sensitivity, progress=progress)
+            lossless=tuple(lossless or ()), sensitivity=sensitivity, codec=codec, progress=progress)
     except BslError as exc:
         raise type(exc)(f"{tf.path}: {exc}") from None
     chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None
@@ -686,7 +686,7 @@ def _total_bytes(src: Checkpoint) -> int:
     return total
 
 
-def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
+def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None, codec="auto",
                       overwrite=False, progress=True) -> Result:
     """Encode a checkpoint file or model folder to a ``.bsl`` file or folder (see the module docstring).
 
@@ -699,7 +699,8 @@ def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, los
     out = Path(out)
     _check_distinct(src, out)
     res = Result([str(f) for f in src.files], [], in_bytes=src.weight_bytes, skipped=list(src.skipped))
-    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sensitivity)
+    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sensitivity,
+              codec=codec)
     # torch files are read whole: their size stands in for the tensor bytes rather than reading them twice
     total = src.weight_bytes if src.fmt == "pt" else _total_bytes(src)
     bar = Progress(2 * total, "encode", progress)  # each tensor's bytes count twice: fit, then encode

@@ -128,13 +128,16 @@ def main():
               help="Store tensors whose names match this fnmatch pattern exactly (repeatable).")
 @click.option("--lossless-all", is_flag=True,
               help="Store every tensor exactly (floats as fexp where it beats zstd); same as --lossless '*'.")
+@click.option("--codec", type=click.Choice(["auto", "eg", "ans"]), default="auto", show_default=True,
+              help="Entropy stage of quantized tensors: the smaller per tensor, exp-Golomb (fastest decode, "
+                   "GPU decoder) or rANS (within 1 % of the entropy).")
 @click.option("--sensitivity", type=click.Path(path_type=Path, exists=True, dir_okay=False), metavar="JSON",
               help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity): steps follow "
                    "sqrt(n/s) across tensors at the same average rel-step or bits.")
 @workers_option
 @overwrite_option
 @quiet_option
-def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, sensitivity, workers, overwrite,
+def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, codec, sensitivity, workers, overwrite,
            quiet):
     """Encode INPUT (.safetensors, torch .pt/.bin, .npz, or a Hugging Face model folder) to OUTPUT.
 
@@ -163,7 +166,7 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, sen
             raise click.BadParameter(f"{sensitivity} must hold a JSON object", param_hint="--sensitivity")
     _set_workers(workers)
     res = encode_checkpoint(input, output, max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless,
-                            sensitivity=sens, overwrite=overwrite, progress=not quiet)
+                            sensitivity=sens, codec=codec, overwrite=overwrite, progress=not quiet)
     if not quiet:
         if res.skipped:
             click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)

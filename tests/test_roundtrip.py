@@ -178,3 +178,15 @@ def test_load_file_errors_name_the_file(tmp_path):
         bslcodec.load_file(p)
     with pytest.raises(bslcodec.BslError):
         bslcodec.load_file(tmp_path / "missing.bsl")
+
+
+@pytest.mark.parametrize("choice", ["eg", "ans", "auto"])
+def test_codec_choice(choice):
+    w = np.random.default_rng(5).laplace(0, 0.02, (300, 200)).astype(np.float32)
+    blob = bslcodec.save({"w": w}, rel_step=1 / 16, codec=choice)
+    e = _entry(blob, "w")
+    assert e.codec in (("eg", "ans") if choice == "auto" else (choice,))
+    back = bslcodec.load(blob)["w"]
+    assert np.abs(back - w).max() <= e.params["step"] / 2 * (1 + 1e-6)
+    with pytest.raises(bslcodec.EncodeError, match="codec="):
+        bslcodec.save({"w": w}, codec="zip")
