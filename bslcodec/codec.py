@@ -220,6 +220,11 @@ def _check_eg_params(e: Entry, where: str) -> tuple:
     return float(step), center, s
 
 
+def _to_f16(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # spec 4.3: overflow to +-inf per IEEE, not a RuntimeWarning
+        return x.astype(np.float16)
+
+
 def _decode_eg_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
     step, center, s = _check_eg_params(e, where)
     n = e.numel
@@ -234,7 +239,7 @@ def _decode_eg_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndar
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
     if e.dtype == "F16":
-        return out.astype(np.float16)
+        return _to_f16(out)
     return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
 
 
@@ -270,7 +275,7 @@ def _decode_ans_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.nda
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
     if e.dtype == "F16":
-        return out.astype(np.float16)
+        return _to_f16(out)
     return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
 
 
