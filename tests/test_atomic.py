@@ -242,7 +242,7 @@ def test_readers_never_see_a_partial_file(tmp_path):
 
 
 def test_encoding_is_deterministic_across_processes_and_thread_counts(tmp_path):
-    """Same input, same bytes: in this process, and in fresh processes with 1 and 2 numba threads."""
+    """Same input, same bytes: in this process (all cores), and in a fresh process with 1 numba thread."""
     np.savez(tmp_path / "in.npz", **TENSORS)
     here = bslcodec.save(TENSORS)
     assert bslcodec.save(TENSORS) == here
@@ -251,7 +251,7 @@ def test_encoding_is_deterministic_across_processes_and_thread_counts(tmp_path):
         t = dict(np.load({str(tmp_path / 'in.npz')!r}))
         sys.stdout.buffer.write(bslcodec.save(t))
     """)
-    for threads in ("1", "2"):
+    for threads in ("1",):  # this process runs with the default (all cores)
         env = dict(os.environ, NUMBA_NUM_THREADS=threads)
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
