@@ -132,7 +132,7 @@ def _named(exc: BslError, name: str) -> BslError:
 
 
 def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-                   sensitivity=None, codec: str = "auto", progress=False) -> tuple:
+                   sensitivity=None, codec: str | None = None, progress=False) -> tuple:
     """Encode a state dict into (entries, payloads, metadata) without writing anything.
 
     The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
@@ -140,7 +140,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     """
     metadata = _check_inputs(tensors, metadata)
     settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or ())
-    if codec not in _codec.CODEC_CHOICES:
+    if codec is not None and codec not in _codec.CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
     report = _Progress(progress, len(tensors))
     try:
@@ -152,7 +152,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                 report("fit", name, arr.nbytes)
                 if _codec.wants_lossy(name, arr, dt, settings):
                     lossy[name] = LossyTensor(name, arr, dt)
-                    lossy[name].codec = codec
+                    if codec is not None:  # None: codec.DEFAULT_CODEC ("auto")
+                        lossy[name].codec = codec
             except BslError as exc:
                 raise _named(exc, name) from None
             items.append((name, arr, dt))
@@ -166,7 +167,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
             used["lossless"] = list(settings.lossless)
         if sensitivity is not None:
             used["sensitivity"] = True
-        if codec != "auto":
+        if codec not in (None, "auto"):
             used["codec"] = codec
 
         def encode_all(rel):
@@ -222,7 +223,7 @@ def _write(fh, entries, payloads, metadata):
 
 
 def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-         sensitivity=None, codec: str = "auto") -> bytes:
+         sensitivity=None, codec: str | None = None) -> bytes:
     """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
     import io
 
@@ -235,7 +236,7 @@ def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=No
 
 
 def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-              sensitivity=None, codec: str = "auto", progress=False) -> None:
+              sensitivity=None, codec: str | None = None, progress=False) -> None:
     """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
 
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
@@ -245,7 +246,7 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
     ``sensitivity`` (name -> output distortion per unit squared weight error, e.g. from
     :func:`bslcodec.calibrate.sensitivity`) redistributes the steps across tensors (step ~ 1/sqrt(s))
     at the same average ``rel_step``/``bits``. ``codec`` picks the entropy stage of quantized tensors:
-    ``"auto"`` (per tensor the smaller of ``ans`` and ``eg``), ``"ans"`` (within 1 % of the entropy) or
+    ``"auto"`` (the default: per tensor the smaller of ``ans`` and ``eg``), ``"ans"`` (within 1 % of the entropy) or
     ``"eg"`` (exp-Golomb: faster to decode, and the one the GPU decoder reads today). The write is atomic: a temporary file in the same folder,
     fsync, then rename.
     """
@@ -538,7 +539,7 @@ class safe_open:
         return _Slice(self, name)
 
 
-def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str = "auto") -> bytes:
+def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str | None = None) -> bytes:
     """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
     return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
                 lossless=("tensor",) if lossless else None, codec=codec)

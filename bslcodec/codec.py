@@ -201,23 +201,34 @@ def encode_lossless(arr: np.ndarray) -> tuple:
 
 # ---------------------------------------------------------------- decoding
 
-def _check_eg_params(e: Entry, where: str) -> tuple:
-    p = e.params
+def _check_quantized_params(e: Entry, where: str, s_min: int, s_max: int) -> tuple:
+    """(step, center, S) of an ``eg`` or ``ans`` entry: both share the quantization of spec 4.3."""
+    p, name = e.params, e.codec
     if e.dtype not in FLOAT_NAMES:
-        raise FormatError(f"{where}: codec eg is only for float dtypes, not {e.dtype}")
+        raise FormatError(f"{where}: codec {name} is only for float dtypes, not {e.dtype}")
     step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
     if isinstance(step, int) and not isinstance(step, bool) and step.bit_length() > 1024:
         step = math.inf  # a JSON integer too big for a binary64 (float() would raise OverflowError)
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
-        raise FormatError(f"{where}: eg step must be a positive finite number, found {step!r}")
+        raise FormatError(f"{where}: {name} step must be a positive finite number, found {step!r}")
     if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
-        raise FormatError(f"{where}: eg step {step!r} is not a binary32 value")
+        raise FormatError(f"{where}: {name} step {step!r} is not a binary32 value")
     if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
-        raise FormatError(f"{where}: eg center must be an integer below 2^24 in magnitude, found {center!r}")
-    if type(s) is not int or not MIN_LANE_SYMBOLS <= s <= MAX_LANE_SYMBOLS or s & (s - 1):
-        raise FormatError(f"{where}: eg lane_symbols must be a power of two in "
-                          f"[{MIN_LANE_SYMBOLS}, {MAX_LANE_SYMBOLS}], found {s!r}")
+        raise FormatError(f"{where}: {name} center must be an integer below 2^24 in magnitude, found {center!r}")
+    if type(s) is not int or not s_min <= s <= s_max or s & (s - 1):
+        raise FormatError(f"{where}: {name} lane_symbols must be a power of two in [{s_min}, {s_max}], "
+                          f"found {s!r}")
     return float(step), center, s
+
+
+def _check_eg_params(e: Entry, where: str) -> tuple:
+    """(step, center, S) of an ``eg`` entry (spec 4.3)."""
+    return _check_quantized_params(e, where, MIN_LANE_SYMBOLS, MAX_LANE_SYMBOLS)
+
+
+def _check_ans_params(e: Entry, where: str) -> tuple:
+    """(step, center, S) of an ``ans`` entry (spec 4.4: as 4.3, with 16 <= S <= 4096)."""
+    return _check_quantized_params(e, where, ANS_MIN_S, ANS_MAX_S)
 
 
 def _to_f16(x: np.ndarray) -> np.ndarray:
@@ -225,53 +236,24 @@ def _to_f16(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float16)
 
 
-def _decode_eg_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
-    step, center, s = _check_eg_params(e, where)
+def _decode_quantized_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
+    """Groups [g0, g1) of an ``eg`` or ``ans`` tensor, flat, in its dtype."""
+    step, center, s = (_check_eg_params if e.codec == "eg" else _check_ans_params)(e, where)
     n = e.numel
     count = min(n, g1 * LANES * s) - g0 * LANES * s
     mode = {"F32": "F32", "F16": "F32", "BF16": "BF16", "F64": "F64"}[e.dtype]
     try:
-        # the tables are checked first: they bound n by the payload's bits, so `out` is never allocated
+        # the tables are checked first: they bound n by the payload's size, so `out` is never allocated
         # from a shape that the payload cannot hold
-        tables = golomb.parse_tables(payload, n, s)
+        if e.codec == "eg":
+            tables = golomb.parse_tables(payload, n, s)
+        else:
+            parsed = rans.parse(payload, n, s)
         out = np.empty(count, {"F32": np.float32, "BF16": np.uint16, "F64": np.float64}[mode])
-        golomb.decode_into(payload, n, s, center, step, out, mode, g0, g1, tables=tables)
-    except FormatError as exc:
-        raise FormatError(f"{where}: {exc}") from None
-    if e.dtype == "F16":
-        return _to_f16(out)
-    return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
-
-
-def _check_ans_params(e: Entry, where: str) -> tuple:
-    """(step, center, S) of an ``ans`` entry (spec 4.4: as 4.3, with 16 <= S <= 4096)."""
-    p = e.params
-    if e.dtype not in FLOAT_NAMES:
-        raise FormatError(f"{where}: codec ans is only for float dtypes, not {e.dtype}")
-    step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or (isinstance(step, int) and step.bit_length() > 1024) \
-            or not (math.isfinite(step) and step > 0):
-        raise FormatError(f"{where}: ans step must be a positive finite number, found {step!r}")
-    if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
-        raise FormatError(f"{where}: ans step {step!r} is not a binary32 value")
-    if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
-        raise FormatError(f"{where}: ans center must be an integer below 2^24 in magnitude, found {center!r}")
-    if type(s) is not int or not ANS_MIN_S <= s <= ANS_MAX_S or s & (s - 1):
-        raise FormatError(f"{where}: ans lane_symbols must be a power of two in [{ANS_MIN_S}, {ANS_MAX_S}], "
-                          f"found {s!r}")
-    return float(step), center, s
-
-
-def _decode_ans_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
-    step, center, s = _check_ans_params(e, where)
-    n = e.numel
-    count = min(n, g1 * LANES * s) - g0 * LANES * s
-    mode = {"F32": "F32", "F16": "F32", "BF16": "BF16", "F64": "F64"}[e.dtype]
-    try:
-        # tables first: they bound n by the payload (>= 8 bytes a group), before `out` is allocated
-        parsed = rans.parse(payload, n, s)
-        out = np.empty(count, {"F32": np.float32, "BF16": np.uint16, "F64": np.float64}[mode])
-        rans.decode_into(payload, n, s, center, step, out, mode, g0, g1, parsed=parsed)
+        if e.codec == "eg":
+            golomb.decode_into(payload, n, s, center, step, out, mode, g0, g1, tables=tables)
+        else:
+            rans.decode_into(payload, n, s, center, step, out, mode, g0, g1, parsed=parsed)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
     if e.dtype == "F16":
@@ -331,10 +313,8 @@ def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None 
     else:
         unit = _unit(e, where)
         u0, u1 = start // unit, -(-stop // unit)
-        if e.codec == "eg":
-            out = _decode_eg_range(e, payload, where, u0, u1)
-        elif e.codec == "ans":
-            out = _decode_ans_range(e, payload, where, u0, u1)
+        if e.codec in ("eg", "ans"):
+            out = _decode_quantized_range(e, payload, where, u0, u1)
         elif e.codec == "fexp":
             out = _decode_fexp_range(e, payload, where, u0, u1)
         else:
