@@ -287,10 +287,20 @@ def _code_bytes(counts: np.ndarray, lengths: np.ndarray) -> float:
 
 
 def choose_m(top_hist: np.ndarray, n: int, itemsize: int, ms=range(MAX_M + 1)) -> tuple:
-    """(m, code lengths) with the smallest payload, from the histogram of the top 12 bits of r."""
-    best = None
+    """(m, code lengths) with the smallest payload, from the histogram of the top 12 bits of r.
+
+    Candidates are ranked by entropy (+ raw bits + table); the exact Huffman size decides among the best three.
+    """
+    ms = list(ms)
+    est = []
     for m in ms:
         counts = top_hist.reshape(256 << m, -1).sum(axis=1)
+        c = counts[counts > 0].astype(np.float64)
+        h = float(-(c * np.log2(c / max(n, 1))).sum()) / 8 if n else 0.0
+        est.append((h + (128 << m) + 8 * -(-rest_bits(itemsize, m) * n // 64), m, counts))
+    est.sort(key=lambda t: (t[0], t[1]))
+    best = None
+    for _, m, counts in est[:3]:
         lengths = code_lengths(counts)
         size = _code_bytes(counts, lengths) + (128 << m) + 8 * -(-rest_bits(itemsize, m) * n // 64)
         if best is None or size < best[0]:
@@ -362,6 +372,12 @@ def _emit(ent, e, rest, b, bmask, top, out, out_base):
 
 
 @numba.njit(inline="always")
+def _put(ent, rv, ub, bmask, top, out, i):
+    r = (np.uint64(ent & 4095) << ub) | (rv & bmask)
+    out[i] = (r >> np.uint64(1)) | ((r & np.uint64(1)) << top)
+
+
+@numba.njit(inline="always")
 def _sym(words, lut, q):
     return np.int64(lut[np.int64(_peek(words, q) & np.uint64(4095))])
 
@@ -412,14 +428,33 @@ def _decode_group(gi, g_first, words, lens, word_start, lut, rest, b, w, n, lane
                 q6 += s6 >> 12
                 q7 += s7 >> 12
                 short = min(short, min(min(min(s0, s1), min(s2, s3)), min(min(s4, s5), min(s6, s7))) >> 12)
-                _emit(s0, e, rest, b, bmask, top, out, out_base)
-                _emit(s1, e + 1, rest, b, bmask, top, out, out_base)
-                _emit(s2, e + 2, rest, b, bmask, top, out, out_base)
-                _emit(s3, e + 3, rest, b, bmask, top, out, out_base)
-                _emit(s4, e + 4, rest, b, bmask, top, out, out_base)
-                _emit(s5, e + 5, rest, b, bmask, top, out, out_base)
-                _emit(s6, e + 6, rest, b, bmask, top, out, out_base)
-                _emit(s7, e + 7, rest, b, bmask, top, out, out_base)
+                if b <= 8:  # 2-byte floats: the 8 elements' rests are one 64-bit peek
+                    rv = _peek(rest, b * e)
+                    ub = np.uint64(b)
+                    _put(s0, rv, ub, bmask, top, out, e - out_base)
+                    rv >>= ub
+                    _put(s1, rv, ub, bmask, top, out, e + 1 - out_base)
+                    rv >>= ub
+                    _put(s2, rv, ub, bmask, top, out, e + 2 - out_base)
+                    rv >>= ub
+                    _put(s3, rv, ub, bmask, top, out, e + 3 - out_base)
+                    rv >>= ub
+                    _put(s4, rv, ub, bmask, top, out, e + 4 - out_base)
+                    rv >>= ub
+                    _put(s5, rv, ub, bmask, top, out, e + 5 - out_base)
+                    rv >>= ub
+                    _put(s6, rv, ub, bmask, top, out, e + 6 - out_base)
+                    rv >>= ub
+                    _put(s7, rv, ub, bmask, top, out, e + 7 - out_base)
+                else:
+                    _emit(s0, e, rest, b, bmask, top, out, out_base)
+                    _emit(s1, e + 1, rest, b, bmask, top, out, out_base)
+                    _emit(s2, e + 2, rest, b, bmask, top, out, out_base)
+                    _emit(s3, e + 3, rest, b, bmask, top, out, out_base)
+                    _emit(s4, e + 4, rest, b, bmask, top, out, out_base)
+                    _emit(s5, e + 5, rest, b, bmask, top, out, out_base)
+                    _emit(s6, e + 6, rest, b, bmask, top, out, out_base)
+                    _emit(s7, e + 7, rest, b, bmask, top, out, out_base)
             pos[j0], pos[j0 + 1], pos[j0 + 2], pos[j0 + 3] = q0, q1, q2, q3
             pos[j0 + 4], pos[j0 + 5], pos[j0 + 6], pos[j0 + 7] = q4, q5, q6, q7
             for j in range(j0, j0 + 8):  # the last group's ragged step
