@@ -139,6 +139,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     ``rel_step`` the search chose), which ``bslcodec verify`` reads to know each tensor's bound.
     """
     metadata = _check_inputs(tensors, metadata)
+    if lossless is True:  # every tensor stored exactly
+        lossless = ("*",)
     settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or ())
     if codec is not None and codec not in _codec.CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
@@ -242,7 +244,8 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
     every element), ``rel_step`` (step = rel_step * std of the tensor; |x - x̂| <= step/2) or ``bits``
     (average bits per weight of the whole file, within 2 %); none gives ``rel_step=1/64``. Integer and
-    bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly.
+    bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly
+    (``lossless=True``: every tensor, floats with the ``fexp`` codec where it is smallest).
     ``sensitivity`` (name -> output distortion per unit squared weight error, e.g. from
     :func:`bslcodec.calibrate.sensitivity`) redistributes the steps across tensors (step ~ 1/sqrt(s))
     at the same average ``rel_step``/``bits``. ``codec`` picks the entropy stage of quantized tensors:

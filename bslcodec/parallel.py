@@ -48,3 +48,9 @@ def launch(kernel, serial, *args):
         with _LOCK:
             return kernel(*args)
     return kernel(*args)
+
+
+def serial_twin(kernel):
+    """The serial twin of a ``@numba.njit(parallel=True)`` kernel (``prange`` runs as ``range``), compiled
+    lazily and only where :func:`launch` needs it."""
+    return numba.njit(kernel.py_func)

@@ -14,6 +14,7 @@ import numpy as np
 from numba import prange
 
 from .limits import MAX_SYMBOL_MAGNITUDE
+from .parallel import launch, serial_twin
 
 _F32, _BF16, _F64 = 0, 1, 2
 MODE_OF_DTYPE = {"F32": _F32, "BF16": _BF16, "F64": _F64, "F16": _F32}
@@ -115,11 +116,15 @@ def _moments(x):
     return acc
 
 
+_quantize_serial = serial_twin(_quantize)
+_moments_serial = serial_twin(_moments)
+
+
 def moments(x: np.ndarray) -> tuple:
     """(mean, std about the mean, number of non-finite values) of flat ``x``, one parallel pass."""
     if x.size == 0:
         return 0.0, 0.0, 0
-    acc = _moments(x).sum(axis=0)
+    acc = launch(_moments, _moments_serial, x).sum(axis=0)
     n_bad = int(acc[2])
     n = x.size - n_bad
     if n == 0:
@@ -142,7 +147,8 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, bound: float |
     r.u = np.empty(x.size, np.uint32)
     bound = step / 2 if bound is None else bound
     rel, ab = (0.0, 0.0) if strict else ROUNDING[dtype]
-    st = _quantize(x, float(step), np.float32(step), np.int64(center), MODE_OF_DTYPE[dtype], bound, rel, ab, r.u)
+    st = launch(_quantize, _quantize_serial, x, float(step), np.float32(step), np.int64(center),
+                MODE_OF_DTYPE[dtype], bound, rel, ab, r.u)
     r.max_error = float(st[:, 0].max()) if st.size else 0.0
     r.n_bad, r.n_nonfinite, r.n_overflow = (int(v) for v in st[:, 1:].sum(axis=0)) if st.size else (0, 0, 0)
     if dtype == "F16" and x.size and not (r.n_nonfinite or r.n_overflow):

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .parallel import launch, serial_twin
 from .errors import FormatError
 from .golomb import _ctlz
 from .limits import LANES, MAX_SYMBOL_MAGNITUDE
@@ -92,7 +93,7 @@ def fine_histogram(u):
 
 
 def fine_hist(u: np.ndarray) -> np.ndarray:
-    return fine_histogram(np.ascontiguousarray(u)).sum(axis=0)
+    return launch(fine_histogram, _SERIAL['fine_histogram'], np.ascontiguousarray(u)).sum(axis=0)
 
 
 def _fine_bins():
@@ -508,7 +509,7 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
     # when x/f is an integer, possibly one too small (the remainder check fixes that).
     rcp = 1.0 / np.maximum(freqs, 1).astype(np.float64)
     tinfo = np.ascontiguousarray(np.stack([freqs, cum, freqs << (32 - model.prob_bits)], axis=1))
-    _encode_groups(u, lane_symbols, model.prob_bits, model.s, model.m, tinfo, rcp, scratch, region_end,
+    launch(_encode_groups, _SERIAL['_encode_groups'], u, lane_symbols, model.prob_bits, model.s, model.m, tinfo, rcp, scratch, region_end,
                    first_word)
     W = region_end - first_word
     Wp = W + (W % 2)
@@ -519,7 +520,7 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
     buf[:len(head)] = np.frombuffer(head, np.uint8)
     buf[len(head):len(head) + 4 * G] = W.astype("<u4").view(np.uint8)
     words = buf[len(head) + 4 * G:].view("<u2")
-    _gather(scratch, first_word, region_end, words, out_start[:-1])
+    launch(_gather, _SERIAL['_gather'], scratch, first_word, region_end, words, out_start[:-1])
     return buf.tobytes()
 
 
@@ -682,7 +683,7 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     if g_last is None:
         g_last = W.size
     status = np.zeros(max(0, g_last - g_first), np.uint8)
-    _decode_groups(words, W, wstart, table, P, g_first, n_elems, lane_symbols, np.int64(center), out,
+    launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, table, P, g_first, n_elems, lane_symbols, np.int64(center), out,
                    g_first * LANES * lane_symbols, MODES[mode], np.float32(step), np.float64(step), status)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
@@ -700,3 +701,8 @@ def payload_bits_exact_check(model: Model, u: np.ndarray) -> float:  # pragma: n
 
 __all__ = ["Model", "build_model", "encode", "decode_into", "parse", "estimate_bits", "estimate_size",
            "n_groups", "quantize_freqs", "fine_hist"]
+
+
+# serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)
+_SERIAL = {k.py_func.__name__: serial_twin(k)
+           for k in (fine_histogram, _encode_groups, _gather, _decode_groups)}

@@ -190,3 +190,12 @@ def test_codec_choice(choice):
     assert np.abs(back - w).max() <= e.params["step"] / 2 * (1 + 1e-6)
     with pytest.raises(bslcodec.EncodeError, match="codec="):
         bslcodec.save({"w": w}, codec="zip")
+
+
+def test_lossless_true_stores_everything_exactly():
+    rng = np.random.default_rng(6)
+    t = {"w": rng.normal(0, 0.02, (200, 300)).astype(BF16), "f": rng.normal(size=(100, 100)).astype(np.float32)}
+    blob = bslcodec.save(t, lossless=True)
+    back = bslcodec.load(blob)
+    assert all(back[k].tobytes() == v.tobytes() for k, v in t.items())
+    assert all(_entry(blob, k).codec in ("fexp", "zstd", "raw") for k in t)
