@@ -15,6 +15,7 @@ from numba.extending import intrinsic
 from .errors import FormatError
 from .limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
 from .parallel import launch
+from .quant import store_dequant
 
 _launch = launch  # older name, imported by other kernels' modules
 
@@ -243,17 +244,7 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
         q = center + d
         if (q >= _QLIM or q <= -_QLIM) and mode != 3:  # mode 3 ("Q", tests): the whole 25-bit range
             return pos, _BAD_SYMBOL
-        if mode == 0:  # float32
-            out[e] = np.float32(q) * step32
-        elif mode == 1:  # bfloat16 bits, round to nearest even
-            f = np.float32(np.float32(q) * step32)
-            b = np.uint32(f.view(np.uint32))
-            b = b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
-            out[e] = np.uint16(b >> np.uint32(16))
-        elif mode == 2:  # float64
-            out[e] = np.float64(q) * step64
-        else:  # raw symbols q
-            out[e] = q
+        store_dequant(out, e, q, mode, step32, step64)
     return pos, 0
 
 

@@ -46,6 +46,25 @@ def _dequant(q, mode, step32, step64):
     return np.float64(y)
 
 
+@numba.njit(inline="always")
+def store_dequant(out, e, q, mode, step32, step64):
+    """Write level ``q`` dequantized to ``out[e]`` (spec 4.3), as the decoders do.
+
+    mode 0: binary32 ``float32(q) * step``; 1: that product as bf16 bits (RNE); 2: binary64; 3: q itself.
+    """
+    if mode == 0:
+        out[e] = np.float32(q) * step32
+    elif mode == 1:
+        f = np.float32(np.float32(q) * step32)
+        b = np.uint32(f.view(np.uint32))
+        b = b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
+        out[e] = np.uint16(b >> np.uint32(16))
+    elif mode == 2:
+        out[e] = np.float64(q) * step64
+    else:
+        out[e] = q
+
+
 @numba.njit(parallel=True, cache=True)
 def _quantize(x, step64, step32, center, mode, bound, slack_rel, slack_abs, u):
     """Fill ``u`` with zigzag symbols; per-block (max error, bad-bound count, non-finite count, overflow)."""

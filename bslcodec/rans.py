@@ -13,10 +13,11 @@ import numba
 import numpy as np
 from numba import prange
 
-from .parallel import launch, serial_twin
 from .errors import FormatError
 from .golomb import _ctlz
 from .limits import LANES, MAX_SYMBOL_MAGNITUDE
+from .parallel import launch, serial_twin
+from .quant import store_dequant
 from .rans_ref import MAX_MSB, MAX_PROB_BITS, MAX_SPLIT, MAX_TABLE_ZEROS, k_max
 
 L = 1 << 16
@@ -555,21 +556,6 @@ def parse(payload, n_elems: int, lane_symbols: int):
     return P, s, m, slot_table(P, s, m, freqs), W, start, words
 
 
-@numba.njit(inline="always")
-def _store(out, e, q, mode, step32, step64):
-    if mode == 0:  # float32
-        out[e] = np.float32(q) * step32
-    elif mode == 1:  # bfloat16 bits, round to nearest even
-        f = np.float32(np.float32(q) * step32)
-        b = np.uint32(f.view(np.uint32))
-        b = b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
-        out[e] = np.uint16(b >> np.uint32(16))
-    elif mode == 2:  # float64
-        out[e] = np.float64(q) * step64
-    else:  # raw symbols q
-        out[e] = q
-
-
 @numba.njit(parallel=True, cache=True)
 def _decode_groups(words, W, wstart, table, P, g_first, n_elems, lane_symbols, center, out, out_base,
                    mode, step32, step64, status):
@@ -629,7 +615,7 @@ def _decode_groups(words, W, wstart, table, P, g_first, n_elems, lane_symbols, c
                     x[j] = xv
                     qv = center + ((uu >> 1) ^ -(uu & 1))
                     out_of_range |= (qv >= lim) | (qv <= -lim)
-                    _store(out, ebase + j, qv, mode, step32, step64)
+                    store_dequant(out, ebase + j, qv, mode, step32, step64)
                 continue
             for j in range(lt):  # phase 2: low raw bits
                 e = ent[j]
@@ -656,7 +642,7 @@ def _decode_groups(words, W, wstart, table, P, g_first, n_elems, lane_symbols, c
                 uu = (ent[j] >> 34) + low[j]
                 qv = center + ((uu >> 1) ^ -(uu & 1))
                 out_of_range |= (qv >= lim) | (qv <= -lim)
-                _store(out, ebase + j, qv, mode, step32, step64)
+                store_dequant(out, ebase + j, qv, mode, step32, step64)
         if p > wend:
             status[gi] = _OVERRUN
             continue
