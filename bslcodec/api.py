@@ -132,7 +132,7 @@ def _named(exc: BslError, name: str) -> BslError:
 
 
 def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-                   sensitivity=None, codec: str | None = None, progress=False) -> tuple:
+                   sensitivity=None, codec: str | None = None, progress=False, rdoq=None) -> tuple:
     """Encode a state dict into (entries, payloads, metadata) without writing anything.
 
     The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
@@ -141,7 +141,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     metadata = _check_inputs(tensors, metadata)
     if lossless is True:  # every tensor stored exactly
         lossless = ("*",)
-    settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or ())
+    settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or (), rdoq=rdoq)
     if codec is not None and codec not in _codec.CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
     report = _Progress(progress, len(tensors))
@@ -156,6 +156,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                     lossy[name] = LossyTensor(name, arr, dt)
                     if codec is not None:  # None: codec.DEFAULT_CODEC ("auto")
                         lossy[name].codec = codec
+                    lossy[name].rdoq = settings.rdoq
             except BslError as exc:
                 raise _named(exc, name) from None
             items.append((name, arr, dt))
@@ -171,6 +172,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
             used["sensitivity"] = True
         if codec not in (None, "auto"):
             used["codec"] = codec
+        if settings.rdoq:
+            used["rdoq"] = settings.rdoq  # bound: one step (max_error=: max_error), not step/2
 
         def encode_all(rel):
             if rel is not None:
@@ -225,20 +228,20 @@ def _write(fh, entries, payloads, metadata):
 
 
 def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-         sensitivity=None, codec: str | None = None) -> bytes:
+         sensitivity=None, codec: str | None = None, rdoq=None) -> bytes:
     """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
     import io
 
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
                                                  rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 sensitivity=sensitivity, codec=codec)
+                                                 sensitivity=sensitivity, codec=codec, rdoq=rdoq)
     buf = io.BytesIO()
     _write(buf, entries, payloads, metadata)
     return buf.getvalue()
 
 
 def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-              sensitivity=None, codec: str | None = None, progress=False) -> None:
+              sensitivity=None, codec: str | None = None, progress=False, rdoq=None) -> None:
     """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
 
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
@@ -255,7 +258,8 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
     """
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
                                                  rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 sensitivity=sensitivity, codec=codec, progress=progress)
+                                                 sensitivity=sensitivity, codec=codec, progress=progress,
+                                                 rdoq=rdoq)
     atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
 
 
@@ -542,10 +546,11 @@ class safe_open:
         return _Slice(self, name)
 
 
-def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str | None = None) -> bytes:
+def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str | None = None,
+           rdoq=None) -> bytes:
     """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
     return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
-                lossless=("tensor",) if lossless else None, codec=codec)
+                lossless=("tensor",) if lossless else None, codec=codec, rdoq=rdoq)
 
 
 def decode(data) -> np.ndarray:

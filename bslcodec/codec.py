@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import fexp, ggd, golomb, lossless, quant, rans
+from . import fexp, ggd, golomb, lossless, quant, rans, rdoq
 from .dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from .errors import EncodeError, FormatError
 from .format import Entry
@@ -30,6 +30,7 @@ class Settings:
     rel_step: float | None = None
     bits: float | None = None
     lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
+    rdoq: float | bool | None = None  # RDOQ λ = c·step²: None = default for the mode, True = default c, False/0 = off
 
     def __post_init__(self):
         given = {k: v for k, v in (("max_error", self.max_error), ("rel_step", self.rel_step),
@@ -44,6 +45,7 @@ class Settings:
         self.lossless = tuple(self.lossless or ())
         if not self.max_error and not self.bits and not self.rel_step:
             self.rel_step = DEFAULT_REL_STEP
+        self.rdoq = rdoq.resolve(self.rdoq, self.max_error is not None)
 
 
 def wants_lossy(name: str, arr: np.ndarray, dtype: str, settings: Settings) -> bool:
@@ -68,6 +70,7 @@ class LossyTensor:
         self.nu, self.alpha = ggd.fit(self.x)
         self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
         self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"
+        self.rdoq = 0.0  # RDOQ strength c (λ = c·step², bslcodec.rdoq); 0: plain rounding
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
         if settings.max_error is not None:
@@ -96,6 +99,8 @@ class LossyTensor:
         else:
             return None
         k0 = ggd.best_order(self.nu, self.alpha, step)
+        if self.rdoq:  # rate-distortion optimised levels within the mode's bound; the decoder is unchanged
+            qr.u, qr.max_error = rdoq.apply(self, qr, step, center, max_error, k0)
         ks, lens = golomb.choose_orders(qr.u, LANE_SYMBOLS, max(0, k0 - 2), min(MAX_EG_ORDER, k0 + 2))
         params = {"step": step, "center": center, "lane_symbols": LANE_SYMBOLS,
                   "k": int(np.bincount(ks).argmax()) if ks.size else k0,
