@@ -245,32 +245,170 @@ class _FusedBits(torch.autograd.Function):
         return torch.from_numpy(g).view(ctx.shape), None, None, None, None, None
 
 
+# ---------------------------------------------------------------- all covered tensors in one call a pass
+# Per step the rate loss runs three passes (moments; value and derivative; gradient) over every covered
+# tensor. Calling a kernel per tensor costs ~20-80 us of Python and dispatch a tensor, as much as the
+# arithmetic for a small model, so the batched kernels take the parameters' addresses and walk all of
+# them in one call: work items of at most _BLOCK elements (tensor, address of the first element, length,
+# offset in one flat derivative buffer). The derivative buffer becomes the gradient in place.
+
+
+@intrinsic
+def _f32_ptr(typingctx, addr):
+    sig = types.CPointer(types.float32)(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.PointerType(ir.FloatType()))
+
+    return sig, codegen
+
+
+def _moments_all_py(addr, length, acc):
+    for j in prange(addr.size):
+        v = numba.carray(_f32_ptr(addr[j]), length[j])
+        s1 = 0.0
+        s2 = 0.0
+        for i in range(v.size):
+            x = np.float64(v[i])
+            s1 += x
+            s2 += x * x
+        acc[j, 0] = s1
+        acc[j, 1] = s2
+
+
+def _soft_all_py(addr, length, tix, off, inv, center, pk, eps, want_dx, dx, acc):
+    """Per item: sum log2(2 a + 2^k) and (want_dx) sum dx*w, dx written to ``dx[off:off+length]``."""
+    e32, ee32, g32 = np.float32(eps), np.float32(eps * eps), np.float32(4.0 / math.log(2.0))
+    for j in prange(addr.size):
+        t_ = tix[j]
+        inv32, c32, pk32 = np.float32(inv[t_]), np.float32(center[t_]), np.float32(pk[t_])
+        wv = numba.carray(_f32_ptr(addr[j]), length[j])
+        s = np.float32(0.0)
+        a = np.float32(0.0)
+        if want_dx:
+            dv = dx[off[j]:off[j] + length[j]]
+            for i in range(wv.size):
+                wi = wv[i]
+                x = wi * inv32 - c32
+                t = np.sqrt(x * x + ee32)
+                den = np.float32(2.0) * (t - e32) + pk32
+                s += _fast_log2(den)
+                d = g32 * x / (t * den)
+                dv[i] = d
+                a += d * wi
+        else:
+            for i in range(wv.size):
+                x = wv[i] * inv32 - c32
+                t = np.sqrt(x * x + ee32)
+                s += _fast_log2(np.float32(2.0) * (t - e32) + pk32)
+        acc[j, 0] = s
+        acc[j, 1] = a
+
+
+def _grad_all_py(addr, length, tix, off, alpha, beta, mean, dx):
+    """dx[off:off+length] <- alpha * dx - beta * (w - mean), per item (in place)."""
+    for j in prange(addr.size):
+        t_ = tix[j]
+        a32, b32, m32 = np.float32(alpha[t_]), np.float32(beta[t_]), np.float32(mean[t_])
+        wv = numba.carray(_f32_ptr(addr[j]), length[j])
+        dv = dx[off[j]:off[j] + length[j]]
+        for i in range(wv.size):
+            dv[i] = a32 * dv[i] - b32 * (wv[i] - m32)
+
+
+for _name, _fn in (("moments_all", _moments_all_py), ("soft_all", _soft_all_py), ("grad_all", _grad_all_py)):
+    _KERNELS[_name, True] = numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")(_fn)
+    _KERNELS[_name, False] = numba.njit(cache=True, fastmath=True, error_model="numpy")(_fn)
+
+
+class _Batch:
+    """The covered CPU float32 tensors of a :class:`RateLoss` as one set of work items (fixed layout)."""
+
+    def __init__(self, states):
+        self.states = states
+        self.params = [st.param for st in states]
+        self.n = np.array([st.n for st in states], dtype=np.int64)
+        self.total = int(self.n.sum())
+        self.offsets = np.concatenate([[0], np.cumsum(self.n)[:-1]]).astype(np.int64)
+        t, lo = [], []
+        for i, n in enumerate(self.n):
+            starts = np.arange(0, n, _BLOCK, dtype=np.int64)
+            t.append(np.full(starts.size, i, dtype=np.int64))
+            lo.append(starts)
+        self.tix = np.concatenate(t)
+        lo = np.concatenate(lo)
+        self.length = np.minimum(self.n[self.tix] - lo, _BLOCK).astype(np.int64)
+        self.off = self.offsets[self.tix] + lo  # offset in the flat buffer (and, x4, bytes into the tensor)
+        self.lo4 = 4 * lo
+        self.first = np.searchsorted(self.tix, np.arange(len(states)))  # first item of each tensor
+        self.parallel = self.total >= PARALLEL_MIN
+
+    def usable(self) -> bool:
+        return all(p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
+                   for p in self.params)
+
+    def addresses(self):
+        base = np.fromiter((p.data_ptr() for p in self.params), dtype=np.int64, count=len(self.params))
+        return base[self.tix] + self.lo4
+
+    def value(self, rel, step, k, eps, detach_std, delta, want_dx):
+        """(per-tensor value bits (calibrated), context for the gradient or None).
+
+        rel: per-tensor relative steps (step = rel * std), or None (fixed per-tensor ``step``)."""
+        addr = self.addresses()
+        par = self.parallel
+        m = np.empty((addr.size, 2))
+        _KERNELS["moments_all", par](addr, self.length, m)
+        m = np.add.reduceat(m, self.first, axis=0)
+        n = self.n
+        mean = m[:, 0] / n
+        var = np.maximum(m[:, 1] / n - mean * mean, 1e-30)
+        if rel is not None:
+            step = rel * np.sqrt(var)
+        inv = 1.0 / step
+        center = np.rint(mean * inv)
+        pk = np.exp2(k.astype(np.float64))
+        dx = np.empty(self.total if want_dx else 0, dtype=np.float32)
+        acc = np.empty((addr.size, 2))
+        _KERNELS["soft_all", par](addr, self.length, self.tix, self.off, inv, center, pk, float(eps), want_dx,
+                                  dx, acc)
+        acc = np.add.reduceat(acc, self.first, axis=0)
+        value = 2.0 * acc[:, 0] + (1 - k) * n - n * delta
+        if not want_dx:
+            return value, None
+        through_std = rel is not None and not detach_std
+        return value, (addr, dx, inv, acc[:, 1], mean, var, through_std)
+
+    def grad(self, ctx, scale):
+        """The flat gradient of ``scale * sum(values)`` (the derivative buffer, overwritten)."""
+        addr, dx, inv, sum_dxw, mean, var, through_std = ctx
+        beta = scale * sum_dxw * inv / (self.n * var) if through_std else np.zeros_like(inv)
+        _KERNELS["grad_all", self.parallel](addr, self.length, self.tix, self.off, scale * inv, beta, mean, dx)
+        return dx
+
+    def split(self, flat):
+        """Per-tensor views (parameter shapes) of a flat numpy buffer, as torch tensors."""
+        t = torch.from_numpy(flat)
+        return [t[o:o + n].view(p.shape) for o, n, p in zip(self.offsets.tolist(), self.n.tolist(), self.params)]
+
+
 class _FusedAll(torch.autograd.Function):
     """``scale`` x the summed estimate of all covered tensors as one autograd node (CPU float32 only):
-    per step, three Numba passes a tensor and no per-tensor autograd bookkeeping."""
+    three batched Numba calls a step for all tensors, no per-tensor autograd bookkeeping."""
 
     @staticmethod
     def forward(ctx, rate, scale, *params):
-        total, ctxs = 0.0, []
-        for st in rate.states:
-            if st.lossless:
-                st.last, c = st.exact_bits, None
-            else:
-                value, c = _fused_value(st.param, rate._rel(st), st.step, st.k, rate.eps, rate.detach_std)
-                st.last = value - st.n * st.delta
-            total += st.last
-            ctxs.append(c)
-        ctx.ctxs, ctx.scale = ctxs, scale
-        ctx.shapes = [p.shape for p in params]
+        total, c = rate._batch_value(want_dx=True)
+        ctx.c, ctx.scale, ctx.batch = c, scale, rate._batch
         return torch.tensor(total * scale, dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, grad):
-        g = float(grad) * ctx.scale
-        out = [None if c is None else torch.from_numpy(_fused_grad(c, g)).view(shape)
-               for c, shape in zip(ctx.ctxs, ctx.shapes)]
-        ctx.ctxs = None
-        return (None, None, *out)
+        if ctx.c is None:
+            raise RuntimeError("RateLoss: backward through the same rate() twice")
+        flat = ctx.batch.grad(ctx.c, float(grad) * ctx.scale)
+        ctx.c = None
+        return (None, None, *ctx.batch.split(flat))
 
 
 class _SoftBits(torch.autograd.Function):
@@ -337,6 +475,25 @@ def _gg_soft_mean(nu: float, alpha: float, step: float, k: int, eps: float) -> f
 _ANS_OVERHEAD_PER_SYMBOL = 24 / 1024  # lane flushes of an ANS coder, should the encoder use one
 
 
+def _memo_code(lt):
+    """Make ``lt.code`` remember its results: a refresh asks for the code of the same step twice (its own
+    call and, for the size of another entropy coder, ``LossyTensor.size``), and each costs a quantization,
+    an order search and a GG order estimate."""
+    orig, memo = lt.code, {}
+
+    def code(step, max_error=None):
+        key = (float(step), max_error)
+        if key not in memo:
+            memo[key] = orig(step, max_error)
+            out = memo[key]
+            if out is not None and max_error is not None:
+                # the same symbols as an unbounded call at the step it settled on (the bound only checks)
+                memo.setdefault((float(out[0]["step"]), None), out)
+        return memo[key]
+
+    lt.code = code
+
+
 def _other_coders(lt) -> bool:
     """Whether the encoder may code this tensor with something other than ``eg`` (an encoder with a
     per-tensor choice of entropy coder sets ``LossyTensor.codec``; the v1 spec encoder has only eg)."""
@@ -399,13 +556,17 @@ class RateLoss:
         self.rel = self.settings.rel_step  # the relative step in force (bits= sets it at each refresh)
         self.steps = 0
         self._hooks = []
+        self._batch = None  # the lossy tensors as one _Batch (CPU float32), rebuilt at a refresh
+        self._hook_grads = None  # hook mode: state -> rate gradient of the current backward pass
 
     # ------------------------------------------------------------ refresh (no gradient)
 
     def _lossy_tensor(self, st):
         arr = _as_numpy(st.param)
         with _numba_threads_for(st.n):
-            return LossyTensor(st.name, arr, dtype_name(arr.dtype)), arr
+            lt = LossyTensor(st.name, arr, dtype_name(arr.dtype))
+        _memo_code(lt)
+        return lt, arr
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -418,6 +579,37 @@ class RateLoss:
         for st, (lt, arr) in zip(self.states, lts):
             with _numba_threads_for(st.n):
                 self._refresh_one(st, lt, arr)
+        self._rebuild_batch()
+
+    def _rebuild_batch(self):
+        """The lossy tensors as one _Batch and their refresh-time parameters as arrays."""
+        lossy = [st for st in self.states if not st.lossless]
+        if self._batch is None or [id(st) for st in self._batch.states] != [id(st) for st in lossy]:
+            self._batch = _Batch(lossy) if self.fused and lossy else None
+        if self._batch is not None:
+            b = self._batch
+            b.step = np.array([st.step for st in lossy], dtype=np.float64)
+            b.k = np.array([st.k for st in lossy], dtype=np.float64)
+            b.delta = np.array([st.delta for st in lossy], dtype=np.float64)
+            b.rel = (None if self.settings.max_error is not None
+                     else np.array([st.rel for st in lossy], dtype=np.float64))
+
+    def _batch_ready(self) -> bool:
+        """Whether this step can use the batched CPU kernels (all lossy tensors CPU float32 contiguous)."""
+        return self._batch is not None and self._batch.usable()
+
+    def _batch_value(self, want_dx):
+        """(total estimated bits, gradient context); sets every state's ``last``."""
+        b = self._batch
+        value, c = b.value(b.rel, b.step, b.k, self.eps, self.detach_std, b.delta, want_dx)
+        for st, v in zip(b.states, value.tolist()):
+            st.last = v
+        total = float(value.sum())
+        for st in self.states:
+            if st.lossless:
+                st.last = st.exact_bits
+                total += st.exact_bits
+        return total, c
 
     def _refresh_one(self, st, lt, arr):
         st.nu, st.alpha, st.rel = lt.nu, lt.alpha, self.rel
@@ -438,7 +630,7 @@ class RateLoss:
             return
         st.lossless, st.exact_bits = False, float(exact)
         st.step, st.center = float(params["step"]), int(params["center"])
-        st.k = int(params.get("k", ggd.best_order(st.nu, st.alpha, st.step)))
+        st.k = int(params["k"]) if "k" in params else ggd.best_order(st.nu, st.alpha, st.step)
         if self.calibrate == "exact":
             s = float(self._soft(st, st.param.detach()))
             st.delta = (s - st.exact_bits) / st.n
@@ -494,8 +686,12 @@ class RateLoss:
         """``lam * estimated bits / n_weights``, differentiable; also updates :meth:`bits`."""
         self._tick()
         scale = self.lam / self.n_weights
-        if all(self._fusable(st.param) for st in self.states):
-            return _FusedAll.apply(self, scale, *[st.param for st in self.states])
+        if self._batch_ready():
+            params = self._batch.params
+            if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+                return _FusedAll.apply(self, scale, *params)
+            total, _ = self._batch_value(want_dx=False)  # no graph: the value only (one pass fewer)
+            return torch.tensor(total * scale, dtype=torch.float32)
         total = None
         for st in self.states:
             b = self.tensor_bits(st)
@@ -516,6 +712,18 @@ class RateLoss:
                 st.calls += 1
                 if st.calls > self.steps:  # the first hook of a new backward pass: one step
                     self._tick()
+                    self._hook_grads = None
+                    if self._batch_ready():  # all tensors at once: the weights do not change in backward
+                        _, c = self._batch_value(want_dx=bool(self.lam))
+                        if self.lam:
+                            b = self._batch
+                            grads = b.split(b.grad(c, self.lam / self.n_weights))
+                            self._hook_grads = {id(s): gr for s, gr in zip(b.states, grads)}
+                        else:
+                            self._hook_grads = {}
+                if self._hook_grads is not None:
+                    gr = self._hook_grads.get(id(st))
+                    return g if gr is None else g + gr.to(g.dtype)
                 if st.lossless:
                     st.last = torch.tensor(st.exact_bits)
                     return g
