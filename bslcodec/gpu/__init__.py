@@ -1,4 +1,4 @@
-"""GPU decoding of ``eg`` payloads (spec 4.3) straight into CUDA torch tensors.
+"""GPU decoding of ``eg``, ``ans`` (lossy, spec 4.3 and 4.4) and ``fexp`` (lossless, 4.5) payloads straight into CUDA torch tensors.
 
 Optional leaf: nothing else in bslcodec imports it. It needs an NVIDIA GPU, PyTorch built with CUDA and
 CuPy (``pip install cupy-cuda12x`` or ``cupy-cuda13x``, matching the CUDA of PyTorch); importing it
@@ -31,7 +31,9 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the machine
     raise GpuUnavailableError(f"{_NEEDS}: CuPy is not installed ({e})") from e
 
+from ._ans import decode_ans, decode_ans_many  # noqa: E402
 from ._eg import decode_eg  # noqa: E402
+from ._fexp import decode_fexp  # noqa: E402
 from .load import load_to_cuda  # noqa: E402
 
-__all__ = ["decode_eg", "load_to_cuda", "GpuUnavailableError"]
+__all__ = ["decode_ans", "decode_ans_many", "decode_eg", "decode_fexp", "load_to_cuda", "GpuUnavailableError"]

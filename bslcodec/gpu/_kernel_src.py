@@ -1,5 +1,7 @@
 """CUDA C source of the ``eg`` GPU decoder (spec 4.3), compiled at run time through NVRTC (CuPy).
 
+``PRELUDE`` (types, RNE conversions, ``bsl_store``) is shared with the ``ans`` decoder (``_ans_src.py``).
+
 Kept as a Python string so that it ships inside the wheel with no package-data rules. The same text
 also compiles as plain C++ with ``-DBSL_HOST_EMU`` (``g++``): the tests run the kernels' per-thread
 functions on the CPU that way, so the decoding logic is checked where there is no GPU.
@@ -14,7 +16,7 @@ a corrupted table) take the same loop with every read clamped. Design notes and 
 results/gpu_decode.md.
 """
 
-SOURCE = r"""
+PRELUDE = r"""
 typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef long long i64;
@@ -56,6 +58,17 @@ BSL_DEV void bsl_atomic_or(int* p, int v) { atomicOr(p, v); }
 
 #endif
 
+/* Output of one element: MODE 0 = float32, 1 = float16, 2 = bfloat16. */
+template <int MODE>
+BSL_DEV void bsl_store(void* o, float y) {
+    if (MODE == 0) *(float*)o = y;
+    else if (MODE == 1) *(unsigned short*)o = bsl_to_f16(y);
+    else *(unsigned short*)o = bsl_to_bf16(y);
+}
+
+"""
+
+SOURCE = PRELUDE + r"""
 #define BSL_ERR_CODE 1      /* a zero run longer than 25 - k, or k > 24 */
 #define BSL_ERR_LANE_END 2  /* code words do not end at the lane's declared length */
 #define BSL_ERR_RANGE 4     /* |q| >= 2^24 */
@@ -72,14 +85,6 @@ BSL_DEV void eg_group_words_thread(i64 g, const unsigned char* BSL_RESTRICT payl
     u32 s = 0;
     for (int i = 0; i < 16; ++i) { u32 v = p[i]; s += (v & 0xFFFFu) + (v >> 16); }
     offs[g + 1] = (i64)((s + 63u) >> 6);
-}
-
-/* Output of one element: MODE 0 = float32, 1 = float16, 2 = bfloat16. */
-template <int MODE>
-BSL_DEV void bsl_store(void* o, float y) {
-    if (MODE == 0) *(float*)o = y;
-    else if (MODE == 1) *(unsigned short*)o = bsl_to_f16(y);
-    else *(unsigned short*)o = bsl_to_bf16(y);
 }
 
 /* One 64-bit stream word: CLAMP reads are kept inside the payload (lanes near its end or lanes of a

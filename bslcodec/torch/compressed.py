@@ -17,7 +17,7 @@ or two with ``prefetch=True``) plus the weights that are stored exactly (norms, 
 How it works:
 
 * Every parameter of an ``nn.Linear`` / ``nn.Embedding`` / ``nn.Conv*`` (``types=``) whose file entry is lossy
-  (``eg`` on the GPU; ``eg`` or ``ans`` on the CPU) is removed from its module. Its payload goes to the device once,
+  (``eg`` or ``ans``) is removed from its module. Its payload goes to the device once,
   into one ``uint8`` buffer, with the per-group word offsets of the GPU decoder computed once at load time.
   Outside a forward the module's attribute (``linear.weight``) is a ``meta`` tensor of the right shape and
   dtype; during the module's forward it is a view of the scratch buffer holding the decoded values.
@@ -62,7 +62,7 @@ _TORCH_DTYPE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat
 
 
 def _lossy_codecs() -> tuple:
-    """Codecs kept compressed on the CPU (the GPU keeps ``eg`` only): the lossy ones, whose payloads are
+    """Codecs kept compressed (``eg`` and ``ans``, on the CPU and the GPU): the lossy ones, whose payloads are
     several times smaller than the values. Lossless codecs (raw, zstd, ...) are decoded at load time."""
     return tuple(getattr(_codec, "LOSSY_CODECS", ("eg",)))
 
@@ -161,7 +161,8 @@ class _Weight:
     """One compressed tensor: where its payload is, how to decode it, and where it is used."""
 
     __slots__ = ("name", "entry", "where", "shape", "dtype", "numel", "nbytes", "placeholder", "payload",
-                 "pay_off", "offs_off", "G", "head_padded", "n_words", "step", "center", "S", "sites")
+                 "pay_off", "offs_off", "G", "head_padded", "n_words", "step", "center", "S", "sites", "codec",
+                 "prep", "table_dev", "wstart_dev")
 
     def __init__(self, name, entry, where, dtype):
         self.name, self.entry, self.where = name, entry, where
@@ -172,6 +173,14 @@ class _Weight:
         self.placeholder = torch.empty(self.shape, dtype=dtype, device="meta")
         self.sites = []  # (module, attribute name)
         self.payload = None  # CPU: uint8 numpy view; GPU: uint8 CUDA tensor view
+        self.codec = entry.codec
+        self.prep = self.table_dev = self.wstart_dev = None  # ans on the GPU: checked layout, table, group starts
+
+    def ans_job(self, out):
+        """The ``bslcodec.gpu._ans`` job that decodes this (``ans``) weight into ``out``."""
+        return {"name": self.where, "payload": self.payload, "n_elems": self.numel, "lane_symbols": self.S,
+                "step": self.step, "center": self.center, "dtype": self.dtype, "out": out, "prepared": self.prep,
+                "table_dev": self.table_dev, "wstart_dev": self.wstart_dev}
 
 
 class _Unit:
@@ -239,7 +248,9 @@ class CompressedModel:
             "compressed_elements": sum(w.numel for w in self.weights.values()),
             "compressed_bytes": comp,
             "resident_bytes": (self.payload_buf.numel() if self.payload_buf is not None else 0)
-            + (self.offs_buf.numel() * 8 if self.offs_buf is not None else 0),
+            + (self.offs_buf.numel() * 8 if self.offs_buf is not None else 0)
+            + sum(w.table_dev.numel() * 8 + w.wstart_dev.numel() * 8 for w in self.weights.values()
+                  if w.table_dev is not None),
             "decoded_bytes": sum(w.nbytes for w in self.weights.values()),
             "scratch_bytes": sum(s.numel() for s in self.slots),
             "dense_bytes": dense,
@@ -260,7 +271,11 @@ class CompressedModel:
 
     def _decode_weight(self, w, out, check=False):
         """Decode ``w`` into the flat tensor ``out`` (its dtype) on the current stream / CPU."""
-        if self.cuda:
+        if self.cuda and w.codec == "ans":
+            from ..gpu._ans import decode_ans_many
+
+            decode_ans_many([w.ans_job(out)], device=self.device, check=check)
+        elif self.cuda:
             from ..gpu._eg import decode_eg
 
             decode_eg(w.payload, w.numel, w.S, w.step, w.center, w.dtype, device=self.device, out=out, check=check)
@@ -276,8 +291,12 @@ class CompressedModel:
             import cupy
 
             with cupy.cuda.Device(self.device.index), self._cupy_stream(stream):
-                for fn, grid, args in u.launches[slot]:
-                    fn((grid,), (_BLOCK,), args)
+                for launch in u.launches[slot]:
+                    if isinstance(launch, tuple):  # eg: (kernel, grid, args)
+                        fn, grid, args = launch
+                        fn((grid,), (_BLOCK,), args)
+                    else:  # ans: a bslcodec.gpu._ans.Launch
+                        launch.run(stream)
             return
         ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
         with ctx:
@@ -567,7 +586,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 if ok and cm.cuda:
                     # the GPU writes fl32(q*step) rounded to the output dtype: equal to decode-then-cast only
                     # when the file holds F32, or the output is the file's own dtype
-                    ok = e.codec == "eg" and e.dtype in ("F32", "F16", "BF16") and target in _MODE and \
+                    ok = e.codec in ("eg", "ans") and e.dtype in ("F32", "F16", "BF16") and target in _MODE and \
                         (e.dtype == "F32" or target == _TORCH_DTYPE[e.dtype])
                 if ok:
                     w = _Weight(fname, e, f"{src.where}: tensor {fname!r}", target)
@@ -592,7 +611,17 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 host = torch.from_numpy(np.frombuffer(mv, np.uint8))
                 cm.payload_buf[pos:pos + e.length].copy_(host)
                 w.payload = cm.payload_buf[pos:pos + e.length] if cm.cuda else cm.payload_buf[pos:pos + e.length].numpy()
-                if cm.cuda:
+                if cm.cuda and e.codec == "ans":
+                    from ..gpu._ans import Prepared
+
+                    w.step, w.center, w.S = _codec._check_ans_params(e, w.where)
+                    try:
+                        w.prep = Prepared(mv, e.numel, w.S)
+                    except FormatError as exc:
+                        raise FormatError(f"{w.where}: {exc}") from None
+                    w.table_dev = torch.from_numpy(w.prep.table).to(dev)
+                    w.wstart_dev = torch.from_numpy(w.prep.wstart).to(dev)
+                elif cm.cuda:
                     step, center, s = _codec._check_eg_params(e, w.where)
                     try:
                         offs, head_padded, n_words = eg_word_offsets(mv, e.numel, s)
@@ -622,7 +651,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
         for t, sites, is_param, fname in dense:
             src = located[fname]
             e = src.entry(fname)
-            if load_cuda is not None and e.codec == "eg" and e.dtype in ("F32", "F16", "BF16"):
+            if load_cuda is not None and e.codec in ("eg", "ans") and e.dtype in ("F32", "F16", "BF16"):
                 value = load_cuda(src, dev, names=[fname])[fname]
             else:
                 value = _to_framework(src.tensor(fname), "pt", "cpu")
@@ -739,10 +768,17 @@ def _build_launches(cm):
     offs0 = cm.offs_buf.data_ptr()
     for u in cm.units:
         for s in range(len(cm.slots)):
-            by_mode = {}
+            by_mode, ans_jobs = {}, []
             for (w, _), flat in zip(u.items, u.flat[s]):
-                by_mode.setdefault(_MODE[w.dtype], []).append((w, flat))
+                if w.codec == "ans":
+                    ans_jobs.append(w.ans_job(flat))
+                else:
+                    by_mode.setdefault(_MODE[w.dtype], []).append((w, flat))
             launches, keep = [], []
+            if ans_jobs:  # every ans weight of the unit, whatever its dtype: one launch
+                from ..gpu._ans import Launch
+
+                launches.append(Launch(ans_jobs, cm.device, err=cm._err))
             for mode, items in sorted(by_mode.items()):
                 rows, first = [], 0
                 for w, flat in items:
