@@ -17,6 +17,7 @@ from ._ans_src import DESC_FIELDS, ERR_END, ERR_RANGE, ERR_SHORT, ERR_STATE, SOU
 from ._eg import _cupy_stream, _to_device
 
 WARPS_PER_BLOCK = 16
+_KERNELS = {"direct": "ans_decode", "ring": "ans_decode_ring", "wide": "ans_decode_1024"}  # variant -> kernel
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 _MODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _ERRORS = ((ERR_SHORT, "a group has fewer words than its lane states"),
@@ -33,7 +34,7 @@ def _module(device_index: int):
     if mod is None:
         with cupy.cuda.Device(device_index):
             mod = cupy.RawModule(code=SOURCE, options=("--std=c++14",))
-            for name in ("ans_decode", "ans_decode_direct"):
+            for name in _KERNELS.values():
                 mod.get_function(name)  # compile and load now, not inside the caller's timing
         _modules[device_index] = mod
     return mod
@@ -92,13 +93,16 @@ class Launch:
     given (``err_per_job``, the default) or of one element that every job or-s its flags into.
     """
 
-    def __init__(self, jobs, device="cuda", direct=False, err=None):
+    def __init__(self, jobs, device="cuda", variant="direct", err=None, warps_per_block=None):
         dev = torch.device(device)
         if dev.type != "cuda":
             raise ValueError(f"device must be a CUDA device, got {dev}")
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         self.device, self.jobs = dev, jobs
+        if variant not in _KERNELS:
+            raise ValueError(f"variant must be one of {list(_KERNELS)}, not {variant!r}")
+        wpb = warps_per_block or (32 if variant == "wide" else WARPS_PER_BLOCK)
         outs, keep, rows, row_job, blocks, p_max = [], [], [], [], [0], 1
         for ji, j in enumerate(jobs):
             n = int(j["n_elems"])
@@ -136,7 +140,7 @@ class Launch:
                         int(np.float32(step32).view(np.int32)), out.data_ptr(), _MODE[dtype])
             rows.append(row)
             row_job.append(ji)
-            blocks.append(blocks[-1] + -(-prep.groups // WARPS_PER_BLOCK))
+            blocks.append(blocks[-1] + -(-prep.groups // wpb))
             p_max = max(p_max, prep.P)
         self.outs, self.keep, self.row_job = outs, keep, row_job
         self.grid = blocks[-1]
@@ -147,9 +151,9 @@ class Launch:
         self.blk0 = torch.from_numpy(np.asarray(blocks, np.int64)).to(dev)
         self.err = err if err is not None else torch.zeros(len(rows), dtype=torch.int32, device=dev)
         self.err_stride = 1 if self.err.numel() == len(rows) else 0
-        self.block = 32 * WARPS_PER_BLOCK
-        self.shmem = 8 * (1 << p_max) + WARPS_PER_BLOCK * 512
-        self.fn = _module(dev.index).get_function("ans_decode_direct" if direct else "ans_decode")
+        self.block = 32 * wpb
+        self.shmem = 8 * (1 << p_max) + (wpb * 512 if variant == "ring" else 0)
+        self.fn = _module(dev.index).get_function(_KERNELS[variant])
         self.fn.max_dynamic_shared_size_bytes = max(self.shmem, 48 << 10)
         self.args = (np.uint64(self.desc.data_ptr()), np.uint64(self.blk0.data_ptr()), np.int32(len(rows)),
                      np.uint64(self.err.data_ptr()), np.int32(self.err_stride))
@@ -179,7 +183,7 @@ class Launch:
             raise FormatError(f"{label}: ans payload is corrupt: {what}")
 
 
-def decode_ans_many(jobs, device="cuda", check=True, direct=False):
+def decode_ans_many(jobs, device="cuda", check=True, variant="direct"):
     """Decode several ``ans`` payloads with one kernel launch.
 
     jobs: a list of dicts with ``payload`` (bytes / numpy uint8 / 1-D uint8 CUDA tensor), ``n_elems``,
@@ -187,12 +191,12 @@ def decode_ans_many(jobs, device="cuda", check=True, direct=False):
     (a contiguous CUDA tensor of that dtype), ``name`` (for error messages) and ``prepared`` / ``table_dev``
     / ``wstart_dev`` (a ``Prepared`` and its table and group starts on the device, for repeated decodes).
     Returns the list of 1-D output tensors. With ``check`` the call waits and raises FormatError naming the
-    first bad job. ``direct``: the kernel variant without the word ring.
+    first bad job. ``variant``: "direct" (default), or the benchmark variants "ring" and "wide".
 
     Temporaries (descriptors, tables, device copies of host payloads) are freed when this returns: torch's
     caching allocator reuses their memory only for work queued after this launch on the same stream.
     """
-    launch = Launch(jobs, device, direct)
+    launch = Launch(jobs, device, variant)
     outs = launch.run()
     if check:
         launch.raise_errors()

@@ -10,12 +10,12 @@ One launch decodes any number of tensors (``ans_decode``): a descriptor per tens
 up to ``blockDim.x / 32`` groups of one tensor and first copies that tensor's slot table (``2^P`` packed
 64-bit entries, ``rans.slot_table``) into shared memory.
 
-Word supply (``RING``): the words of a group are consumed front to back, at most 96 a step (3 phases of
-32 lanes). Each warp keeps a ring of 256 words in shared memory and two 64-word blocks in registers
-(``pre0``, ``pre1``, one 32-bit load per lane each), loaded ~10 steps before they are needed: the
-renormalisation reads hit shared memory, and the global loads are coalesced and off the dependency
-chain of the coder states. ``RING = false`` reads each word from global memory at the moment it is
-needed (the first prototype, ``tools/proto_gpu_ans.py``; kept for the benchmark).
+Word supply: the default kernel reads each word from global memory at the moment a lane needs it; the
+reads of a warp are adjacent 16-bit words, so they are served by L1 lines that neighbouring reads
+already brought in. The variant ``ans_decode_ring`` (``RING``) instead keeps a ring of 256 words per warp
+in shared memory, refilled from two 64-word blocks held in registers and loaded ~10 steps ahead. On an
+H100 it was slower (443 against 554 GB/s of bf16 output, results/gpu_decode.md), so it is kept only as
+a benchmark variant.
 
 Checks (flags per tensor, or-ed into ``err[tensor]``): a group with fewer words than its lane states,
 an initial state below 2^16, a group that does not end with ``p == W`` and every lane in state 2^16,
@@ -168,12 +168,19 @@ __device__ __forceinline__ void ans_decode_many(const i64* __restrict__ desc, co
     ans_decode_block<RING>(desc + 16 * lo, err + err_stride * lo, b - blk0[lo], smem);
 }
 
+/* default: words read from global memory where needed (through L1: a warp's reads are adjacent) */
 extern "C" __global__ void __launch_bounds__(512)
 ans_decode(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err, int err_stride)
+{ ans_decode_many<false>(desc, blk0, n, err, err_stride); }
+
+/* variants for tools/bench_gpu_ans.py: the shared-memory word ring; 1024-thread blocks */
+extern "C" __global__ void __launch_bounds__(512)
+ans_decode_ring(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err,
+                int err_stride)
 { ans_decode_many<true>(desc, blk0, n, err, err_stride); }
 
-extern "C" __global__ void __launch_bounds__(512)
-ans_decode_direct(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err,
-                  int err_stride)
+extern "C" __global__ void __launch_bounds__(1024)
+ans_decode_1024(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err,
+                int err_stride)
 { ans_decode_many<false>(desc, blk0, n, err, err_stride); }
 """
