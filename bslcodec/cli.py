@@ -134,11 +134,15 @@ def main():
 @click.option("--sensitivity", type=click.Path(path_type=Path, exists=True, dir_okay=False), metavar="JSON",
               help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity): steps follow "
                    "sqrt(n/s) across tensors at the same average rel-step or bits.")
+@click.option("--rdoq", type=float, metavar="C",
+              help="Rate-distortion optimised quantization, λ = C x step^2 (0: off; default: on with C = 0.12 "
+                   "for --rel-step/--bits, off for --max-error). Error bound: one step instead of half a step "
+                   "(--max-error still holds exactly).")
 @workers_option
 @overwrite_option
 @quiet_option
-def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, codec, sensitivity, workers, overwrite,
-           quiet):
+def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, codec, sensitivity, rdoq, workers,
+           overwrite, quiet):
     """Encode INPUT (.safetensors, torch .pt/.bin, .npz, or a Hugging Face model folder) to OUTPUT.
 
     A folder gives a folder: model.bsl (or model-0000i-of-0000n.bsl shards with model.bsl.index.json
@@ -155,7 +159,7 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
             raise click.BadParameter(f"must be a positive number, not {v}", param_hint=name)
     if lossless_all:
         lossless = ("*",)
-    check_settings(max_error, rel_step, bits, lossless)
+    check_settings(max_error, rel_step, bits, lossless, rdoq)
     sens = None
     if sensitivity is not None:
         try:
@@ -166,7 +170,7 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
             raise click.BadParameter(f"{sensitivity} must hold a JSON object", param_hint="--sensitivity")
     _set_workers(workers)
     res = encode_checkpoint(input, output, max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless,
-                            sensitivity=sens, codec=codec, overwrite=overwrite, progress=not quiet)
+                            sensitivity=sens, codec=codec, overwrite=overwrite, progress=not quiet, rdoq=rdoq)
     if not quiet:
         if res.skipped:
             click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)
@@ -271,7 +275,7 @@ def _bound_ok(e, x, xh, settings: dict):
         bound = float(settings["max_error"])
         return bound, bool(np.all(err <= bound))
     rel, ab = ROUNDING[e.dtype]
-    bound = float(e.params["step"]) / 2
+    bound = float(e.params["step"]) / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.rdoq)
     allowed = bound + rel * (2 * np.abs(x.astype(np.float64)) + err) + ab
     return bound, bool(np.all(err <= allowed))
 
