@@ -260,3 +260,11 @@ def test_save_trained_settings_and_metadata(tmp_path):
     with torch.no_grad():
         est()
     assert sum(payload_bits(blob, est.bits()).values()) == pytest.approx(est.total_bits, rel=exact_tolerance(blob))
+
+
+def test_refresh_keeps_torch_thread_count():
+    """Numba's OpenMP layer shares the runtime with torch; a refresh must not change torch's threads."""
+    code = ("import torch; torch.set_num_threads(1); from bslcodec.torch import RateLoss; "
+            "m = torch.nn.Linear(300, 200); r = RateLoss(m, 1.0, rel_step=1/8); r().backward(); r.exact_bits(); "
+            "assert torch.get_num_threads() == 1, torch.get_num_threads()")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -240,27 +240,110 @@ def time_steps(model, data, args, mode, lam, steps, opt, gen, rate):
     return (time.perf_counter() - t0) / steps
 
 
-def overhead(model, data, args, lam, rounds, per_round):
-    """Interleaved timing of plain, loss-mode and hook-mode steps; medians of the per-round means."""
+def load_rate_module(path):
+    """A RateLoss implementation from another file (e.g. an older ``bslcodec/torch/rate.py`` from git), loaded
+    as a sibling module of ``bslcodec.torch.rate`` so its relative imports resolve; for before/after timing."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bslcodec.torch._rate_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # Numba's cache looks the module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def overhead(model, data, args, lam, steps, baseline=None):
+    """Step time with and without the rate loss, measured on the same model and data in one process.
+
+    Modes: ``plain`` (no rate term), ``loss`` (``loss = CE + rate()``), ``hook`` (``rate.attach()``) and,
+    given ``baseline`` (a module with another RateLoss), ``loss_baseline``. The modes take turns one step
+    at a time (the order rotates every round), so load from other processes hits all of them alike; each
+    step is timed alone. Per mode: the median of the steps without a refresh, plus the refresh cost
+    amortised over ``refresh_every`` steps (the mean excess of the steps that refreshed over that median).
+    Overhead = that amortised time / the plain median - 1; also the median of the per-round ratios."""
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(123)
-    rate_loss = RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh)
-    rate_hook = RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh)
-    times = {"plain": [], "loss": [], "hook": []}
-    time_steps(model, data, args, "plain", lam, 3, opt, gen, None)
-    for _ in range(rounds):
-        for mode in ("plain", "loss", "hook"):
-            if mode == "hook":
-                rate_hook.attach()
-            times[mode].append(time_steps(model, data, args, mode, lam, per_round, opt, gen, rate_loss))
-            if mode == "hook":
-                rate_hook.detach()
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"sec_per_step": med, "rounds": times,
-            "overhead_loss_pct": 100 * (med["loss"] / med["plain"] - 1),
-            "overhead_hook_pct": 100 * (med["hook"] / med["plain"] - 1),
-            "refresh_every": args.refresh, "steps_timed_per_mode": rounds * per_round}
+    rates = {"loss": RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh),
+             "hook": RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh)}
+    if baseline is not None:
+        rates["loss_baseline"] = baseline.RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh)
+    modes = ["plain", *rates]
+
+    def one_step(mode):
+        rate = rates.get(mode)
+        refreshing = rate is not None and rate.steps % rate.refresh_every == 0
+        if mode == "hook":
+            rate.attach()
+        sync(args.device)
+        t0 = time.perf_counter()
+        x, y = data.batch(gen, args.batch)
+        loss = F.cross_entropy(model(x).reshape(-1, data.vocab), y.reshape(-1))
+        if mode.startswith("loss"):
+            loss = loss + rate()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync(args.device)
+        dt = time.perf_counter() - t0
+        if mode == "hook":
+            rate.detach()
+        return dt, refreshing
+
+    for _ in range(3):  # JIT compilation, first refresh, allocator warm-up
+        for mode in modes:
+            one_step(mode)
+    times = {m: [] for m in modes}
+    refresh_times = {m: [] for m in modes}
+    for r in range(steps):
+        order = modes[r % len(modes):] + modes[:r % len(modes)]
+        for mode in order:
+            dt, refreshing = one_step(mode)
+            (refresh_times if refreshing else times)[mode].append(dt)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    amort = {}
+    for m in modes:
+        extra = statistics.mean([t - med[m] for t in refresh_times[m]]) if refresh_times[m] else 0.0
+        amort[m] = med[m] + (extra / args.refresh if m != "plain" else 0.0)
+    n_rounds = min(len(v) for v in times.values())
+    out = {"sec_per_step": amort, "median_no_refresh": med,
+           "refresh_sec": {m: statistics.mean(v) - med[m] for m, v in refresh_times.items() if v},
+           "refresh_every": args.refresh, "steps_timed_per_mode": steps, "lam": lam,
+           "rounds": {m: v for m, v in times.items()}}
+    for m in modes[1:]:
+        out[f"overhead_{m}_pct"] = 100 * (amort[m] / amort["plain"] - 1)
+        out[f"paired_{m}_pct"] = 100 * (statistics.median(
+            [a / b for a, b in zip(times[m][:n_rounds], times["plain"][:n_rounds])]) - 1)
+    out["rate_only_ms"] = rate_only_ms(model, lam, args, baseline)
+    return out
+
+
+def rate_only_ms(model, lam, args, baseline=None, reps=200):
+    """The rate term alone: median ms of ``rate()`` + its backward, and of one refresh (per implementation)."""
+    out = {}
+    impls = {"current": RateLoss}
+    if baseline is not None:
+        impls["baseline"] = baseline.RateLoss
+    params = list(model.parameters())
+    for name, cls in impls.items():
+        rate = cls(model, lam, rel_step=args.rel_step, refresh_every=10**9)
+        rate()
+        ts = []
+        for _ in range(reps):
+            for p in params:
+                p.grad = None
+            t0 = time.perf_counter()
+            rate().backward()
+            ts.append(time.perf_counter() - t0)
+        rs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            rate.refresh()
+            rs.append(time.perf_counter() - t0)
+        out[name] = {"step_ms": 1e3 * statistics.median(ts), "refresh_ms": 1e3 * statistics.median(rs)}
+    for p in params:
+        p.grad = None
+    return out
 
 
 def saved_bytes(model, x):
@@ -294,8 +377,7 @@ def cola_m_stats(model, data, args):
     for _ in range(3):
         for mode in (False, True):
             set_memory_efficient(model, mode)
-            times[mode].append(time_steps(model, data, args, "plain", 0, max(3, args.overhead_steps // 2),
-                                          opt, gen, None))
+            times[mode].append(time_steps(model, data, args, "plain", 0, 25, opt, gen, None))
     out["sec_per_step_cola"] = statistics.median(times[False])
     out["sec_per_step_cola_m"] = statistics.median(times[True])
     return out
@@ -534,19 +616,52 @@ def markdown(res) -> str:
     if res.get("overhead_source"):
         L.append(f"Timings from a separate run ({res['overhead_source']}).")
         L.append("")
-    L.append(f"Interleaved rounds, {o['steps_timed_per_mode']} steps per mode, refresh every {o['refresh_every']} "
-             f"steps (amortised in): plain {o['sec_per_step']['plain'] * 1e3:.1f} ms/step, loss mode "
-             f"{o['sec_per_step']['loss'] * 1e3:.1f} ms (**{o['overhead_loss_pct']:+.1f} %**), hook mode "
-             f"{o['sec_per_step']['hook'] * 1e3:.1f} ms ({o['overhead_hook_pct']:+.1f} %).")
-    co = res.get("cola", {}).get("overhead")
-    if co:
-        L.append(f"CoLA model: plain {co['sec_per_step']['plain'] * 1e3:.1f} ms/step, loss mode "
-                 f"{co['sec_per_step']['loss'] * 1e3:.1f} ms ({co['overhead_loss_pct']:+.1f} %), hook mode "
-                 f"{co['sec_per_step']['hook'] * 1e3:.1f} ms ({co['overhead_hook_pct']:+.1f} %).")
+    L.extend(overhead_table(o, res.get("cola", {}).get("overhead")))
     return "\n".join(L) + "\n"
 
 
+def overhead_table(o, co=None):
+    """Markdown lines for the overhead measurements of the dense model ``o`` and the CoLA model ``co``."""
+    def pct(x, key):
+        return f"{x[key]:+.1f} %" if key in x else "—"
+
+    L = [f"Modes take turns one step at a time, {o['steps_timed_per_mode']} timed steps per mode, λ={o.get('lam', '?')}, "
+         f"refresh every {o['refresh_every']} steps. Step time = median of the steps without a refresh + the "
+         "refresh's cost / refresh_every; overhead = that / plain − 1 (in brackets: median of the per-round "
+         "ratios, refresh not included). `rate` = the rate term alone (`rate()` + its backward), and one "
+         "refresh, medians.", "",
+         "| model | plain ms/step | loss mode | overhead | hook mode | overhead | baseline loss mode | overhead | "
+         "rate fwd+bwd ms (now / baseline) | refresh ms (now / baseline) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, x in (("dense", o), ("CoLA", co)):
+        if not x:
+            continue
+        sp = x["sec_per_step"]
+        paired = lambda m: f" ({x[f'paired_{m}_pct']:+.1f} %)" if f"paired_{m}_pct" in x else ""  # noqa: E731
+        base = sp.get("loss_baseline")
+        ro = x.get("rate_only_ms", {})
+        cur, old = ro.get("current", {}), ro.get("baseline", {})
+        f2 = lambda d, k: f"{d[k]:.2f}" if k in d else "—"  # noqa: E731
+        L.append(f"| {name} | {sp['plain'] * 1e3:.1f} | {sp['loss'] * 1e3:.1f} | **{pct(x, 'overhead_loss_pct')}**"
+                 f"{paired('loss')} | {sp['hook'] * 1e3:.1f} | {pct(x, 'overhead_hook_pct')}{paired('hook')} | "
+                 f"{'—' if base is None else f'{base * 1e3:.1f}'} | {pct(x, 'overhead_loss_baseline_pct')}"
+                 f"{paired('loss_baseline')} | {f2(cur, 'step_ms')} / {f2(old, 'step_ms')} | "
+                 f"{f2(cur, 'refresh_ms')} / {f2(old, 'refresh_ms')} |")
+    return L
+
+
 BEGIN, END = "<!-- BEGIN tools/train_rd.py output -->", "<!-- END tools/train_rd.py output -->"
+
+
+OVERHEAD_HEADING = "### Step-time overhead of the rate loss"
+
+
+def write_overhead_md(path, md):
+    """Replace only the overhead section of the generated block of ``path`` (--only-overhead runs)."""
+    old = open(path).read()
+    i, j = old.index(OVERHEAD_HEADING), old.index(END)
+    with open(path, "w") as fh:
+        fh.write(old[:i] + OVERHEAD_HEADING + "\n\n" + md + old[j:])
 
 
 def write_md(path, md):
@@ -587,8 +702,10 @@ def main(argv=None):
     ap.add_argument("--cola-ratio", type=float, default=0.25)
     ap.add_argument("--cola-lam", type=float, default=None, help="default: the middle lambda")
     ap.add_argument("--no-cola", action="store_true")
-    ap.add_argument("--overhead-rounds", type=int, default=3)
-    ap.add_argument("--overhead-steps", type=int, default=25)
+    ap.add_argument("--overhead-steps", type=int, default=300,
+                    help="timed steps per mode (the modes take turns step by step)")
+    ap.add_argument("--baseline-rate", metavar="PY", help="also time the RateLoss of this file (e.g. an older "
+                    "bslcodec/torch/rate.py from git), interleaved with the current one")
     ap.add_argument("--eval-chars", type=int, default=0, help="limit validation characters (0: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
     ap.add_argument("--device", default="cpu")
@@ -609,7 +726,7 @@ def main(argv=None):
     if args.quick:
         args.pretrain_steps, args.finetune_steps, args.lams = 40, 20, "0,0.1"
         args.sweep, args.model_sweep, args.eval_chars = "-4,-3,-2", "-3", 4096
-        args.overhead_rounds, args.overhead_steps, args.refresh = 1, 5, 10
+        args.overhead_steps, args.refresh = 5, 10
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.from_json:
@@ -637,14 +754,23 @@ def main(argv=None):
         torch.manual_seed(0)
         dense, cola = build(args, data), build(args, data, cola=True)
         lam = float(args.lams.split(",")[-1])
-        ov = {"overhead": overhead(dense, data, args, lam, args.overhead_rounds, args.overhead_steps),
-              "cola_overhead": overhead(cola, data, args, lam, args.overhead_rounds, args.overhead_steps),
+        base = load_rate_module(args.baseline_rate) if args.baseline_rate else None
+        load0 = os.getloadavg()[0]
+        ov = {"overhead": overhead(dense, data, args, lam, args.overhead_steps, base),
+              "cola_overhead": overhead(cola, data, args, lam, args.overhead_steps, base),
               "cola_m": cola_m_stats(cola, data, args),
+              "baseline_rate": args.baseline_rate,
               "source": f"--only-overhead, fresh weights, lambda={lam:g}, {platform.machine()} "
-                        f"{os.cpu_count()} cpus, torch threads {torch.get_num_threads()}"}
+                        f"{os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, load average "
+                        f"{load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end"
+                        + (f"; baseline = {args.baseline_rate}" if args.baseline_rate else "")}
         with open(args.only_overhead, "w") as fh:
             json.dump(ov, fh, indent=1)
-        print(json.dumps(ov, indent=1))
+        lines = [f"Timings from a separate run ({ov['source']}).", "",
+                 *overhead_table(ov["overhead"], ov["cola_overhead"])]
+        if args.md and not args.quick:
+            write_overhead_md(args.md, "\n".join(lines) + "\n")
+        print("\n".join(lines))
         return ov
     t_start = time.perf_counter()
     torch.manual_seed(0)
@@ -747,7 +873,7 @@ def main(argv=None):
 
     # 6. overhead
     lam_o = [x for x in lams if x][0] if any(lams) else 0.1
-    res["overhead"] = overhead(base, data, args, lam_o, args.overhead_rounds, args.overhead_steps)
+    res["overhead"] = overhead(base, data, args, lam_o, args.overhead_steps)
     print(f"overhead: loss mode {res['overhead']['overhead_loss_pct']:+.1f} %, hook mode "
           f"{res['overhead']['overhead_hook_pct']:+.1f} %", flush=True)
 

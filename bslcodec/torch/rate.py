@@ -197,6 +197,18 @@ def _numba_threads_for(n):
         numba.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def _keep_torch_threads():
+    """Numba's OpenMP threading layer shares the OpenMP runtime with torch: a parallel Numba kernel (or
+    ``numba.set_num_threads``) resets the thread count torch uses. Put torch's back afterwards."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 def _fused_value(w, rel, step, k, eps, detach_std):
     """(value bits without the (1-k)n term, context for the gradient) of a CPU float32 tensor, no autograd.
 
@@ -351,7 +363,20 @@ class _Batch:
         base = np.fromiter((p.data_ptr() for p in self.params), dtype=np.int64, count=len(self.params))
         return base[self.tix] + self.lo4
 
-    def value(self, rel, step, k, eps, detach_std, delta, want_dx):
+    def value(self, *args):
+        if not self.parallel:
+            return self._value(*args)
+        with _keep_torch_threads():
+            return self._value(*args)
+
+    def grad(self, ctx, scale):
+        """The flat gradient of ``scale * sum(values)`` (the derivative buffer, overwritten)."""
+        if not self.parallel:
+            return self._grad(ctx, scale)
+        with _keep_torch_threads():
+            return self._grad(ctx, scale)
+
+    def _value(self, rel, step, k, eps, detach_std, delta, want_dx):
         """(per-tensor value bits (calibrated), context for the gradient or None).
 
         rel: per-tensor relative steps (step = rel * std), or None (fixed per-tensor ``step``)."""
@@ -379,8 +404,7 @@ class _Batch:
         through_std = rel is not None and not detach_std
         return value, (addr, dx, inv, acc[:, 1], mean, var, through_std)
 
-    def grad(self, ctx, scale):
-        """The flat gradient of ``scale * sum(values)`` (the derivative buffer, overwritten)."""
+    def _grad(self, ctx, scale):
         addr, dx, inv, sum_dxw, mean, var, through_std = ctx
         beta = scale * sum_dxw * inv / (self.n * var) if through_std else np.zeros_like(inv)
         _KERNELS["grad_all", self.parallel](addr, self.length, self.tix, self.off, scale * inv, beta, mean, dx)
@@ -571,6 +595,10 @@ class RateLoss:
     @torch.no_grad()
     def refresh(self) -> None:
         """Re-estimate every tensor's step, center, order, GG fit and calibration, as the encoder would."""
+        with _keep_torch_threads():
+            self._refresh()
+
+    def _refresh(self):
         lts = [self._lossy_tensor(st) for st in self.states]
         if self.settings.bits is not None:
             with _numba_threads_for(max(st.n for st in self.states)):
@@ -772,6 +800,10 @@ class RateLoss:
     @torch.no_grad()
     def exact_bits(self) -> dict:
         """name -> the payload bits the encoder would write for the current weights (no state change)."""
+        with _keep_torch_threads():
+            return self._exact_bits()
+
+    def _exact_bits(self):
         out = {}
         rel = self.rel
         lts = [self._lossy_tensor(st) for st in self.states]
