@@ -43,3 +43,38 @@ def test_cuda_load_detects_corruption(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(bslcodec.BslError):
         bslcodec.load_file(path, framework="pt", device="cuda")
+
+
+def test_cuda_load_lossless_all_dtypes_one_launch(tmp_path):
+    """lossless=True: every float tensor is fexp; the GPU decodes them all (one launch per item size)."""
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, 0.02, (257, 129))
+    tensors = {"f32": w.astype(np.float32), "f64": w[:3].astype(np.float64), "f16": w.astype(np.float16),
+               "bf16": w.astype(ml_dtypes.bfloat16), "bf16b": (w[:7] * 100).astype(ml_dtypes.bfloat16),
+               "special": np.array([np.nan, -0.0, np.inf, -np.inf, 1e-45, 3.0] * 50, np.float32)}
+    path = tmp_path / "l.bsl"
+    bslcodec.save_file(tensors, path, lossless=True)
+    gpu = bslcodec.load_file(path, framework="pt", device="cuda")
+    assert list(gpu) == list(tensors)
+    for k, v in tensors.items():
+        got = gpu[k].cpu().view(-1).view(torch.uint8).numpy()
+        assert np.array_equal(got, np.ascontiguousarray(v).reshape(-1).view(np.uint8)), k
+
+
+def test_decode_fexp_many_flags_the_bad_payload():
+    from bslcodec import fexp
+    from bslcodec.errors import BslError
+    from bslcodec.gpu import decode_fexp_many
+
+    rng = np.random.default_rng(6)
+    bits = [rng.normal(0, 0.02, n).astype(ml_dtypes.bfloat16) for n in (5000, 70000, 1)]
+    jobs = []
+    for i, b in enumerate(bits):
+        params, payload = fexp.encode(b, None)
+        jobs.append({"name": f"t{i}", "payload": np.frombuffer(payload, np.uint8).copy(), "n_elems": b.size,
+                     "lane_symbols": params["lane_symbols"], "dtype": torch.bfloat16})
+    for o, b in zip(decode_fexp_many(jobs), bits):
+        assert np.array_equal(o.cpu().view(torch.int16).numpy().view(np.uint16), b.view(np.uint16))
+    bad = dict(jobs[1], payload=jobs[1]["payload"][:-8])
+    with pytest.raises(BslError, match="t1"):
+        decode_fexp_many([jobs[0], bad])

@@ -82,22 +82,22 @@ def sync():
 
 
 def _alloc():
-    return _alloc() if DEV == "cuda" else 0
+    return torch.cuda.memory_allocated() if DEV == "cuda" else 0
 
 
 def _peak():
-    return _peak() if DEV == "cuda" else 0
+    return torch.cuda.max_memory_allocated() if DEV == "cuda" else 0
 
 
 def _reset_peak():
     if DEV == "cuda":
-        _reset_peak()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _empty():
     gc.collect()
     if DEV == "cuda":
-        _empty()
+        torch.cuda.empty_cache()
 
 
 def mib(n):

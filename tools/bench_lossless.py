@@ -456,10 +456,12 @@ def gpu_bench(args) -> dict:
 
     # ---- whole checkpoints, tensor by tensor: MiniLM bf16 (carried) and the synthetic one in 4096^2 tensors
     def checkpoint(tensors: dict, label: str):
-        fx, dd, total_bits, total_df = [], [], 0, 0
+        fx, dd, total_bits, total_df, many_jobs = [], [], 0, 0, []
         for k, b in tensors.items():
-            payload, fn, _ = fexp_gpu(b, None)
+            payload, fn, s_used = fexp_gpu(b, None)
             fx.append((fn, b))
+            many_jobs.append({"name": k, "payload": payload, "n_elems": b.size, "lane_symbols": s_used,
+                              "dtype": torch.bfloat16})
             total_bits += 8 * len(payload)
             d = df11_try(b)
             if d is None:  # stays uncompressed bf16 for DFloat11: no decode
@@ -472,8 +474,18 @@ def gpu_bench(args) -> dict:
         ok_d = all(same(df.decode(gd), b) for gd, b in dd)
         ms_f = _events_ms(lambda: [fn() for fn, _ in fx], args.reps, torch)
         ms_d = _events_ms(lambda: [df.decode(gd) for gd, _ in dd], args.reps, torch)
-        return [{"what": f"fexp, {label}, {len(fx)} tensors", "n": n_w, "ms": ms_f, "bits": total_bits / n_w,
-                 "exact": ok_f},
+        from bslcodec.gpu._fexp import ManyLaunch
+
+        many = ManyLaunch(many_jobs)
+        outs = many.run()
+        many.raise_errors()
+        ok_m = all(same(o, b) for o, b in zip(outs, tensors.values()))
+        ms_m = _events_ms(many.run, args.reps, torch)
+        del many, outs
+        return [{"what": f"fexp, {label}, {len(fx)} tensors, one launch (decode_fexp_many)", "n": n_w, "ms": ms_m,
+                 "bits": total_bits / n_w, "exact": ok_m},
+                {"what": f"fexp, {label}, {len(fx)} tensors, a decode_fexp call each", "n": n_w, "ms": ms_f,
+                 "bits": total_bits / n_w, "exact": ok_f},
                 {"what": f"DFloat11, {label}, {len(dd)} tensors", "n": n_w, "ms": ms_d, "bits": total_df / n_w,
                  "exact": ok_d}]
 

@@ -33,7 +33,7 @@ except ImportError as e:  # pragma: no cover - depends on the machine
 
 from ._ans import decode_ans, decode_ans_many  # noqa: E402
 from ._eg import decode_eg  # noqa: E402
-from ._fexp import decode_fexp  # noqa: E402
+from ._fexp import decode_fexp, decode_fexp_many  # noqa: E402
 from .load import load_to_cuda  # noqa: E402
 
-__all__ = ["decode_ans", "decode_ans_many", "decode_eg", "decode_fexp", "load_to_cuda", "GpuUnavailableError"]
+__all__ = ["decode_ans", "decode_ans_many", "decode_eg", "decode_fexp", "decode_fexp_many", "load_to_cuda", "GpuUnavailableError"]

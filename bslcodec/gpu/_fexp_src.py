@@ -166,6 +166,30 @@ extern "C" __global__ void __launch_bounds__(256, MINB) NAME(                   
 FEXP_KERNEL(fexp_decode_2, 2, 6)
 FEXP_KERNEL(fexp_decode_4, 4, 6)
 FEXP_KERNEL(fexp_decode_8, 8, 4)
+/* Many tensors of one item size in one launch. desc: 16 int64 per job (0 lut, 1 lanes, 2 words,
+   3 n_words64, 4 rest, 5 B, 6 n, 7 log2s, 8 G, 9 offs); blk0[i]: the first block of job i, a block being
+   256 threads = 8 groups of one job, so each block loads its job's table once. Job i flags err[i]. */
+#define FEXP_MANY_KERNEL(NAME, IS, MINB)                                                                   \
+extern "C" __global__ void __launch_bounds__(256, MINB) NAME(                                              \
+        const i64* __restrict__ desc, const i64* __restrict__ blk0, int n_jobs, int* __restrict__ err) {   \
+    int lo = 0, hi = n_jobs - 1;                                                                           \
+    const i64 b = blockIdx.x;                                                                              \
+    while (lo < hi) {                                                                                      \
+        const int mid = (lo + hi + 1) >> 1;                                                                \
+        if (blk0[mid] <= b) lo = mid; else hi = mid - 1;                                                   \
+    }                                                                                                      \
+    const i64* d = desc + 16 * lo;                                                                         \
+    __shared__ __align__(16) u16 lut[4096];                                                                \
+    const uint4* src = (const uint4*)d[0];                                                                 \
+    for (int i = threadIdx.x; i < 512; i += blockDim.x) ((uint4*)lut)[i] = src[i];                          \
+    __syncthreads();                                                                                       \
+    fexp_decode_thread<IS>((b - blk0[lo]) * blockDim.x + threadIdx.x, lut, (const u32*)d[1],              \
+                           (const u32*)d[2], d[3], (const u32*)d[4], (u32)d[5], d[6], (int)d[7], d[8],     \
+                           (const i64*)d[9], (void*)d[10], err + lo);                                     \
+}
+FEXP_MANY_KERNEL(fexp_decode_many_2, 2, 6)
+FEXP_MANY_KERNEL(fexp_decode_many_4, 4, 6)
+FEXP_MANY_KERNEL(fexp_decode_many_8, 8, 4)
 /* for the benchmark: other occupancies */
 FEXP_KERNEL(fexp_decode_2_occ4, 2, 4)
 FEXP_KERNEL(fexp_decode_2_occ8, 2, 8)

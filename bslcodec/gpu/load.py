@@ -1,8 +1,9 @@
 """Whole-file GPU loading: ``load_file(..., framework="pt", device="cuda")`` and ``safe_open`` use this.
 
 ``eg`` and ``ans`` payloads (F32/F16/BF16) and ``fexp`` payloads (lossless floats) go to the GPU compressed
-and are decoded there (all ``ans`` tensors of a call in one kernel launch); everything else (zstd chunks,
-raw, lossy F64) is decoded on the CPU and copied over.
+and are decoded there: all ``ans`` tensors of a call in one kernel launch, all ``fexp`` tensors in one launch
+per item size, ``eg`` tensor by tensor. Everything else (zstd chunks, raw, lossy F64) is decoded on the CPU
+and copied over. Checksums are verified on the host before anything is decoded.
 """
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from .. import codec
 from ._ans import decode_ans_many
 from ._eg import decode_eg
-from ._fexp import decode_fexp
+from ._fexp import decode_fexp_many
 
 _GPU_DTYPES = ("F32", "F16", "BF16")
 
@@ -19,27 +20,26 @@ _GPU_DTYPES = ("F32", "F16", "BF16")
 def load_to_cuda(src, device="cuda", names=None) -> dict:
     """name -> CUDA tensor for the tensors of an open ``.bsl`` source (checksums verified on the host)."""
     dev = torch.device(device)
-    out, ans_jobs = {}, []
+    out, ans_jobs, fexp_jobs = {}, [], []
     for name in (names if names is not None else list(src.entries)):
         e = src.entry(name)
         where = f"{src.where}: tensor {name!r}"
         if e.codec == "ans" and e.dtype in _GPU_DTYPES:
             step, center, s = codec._check_ans_params(e, where)
-            ans_jobs.append({"name": where, "key": name, "shape": e.shape, "payload": np.frombuffer(src.payload(e), np.uint8),
-                             "n_elems": e.numel, "lane_symbols": s, "step": step, "center": center,
+            ans_jobs.append({"name": where, "key": name, "shape": e.shape, "n_elems": e.numel, "lane_symbols": s,
+                             "payload": np.frombuffer(src.payload(e), np.uint8), "step": step, "center": center,
                              "dtype": e.dtype})
-            out[name] = None  # keeps the file's order; filled after the one launch below
-        elif (e.codec == "eg" and e.dtype in _GPU_DTYPES) or e.codec == "fexp":
-            if e.codec == "fexp":
-                s = codec._check_fexp_params(e, where)
-            else:
-                step, center, s = codec._check_eg_params(e, where)
+            out[name] = None  # keeps the file's order; filled after the launches below
+        elif e.codec == "fexp":
+            s = codec._check_fexp_params(e, where)
+            fexp_jobs.append({"name": where, "key": name, "shape": e.shape, "n_elems": e.numel, "lane_symbols": s,
+                              "payload": np.frombuffer(src.payload(e), np.uint8), "dtype": e.dtype})
+            out[name] = None
+        elif e.codec == "eg" and e.dtype in _GPU_DTYPES:
+            step, center, s = codec._check_eg_params(e, where)
             payload = np.frombuffer(src.payload(e), np.uint8)
             try:
-                if e.codec == "fexp":
-                    t = decode_fexp(payload, e.numel, s, e.dtype, device=dev)
-                else:
-                    t = decode_eg(payload, e.numel, s, step, center, e.dtype, device=dev)
+                t = decode_eg(payload, e.numel, s, step, center, e.dtype, device=dev)
             except Exception as exc:
                 if isinstance(exc, (TypeError, ValueError)):
                     raise
@@ -49,8 +49,8 @@ def load_to_cuda(src, device="cuda", names=None) -> dict:
             from ..api import _to_framework
 
             out[name] = _to_framework(src.tensor(name), "pt", dev)
-    if ans_jobs:
-        decoded = decode_ans_many(ans_jobs, device=dev)  # errors name the file and the tensor
-        for j, t in zip(ans_jobs, decoded):
-            out[j["key"]] = t.view(j["shape"])
+    for jobs, decode in ((ans_jobs, decode_ans_many), (fexp_jobs, decode_fexp_many)):
+        if jobs:
+            for j, t in zip(jobs, decode(jobs, device=dev)):  # errors name the file and the tensor
+                out[j["key"]] = t.view(j["shape"])
     return out
