@@ -75,7 +75,7 @@ def test_decode_ans_bit_exact(n, kind):
     step = float(np.float32(0.00390625 if kind != "gg" else 0.0123))
     for mode in MODES:
         ref = _cpu(payload, n, center, step, mode)
-        for variant in ("direct", "ring", "wide"):
+        for variant in ("default", "v1", "ring"):
             job = {"payload": payload, "n_elems": n, "lane_symbols": S, "step": step, "center": center, "dtype": mode}
             got = decode_ans_many([job], variant=variant)[0]
             assert got.dtype == MODES[mode][2] and got.numel() == n

@@ -2,8 +2,8 @@
 
 On the device machine:
 1. 1e9 GG(shape 0.8) symbols at step = std/8 (the data of ``tools/bench_gpu.py``): ``ans`` payload
-   (S=1024) encoded on the CPU, then decoded on the GPU to bf16. Kernel variants: word ring (default) and
-   word ring, 16 / 8 / 32 warps a block. Baselines on the same symbols: the ``eg`` GPU decoder
+   (S=1024) encoded on the CPU, then decoded on the GPU to bf16. Kernels: the default (v2) with 16 and 8
+   warps a block, the first version (v1) and v1 with a word ring; smaller frequency tables (P = 11, 12). Baselines on the same symbols: the ``eg`` GPU decoder
    (S=512), a D2D copy and a pinned H2D copy of the bf16 output. Every output is checked bit for bit.
 2. A real model: MiniLM cast to bf16 (``.carry/lossless/minilm_bf16.npz``, from ``tools/bench_lossless.py
    carry``), saved with ``codec="ans"`` at the default setting and at ``rel_step=1/16``; whole-file
@@ -32,8 +32,8 @@ def _median_ms(fn, reps, torch):
     return m(fn, reps, torch)
 
 
-_VARIANT_TEXT = {"direct": "default (words read where needed)", "wide": "1024-thread blocks",
-                 "ring": "word ring in shared memory"}
+_VARIANT_TEXT = {"default": "default kernel (v2)", "v1": "first version (v1)",
+                 "ring": "v1 + word ring in shared memory"}
 
 
 def synthetic(args, torch, res):
@@ -63,7 +63,7 @@ def synthetic(args, torch, res):
     h2d_c = _median_ms(lambda: buf.copy_(pinned, non_blocking=True), 3, torch)[0]
     buf.copy_(pinned)
     prep = _ans.Prepared(payload, n, 1024)
-    tab = torch.from_numpy(prep.table).cuda()
+    tab = torch.from_numpy(prep.gpu_table).cuda()
     ws = torch.from_numpy(prep.wstart).cuda()
     out = torch.empty(n, dtype=torch.bfloat16, device="cuda")
     job = {"payload": buf, "n_elems": n, "lane_symbols": 1024, "step": step, "center": 0, "dtype": torch.bfloat16,
@@ -77,7 +77,7 @@ def synthetic(args, torch, res):
         launch.raise_errors()
         print("profiled: exact", torch.equal(out.view(torch.int16), ref.view(torch.int16)), flush=True)
         return
-    for variant, wpb in (("direct", 16), ("direct", 8), ("wide", 32), ("ring", 16)):
+    for variant, wpb in (("default", 16), ("default", 8), ("v1", 16), ("ring", 16)):
         out.fill_(float("nan"))
         try:
             launch = _ans.Launch([job], variant=variant, warps_per_block=wpb)
@@ -128,8 +128,19 @@ def synthetic(args, torch, res):
         from bench_lossless import Df11Gpu, df11_bytes, df11_encode
 
         bits = ref.view(torch.int16).cpu().numpy().view(np.uint16)
+        what = "DFloat11 0.5.0 (its decode.ptx), lossless bf16 of the same output"
         t0 = time.time()
-        d = df11_encode(bits)
+        try:
+            d = df11_encode(bits)
+        except Exception as e:  # noqa: BLE001 - its table builder fails on some data: use N(0, 0.02) bf16
+            print(f"DFloat11 cannot encode these values ({type(e).__name__}: {e}); N(0, 0.02) bf16 instead", flush=True)
+            g = torch.Generator(device="cuda").manual_seed(0)
+            ref2 = (torch.randn(n, device="cuda", generator=g) * 0.02).to(torch.bfloat16)
+            bits = ref2.view(torch.int16).cpu().numpy().view(np.uint16)
+            ref = ref2
+            what = "DFloat11 0.5.0 (its decode.ptx), lossless N(0, 0.02) bf16 (same count)"
+            t0 = time.time()
+            d = df11_encode(bits)
         t_df = time.time() - t0
         df = Df11Gpu(torch, cupy)
         gd = df.upload(d)
@@ -137,7 +148,7 @@ def synthetic(args, torch, res):
         torch.cuda.synchronize()
         exact = torch.equal(o.view(torch.int16), ref.view(torch.int16))
         med, lo, hi = _median_ms(lambda: df.decode(gd), args.reps, torch)
-        rows.append(dict(what="DFloat11 0.5.0 (its decode.ptx), lossless bf16 of the same output", S="-",
+        rows.append(dict(what=what, S="-",
                          bpw=8 * df11_bytes(d) / n, ms=med, lo=lo, hi=hi, exact=exact))
         print(f"DFloat11: {8 * df11_bytes(d) / n:.3f} b/w (encode {t_df:.0f} s), {med:.3f} ms = {gbs(med):.0f} GB/s, "
               f"exact={exact}", flush=True)
@@ -204,7 +215,7 @@ def minilm(args, torch, res):
                     prep = _ans.Prepared(pl, e.numel, s)
                     jobs.append({"payload": torch.from_numpy(pl.copy()).cuda(), "n_elems": e.numel, "lane_symbols": s,
                                  "step": step, "center": center, "dtype": e.dtype, "prepared": prep,
-                                 "table_dev": torch.from_numpy(prep.table).cuda(),
+                                 "table_dev": torch.from_numpy(prep.gpu_table).cuda(),
                                  "wstart_dev": torch.from_numpy(prep.wstart).cuda(),
                                  "out": torch.empty(e.numel, dtype=torch.bfloat16, device="cuda")})
             finally:

@@ -17,7 +17,7 @@ from ._ans_src import DESC_FIELDS, ERR_END, ERR_RANGE, ERR_SHORT, ERR_STATE, SOU
 from ._eg import _cupy_stream, _to_device
 
 WARPS_PER_BLOCK = 16
-_KERNELS = {"direct": "ans_decode", "ring": "ans_decode_ring", "wide": "ans_decode_1024"}  # variant -> kernel
+_KERNELS = {"default": "ans_decode", "v1": "ans_decode_v1", "ring": "ans_decode_ring"}  # variant -> kernel
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 _MODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _ERRORS = ((ERR_SHORT, "a group has fewer words than its lane states"),
@@ -43,7 +43,7 @@ def _module(device_index: int):
 class Prepared:
     """Host-side facts of one ``ans`` payload, checked: model, slot table and group extents."""
 
-    __slots__ = ("P", "table", "wstart", "words_off", "wcount_off", "groups", "length")
+    __slots__ = ("P", "table", "gpu_table", "wstart", "words_off", "wcount_off", "groups", "length")
 
     def __init__(self, payload, n_elems: int, lane_symbols: int):
         if not 0 <= n_elems <= MAX_ELEMENTS:
@@ -71,7 +71,11 @@ class Prepared:
         if plen != expect:
             raise FormatError(f"ans payload is {plen} bytes, its group table says {expect}")
         self.P, self.groups, self.length = P, G, plen
-        self.table = rans.slot_table(P, s, m, freqs)
+        self.table = rans.slot_table(P, s, m, freqs)  # the CPU decoder's packing (kernel variants v1, ring)
+        t = self.table.view(np.uint64)
+        lo = t & np.uint64((1 << 29) - 1)  # f | (slot - c) << 15
+        hi = ((t >> np.uint64(29)) & np.uint64(31)) | ((t >> np.uint64(34)) << np.uint64(5))  # nb | base << 5
+        self.gpu_table = (lo | (hi << np.uint64(32))).view(np.int64)  # the default kernel's packing
         self.wstart = start[:-1]
         self.wcount_off, self.words_off = H, H + 4 * G
 
@@ -93,7 +97,7 @@ class Launch:
     given (``err_per_job``, the default) or of one element that every job or-s its flags into.
     """
 
-    def __init__(self, jobs, device="cuda", variant="direct", err=None, warps_per_block=None):
+    def __init__(self, jobs, device="cuda", variant="default", err=None, warps_per_block=None):
         dev = torch.device(device)
         if dev.type != "cuda":
             raise ValueError(f"device must be a CUDA device, got {dev}")
@@ -102,7 +106,7 @@ class Launch:
         self.device, self.jobs = dev, jobs
         if variant not in _KERNELS:
             raise ValueError(f"variant must be one of {list(_KERNELS)}, not {variant!r}")
-        wpb = warps_per_block or (32 if variant == "wide" else WARPS_PER_BLOCK)
+        wpb = warps_per_block or WARPS_PER_BLOCK
         outs, keep, rows, row_job, blocks, p_max = [], [], [], [], [0], 1
         for ji, j in enumerate(jobs):
             n = int(j["n_elems"])
@@ -126,9 +130,9 @@ class Launch:
             if prep.groups == 0:
                 continue
             buf = _to_device(j["payload"], dev)
-            tab = j.get("table_dev")
+            tab = j.get("table_dev") if variant == "default" else None
             if tab is None:
-                tab = torch.from_numpy(prep.table).to(dev)
+                tab = torch.from_numpy(prep.gpu_table if variant == "default" else prep.table).to(dev)
             ws = j.get("wstart_dev")
             if ws is None:
                 ws = torch.from_numpy(prep.wstart).to(dev)
@@ -183,7 +187,7 @@ class Launch:
             raise FormatError(f"{label}: ans payload is corrupt: {what}")
 
 
-def decode_ans_many(jobs, device="cuda", check=True, variant="direct"):
+def decode_ans_many(jobs, device="cuda", check=True, variant="default"):
     """Decode several ``ans`` payloads with one kernel launch.
 
     jobs: a list of dicts with ``payload`` (bytes / numpy uint8 / 1-D uint8 CUDA tensor), ``n_elems``,
@@ -191,7 +195,7 @@ def decode_ans_many(jobs, device="cuda", check=True, variant="direct"):
     (a contiguous CUDA tensor of that dtype), ``name`` (for error messages) and ``prepared`` / ``table_dev``
     / ``wstart_dev`` (a ``Prepared`` and its table and group starts on the device, for repeated decodes).
     Returns the list of 1-D output tensors. With ``check`` the call waits and raises FormatError naming the
-    first bad job. ``variant``: "direct" (default), or the benchmark variants "ring" and "wide".
+    first bad job. ``variant``: "default", or the benchmark variants "v1" and "ring".
 
     Temporaries (descriptors, tables, device copies of host payloads) are freed when this returns: torch's
     caching allocator reuses their memory only for work queued after this launch on the same stream.

@@ -10,12 +10,13 @@ One launch decodes any number of tensors (``ans_decode``): a descriptor per tens
 up to ``blockDim.x / 32`` groups of one tensor and first copies that tensor's slot table (``2^P`` packed
 64-bit entries, ``rans.slot_table``) into shared memory.
 
-Word supply: the default kernel reads each word from global memory at the moment a lane needs it; the
-reads of a warp are adjacent 16-bit words, so they are served by L1 lines that neighbouring reads
-already brought in. The variant ``ans_decode_ring`` (``RING``) instead keeps a ring of 256 words per warp
-in shared memory, refilled from two 64-word blocks held in registers and loaded ~10 steps ahead. On an
-H100 it was slower (443 against 554 GB/s of bf16 output, results/gpu_decode.md), so it is kept only as
-a benchmark variant.
+Word supply: each word is read from global memory at the moment a lane needs it; the reads of a warp are
+adjacent 16-bit words, so they are served by L1 lines that neighbouring reads already brought in.
+
+Kernels: ``ans_decode`` (v2, the default) and, for ``tools/bench_gpu_ans.py``, ``ans_decode_v1`` (the first
+version: 64-bit table fields, runtime output type, predicates on every step; ncu found it issue-bound at
+~100 instructions a step) and ``ans_decode_ring`` (v1 with a 256-word ring per warp in shared memory,
+refilled from registers loaded ~10 steps ahead: slower, 443 against 554 GB/s for v1 on an H100).
 
 Checks (flags per tensor, or-ed into ``err[tensor]``): a group with fewer words than its lane states,
 an initial state below 2^16, a group that does not end with ``p == W`` and every lane in state 2^16,
@@ -168,19 +169,143 @@ __device__ __forceinline__ void ans_decode_many(const i64* __restrict__ desc, co
     ans_decode_block<RING>(desc + 16 * lo, err + err_stride * lo, b - blk0[lo], smem);
 }
 
-/* default: words read from global memory where needed (through L1: a warp's reads are adjacent) */
+/* ---- the default kernel (v2): fewer instructions per step than ans_decode_block (v1).
+   GPU table entry (Prepared.gpu_table): low word f | (slot - c) << 15, high word nb | base << 5, so each
+   field is one shift or mask; the output type is a template parameter; full steps (all 32 lanes active:
+   every step but the last of the last group) run without predicates; |q| is checked once per lane from
+   a running min / max; the output pointer advances by 32 elements a step. */
+#define ANS2_RENORM(ACT)                                                    \
+    {                                                                       \
+        const bool need = (ACT) && x < 65536u;                              \
+        const u32 b = __ballot_sync(ANS_FULL, need);                        \
+        if (need) x = (x << 16) | (u32)gw16[p + __popc(b & lt)];            \
+        p += __popc(b);                                                     \
+    }
+#define ANS2_STEP(ACT)                                                      \
+    {                                                                       \
+        u32 lo = 0, hi = 0;                                                 \
+        if (ACT) {                                                          \
+            const uint2 en = tab[x & mask];                                 \
+            lo = en.x; hi = en.y;                                           \
+            x = (lo & 0x7FFFu) * (x >> P) + (lo >> 15);                     \
+        }                                                                   \
+        ANS2_RENORM(ACT)                                                    \
+        const u32 nb = hi & 31u;                                            \
+        const u32 n1 = nb < 16u ? nb : 16u;                                 \
+        u32 raw = x & ((1u << n1) - 1u);                                    \
+        x >>= n1;                                                           \
+        ANS2_RENORM(ACT)                                                    \
+        if (__any_sync(ANS_FULL, nb > 16u)) {                               \
+            const u32 n2 = nb > 16u ? nb - 16u : 0u;                        \
+            raw |= (x & ((1u << n2) - 1u)) << 16;                           \
+            x >>= n2;                                                       \
+            ANS2_RENORM(ACT)                                                \
+        }                                                                   \
+        if (ACT) {                                                          \
+            const u32 uu = (hi >> 5) + raw;                                 \
+            const int q = center + (int)((uu >> 1) ^ (0u - (uu & 1u)));     \
+            qmin = min(qmin, q);                                            \
+            qmax = max(qmax, q);                                            \
+            const float y = bsl_fmul_rn((float)q, step);                    \
+            if (MODE == 0) *(float*)o = y;                                  \
+            else if (MODE == 1) *(unsigned short*)o = bsl_to_f16(y);        \
+            else *(unsigned short*)o = bsl_to_bf16(y);                      \
+        }                                                                   \
+    }
+
+template <int MODE>
+__device__ __forceinline__ int ans_group_v2(const uint2* __restrict__ tab, const int P,
+                                            const u32* __restrict__ gw, const int W, const int A, const i64 ng,
+                                            const int center, const float step, char* __restrict__ o,
+                                            const int lane)
+{
+    const unsigned short* __restrict__ gw16 = (const unsigned short*)gw;
+    const u32 lt = (1u << lane) - 1u;
+    const u32 mask = (1u << P) - 1u;
+    int errs = 0;
+    u32 x = 65536u;
+    if (lane < A) {
+        x = gw[lane];
+        if (x < 65536u) errs |= ANS_ERR_STATE;
+    }
+    int p = 2 * A;
+    int qmin = center, qmax = center;
+    const int full = (int)(ng >> 5);
+    const int step_bytes = MODE == 0 ? 128 : 64;   /* 32 elements of the output type */
+    for (int t = 0; t < full; ++t) {
+        ANS2_STEP(true)
+        o += step_bytes;
+    }
+    if (ng & 31) {
+        const bool active = lane < (int)(ng & 31);
+        ANS2_STEP(active)
+    }
+    if (p != W || (lane < A && x != 65536u)) errs |= ANS_ERR_END;
+    if (qmin <= -(1 << 24) || qmax >= (1 << 24)) errs |= ANS_ERR_RANGE;
+    return errs;
+}
+
+__device__ __forceinline__ void ans_decode_block_v2(const i64* __restrict__ d, int* __restrict__ err, i64 bi,
+                                                    uint2* smem)
+{
+    const u32* __restrict__ gwords = (const u32*)d[0];
+    const u32* __restrict__ wcount = (const u32*)d[1];
+    const i64* __restrict__ wstart = (const i64*)d[2];
+    const uint2* __restrict__ table = (const uint2*)d[3];
+    const int P = (int)d[4];
+    const i64 n_elems = d[5];
+    const int log2s = (int)d[6];
+    const i64 G = d[7];
+    const int center = (int)d[8];
+    const float step = __int_as_float((int)d[9]);
+    char* __restrict__ out = (char*)d[10];
+    const int mode = (int)d[11];
+    const int M = 1 << P;
+    for (int i = threadIdx.x; i < M; i += blockDim.x) smem[i] = table[i];
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const i64 g = bi * (blockDim.x >> 5) + warp;
+    if (g >= G) return;
+    const i64 gsize = (i64)32 << log2s;
+    const i64 start = g * gsize;
+    const i64 ng = min(n_elems - start, gsize);
+    const int A = (int)min((i64)32, ng);
+    const i64 W64 = (i64)wcount[g];
+    int errs;
+    if (W64 < 2 * A) errs = ANS_ERR_SHORT;
+    else if (W64 > 2 * A + 3 * ng) errs = ANS_ERR_END;   /* more words than 3 a symbol: cannot end at W */
+    else {
+        const u32* __restrict__ gw = gwords + (wstart[g] >> 1);
+        const int W = (int)W64;
+        if (mode == 0) errs = ans_group_v2<0>(smem, P, gw, W, A, ng, center, step, out + 4 * (start + lane), lane);
+        else if (mode == 1) errs = ans_group_v2<1>(smem, P, gw, W, A, ng, center, step, out + 2 * (start + lane), lane);
+        else errs = ans_group_v2<2>(smem, P, gw, W, A, ng, center, step, out + 2 * (start + lane), lane);
+    }
+    errs = __reduce_or_sync(ANS_FULL, errs);
+    if (lane == 0 && errs) atomicOr(err, errs);
+}
+
 extern "C" __global__ void __launch_bounds__(512)
 ans_decode(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err, int err_stride)
+{
+    extern __shared__ uint2 smem2[];
+    int lo = 0, hi = n - 1;
+    const i64 b = blockIdx.x;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (blk0[mid] <= b) lo = mid; else hi = mid - 1;
+    }
+    ans_decode_block_v2(desc + 16 * lo, err + err_stride * lo, b - blk0[lo], smem2);
+}
+
+/* variants for tools/bench_gpu_ans.py (they read Prepared.table, the CPU decoder's packing):
+   v1, the first version, words read where needed; v1 with the shared-memory word ring */
+extern "C" __global__ void __launch_bounds__(512)
+ans_decode_v1(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err, int err_stride)
 { ans_decode_many<false>(desc, blk0, n, err, err_stride); }
 
-/* variants for tools/bench_gpu_ans.py: the shared-memory word ring; 1024-thread blocks */
 extern "C" __global__ void __launch_bounds__(512)
 ans_decode_ring(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err,
                 int err_stride)
 { ans_decode_many<true>(desc, blk0, n, err, err_stride); }
-
-extern "C" __global__ void __launch_bounds__(1024)
-ans_decode_1024(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err,
-                int err_stride)
-{ ans_decode_many<false>(desc, blk0, n, err, err_stride); }
 """

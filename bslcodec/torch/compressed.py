@@ -619,7 +619,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                         w.prep = Prepared(mv, e.numel, w.S)
                     except FormatError as exc:
                         raise FormatError(f"{w.where}: {exc}") from None
-                    w.table_dev = torch.from_numpy(w.prep.table).to(dev)
+                    w.table_dev = torch.from_numpy(w.prep.gpu_table).to(dev)
                     w.wstart_dev = torch.from_numpy(w.prep.wstart).to(dev)
                 elif cm.cuda:
                     step, center, s = _codec._check_eg_params(e, w.where)
