@@ -629,10 +629,11 @@ def overhead_table(o, co=None):
          f"refresh every {o['refresh_every']} steps. Step time = median of the steps without a refresh + the "
          "refresh's cost / refresh_every; overhead = that / plain − 1 (in brackets: median of the per-round "
          "ratios, refresh not included). `rate` = the rate term alone (`rate()` + its backward), and one "
-         "refresh, medians.", "",
+         "refresh, medians, timed after the interleaved steps; `component` = (rate + refresh / refresh_every) / "
+         "plain, the overhead those imply (now / baseline).", "",
          "| model | plain ms/step | loss mode | overhead | hook mode | overhead | baseline loss mode | overhead | "
-         "rate fwd+bwd ms (now / baseline) | refresh ms (now / baseline) |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "rate fwd+bwd ms (now / baseline) | refresh ms (now / baseline) | component (now / baseline) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, x in (("dense", o), ("CoLA", co)):
         if not x:
             continue
@@ -642,11 +643,13 @@ def overhead_table(o, co=None):
         ro = x.get("rate_only_ms", {})
         cur, old = ro.get("current", {}), ro.get("baseline", {})
         f2 = lambda d, k: f"{d[k]:.2f}" if k in d else "—"  # noqa: E731
+        comp = lambda d: (f"{100 * (d['step_ms'] + d['refresh_ms'] / x['refresh_every']) / (sp['plain'] * 1e3):.1f} %"  # noqa: E731
+                          if "step_ms" in d else "—")
         L.append(f"| {name} | {sp['plain'] * 1e3:.1f} | {sp['loss'] * 1e3:.1f} | **{pct(x, 'overhead_loss_pct')}**"
                  f"{paired('loss')} | {sp['hook'] * 1e3:.1f} | {pct(x, 'overhead_hook_pct')}{paired('hook')} | "
                  f"{'—' if base is None else f'{base * 1e3:.1f}'} | {pct(x, 'overhead_loss_baseline_pct')}"
                  f"{paired('loss_baseline')} | {f2(cur, 'step_ms')} / {f2(old, 'step_ms')} | "
-                 f"{f2(cur, 'refresh_ms')} / {f2(old, 'refresh_ms')} |")
+                 f"{f2(cur, 'refresh_ms')} / {f2(old, 'refresh_ms')} | {comp(cur)} / {comp(old)} |")
     return L
 
 

@@ -26,6 +26,24 @@ it would pick), and ``delta`` is set from either
   (so at a refresh the estimate *is* the encoded size, to the bit), or
 * ``calibrate="gg"``: the fitted GG model only, ``delta = E_GG[soft_k] - E_GG[len_k] - overhead/n``.
 
+Entropy stage. The default encoder (``codec="auto"``, ``bslcodec.codec.DEFAULT_CODEC``) writes each
+quantized tensor with whichever of ``eg`` (the exp-Golomb code above) and ``ans`` (rANS over an adaptive
+symbol histogram, within ~0.3-0.8 % of the symbols' empirical entropy) is smaller; on trained weights that
+is usually ``ans``, ~3-11 % below ``eg`` (``results/entropy_stage.md``). The surrogate models only the
+``eg`` code length, so:
+
+* its *value* is right at every refresh either way: ``calibrate="exact"`` takes ``delta`` from the size
+  the encoder itself reports for the tensor (``LossyTensor.size``: the ans estimate, ~0.2 %, when ans
+  wins), and ``calibrate="gg"`` uses the GG entropy when that is below the expected eg length;
+* between refreshes it changes by what the eg length changes, not by what the ans size changes. The eg
+  length of a symbol is ``-log2`` of a fixed prior (``2^-len``), the ans cost ``-log2`` of the histogram
+  it adapts to, so the two move apart as the distribution's *shape* changes (weights piling up at zero
+  save more under ans, which can spend well under 1 bit on a frequent zero, than under eg, which spends
+  at least ``k + 1``). Its gradient is therefore the eg code's, pointing the same way (towards fewer,
+  smaller symbols) but not the exact ans gradient. The drift is removed at the next refresh, so
+  ``refresh_every`` bounds it (tests and ``results/training.md``: ~0.1 % at the end of training with a
+  refresh every 50 steps; up to 10 % 50 steps after a refresh while strong lambda reshapes the weights).
+
 The step is the encoder's: ``max_error`` fixes it (``float32(2 max_error)``); with ``rel_step=c`` it is
 ``c * std(W)`` (std about the mean, recomputed every step) and the gradient flows through the std as well
 (``detach_std=False``), so the rate is, like the real file, invariant to the tensor's scale: it rewards a
@@ -505,14 +523,15 @@ def _memo_code(lt):
     an order search and a GG order estimate."""
     orig, memo = lt.code, {}
 
-    def code(step, max_error=None):
-        key = (float(step), max_error)
+    def code(step, max_error=None, **kw):
+        opts = tuple(sorted(kw.items()))
+        key = (float(step), max_error, opts)
         if key not in memo:
-            memo[key] = orig(step, max_error)
+            memo[key] = orig(step, max_error, **kw)
             out = memo[key]
             if out is not None and max_error is not None:
                 # the same symbols as an unbounded call at the step it settled on (the bound only checks)
-                memo.setdefault((float(out[0]["step"]), None), out)
+                memo.setdefault((float(out[0]["step"]), None, opts), out)
         return memo[key]
 
     lt.code = code
@@ -545,7 +564,10 @@ class RateLoss:
     Step: exactly one of ``rel_step``, ``max_error``, ``bits`` (as in ``bslcodec.save``; default rel_step
     1/64). ``refresh_every``: steps between re-estimations (GG fit, orders, calibration). ``calibrate``:
     "exact" or "gg" (see the module docstring). ``eps``: surrogate smoothing width, in steps.
-    ``fused``: CPU float32 tensors use three fused Numba passes (else, and on GPU, torch operations).
+    ``fused``: CPU float32 tensors go through batched Numba kernels, three calls a step for all tensors
+    together (else, and on GPU, torch operations a tensor). A refresh runs the encoder's own analysis
+    (GG fit, quantization, order choice and, for ``codec="auto"``, the ans size estimate) on every tensor:
+    about 0.2 ms per 1k weights, so ``refresh_every`` sets its share of the step time.
     """
 
     def __init__(self, model, lam: float = 0.0, *, rel_step=None, max_error=None, bits=None, include=None,
