@@ -82,7 +82,15 @@ def _int(value, what: str, lo: int, hi: int) -> int:
     return value
 
 
-def _entry_from_json(obj, index: int) -> Entry:
+def _newer(minor: int) -> str:
+    """What to add to an "unknown ..." error for a file of a later minor version than this reader."""
+    if minor > MINOR:
+        return (f"; the file is .bsl {MAJOR}.{minor}, newer than this reader ({MAJOR}.{MINOR}): "
+                "upgrade bslcodec to read it")
+    return ""
+
+
+def _entry_from_json(obj, index: int, minor: int = MINOR) -> Entry:
     if not isinstance(obj, dict):
         raise FormatError(f"tensor entry {index} is not an object")
     for key in ("name", "dtype", "shape", "codec", "params", "offset", "length", "checksum"):
@@ -93,9 +101,10 @@ def _entry_from_json(obj, index: int) -> Entry:
         raise FormatError(f"tensor entry {index}: name must be a string of 1..{MAX_NAME_BYTES} bytes")
     where = f"tensor {name!r}"
     if not isinstance(obj["dtype"], str) or obj["dtype"] not in NUMPY_DTYPES:
-        raise FormatError(f"{where}: unknown dtype {obj['dtype']!r}")
+        raise FormatError(f"{where}: unknown dtype {obj['dtype']!r}{_newer(minor)}")
     if not isinstance(obj["codec"], str) or obj["codec"] not in CODECS:
-        raise FormatError(f"{where}: unknown codec {obj['codec']!r} (this reader knows {', '.join(CODECS)})")
+        raise FormatError(f"{where}: unknown codec {obj['codec']!r} (this reader knows {', '.join(CODECS)})"
+                          f"{_newer(minor)}")
     shape = obj["shape"]
     if not isinstance(shape, list) or len(shape) > MAX_RANK:
         raise LimitError(f"{where}: shape must be a list of at most {MAX_RANK} dimensions")
@@ -188,7 +197,7 @@ def parse_header(header: bytes, hsum: int, minor: int, file_size: int) -> Index:
         raise FormatError("header 'metadata' must map strings to strings")
     for k, v in metadata.items():
         _utf8_len(k), _utf8_len(v)
-    entries = [_entry_from_json(o, i) for i, o in enumerate(doc["tensors"])]
+    entries = [_entry_from_json(o, i, minor) for i, o in enumerate(doc["tensors"])]
     data_start = PREAMBLE_BYTES + len(header)
     names, pos = set(), 0
     for e in entries:

@@ -329,3 +329,30 @@ def test_writer_rejects_names_that_no_reader_accepts():
         bslcodec.save({"w\ud800": np.zeros(3)})
     with pytest.raises(EncodeError, match="lone surrogate"):
         bslcodec.save({"w": np.zeros(3)}, metadata={"k": "\udc80"})
+
+
+def test_newer_minor_unknown_codec_says_upgrade(tmp_path):
+    """A file of a later minor version with a codec this reader lacks: a FormatError that says to upgrade."""
+    import json
+    import struct
+
+    import xxhash
+
+    from bslcodec import format as fmt
+
+    data = bytearray(bslcodec.save({"w": np.zeros(4, np.float32)}, rel_step=0.1))
+    hlen = struct.unpack_from("<Q", data, 16)[0]
+    doc = json.loads(bytes(data[32:32 + hlen]).decode())
+    doc["tensors"][0]["codec"] = "future"
+    header = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (hlen - len(header))
+    assert len(header) == hlen
+    data[32:32 + hlen] = header
+    struct.pack_into("<H", data, 10, fmt.MINOR + 1)
+    struct.pack_into("<Q", data, 24, xxhash.xxh3_64_intdigest(header))
+    with pytest.raises(bslcodec.BslError, match="newer than this reader"):
+        bslcodec.load(bytes(data))
+    struct.pack_into("<H", data, 10, fmt.MINOR)  # same minor: unknown codec, no upgrade hint
+    with pytest.raises(bslcodec.BslError, match="unknown codec") as info:
+        bslcodec.load(bytes(data))
+    assert "newer" not in str(info.value)
