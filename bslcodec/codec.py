@@ -78,8 +78,11 @@ class LossyTensor:
         c = rel_step if rel_step is not None else settings.rel_step
         return quant.step_for_dtype(c * self.unit, self.dtype)
 
-    def code(self, step: float, max_error: float | None = None):
+    def code(self, step: float, max_error: float | None = None, lane_lengths: bool = True):
         """(params, ks, lens, u) for ``step``, or None when the tensor must be stored exactly.
+
+        ``lane_lengths=False``: the third item is the eg bits of each group instead of its lane lengths
+        (what sizes need; ``entropy_code`` computes the lane lengths only if it writes eg).
 
         With ``max_error`` the bound is strict: where binary32/bf16 rounding of ``q * step`` breaks it,
         the step shrinks a little (up to 8 tries) until every element meets it.
@@ -101,7 +104,9 @@ class LossyTensor:
         k0 = ggd.best_order(self.nu, self.alpha, step)
         if self.rdoq:  # rate-distortion optimised levels within the mode's bound; the decoder is unchanged
             qr.u, qr.max_error = rdoq.apply(self, qr, step, center, max_error, k0)
-        ks, lens = golomb.choose_orders(qr.u, LANE_SYMBOLS, max(0, k0 - 2), min(MAX_EG_ORDER, k0 + 2))
+        ks, lens = golomb.choose_group_orders(qr.u, LANE_SYMBOLS, max(0, k0 - 2), min(MAX_EG_ORDER, k0 + 2))
+        if lane_lengths:
+            lens = golomb.lane_lengths(qr.u, LANE_SYMBOLS, ks)
         params = {"step": step, "center": center, "lane_symbols": LANE_SYMBOLS,
                   "k": int(np.bincount(ks).argmax()) if ks.size else k0,
                   "gg_nu": round(self.nu, 6), "gg_scale": float(np.float32(self.alpha)),
@@ -110,10 +115,10 @@ class LossyTensor:
 
     def size(self, step: float) -> int | None:
         """Payload bytes at ``step`` for this tensor's codec choice (eg exact; ans estimated to ~0.2 %)."""
-        coded = self.code(step)
+        coded = self.code(step, lane_lengths=False)
         if coded is None:
             return None
-        eg = golomb.payload_size(LANE_SYMBOLS, coded[2])
+        eg = golomb.payload_size_of_groups(coded[2])
         if self.codec == "eg":
             return eg
         ans = rans.estimate_size(coded[3], ANS_LANE_SYMBOLS)
@@ -121,7 +126,7 @@ class LossyTensor:
 
     def encode(self, step: float, max_error: float | None = None):
         """(codec, params, payload) at ``step``, or None when the tensor is better stored exactly."""
-        coded = self.code(step, max_error)
+        coded = self.code(step, max_error, lane_lengths=False)
         if coded is None:
             return None
         codec, params, payload = entropy_code(coded, self.codec)
@@ -132,11 +137,13 @@ class LossyTensor:
 
 def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
     """(codec, params, payload) of ``LossyTensor.code()``'s (params, ks, lens, u): ``eg``, ``ans`` or,
-    with ``auto``, whichever payload is smaller (ans is built unless its estimate already loses)."""
+    with ``auto``, whichever payload is smaller (ans is built unless its estimate already loses).
+    ``lens`` may be the per-group bit counts (``code(..., lane_lengths=False)``): the lane lengths are then
+    computed only if the eg payload is written."""
     if codec not in CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(CODEC_CHOICES)}, not {codec!r}")
     params, ks, lens, u = coded
-    eg_size = golomb.payload_size(LANE_SYMBOLS, lens)
+    eg_size = golomb.payload_size_of_groups(lens if lens.ndim == 1 else lens.sum(axis=1))
     if codec != "eg":
         model, bits = rans.build_model(u)
         if codec == "ans" or rans.estimate_bits(bits, u.size, ANS_LANE_SYMBOLS) < 8 * eg_size * 1.002:
@@ -145,6 +152,8 @@ def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
                 p = {k: v for k, v in params.items() if k != "k"}
                 p["lane_symbols"] = ANS_LANE_SYMBOLS
                 return "ans", p, payload
+    if lens.ndim == 1:
+        lens = golomb.lane_lengths(u, LANE_SYMBOLS, ks)
     return "eg", params, golomb.encode(u, LANE_SYMBOLS, ks, lens)
 
 

@@ -14,7 +14,7 @@ from numba.extending import intrinsic
 
 from .errors import FormatError
 from .limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
-from .parallel import launch
+from .parallel import launch, serial_twin
 from .quant import store_dequant
 
 _launch = launch  # older name, imported by other kernels' modules
@@ -99,13 +99,92 @@ def _choose_orders_serial(u, lane_symbols, k_lo, k_hi, ks, lens):
         _choose_group(g, u, lane_symbols, k_lo, k_hi, ks, lens)
 
 
-def choose_orders(u, lane_symbols, k_lo, k_hi):
-    """Per group, the order in [k_lo, k_hi] with the fewest bits, and its lane lengths (int64)."""
+@numba.njit(cache=True)
+def _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits):
+    """Order and bit count of group ``g``: the order in [k_lo, k_hi] with the fewest bits (the first on a
+    tie, as ``_choose_group``). One branch-free pass per order over the group: floor(log2(v)) is the
+    exponent field of float64(v) (exact for v < 2^53), so the loop vectorizes."""
+    n = u.size
+    start = g * LANES * lane_symbols
+    end = min(n, start + LANES * lane_symbols)
+    best_k = k_lo
+    best_bits = np.int64(1) << 62
+    for k in range(k_lo, k_hi + 1):
+        add = np.int32(1 << k)  # u + 2^k < 2^26: int32, whose conversion to float64 vectorizes
+        acc = np.int64(0)
+        for e in range(np.uint64(start), np.uint64(end)):
+            acc += np.float64(np.int32(np.int64(u[e]) + add)).view(np.int64) >> 52
+        # code length 2*floor(log2(u + 2^k)) - k + 1; the exponent field is floor(log2) + 1023
+        bits = 2 * (acc - 1023 * (end - start)) + (end - start) * (1 - k)
+        if bits < best_bits:
+            best_bits = bits
+            best_k = k
+    ks[g] = best_k
+    gbits[g] = best_bits
+
+
+@numba.njit(parallel=True, cache=True)
+def _choose_orders_fast(u, lane_symbols, k_lo, k_hi, ks, gbits):
+    for g in prange(ks.size):
+        _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits)
+
+
+@numba.njit(cache=True)
+def _lane_lengths_group(g, u, lane_symbols, ks, lens):
+    n = u.size
+    start = g * LANES * lane_symbols
+    end = min(n, start + LANES * lane_symbols)
+    k = np.int64(ks[g])
+    add = np.int32(1 << k)
+    acc = np.zeros(LANES, np.int64)
+    full = start + (end - start) // LANES * LANES
+    for e0 in range(start, full, LANES):
+        for j in range(LANES):
+            acc[j] += np.float64(np.int32(np.int64(u[np.uint64(e0 + j)]) + add)).view(np.int64) >> 52
+    for e in range(full, end):
+        acc[e - full] += np.float64(np.int32(np.int64(u[np.uint64(e)]) + add)).view(np.int64) >> 52
+    for j in range(LANES):
+        cnt = (end - start - j + LANES - 1) // LANES
+        lens[g, j] = 2 * (acc[j] - 1023 * cnt) + cnt * (1 - k)
+
+
+@numba.njit(parallel=True, cache=True)
+def _lane_lengths(u, lane_symbols, ks, lens):
+    for g in prange(ks.size):
+        _lane_lengths_group(g, u, lane_symbols, ks, lens)
+
+
+def choose_group_orders(u, lane_symbols, k_lo, k_hi):
+    """Per group, the order in [k_lo, k_hi] with the fewest bits (uint8) and that bit count (int64): what
+    ``choose_orders`` picks, without the lane lengths (``lane_lengths``); ``payload_size_of_groups``
+    gives the payload size from it."""
     g_count = n_groups(u.size, lane_symbols)
     ks = np.zeros(g_count, np.uint8)
-    lens = np.zeros((g_count, LANES), np.int64)
-    launch(_choose_orders, _choose_orders_serial, u, lane_symbols, k_lo, k_hi, ks, lens)
-    return ks, lens
+    gbits = np.zeros(g_count, np.int64)
+    if g_count:
+        launch(_choose_orders_fast, _SERIAL["_choose_orders_fast"], np.ascontiguousarray(u), lane_symbols,
+               k_lo, k_hi, ks, gbits)
+    return ks, gbits
+
+
+def lane_lengths(u, lane_symbols, ks):
+    """Lane lengths (int64, groups x 32) of the EG codes of ``u`` with per-group orders ``ks``."""
+    lens = np.zeros((ks.size, LANES), np.int64)
+    if ks.size:
+        launch(_lane_lengths, _SERIAL["_lane_lengths"], np.ascontiguousarray(u), lane_symbols, ks, lens)
+    return lens
+
+
+def choose_orders(u, lane_symbols, k_lo, k_hi):
+    """Per group, the order in [k_lo, k_hi] with the fewest bits, and its lane lengths (int64)."""
+    ks, _ = choose_group_orders(u, lane_symbols, k_lo, k_hi)
+    return ks, lane_lengths(u, lane_symbols, ks)
+
+
+def payload_size_of_groups(gbits: np.ndarray) -> int:
+    """Exact payload bytes from per-group bit counts (matches ``encode`` and ``payload_size``)."""
+    words = int(((gbits + 63) // 64).sum()) + 1
+    return table_bytes(gbits.size) + 8 * words
 
 
 @numba.njit(inline="always")
@@ -313,3 +392,7 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"eg payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
+
+
+# serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)
+_SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_choose_orders_fast, _lane_lengths)}

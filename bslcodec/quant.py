@@ -65,51 +65,119 @@ def store_dequant(out, e, q, mode, step32, step64):
         out[e] = q
 
 
+@numba.njit(cache=True)
+def _quantize_block(x, b0, b1, inv, step64, step32, center, mode, bound, slack_rel, slack_abs, u, stats, b):
+    """The exact per-element quantizer of elements [b0, b1): nearest level, then its neighbours where
+    rounding to the output dtype breaks the bound; fills ``stats[b]``."""
+    maxerr = 0.0
+    nbad = 0
+    nonfinite = 0
+    overflow = 0
+    lim = np.float64(MAX_SYMBOL_MAGNITUDE)
+    for i in range(b0, b1):
+        xv = np.float64(x[i])
+        if not np.isfinite(xv):
+            nonfinite += 1
+            u[i] = 0
+            continue
+        qf = np.rint(xv * inv)
+        if abs(qf) >= lim or abs(qf - np.float64(center)) >= lim:
+            overflow += 1
+            u[i] = 0
+            continue
+        q = np.int64(qf)
+        xh = _dequant(q, mode, step32, step64)
+        err = abs(xh - xv)
+        allowed = bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs
+        if err > allowed:
+            for cand in (q - 1, q + 1):
+                if abs(cand) < MAX_SYMBOL_MAGNITUDE and abs(cand - center) < MAX_SYMBOL_MAGNITUDE:
+                    e2 = abs(_dequant(cand, mode, step32, step64) - xv)
+                    if e2 < err:
+                        err = e2
+                        q = cand
+            if err > bound + slack_rel * (abs(xv) + abs(xv) + err) + slack_abs:
+                nbad += 1
+        if err > maxerr:
+            maxerr = err
+        d = q - center
+        u[i] = np.uint32((d << 1) ^ (d >> 63))
+    stats[b, 0] = maxerr
+    stats[b, 1] = nbad
+    stats[b, 2] = nonfinite
+    stats[b, 3] = overflow
+
+
+@numba.njit(cache=True)
+def _quantize_fast(x, b0, b1, inv, step32, step64, center, mode, bound, slack_rel, slack_abs, u):
+    """The quantizer's common case, branch-free so that it vectorizes: nearest level of every element of
+    [b0, b1). Returns (max error, number of elements that need ``_quantize_block``: non-finite, out of
+    range, or over their bound at the nearest level). Where that number is 0 its ``u`` and max error are
+    exactly ``_quantize_block``'s."""
+    lim = np.float64(MAX_SYMBOL_MAGNITUDE)
+    cf = np.float64(center)
+    maxbits = np.int64(0)
+    nok = 0  # flagged elements leave garbage in u and maxerr: the caller then redoes the whole block
+    if mode == _F64:
+        for i in range(np.uint64(b0), np.uint64(b1)):
+            xv = np.float64(x[i])
+            qf = np.rint(xv * inv)
+            xh = qf * step64
+            err = abs(xh - xv)
+            ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+            nok += ok
+            maxbits = max(maxbits, np.float64(err).view(np.int64))  # err >= 0: integer order is float order
+            d = qf - cf
+            a = abs(d)
+            u[i] = np.uint32(np.int32(a + a - np.float64(d < 0)))
+    elif mode == _BF16:
+        for i in range(np.uint64(b0), np.uint64(b1)):
+            xv = np.float64(x[i])
+            qf = np.rint(xv * inv)
+            y = np.float32(np.float32(qf) * step32)
+            bb = np.uint32(y.view(np.uint32))
+            bb = (bb + np.uint32(0x7FFF) + ((bb >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+            xh = np.float64(np.uint32(bb).view(np.float32))
+            err = abs(xh - xv)
+            ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+            nok += ok
+            maxbits = max(maxbits, np.float64(err).view(np.int64))  # err >= 0: integer order is float order
+            d = qf - cf
+            a = abs(d)
+            u[i] = np.uint32(np.int32(a + a - np.float64(d < 0)))
+    else:
+        for i in range(np.uint64(b0), np.uint64(b1)):
+            xv = np.float64(x[i])
+            qf = np.rint(xv * inv)
+            xh = np.float64(np.float32(np.float32(qf) * step32))
+            err = abs(xh - xv)
+            ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+            nok += ok
+            maxbits = max(maxbits, np.float64(err).view(np.int64))  # err >= 0: integer order is float order
+            d = qf - cf
+            a = abs(d)
+            u[i] = np.uint32(np.int32(a + a - np.float64(d < 0)))
+    return np.int64(maxbits).view(np.float64), (b1 - b0) - nok
+
+
 @numba.njit(parallel=True, cache=True)
 def _quantize(x, step64, step32, center, mode, bound, slack_rel, slack_abs, u):
-    """Fill ``u`` with zigzag symbols; per-block (max error, bad-bound count, non-finite count, overflow)."""
+    """Fill ``u`` with zigzag symbols; per-block (max error, bad-bound count, non-finite count, overflow).
+
+    Each block runs the vectorizable fast pass; a block where any element needs more (a non-finite value,
+    a level out of range, a bound broken by rounding) is redone by the exact per-element loop."""
     n = x.size
     inv = 1.0 / step64  # a multiply instead of a divide; the bound check below catches any rounding slip
     nblocks = (n + _BLOCK - 1) // _BLOCK
     stats = np.zeros((nblocks, 4), np.float64)
-    lim = np.float64(MAX_SYMBOL_MAGNITUDE)
     for b in prange(nblocks):
-        maxerr = 0.0
-        nbad = 0
-        nonfinite = 0
-        overflow = 0
-        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            xv = np.float64(x[i])
-            if not np.isfinite(xv):
-                nonfinite += 1
-                u[i] = 0
-                continue
-            qf = np.rint(xv * inv)
-            if abs(qf) >= lim or abs(qf - np.float64(center)) >= lim:
-                overflow += 1
-                u[i] = 0
-                continue
-            q = np.int64(qf)
-            xh = _dequant(q, mode, step32, step64)
-            err = abs(xh - xv)
-            allowed = bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs
-            if err > allowed:
-                for cand in (q - 1, q + 1):
-                    if abs(cand) < MAX_SYMBOL_MAGNITUDE and abs(cand - center) < MAX_SYMBOL_MAGNITUDE:
-                        e2 = abs(_dequant(cand, mode, step32, step64) - xv)
-                        if e2 < err:
-                            err = e2
-                            q = cand
-                if err > bound + slack_rel * (abs(xv) + abs(xv) + err) + slack_abs:
-                    nbad += 1
-            if err > maxerr:
-                maxerr = err
-            d = q - center
-            u[i] = np.uint32((d << 1) ^ (d >> 63))
-        stats[b, 0] = maxerr
-        stats[b, 1] = nbad
-        stats[b, 2] = nonfinite
-        stats[b, 3] = overflow
+        b0 = b * _BLOCK
+        b1 = min(n, (b + 1) * _BLOCK)
+        maxerr, nflag = _quantize_fast(x, b0, b1, inv, step32, step64, center, mode, bound, slack_rel, slack_abs, u)
+        if nflag:
+            _quantize_block(x, b0, b1, inv, step64, step32, center, mode, bound, slack_rel, slack_abs, u, stats, b)
+        else:
+            stats[b, 0] = maxerr
     return stats
 
 

@@ -57,6 +57,17 @@ def _token(u, s, m):
     return tok, nb, u & ((np.int64(1) << nb) - 1)
 
 
+@numba.njit(inline="always")
+def _token_nb(u, s, m):
+    """``_token`` without a branch (the encoder's hot loop, where u < 2^s is unpredictable)."""
+    bigm = -np.int64(u >= (np.int64(1) << s))  # all ones when u >= 2^s
+    # floor(log2(u | 1)) as the exponent field of float64(u | 1) (exact, u < 2^25): vectorizes
+    e = (np.float64(np.int32(u | 1)).view(np.int64) >> 52) - 1023
+    nb = (e - m) & bigm
+    tok = u + (((np.int64(1) << s) + (max(e - s, 0) << m) + ((u >> nb) - (np.int64(1) << m)) - u) & bigm)
+    return tok, nb, u & ((np.int64(1) << nb) - 1)
+
+
 # ---------------------------------------------------------------- model
 
 @dataclass
@@ -402,80 +413,136 @@ def _token_bits(tok: int, s: int, m: int) -> int:
     return 0 if tok < (1 << s) else s + ((tok - (1 << s)) >> m) - m
 
 
-@numba.njit(parallel=True, cache=True)
-def _encode_groups(u, lane_symbols, P, s, m, tinfo, rcp, scratch, region_end, first_word):
-    """rANS-encode every group backwards into its region of ``scratch`` (ending at ``region_end[g]``);
-    ``first_word[g]`` gets where the group's words start. ``tinfo[tok]`` = (f, c, f << (32 - P))."""
+@numba.njit(cache=True)
+def _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
+    """rANS-encode group ``g`` backwards into its region of ``scratch`` (ending at ``region_end[g]``);
+    ``first_word[g]`` gets where its words start. Per token ``tpk`` = f | c << 16 and ``rcp`` = 1/f. A
+    plain function (numba's parfor lowering optimises a body inlined into the parallel loop less well);
+    unsigned indices and few live arrays keep the loops free of wraparound code and spills."""
     n = u.size
     gsize = LANES * lane_symbols
-    G = region_end.size
-    for g in prange(G):
-        start = g * gsize
-        ng = min(n, start + gsize) - start
-        A = min(LANES, ng)
-        T = (ng + LANES - 1) // LANES
-        x = np.full(LANES, L, np.int64)
-        toks = np.empty(LANES, np.int64)
-        lim = np.empty(LANES, np.int64)  # phase 2: emit when x >= lim
-        sh = np.empty(LANES, np.int64)  # phase 2: low raw bit count n1
-        lo = np.empty(LANES, np.int64)  # phase 2: low raw bits
-        nbs = np.empty(LANES, np.int64)
-        raws = np.empty(LANES, np.int64)
-        q = region_end[g]
-        for tt in range(T):
-            t = T - 1 - tt
-            lt = min(LANES, ng - LANES * t)
-            base = start + LANES * t
-            any_hi = False
-            for j in range(lt):
-                tok, nb, r = _token(np.int64(u[base + j]), s, m)
-                n1 = min(nb, 16)
-                toks[j] = tok
-                sh[j] = n1
-                lim[j] = np.int64(1) << (32 - n1)
-                lo[j] = r & ((np.int64(1) << n1) - 1)
-                nbs[j] = nb
-                raws[j] = r
-                any_hi |= nb > 16
-            if any_hi:  # phase 3: raw bits above the low 16
-                for jj in range(lt):
-                    j = lt - 1 - jj
-                    n2 = nbs[j] - 16
-                    if n2 > 0:
-                        xv = x[j]
-                        if xv >= (np.int64(1) << (32 - n2)):
-                            q -= 1
-                            scratch[q] = np.uint16(xv & 0xFFFF)
-                            xv >>= 16
-                        x[j] = (xv << n2) | (raws[j] >> 16)
-            for jj in range(lt):  # phase 2: low raw bits (a no-op for n1 = 0)
-                j = lt - 1 - jj
+    start = g * gsize
+    ng = min(n, start + gsize) - start
+    A = min(LANES, ng)
+    T = (ng + LANES - 1) // LANES
+    x = np.full(LANES, L, np.int64)
+    toks = np.empty(LANES, np.uint64)
+    sh = np.empty(LANES, np.int64)  # phase 2: low raw bit count n1
+    lo = np.empty(LANES, np.int64)  # phase 2: low raw bits
+    nbs = np.empty(LANES, np.int64)
+    raws = np.empty(LANES, np.int64)
+    xs = np.empty(LANES, np.int64)
+    q = np.uint64(region_end[g])
+    one = np.uint64(1)
+    sP = 32 - P
+    w1 = np.empty(LANES, np.uint16)
+    w2 = np.empty(LANES, np.uint16)
+    em1 = np.empty(LANES, np.uint64)
+    em2 = np.empty(LANES, np.uint64)
+    for tt in range(T):
+        t = T - 1 - tt
+        lt = min(LANES, ng - LANES * t)
+        base = np.uint64(start + LANES * t)
+        if not has_hi and lt == LANES:
+            # no raw bits above 16 anywhere in the table: every lane's whole step (token, phase 2, phase 1)
+            # in one loop without a carried dependency; only the word writes below share q
+            for j in range(LANES):
+                uv = np.int64(u[base + np.uint64(j)])
+                if uv < lut.size:  # token and raw bit count of the small symbols from a table
+                    pk = np.int64(lut[uv])
+                    tok = pk & 0xFFFF
+                    nb = pk >> 16
+                    r = uv & ((np.int64(1) << nb) - 1)
+                else:
+                    tok, nb, r = _token_nb(uv, s, m)
                 xv = x[j]
-                emit = xv >= lim[j]
-                scratch[q - 1] = np.uint16(xv & 0xFFFF)  # branch-free: kept only when emitted
-                q -= emit
-                xv = xv >> (16 * emit)
-                x[j] = (xv << sh[j]) | lo[j]
-            for jj in range(lt):  # phase 1: token
-                j = lt - 1 - jj
-                tok = toks[j]
-                f = tinfo[tok, 0]
-                xv = x[j]
-                emit = xv >= tinfo[tok, 2]
-                scratch[q - 1] = np.uint16(xv & 0xFFFF)
-                q -= emit
-                xv = xv >> (16 * emit)
-                qt = np.int64(np.float64(xv) * rcp[tok])  # exact or one too small (see encode())
+                e2 = (xv >> (32 - nb)) != 0  # phase 2: x >= 2^(32 - n1)
+                w2[j] = np.uint16(xv & 0xFFFF)
+                em2[j] = e2
+                xv = ((xv >> (16 * e2)) << nb) | r
+                tk = np.uint64(tok)
+                e = tpk[tk]
+                f = np.int64(e & np.uint64(0xFFFF))
+                e1 = xv >= (f << sP)  # phase 1
+                w1[j] = np.uint16(xv & 0xFFFF)
+                em1[j] = e1
+                xv = xv >> (16 * e1)
+                qt = np.int64(np.float64(xv) * rcp[tk])  # exact or one too small (see encode())
                 rt = xv - qt * f
-                if rt >= f:
-                    qt += 1
-                    rt -= f
-                x[j] = (qt << P) + rt + tinfo[tok, 1]
-        q -= 2 * A
-        for j in range(A):
-            scratch[q + 2 * j] = np.uint16(x[j] & 0xFFFF)
-            scratch[q + 2 * j + 1] = np.uint16(x[j] >> 16)
-        first_word[g] = q
+                adj = rt >= f
+                qt += adj
+                rt -= f * adj
+                x[j] = (qt << P) + rt + np.int64(e >> np.uint64(16))
+            for jj in range(LANES):  # words of phase 2, lanes backwards
+                j = np.uint64(LANES - 1 - jj)
+                scratch[q - one] = w2[j]  # branch-free: kept only when emitted
+                q -= em2[j]
+            for jj in range(LANES):  # words of phase 1
+                j = np.uint64(LANES - 1 - jj)
+                scratch[q - one] = w1[j]
+                q -= em1[j]
+            continue
+        any_hi = False
+        for j in range(lt):
+            tok, nb, r = _token_nb(np.int64(u[base + np.uint64(j)]), s, m)
+            n1 = min(nb, 16)
+            toks[j] = np.uint64(tok)
+            sh[j] = n1
+            lo[j] = r & ((np.int64(1) << n1) - 1)
+            nbs[j] = nb
+            raws[j] = r
+            any_hi |= nb > 16
+        if any_hi:  # phase 3: raw bits above the low 16
+            for jj in range(lt):
+                j = lt - 1 - jj
+                n2 = nbs[j] - 16
+                if n2 > 0:
+                    xv = x[j]
+                    if xv >= (np.int64(1) << (32 - n2)):
+                        q -= one
+                        scratch[q] = np.uint16(xv & 0xFFFF)
+                        xv >>= 16
+                    x[j] = (xv << n2) | (raws[j] >> 16)
+        for jj in range(lt):  # phase 2: low raw bits (a no-op for n1 = 0)
+            j = np.uint64(lt - 1 - jj)
+            xv = x[j]
+            n1 = sh[j]
+            emit = (xv >> (32 - n1)) != 0  # x >= 2^(32 - n1)
+            scratch[q - one] = np.uint16(xv & 0xFFFF)  # branch-free: kept only when emitted
+            q -= np.uint64(emit)
+            xv = xv >> (16 * emit)
+            x[j] = (xv << n1) | lo[j]
+        for jj in range(lt):  # phase 1, the emission: sequential in q
+            j = np.uint64(lt - 1 - jj)
+            xv = x[j]
+            f = np.int64(tpk[toks[j]] & np.uint64(0xFFFF))
+            emit = xv >= (f << sP)
+            scratch[q - one] = np.uint16(xv & 0xFFFF)
+            q -= np.uint64(emit)
+            xs[j] = xv >> (16 * emit)
+        for j in range(lt):  # phase 1, the state update: independent lanes
+            tok = toks[j]
+            e = tpk[tok]
+            f = np.int64(e & np.uint64(0xFFFF))
+            xv = xs[j]
+            qt = np.int64(np.float64(xv) * rcp[tok])  # exact or one too small (see encode())
+            rt = xv - qt * f
+            adj = rt >= f
+            qt += adj
+            rt -= f * adj
+            x[j] = (qt << P) + rt + np.int64(e >> np.uint64(16))
+    q -= np.uint64(2 * A)
+    for j in range(A):
+        scratch[q + np.uint64(2 * j)] = np.uint16(x[j] & 0xFFFF)
+        scratch[q + np.uint64(2 * j + 1)] = np.uint16(x[j] >> 16)
+    first_word[g] = q
+
+
+@numba.njit(parallel=True, cache=True)
+def _encode_groups(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
+    """rANS-encode every group (``_encode_group``) in parallel."""
+    for g in prange(region_end.size):
+        _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -486,6 +553,20 @@ def _gather(scratch, first_word, region_end, out_words, out_start):
         out_words[o:o + w] = scratch[first_word[g]:region_end[g]]
         if w % 2:
             out_words[o + w] = 0
+
+
+_LUT_SYMBOLS = 1 << 12  # 16 KiB: stays in L1
+
+
+def _token_lut(s: int, m: int) -> np.ndarray:
+    """token | raw bit count << 16 of the symbols below 2^12 (uint32), for the encoder."""
+    v = np.arange(_LUT_SYMBOLS, dtype=np.int64)
+    e = np.zeros_like(v)
+    big = v >= (1 << s)
+    e[big] = np.frexp(v[big].astype(np.float64))[1] - 1  # floor(log2), exact for integers < 2^53
+    nb = np.where(big, e - m, 0)
+    tok = np.where(big, (1 << s) + ((e - s) << m) + ((v >> nb) - (1 << m)), v)
+    return (tok | (nb << 16)).astype(np.uint32)
 
 
 def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
@@ -509,9 +590,9 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
     # and x/f is either an integer or at least 1/f >= 2^-14 away from one, so the result is exact or,
     # when x/f is an integer, possibly one too small (the remainder check fixes that).
     rcp = 1.0 / np.maximum(freqs, 1).astype(np.float64)
-    tinfo = np.ascontiguousarray(np.stack([freqs, cum, freqs << (32 - model.prob_bits)], axis=1))
-    launch(_encode_groups, _SERIAL['_encode_groups'], u, lane_symbols, model.prob_bits, model.s, model.m, tinfo, rcp, scratch, region_end,
-                   first_word)
+    tpk = (freqs | (cum << 16)).astype(np.uint64)
+    launch(_encode_groups, _SERIAL['_encode_groups'], u, lane_symbols, model.prob_bits, model.s, model.m, tpk, rcp,
+           _token_lut(model.s, model.m), scratch, region_end, first_word, max_nb > 16)
     W = region_end - first_word
     Wp = W + (W % 2)
     out_start = np.zeros(G + 1, np.int64)
@@ -556,103 +637,167 @@ def parse(payload, n_elems: int, lane_symbols: int):
     return P, s, m, slot_table(P, s, m, freqs), W, start, words
 
 
-@numba.njit(parallel=True, cache=True)
-def _decode_groups(words, W, wstart, table, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                   mode, step32, step64, status):
+_U16, _U32 = np.uint64(16), np.uint64(32)
+
+
+@numba.njit(inline="always")
+def _read(xv, words, p, last):
+    """Renormalise (spec 4.4 ``read``) with the word index clamped to the group: (state, new p)."""
+    rd = xv < L
+    wv = np.uint64(words[min(p, last)])
+    return (((xv << _U16) | wv) if rd else xv), p + np.uint64(rd)
+
+
+@numba.njit(inline="always")
+def _emit(out, ebase, qs, lt, mode, step32, step64):
+    """Levels ``qs[:lt]`` dequantized to ``out[ebase:ebase + lt]`` (spec 4.3); one simple loop per mode.
+    Returns whether any |q| >= 2^24."""
+    lim = np.int32(MAX_SYMBOL_MAGNITUDE)
+    bad = False
+    for j in range(lt):
+        qv = qs[j]
+        bad |= (qv >= lim) | (qv <= -lim)
+    if mode == 0:
+        for j in range(lt):
+            out[ebase + np.uint64(j)] = np.float32(qs[j]) * step32
+    elif mode == 1:
+        for j in range(lt):
+            store_dequant(out, ebase + np.uint64(j), qs[j], 1, step32, step64)
+    elif mode == 2:
+        for j in range(lt):
+            out[ebase + np.uint64(j)] = np.float64(qs[j]) * step64
+    else:
+        for j in range(lt):
+            out[ebase + np.uint64(j)] = qs[j]
+    return bad
+
+
+@numba.njit(cache=True)
+def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
+                  mode, step32, step64, status, has_hi):
+    """Decode group ``g_first + gi`` (spec 4.4); a plain function (not inlined into the parallel loop, where
+    numba's parfor lowering optimises it less well). ``tos[slot]``: the token (index into ``tinfo``) of a
+    slot; ``tinfo[token]`` = f | c << 16 | nb << 32 | base << 37. States are uint64 below 2^32; indices
+    are unsigned (no negative-index wraparound in the generated code); levels fit int32 (|q| < 2^25)."""
     gsize = LANES * lane_symbols
-    mask = (np.int64(1) << P) - 1
-    lim = np.int64(MAX_SYMBOL_MAGNITUDE)
-    for gi in prange(status.size):
-        g = g_first + gi
-        start = g * gsize
-        ng = min(n_elems, start + gsize) - start
-        A = min(LANES, ng)
-        T = (ng + LANES - 1) // LANES
-        w0 = wstart[g]
-        wend = w0 + W[g]
-        if W[g] < 2 * A:
-            status[gi] = _SHORT
-            continue
-        x = np.empty(LANES, np.int64)
-        ent = np.empty(LANES, np.int64)
-        low = np.empty(LANES, np.int64)
-        bad = False
-        for j in range(A):
-            x[j] = np.int64(words[w0 + 2 * j]) | (np.int64(words[w0 + 2 * j + 1]) << 16)
-            bad |= x[j] < L
-        if bad:
-            status[gi] = _BAD_STATE
-            continue
-        p = w0 + 2 * A
-        last = wend - 1
-        out_of_range = False
-        for t in range(T):
-            lt = min(LANES, ng - LANES * t)
-            any_hi = False
-            for j in range(lt):  # phase 1: token
+    mask = (np.uint64(1) << np.uint64(P)) - np.uint64(1)
+    Pu = np.uint64(P)
+    g = g_first + gi
+    start = g * gsize
+    ng = min(n_elems, start + gsize) - start
+    A = min(LANES, ng)
+    T = (ng + LANES - 1) // LANES
+    if W[g] < 2 * A:
+        status[gi] = _SHORT
+        return
+    w0 = np.uint64(wstart[g])
+    wend = w0 + np.uint64(W[g])
+    x = np.empty(LANES, np.uint64)
+    xs = np.empty(LANES, np.uint64)
+    ent = np.empty(LANES, np.uint64)
+    low = np.empty(LANES, np.uint64)
+    qs = np.empty(LANES, np.int32)
+    c32 = np.int32(center)
+    bad = False
+    for j in range(A):
+        x[j] = np.uint64(words[w0 + np.uint64(2 * j)]) | (np.uint64(words[w0 + np.uint64(2 * j + 1)]) << _U16)
+        bad |= x[j] < L
+    if bad:
+        status[gi] = _BAD_STATE
+        return
+    p = w0 + np.uint64(2 * A)
+    last = wend - np.uint64(1)
+    out_of_range = False
+    for t in range(T):
+        lt = min(LANES, ng - LANES * t)
+        ebase = np.uint64(start + LANES * t - out_base)
+        if lt == LANES and not has_hi and p + np.uint64(2 * LANES) <= wend:
+            # the usual step: 32 lanes, no raw bits above 16, and every read (at most 2 a lane) inside the
+            # group, so no clamping. Loops without a carried dependency (table lookups, levels, output)
+            # and the two short sequential renormalisation loops that share p.
+            for j in range(LANES):  # phase 1: token
                 xv = x[j]
-                e = table[xv & mask]
-                xv = (e & 0x7FFF) * (xv >> P) + ((e >> 15) & 0x3FFF)
-                rd = xv < L
-                wv = np.int64(words[min(p, last)])
-                xv = ((xv << 16) | wv) if rd else xv
-                p += rd
-                x[j] = xv
+                slot = xv & mask
+                e = tinfo[tos[slot]]
+                xs[j] = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
                 ent[j] = e
-                any_hi |= ((e >> 29) & 31) > 16
-            ebase = start + LANES * t - out_base
-            if not any_hi:  # phase 2 (low raw bits) fused with the output: the usual case
-                for j in range(lt):
-                    e = ent[j]
-                    n1 = (e >> 29) & 31
-                    xv = x[j]
-                    uu = (e >> 34) + (xv & ((np.int64(1) << n1) - 1))
-                    xv >>= n1
-                    rd = xv < L
-                    wv = np.int64(words[min(p, last)])
-                    xv = ((xv << 16) | wv) if rd else xv
-                    p += rd
-                    x[j] = xv
-                    qv = center + ((uu >> 1) ^ -(uu & 1))
-                    out_of_range |= (qv >= lim) | (qv <= -lim)
-                    store_dequant(out, ebase + j, qv, mode, step32, step64)
-                continue
-            for j in range(lt):  # phase 2: low raw bits
+            for j in range(LANES):
+                xv = xs[j]
+                rd = xv < L
+                wv = np.uint64(words[p])
+                x[j] = ((xv << _U16) | wv) if rd else xv
+                p += np.uint64(rd)
+            for j in range(LANES):  # phase 2: low raw bits
                 e = ent[j]
-                n1 = min((e >> 29) & 31, 16)
+                n1 = (e >> _U32) & np.uint64(31)
                 xv = x[j]
-                low[j] = xv & ((np.int64(1) << n1) - 1)
-                xv >>= n1
+                uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
+                xs[j] = xv >> n1
+                qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+            for j in range(LANES):
+                xv = xs[j]
                 rd = xv < L
-                wv = np.int64(words[min(p, last)])
-                xv = ((xv << 16) | wv) if rd else xv
-                p += rd
-                x[j] = xv
-            for j in range(lt):  # phase 3: raw bits above 16
-                n2 = max(((ent[j] >> 29) & 31) - 16, 0)
-                xv = x[j]
-                low[j] |= (xv & ((np.int64(1) << n2) - 1)) << 16
-                xv >>= n2
-                rd = xv < L
-                wv = np.int64(words[min(p, last)])
-                xv = ((xv << 16) | wv) if rd else xv
-                p += rd
-                x[j] = xv
-            for j in range(lt):
-                uu = (ent[j] >> 34) + low[j]
-                qv = center + ((uu >> 1) ^ -(uu & 1))
-                out_of_range |= (qv >= lim) | (qv <= -lim)
-                store_dequant(out, ebase + j, qv, mode, step32, step64)
-        if p > wend:
-            status[gi] = _OVERRUN
+                wv = np.uint64(words[p])
+                x[j] = ((xv << _U16) | wv) if rd else xv
+                p += np.uint64(rd)
+            out_of_range |= _emit(out, ebase, qs, LANES, mode, step32, step64)
             continue
-        ok = p == wend
-        for j in range(A):
-            ok &= x[j] == L
-        if not ok:
-            status[gi] = _END
-        elif out_of_range:
-            status[gi] = _RANGE
+        for j in range(lt):  # phase 1: token
+            xv = x[j]
+            slot = xv & mask
+            e = tinfo[tos[slot]]
+            xv = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
+            x[j], p = _read(xv, words, p, last)
+            ent[j] = e
+        for j in range(lt):  # phase 2: low raw bits
+            nb = (ent[j] >> _U32) & np.uint64(31)
+            n1 = min(nb, np.uint64(16))
+            xv = x[j]
+            low[j] = xv & ((np.uint64(1) << n1) - np.uint64(1))
+            x[j], p = _read(xv >> n1, words, p, last)
+        if has_hi:
+            for j in range(lt):  # phase 3: raw bits above 16
+                nb = (ent[j] >> _U32) & np.uint64(31)
+                n2 = nb - np.uint64(16) if nb > np.uint64(16) else np.uint64(0)
+                xv = x[j]
+                low[j] |= (xv & ((np.uint64(1) << n2) - np.uint64(1))) << _U16
+                x[j], p = _read(xv >> n2, words, p, last)
+        for j in range(lt):
+            uu = np.int32((ent[j] >> np.uint64(37)) + low[j])
+            qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+        out_of_range |= _emit(out, ebase, qs, lt, mode, step32, step64)
+    if p > wend:
+        status[gi] = _OVERRUN
+        return
+    ok = p == wend
+    for j in range(A):
+        ok &= x[j] == L
+    if not ok:
+        status[gi] = _END
+    elif out_of_range:
+        status[gi] = _RANGE
+
+
+@numba.njit(parallel=True, cache=True)
+def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
+                   mode, step32, step64, status, has_hi):
+    for gi in prange(status.size):
+        _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out,
+                      out_base, mode, step32, step64, status, has_hi)
+
+
+def decode_tables(table: np.ndarray) -> tuple:
+    """(tos, tinfo, has_hi) for the decoder from ``slot_table``'s packed per-slot entries: the
+    (live) token of each slot, and per token f | c << 16 | nb << 32 | base << 37."""
+    t = np.asarray(table, np.int64)
+    first = ((t >> 15) & 0x3FFF) == 0  # a token's first slot
+    starts = np.flatnonzero(first)
+    tok = np.cumsum(first) - 1
+    e = t[starts]
+    f, nb, base = e & 0x7FFF, (e >> 29) & 31, e >> 34
+    tinfo = (f | (starts << 16) | (nb << 32) | (base << 37)).astype(np.uint64)
+    tos = tok.astype(np.uint8 if starts.size <= 256 else np.uint16)
+    return tos, tinfo, bool(starts.size and int(nb.max()) > 16)
 
 
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
@@ -668,9 +813,11 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     P, s, m, table, W, wstart, words = parsed if parsed is not None else parse(payload, n_elems, lane_symbols)
     if g_last is None:
         g_last = W.size
+    tos, tinfo, has_hi = decode_tables(table)
     status = np.zeros(max(0, g_last - g_first), np.uint8)
-    launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, table, P, g_first, n_elems, lane_symbols, np.int64(center), out,
-                   g_first * LANES * lane_symbols, MODES[mode], np.float32(step), np.float64(step), status)
+    launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
+           lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], np.float32(step),
+           np.float64(step), status, has_hi)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
