@@ -285,3 +285,56 @@ def test_llama_gpu(eg_only, tmp_path, prefetch, kernel):
     cm.check()
     if prefetch:
         assert cm.stats["prefetch_hits"] > 0
+
+
+@GPU
+@pytest.mark.parametrize("gpu_codec,prefetch", [("keep", False), ("keep", True), ("eg", False)])
+def test_llama_gpu_ans_file(monkeypatch, tmp_path, gpu_codec, prefetch):
+    """An ans file: compressed on the GPU as ans, or re-coded to eg at load; the same logits either way."""
+    monkeypatch.setattr(codec_mod, "DEFAULT_CODEC", "ans")
+    cfg = _llama(layers=3)
+    p = tmp_path / "m.bsl"
+    ref = _dense_and_file(cfg, p).cuda()
+    with bslcodec.safe_open(p) as f:
+        assert "ans" in {f.entry(k).codec for k in f.keys()}
+    m = _meta_llama(cfg)
+    cm = load_compressed(m, p, device="cuda", prefetch=prefetch, gpu_codec=gpu_codec)
+    codecs = {w.codec for w in cm.weights.values()}
+    assert codecs == ({"eg"} if gpu_codec == "eg" else {"ans"})
+    assert cm.verify_kernels()["mismatches"] == []
+    _check_same(ref, m, "cuda")
+    x = torch.randint(0, 1000, (3, 11), device="cuda")
+    with torch.inference_mode():
+        want = ref(x).logits
+        for _ in range(3):
+            assert torch.equal(m(x).logits, want)
+    cm.check()
+
+
+def test_transcode_ans_to_eg_same_values(tmp_path):
+    """bslcodec.transcode: the eg payload of an ans payload's symbols decodes to the same values."""
+    import dataclasses
+
+    from bslcodec import transcode
+    from bslcodec.api import _Source
+
+    rng = np.random.default_rng(3)
+    tensors = {"w": rng.laplace(0, 0.02, (700, 333)).astype(np.float32), "o": rng.normal(0, 1, (40, 1000)) * 1e-3}
+    tensors["o"][0, :5] = [3.0, -2.0, 1e-2, 0.5, -0.7]  # outliers: long codes
+    p = tmp_path / "a.bsl"
+    bslcodec.save_file(tensors, p, codec="ans", rel_step=0.05)
+    src = _Source(path=str(p))
+    try:
+        for name in src.entries:
+            e = src.entry(name)
+            assert e.codec == "ans"
+            _, center, s = codec_mod._check_ans_params(e, name)
+            pl = src.payload(e)
+            eg = transcode.ans_to_eg(pl, e.numel, s, center)
+            e2 = dataclasses.replace(e, codec="eg", length=len(eg),
+                                     params=dict(e.params, lane_symbols=transcode.EG_LANE_SYMBOLS))
+            a = codec_mod.decode_flat(e, pl, name)
+            b = codec_mod.decode_flat(e2, eg, name)
+            assert a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    finally:
+        src.close()

@@ -389,9 +389,15 @@ def run_llama(args, work: Path):
     save(args.out)
 
     # --- compressed-resident variants
-    for name, kw in (("compressed, block units", dict(unit="block", prefetch=False, kernel="multi")),
-                     ("compressed, block units + prefetch", dict(unit="block", prefetch=True, kernel="multi")),
-                     ("compressed, per-module decode_eg", dict(unit="module", prefetch=False, kernel="decode_eg"))):
+    plans = [("compressed, block units", dict(unit="block", prefetch=False, kernel="multi")),
+             ("compressed, block units + prefetch", dict(unit="block", prefetch=True, kernel="multi"))]
+    if args.codec != "eg":  # ans payloads re-coded to eg at load time (bslcodec.transcode)
+        plans += [("compressed, block units, ans re-coded to eg at load",
+                   dict(unit="block", prefetch=False, kernel="multi", gpu_codec="eg")),
+                  ("compressed, block units + prefetch, ans re-coded to eg",
+                   dict(unit="block", prefetch=True, kernel="multi", gpu_codec="eg"))]
+    plans.append(("compressed, per-module decode_eg", dict(unit="module", prefetch=False, kernel="decode_eg")))
+    for name, kw in plans:
         if now() > args.deadline:
             variants[name] = {"skipped": "deadline"}
             continue
