@@ -187,7 +187,7 @@ def payload_size_of_groups(gbits: np.ndarray) -> int:
     return table_bytes(gbits.size) + 8 * words
 
 
-@numba.njit(inline="always")
+@numba.njit(cache=True)
 def _write_group(g, u, lane_symbols, ks, word_start, words):
     n = u.size
     start = g * LANES * lane_symbols
@@ -327,7 +327,7 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
     return pos, 0
 
 
-@numba.njit(inline="always")
+@numba.njit(cache=True)
 def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                   mode, step32, step64, status):
     g = g_first + gi

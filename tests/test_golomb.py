@@ -89,3 +89,25 @@ def test_corruptions_raise_format_error():
     zeros[head:head + 64] = bytes(64)  # a run of zeros longer than any code word
     with pytest.raises(FormatError):
         golomb.decode_into(bytes(zeros), n, s, 0, 1.0, out, "Q")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vectorized_order_choice_matches_per_element_kernel(seed):
+    """choose_group_orders / lane_lengths (float-exponent log2, one pass per order) give exactly the orders
+    (first best on ties) and lane lengths of the per-element reference kernel, for every symbol range."""
+    rng = np.random.default_rng(seed)
+    for n, s, k_lo, k_hi, top in ((1, 16, 0, 24, 2), (5000, 16, 0, 24, 1 << 25), (70001, 512, 0, 5, 300),
+                                  (33000, 512, 3, 7, 5000), (16385, 32, 0, 24, 1 << 20)):
+        u = rng.integers(0, top, n).astype(np.uint32)
+        u[rng.integers(0, n)] = top - 1
+        g_count = golomb.n_groups(n, s)
+        ks_ref = np.zeros(g_count, np.uint8)
+        lens_ref = np.zeros((g_count, 32), np.int64)
+        golomb._choose_orders_serial(u, s, k_lo, k_hi, ks_ref, lens_ref)
+        ks, gbits = golomb.choose_group_orders(u, s, k_lo, k_hi)
+        assert np.array_equal(ks, ks_ref)
+        assert np.array_equal(gbits, lens_ref.sum(axis=1))
+        assert np.array_equal(golomb.lane_lengths(u, s, ks), lens_ref)
+        assert golomb.payload_size_of_groups(gbits) == golomb.payload_size(s, lens_ref)
+        ks2, lens2 = golomb.choose_orders(u, s, k_lo, k_hi)
+        assert np.array_equal(ks2, ks_ref) and np.array_equal(lens2, lens_ref)
