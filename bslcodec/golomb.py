@@ -328,7 +328,7 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
 
 
 @numba.njit(cache=True)
-def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+def _decode_group_checked(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                   mode, step32, step64, status):
     g = g_first + gi
     start = g * LANES * lane_symbols
@@ -349,6 +349,91 @@ def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbol
             status[gi] = st
             return
         pos = lane_end
+
+
+
+@numba.njit(inline="always")
+def _peek_u(words, p):
+    """``_peek`` with unsigned word indices (no negative-index wraparound code)."""
+    w = np.uint64(p >> 6)
+    s = np.uint64(p & 63)
+    return (words[w] >> s) | ((words[w + np.uint64(1)] << np.uint64(1)) << (np.uint64(63) - s))
+
+
+@numba.njit(inline="always")
+def _eg_symbol(words, pos, lim, k):
+    """One code word at bit ``pos`` (peeking at most at ``lim``): (next position, d, leading zeros)."""
+    x = _peek_u(words, min(pos, lim))
+    z = np.int64(_cttz(x))
+    nbits = z + k
+    r = (x >> np.uint64(z + 1)) & ((np.uint64(1) << np.uint64(nbits)) - np.uint64(1))
+    uu = np.int64((np.uint64(1) << np.uint64(nbits)) + r) - (np.int64(1) << k)
+    return pos + 2 * z + k + 1, (uu >> 1) ^ -(uu & 1), z
+
+
+@numba.njit(cache=True)
+def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+                  mode, step32, step64, status):
+    """Decode a group four lanes at a time, so that the four lanes' serial bit-position chains overlap.
+    Errors are only flagged here (reads are clamped to the group); a group with any flag is decoded
+    again by ``_decode_group_checked``, which finds and reports the first error exactly as before."""
+    g = g_first + gi
+    start = g * LANES * lane_symbols
+    stop = min(n_elems, start + LANES * lane_symbols)
+    gpos = word_start[g] * 64
+    group_end = word_start[g + 1] * 64
+    lim = max(group_end - 1, gpos)
+    k = np.int64(ks[g])
+    maxz = _MAX_Z - k
+    qlim = np.int64(_QLIM) if mode != 3 else np.int64(1) << 40
+    bad = False
+    pos = gpos
+    ends = np.empty(LANES, np.int64)
+    for j in range(LANES):
+        pos += np.int64(lens[g, j])
+        ends[j] = pos
+    bad |= (pos > group_end) | (group_end <= gpos)
+    n_g = stop - start if not bad else 0  # a bad table: straight to the checked decoder
+    base = start - out_base
+    for j0 in range(0, LANES, 4):
+        p0 = gpos if j0 == 0 else ends[j0 - 1]
+        p1 = ends[j0]
+        p2 = ends[j0 + 1]
+        p3 = ends[j0 + 2]
+        c3 = (n_g - j0 - 3 + LANES - 1) // LANES if n_g > j0 + 3 else 0  # the fewest symbols of the four lanes
+        e = np.uint64(base + j0)
+        for t in range(c3):
+            p0, d0, z0 = _eg_symbol(words, p0, lim, k)
+            p1, d1, z1 = _eg_symbol(words, p1, lim, k)
+            p2, d2, z2 = _eg_symbol(words, p2, lim, k)
+            p3, d3, z3 = _eg_symbol(words, p3, lim, k)
+            q0 = center + d0
+            q1 = center + d1
+            q2 = center + d2
+            q3 = center + d3
+            bad |= (max(max(z0, z1), max(z2, z3)) > maxz)
+            bad |= (max(max(abs(q0), abs(q1)), max(abs(q2), abs(q3))) >= qlim)
+            store_dequant(out, e, q0, mode, step32, step64)
+            store_dequant(out, e + np.uint64(1), q1, mode, step32, step64)
+            store_dequant(out, e + np.uint64(2), q2, mode, step32, step64)
+            store_dequant(out, e + np.uint64(3), q3, mode, step32, step64)
+            e += np.uint64(LANES)
+        # the rest of each lane (at most one symbol, or the whole lane in a short last group)
+        for jj in range(4):
+            j = j0 + jj
+            pj = p0 if jj == 0 else (p1 if jj == 1 else (p2 if jj == 2 else p3))
+            cj = (n_g - j + LANES - 1) // LANES if n_g > j else 0
+            ej = np.uint64(base + j + c3 * LANES)
+            for t in range(c3, cj):
+                pj, dj, zj = _eg_symbol(words, pj, lim, k)
+                qj = center + dj
+                bad |= (zj > maxz) | (abs(qj) >= qlim)
+                store_dequant(out, ej, qj, mode, step32, step64)
+                ej += np.uint64(LANES)
+            bad |= pj != ends[j]
+    if bad:
+        _decode_group_checked(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out,
+                              out_base, mode, step32, step64, status)
 
 
 @numba.njit(parallel=True, cache=True)
