@@ -455,6 +455,13 @@ def _decode_groups_serial(words, lens, ks, word_start, g_first, n_elems, lane_sy
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
 
 
+def _step32(step: float) -> np.float32:
+    """The binary32 step of the F32/BF16 modes; an F64 tensor's step may lie beyond binary32 (it is then
+    unused: F64 dequantizes in binary64), so overflow to inf is no RuntimeWarning."""
+    with np.errstate(over="ignore"):
+        return np.float32(step)
+
+
 def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: float, out: np.ndarray,
                 mode: str, g_first: int = 0, g_last: int | None = None, tables=None) -> None:
     """Decode groups [g_first, g_last) into ``out`` (flat; element e goes to out[e - g_first*32*S]).
@@ -473,7 +480,7 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     out_base = g_first * gsize
     launch(_decode_groups, _decode_groups_serial, words, lens, ks, word_start, g_first, n_elems, lane_symbols,
-            np.int64(center), out, out_base, MODES[mode], np.float32(step), np.float64(step), status)
+            np.int64(center), out, out_base, MODES[mode], _step32(step), np.float64(step), status)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"eg payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")

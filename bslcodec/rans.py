@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from .errors import FormatError
-from .golomb import _ctlz
+from .golomb import _ctlz, _step32
 from .limits import LANES, MAX_SYMBOL_MAGNITUDE
 from .parallel import launch, serial_twin
 from .quant import store_dequant
@@ -816,7 +816,7 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     tos, tinfo, has_hi = decode_tables(table)
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
-           lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], np.float32(step),
+           lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
            np.float64(step), status, has_hi)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
