@@ -14,7 +14,7 @@ from .. import rans
 from ..errors import FormatError, LimitError
 from ..limits import MAX_ELEMENTS, MAX_SYMBOL_MAGNITUDE
 from ._ans_src import DESC_FIELDS, ERR_END, ERR_RANGE, ERR_SHORT, ERR_STATE, SOURCE
-from ._eg import _cupy_stream, _to_device
+from ._eg import _cupy_stream, _output, _to_device
 
 WARPS_PER_BLOCK = 16
 _KERNELS = {"default": "ans_decode", "v1": "ans_decode_v1", "ring": "ans_decode_ring"}  # variant -> kernel
@@ -132,11 +132,7 @@ class Launch:
                     prep = Prepared(j["payload"], n, int(j["lane_symbols"]))
                 except (FormatError, LimitError) as exc:
                     raise type(exc)(f"{j.get('name', f'job {ji}')}: {exc}") from None
-            out = j.get("out")
-            if out is None:
-                out = torch.empty(n, dtype=dtype, device=dev)
-            elif out.dtype != dtype or out.device != dev or out.numel() != n or not out.is_contiguous():
-                raise ValueError(f"out must be a contiguous {dtype} tensor of {n} elements on {dev}")
+            out = _output(j.get("out"), dtype, n, dev)
             outs.append(out.view(-1))
             if prep.groups == 0:
                 continue

@@ -81,6 +81,15 @@ def _check_params(n_elems, lane_symbols, step, center):
     return s32
 
 
+def _output(out, dtype, n: int, dev: torch.device) -> torch.Tensor:
+    """``out`` checked (a contiguous ``dtype`` tensor of ``n`` elements on ``dev``), or a new one when None."""
+    if out is None:
+        return torch.empty(n, dtype=dtype, device=dev)
+    if out.dtype != dtype or out.device != dev or out.numel() != n or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {dtype} tensor of {n} elements on {dev}")
+    return out
+
+
 def _to_device(payload, dev: torch.device) -> torch.Tensor:
     if isinstance(payload, torch.Tensor):
         buf = payload
@@ -134,10 +143,7 @@ def decode_eg(payload, n_elems, lane_symbols, step, center, dtype, device="cuda"
         plen = len(payload) if not isinstance(payload, np.ndarray) else payload.size
     g_count, head_padded, n_words = eg_layout(plen, n_elems, lane_symbols)
 
-    if out is None:
-        out = torch.empty(n_elems, dtype=dtype, device=dev)
-    elif (out.dtype != dtype or out.device != dev or out.numel() != n_elems or not out.is_contiguous()):
-        raise ValueError(f"out must be a contiguous {dtype} tensor of {n_elems} elements on {dev}")
+    out = _output(out, dtype, n_elems, dev)
     if n_elems == 0:
         if n_words != 0:
             raise FormatError(f"eg payload for 0 elements must be 8 bytes, got {plen}")

@@ -15,7 +15,7 @@ import torch
 from .. import fexp
 from ..errors import FormatError, LimitError
 from ..limits import LANES, MAX_ELEMENTS
-from ._eg import _MAX_GRID, _cupy_stream, _to_device
+from ._eg import _MAX_GRID, _cupy_stream, _output, _to_device
 from ._fexp_src import SOURCE
 
 _BLOCK = 256
@@ -83,10 +83,7 @@ def decode_fexp(payload, n_elems, lane_symbols, dtype, device="cuda", out=None, 
     if dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     p = prepared if prepared is not None else prepare(payload, n_elems, itemsize, lane_symbols)
-    if out is None:
-        out = torch.empty(n_elems, dtype=dtype, device=dev)
-    elif out.dtype != dtype or out.device != dev or out.numel() != n_elems or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous {dtype} tensor of {n_elems} elements on {dev}")
+    out = _output(out, dtype, n_elems, dev)
     if n_elems == 0:
         if p["n_words"] != 0:
             raise FormatError("fexp payload for 0 elements has stream words")
@@ -158,11 +155,7 @@ class ManyLaunch:
                 offs = _host_offsets(payload, p)
             except (FormatError, LimitError) as exc:
                 raise type(exc)(f"{name}: {exc}") from None
-            out = j.get("out")
-            if out is None:
-                out = torch.empty(n, dtype=dtype, device=dev)
-            elif out.dtype != dtype or out.device != dev or out.numel() != n or not out.is_contiguous():
-                raise ValueError(f"out must be a contiguous {dtype} tensor of {n} elements on {dev}")
+            out = _output(j.get("out"), dtype, n, dev)
             self.outs.append(out.view(-1))
             if n == 0:
                 continue
