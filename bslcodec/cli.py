@@ -205,6 +205,33 @@ def decode(input, output, workers, overwrite, quiet):
                    f"({_size(res.out_bytes)}): {res.n_tensors} tensors, {res.seconds:.1f} s")
 
 
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--codec", type=click.Choice(["eg", "ans"]), required=True,
+              help="Entropy stage of every lossy tensor in OUTPUT: eg (faster GPU decode per layer) or ans (smaller).")
+@workers_option
+@overwrite_option
+@quiet_option
+def recode(input, output, codec, workers, overwrite, quiet):
+    """Re-code the lossy tensors of the .bsl file INPUT with another entropy stage into OUTPUT.
+
+    The quantized values stay exactly the same (no second quantization): decoding OUTPUT gives the bytes
+    that decoding INPUT gives. Lossless tensors and metadata are copied.
+    """
+    import time
+
+    from .recode import recode_file
+
+    _set_workers(workers)
+    t0 = time.perf_counter()
+    res = recode_file(input, output, codec=codec, overwrite=overwrite)
+    if not quiet:
+        click.echo(f"{input} -> {output} ({_size(res['file_bytes'])}): {res['recoded']} of {res['tensors']} tensors "
+                   f"re-coded to {codec}, payloads {_size(res['payload_bytes_before'])} -> "
+                   f"{_size(res['payload_bytes_after'])}, {time.perf_counter() - t0:.1f} s")
+
+
 # ---------------------------------------------------------------- info
 
 def _tensor_info(e) -> dict:

@@ -13,14 +13,49 @@ from .errors import FormatError
 from .limits import MAX_EG_ORDER
 
 EG_LANE_SYMBOLS = 512  # the writer's eg lane length (codec.LANE_SYMBOLS)
+ANS_LANE_SYMBOLS = 1024  # the writer's ans lane length (codec.ANS_LANE_SYMBOLS)
+
+
+def symbols_of(codec: str, payload, n_elems: int, lane_symbols: int, center: int) -> np.ndarray:
+    """The uint32 symbols ``u`` of an ``eg`` or ``ans`` payload (FormatError where it is corrupt)."""
+    q = np.empty(n_elems, np.int64)
+    if codec == "ans":
+        rans.decode_into(payload, n_elems, lane_symbols, center, 1.0, q, "Q")
+    elif codec == "eg":
+        golomb.decode_into(payload, n_elems, lane_symbols, center, 1.0, q, "Q")
+    else:
+        raise FormatError(f"codec {codec!r} has no quantized symbols")
+    q -= center
+    return np.where(q >= 0, 2 * q, -2 * q - 1).astype(np.uint32)
 
 
 def symbols_of_ans(payload, n_elems: int, lane_symbols: int, center: int) -> np.ndarray:
     """The uint32 symbols ``u`` of an ``ans`` payload (FormatError where it is corrupt)."""
-    q = np.empty(n_elems, np.int64)
-    rans.decode_into(payload, n_elems, lane_symbols, center, 1.0, q, "Q")
-    d = q - center
-    return np.where(d >= 0, 2 * d, -2 * d - 1).astype(np.uint32)
+    return symbols_of("ans", payload, n_elems, lane_symbols, center)
+
+
+def ans_payload(u: np.ndarray, lane_symbols: int = ANS_LANE_SYMBOLS) -> bytes:
+    """An ``ans`` payload of symbols ``u`` (the writer's model search)."""
+    model, _ = rans.build_model(u)
+    return rans.encode(u, lane_symbols, model)
+
+
+def recode_payload(codec: str, payload, n_elems: int, params: dict, to: str) -> tuple:
+    """(params, payload) of a lossy ``eg``/``ans`` payload re-coded with the entropy stage ``to``: same
+    symbols, so the same decoded values; ``params`` keeps step, center and the informational keys."""
+    s, center = int(params["lane_symbols"]), int(params["center"])
+    u = symbols_of(codec, payload, n_elems, s, center)
+    out = {k: v for k, v in params.items() if k != "k"}
+    if to == "eg":
+        out["lane_symbols"] = EG_LANE_SYMBOLS
+        data = eg_payload(u)
+        ks = golomb.parse_tables(data, n_elems, EG_LANE_SYMBOLS)[1] if n_elems else np.zeros(0, np.uint8)
+        out["k"] = int(np.bincount(np.asarray(ks, np.int64)).argmax()) if len(ks) else 0
+        return out, data
+    if to == "ans":
+        out["lane_symbols"] = ANS_LANE_SYMBOLS
+        return out, ans_payload(u)
+    raise FormatError(f"cannot re-code to {to!r} (eg or ans)")
 
 
 def eg_payload(u: np.ndarray, lane_symbols: int = EG_LANE_SYMBOLS) -> bytes:
@@ -42,4 +77,5 @@ def ans_to_eg(payload, n_elems: int, lane_symbols: int, center: int) -> bytes:
     return eg_payload(u)
 
 
-__all__ = ["ans_to_eg", "symbols_of_ans", "eg_payload", "EG_LANE_SYMBOLS"]
+__all__ = ["ans_to_eg", "recode_payload", "symbols_of", "symbols_of_ans", "eg_payload", "ans_payload",
+           "EG_LANE_SYMBOLS", "ANS_LANE_SYMBOLS"]

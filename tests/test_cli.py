@@ -408,3 +408,47 @@ def test_version_and_help():
     assert bslcodec.__version__ in run("--version").stdout
     for cmd in ("encode", "decode", "info", "verify"):
         assert "Usage:" in run(cmd, "--help").stdout
+
+
+def test_recode_same_values_other_codec(tmp_path):
+    """bslcodec recode: eg <-> ans with the same decoded bytes; lossless tensors and metadata copied."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(11)
+    tensors = {"w": rng.laplace(0, 0.02, (600, 300)).astype(np.float32),
+               "h": rng.normal(0, 0.02, (300, 200)).astype(ml_dtypes.bfloat16),
+               "f": rng.normal(0, 1, (50, 70)).astype(np.float16),
+               "bias": rng.normal(size=300).astype(np.float32), "ids": np.arange(10)}
+    src = tmp_path / "a.bsl"
+    bslcodec.save_file(tensors, src, codec="ans", rel_step=0.05, metadata={"note": "kept"})
+    want = bslcodec.load_file(src)
+    eg, back = tmp_path / "eg.bsl", tmp_path / "back.bsl"
+    r = CliRunner().invoke(main, ["recode", str(src), str(eg), "--codec", "eg"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["recode", str(eg), str(back), "--codec", "ans", "-q"])
+    assert r.exit_code == 0, r.output
+    for path, codec in ((eg, "eg"), (back, "ans")):
+        with bslcodec.safe_open(path) as f:
+            assert f.metadata()["note"] == "kept"
+            assert {f.entry(k).codec for k in ("w", "h", "f")} == {codec}
+        got = bslcodec.load_file(path)
+        for k in tensors:
+            assert got[k].dtype == want[k].dtype and np.array_equal(got[k].view(np.uint8), want[k].view(np.uint8)), k
+    assert back.read_bytes() == src.read_bytes() or back.stat().st_size <= src.stat().st_size * 1.001
+    r = CliRunner().invoke(main, ["recode", str(src), str(eg), "--codec", "eg"])
+    assert r.exit_code != 0 and "exists" in r.output
+    r = CliRunner().invoke(main, ["recode", str(src), str(src), "--codec", "eg", "--overwrite"])
+    assert r.exit_code != 0 and "must not be the input" in r.output
+
+
+def test_recode_bad_input_leaves_no_output(tmp_path):
+    src = tmp_path / "a.bsl"
+    bslcodec.save_file({"w": np.random.default_rng(0).normal(size=(300, 300)).astype(np.float32)}, src, codec="ans")
+    data = bytearray(src.read_bytes())
+    data[-100] ^= 0xFF  # inside the payload: its checksum fails
+    bad = tmp_path / "bad.bsl"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.bsl"
+    r = CliRunner().invoke(main, ["recode", str(bad), str(out), "--codec", "eg"])
+    assert r.exit_code == 1 and "checksum" in r.output.lower()
+    assert not out.exists() and not any(p.name.startswith(".out.bsl") for p in tmp_path.iterdir())
