@@ -674,7 +674,7 @@ def _emit(out, ebase, qs, lt, mode, step32, step64):
 
 @numba.njit(cache=True)
 def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                  mode, step32, step64, status, has_hi):
+                  mode, step32, step64, status, has_hi, check):
     """Decode group ``g_first + gi`` (spec 4.4); a plain function (not inlined into the parallel loop, where
     numba's parfor lowering optimises it less well). ``tos[slot]``: the token (index into ``tinfo``) of a
     slot; ``tinfo[token]`` = f | c << 16 | nb << 32 | base << 37. States are uint64 below 2^32; indices
@@ -727,20 +727,30 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
                 wv = np.uint64(words[p])
                 x[j] = ((xv << _U16) | wv) if rd else xv
                 p += np.uint64(rd)
-            for j in range(LANES):  # phase 2: low raw bits
-                e = ent[j]
-                n1 = (e >> _U32) & np.uint64(31)
-                xv = x[j]
-                uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
-                xs[j] = xv >> n1
-                qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+            if mode == 0 and not check:  # F32 (and F16), no level of the table can be out of range
+                for j in range(LANES):  # phase 2: low raw bits, and the store
+                    e = ent[j]
+                    n1 = (e >> _U32) & np.uint64(31)
+                    xv = x[j]
+                    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
+                    xs[j] = xv >> n1
+                    qv = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+                    out[ebase + np.uint64(j)] = np.float32(qv) * step32
+            else:
+                for j in range(LANES):  # phase 2: low raw bits
+                    e = ent[j]
+                    n1 = (e >> _U32) & np.uint64(31)
+                    xv = x[j]
+                    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
+                    xs[j] = xv >> n1
+                    qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+                out_of_range |= _emit(out, ebase, qs, LANES, mode, step32, step64)
             for j in range(LANES):
                 xv = xs[j]
                 rd = xv < L
                 wv = np.uint64(words[p])
                 x[j] = ((xv << _U16) | wv) if rd else xv
                 p += np.uint64(rd)
-            out_of_range |= _emit(out, ebase, qs, LANES, mode, step32, step64)
             continue
         for j in range(lt):  # phase 1: token
             xv = x[j]
@@ -780,15 +790,16 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
 
 @numba.njit(parallel=True, cache=True)
 def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                   mode, step32, step64, status, has_hi):
+                   mode, step32, step64, status, has_hi, check):
     for gi in prange(status.size):
         _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out,
-                      out_base, mode, step32, step64, status, has_hi)
+                      out_base, mode, step32, step64, status, has_hi, check)
 
 
 def decode_tables(table: np.ndarray) -> tuple:
-    """(tos, tinfo, has_hi) for the decoder from ``slot_table``'s packed per-slot entries: the
-    (live) token of each slot, and per token f | c << 16 | nb << 32 | base << 37."""
+    """(tos, tinfo, has_hi, d_max) for the decoder from ``slot_table``'s packed per-slot entries: the
+    (live) token of each slot, per token f | c << 16 | nb << 32 | base << 37, whether a token has more
+    than 16 raw bits, and the largest |d| any token can give."""
     t = np.asarray(table, np.int64)
     first = ((t >> 15) & 0x3FFF) == 0  # a token's first slot
     starts = np.flatnonzero(first)
@@ -797,7 +808,8 @@ def decode_tables(table: np.ndarray) -> tuple:
     f, nb, base = e & 0x7FFF, (e >> 29) & 31, e >> 34
     tinfo = (f | (starts << 16) | (nb << 32) | (base << 37)).astype(np.uint64)
     tos = tok.astype(np.uint8 if starts.size <= 256 else np.uint16)
-    return tos, tinfo, bool(starts.size and int(nb.max()) > 16)
+    u_max = int((base + (np.int64(1) << nb) - 1).max()) if starts.size else 0
+    return tos, tinfo, bool(starts.size and int(nb.max()) > 16), (u_max + 1) >> 1
 
 
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
@@ -813,11 +825,12 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     P, s, m, table, W, wstart, words = parsed if parsed is not None else parse(payload, n_elems, lane_symbols)
     if g_last is None:
         g_last = W.size
-    tos, tinfo, has_hi = decode_tables(table)
+    tos, tinfo, has_hi, d_max = decode_tables(table)
+    check = abs(int(center)) + d_max >= MAX_SYMBOL_MAGNITUDE  # else no level of the table is out of range
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
            lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
-           np.float64(step), status, has_hi)
+           np.float64(step), status, has_hi, check)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
