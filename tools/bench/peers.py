@@ -253,16 +253,17 @@ class ZipNNMethod(Method):
 class NNCodec(Method):
     slow = True
 
-    def __init__(self, qp: int, dq: bool = True):
-        super().__init__(f"NNCodec qp={qp} dq={'on' if dq else 'off'}", {"qp": qp, "use_dq": dq})
-        self.qp, self.dq = qp, dq
+    def __init__(self, qp: int, dq: bool = True, qp_per_tensor: dict | None = None, label: str | None = None):
+        super().__init__(label or f"NNCodec qp={qp} dq={'on' if dq else 'off'}", {"qp": qp, "use_dq": dq})
+        self.qp, self.dq, self.qp_per_tensor = qp, dq, qp_per_tensor
         self.family = "NNCodec (DQ on)" if dq else "NNCodec (DQ off)"
         self.tmp = tempfile.mkdtemp(prefix="nnc-bench-")
 
     def encode(self, sd, sd16):
         nnc = import_peers()["nnc"]
         path = os.path.join(self.tmp, "bitstream.nnc")
-        out = nnc.compress(dict(sd), bitstream_path=path, qp=self.qp, use_dq=self.dq, return_bitstream=True)
+        kw = {} if self.qp_per_tensor is None else {"qp_per_tensor": dict(self.qp_per_tensor)}
+        out = nnc.compress(dict(sd), bitstream_path=path, qp=self.qp, use_dq=self.dq, return_bitstream=True, **kw)
         return bytes(out)
 
     def decode(self, blob):

@@ -2,7 +2,7 @@
 
     . .venv/bin/activate
     bash tools/bench/setup_peers.sh                 # once: NNCodec + ZipNN outside the venv
-    python tools/bench/run_all.py                   # ~15 min on 2 cores -> results/peers/*.json, *.png,
+    python tools/bench/run_all.py                   # ~30 min on 2 shared cores -> results/peers/*.json, *.png,
                                                     #    BENCHMARKS.md (via report.py)
     python tools/bench/report.py                    # redraw plots + BENCHMARKS.md from the JSON only
 
@@ -35,9 +35,27 @@ import gap  # noqa: E402
 import peers  # noqa: E402
 from peers import NNCodec, Bsl, Safetensors, Zstd, ZipNNMethod  # noqa: E402
 
-REL_STEPS = [("1/4", 1 / 4), ("1/8", 1 / 8), ("1/16", 1 / 16), ("1/22", 1 / 22), ("1/32", 1 / 32),
-             ("1/64", 1 / 64), ("1/128", 1 / 128)]
-ONE_THREAD_TOO = {"1/4", "1/22", "default"}  # bslcodec settings also timed with 1 Numba thread
+
+def rs(x: float) -> tuple:
+    """rel_step 2^-x as (label, value): 1/4, 1/5.66, 1/8, 1/11.3, 1/16, 1/22.6, ..."""
+    c = 2.0 ** -x
+    return f"1/{1 / c:.3g}", c
+
+
+# bslcodec settings, as log2(1/rel_step); half octaves where the headline's operating points are
+PLAN = {
+    "real": {"plain": [2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7], "sens": [2, 2.5, 3, 3.5, 4, 4.5, 5],
+             "eg": [2, 3, 3.5, 4, 4.5, 5, 6, 7], "rdoq": [3, 3.5, 4, 4.5, 5],
+             "nnc_qps": [-34, -36, -38, -40, -42, -46], "nnc_off": [-38], "nnc_sens": [3, 3.5, 4, 4.5, 5]},
+    "synthetic": {"plain": [2, 3, 4, 4.5, 5, 6, 7], "sens": [], "eg": [2, 3, 4, 5, 6, 7], "rdoq": [2, 3, 4],
+                  "nnc_qps": [-34, -38, -42, -46, -50], "nnc_off": [-42], "nnc_sens": []},
+}
+QUICK = {"plain": [3, 4, 6], "sens": [3, 4], "eg": [3, 6], "rdoq": [4], "nnc_qps": [-34, -42], "nnc_off": [-42],
+         "nnc_sens": [3]}
+FAM_PLAIN, FAM_SENS, FAM_EG, FAM_RDOQ = ("bslcodec", "bslcodec + sensitivity", "bslcodec codec=eg",
+                                         "bslcodec rdoq=True")
+FAM_ME = "bslcodec max_error (global step)"
+FAM_NNC_SENS = "NNCodec + sensitivity (qp_per_tensor)"
 
 
 def log(*a):
@@ -142,9 +160,7 @@ def measure(m, ck: Ckpt, reps: int, one_thread: bool = False, breakdown: bool = 
             assert blob1 == blob, "bslcodec output depends on the thread count"
             row.update(enc_MBps_1thr=mb / t1e, dec_MBps_1thr=mb / t1d)
         if breakdown:
-            b = gap.breakdown(blob, ck.n, keep_symbols=True)
-            row["_symbols"] = b.pop("_symbols")
-            row["breakdown"] = b
+            row["breakdown"] = gap.breakdown(blob, ck.n)
     log(f"  {ck.name:9s} {m.label:34s} {row['bpw']:7.3f} b/w  rel {rel:.3e}  max {mx:.2e}  "
         f"cos {cos_mean if cos_mean is not None else float('nan'):.5f}  enc {row['enc_MBps']:7.1f}  "
         f"dec {row['dec_MBps']:7.1f} MB/s  (load {la})")
@@ -153,44 +169,83 @@ def measure(m, ck: Ckpt, reps: int, one_thread: bool = False, breakdown: bool = 
 
 # ---------------------------------------------------------------- the plan
 
-def methods_for(ck_name: str, have_nnc: bool, have_zipnn: bool, quick: bool):
+def methods_for(ck: "Ckpt", have_nnc: bool, have_zipnn: bool, args, sens=None):
+    plan = QUICK if args.quick else PLAN[ck.name]
     ms = [Safetensors("safetensors (fp32, uncompressed)", {})]
-    ms += [Zstd(3, "fp32"), Zstd(19, "fp32"), Zstd(3, "bf16"), Zstd(19, "bf16")]
+    big = ck.n * 4 > args.zstd19_max_mb * 1e6
+    for inp in ("fp32", "bf16"):
+        ms.append(Zstd(3, inp))
+        if not (big and inp == "fp32"):
+            ms.append(Zstd(19, inp))
+        else:
+            args.skipped.append(f"zstd -19 on {ck.name} {inp} ({ck.n * 4 / 1e6:.0f} MB > --zstd19-max-mb "
+                                f"{args.zstd19_max_mb:g})")
     if have_zipnn:
         ms += [ZipNNMethod("fp32"), ZipNNMethod("bf16")]
-    ms += [Bsl("bslcodec lossless (fp32)", lossless=["*"]),
-           Bsl("bslcodec lossless (bf16)", input="bf16", lossless=["*"])]
-    bsl = [Bsl(f"bslcodec rel_step={lab}", rel_step=c) for lab, c in REL_STEPS]
-    bsl.append(Bsl("bslcodec default (rel_step=1/64)"))
-    for b, lab in zip(bsl, [lab for lab, _ in REL_STEPS] + ["default"]):
-        b.tag = lab
-    qps = [-26, -30, -34, -38, -42, -46] if ck_name == "real" else [-30, -34, -38, -42, -46, -50]
-    if quick:
-        qps = qps[1::2]
+    ms += [Bsl("bslcodec lossless (fp32)", lossless=True),
+           Bsl("bslcodec lossless (bf16)", input="bf16", lossless=True)]
+
+    def bsl(family, x, **kw):
+        lab, c = rs(x)
+        name = {FAM_PLAIN: "bslcodec", FAM_SENS: "bslcodec+sens", FAM_EG: "bslcodec eg",
+                FAM_RDOQ: "bslcodec rdoq"}[family]
+        b = Bsl(f"{name} rel_step={lab}", rel_step=c, **kw)
+        b.family, b.tag = family, lab
+        return b
+
+    out = [bsl(FAM_PLAIN, x) for x in plan["plain"]]
+    d = Bsl("bslcodec default")
+    d.tag = "default"
+    out.append(d)
+    if sens is not None:
+        out += [bsl(FAM_SENS, x, sensitivity=sens) for x in plan["sens"]]
+    out += [bsl(FAM_EG, x, codec="eg") for x in plan["eg"]]
+    out += [bsl(FAM_RDOQ, x, rdoq=True) for x in plan["rdoq"]]
     # max_error=E gives one global step 2E, NNCodec's allocation; E matched to NNCodec's step 2^(qp/4)
-    for qp in qps[1:]:
+    for qp in plan["nnc_qps"]:
         b = Bsl(f"bslcodec max_error (qp {qp} step)", max_error=2.0 ** (qp / 4) / 2)
-        b.family, b.tag = "bslcodec max_error (global step)", None
-        bsl.append(b)
+        b.family, b.tag = FAM_ME, None
+        out.append(b)
     nnc = []
     if have_nnc:
-        nnc = [NNCodec(qp, True) for qp in qps]
-        nnc += [NNCodec(qp, False) for qp in ([-38] if ck_name == "real" else [-42])]
-    return ms, bsl, nnc
+        nnc = [NNCodec(qp, True) for qp in plan["nnc_qps"]]
+        nnc += [NNCodec(qp, False) for qp in plan["nnc_off"]]
+        if sens is not None:
+            for x in plan["nnc_sens"]:
+                lab, c = rs(x)
+                qp, per = nnc_qps_for(ck.sd, sens, c)
+                m = NNCodec(qp, True, qp_per_tensor=per, label=f"NNCodec+sens c={lab} dq=on")
+                m.family, m.setting = FAM_NNC_SENS, {"rel_step": lab, "qp_per_tensor": per, "use_dq": True}
+                nnc.append(m)
+    return ms, out, nnc
 
 
-def run_ckpt(ck: Ckpt, args, have) -> dict:
-    ms, bsl, nnc = methods_for(ck.name, have["nnc"], have["zipnn"], args.quick)
-    rows, syms = [], {}
+def nnc_qps_for(sd: dict, sens: dict, c: float) -> tuple:
+    """NNCodec's qp per tensor for bslcodec's sensitivity steps at rel_step c (qp_density 2: step 2^(qp/4),
+    so each step is rounded to the nearest 2^(1/4)). Returns (qp of the largest tensor, {name: qp})."""
+    from bslcodec import codec as _codec
+    from bslcodec.api import Settings
+
+    st = Settings(max_error=None, rel_step=c, bits=None, lossless=(), rdoq=None)
+    lossy = {}
+    for k, v in sd.items():
+        if _codec.wants_lossy(k, v, "F32", st):
+            lossy[k] = _codec.LossyTensor(k, v, "F32")
+    _codec.apply_sensitivity(lossy, sens)
+    per = {k: int(round(4 * np.log2(c * t.unit))) for k, t in lossy.items() if t.std > 0}
+    big = max(per, key=lambda k: sd[k].size)
+    return per[big], per
+
+
+def run_ckpt(ck: Ckpt, args, have, sens=None) -> dict:
+    ms, bsl, nnc = methods_for(ck, have["nnc"], have["zipnn"], args, sens)
+    rows = []
     log(f"[{ck.name}] {ck.n:,} weights, {len(ck.sd)} tensors")
     for m in bsl:
         tag = getattr(m, "tag", None)
-        row = measure(m, ck, args.repeats, one_thread=tag in ONE_THREAD_TOO and not args.quick,
-                      breakdown=m.family == "bslcodec")
-        if "_symbols" in row:
-            s = row.pop("_symbols")
-            if tag in ("1/8", "1/22", "1/64") or args.quick:
-                syms[tag] = s
+        lossless = m.kw.get("lossless")
+        row = measure(m, ck, args.repeats, one_thread=m.family.startswith("bslcodec"),
+                      breakdown=not lossless)
         rows.append(row)
     for m in ms + nnc:
         try:
@@ -198,39 +253,15 @@ def run_ckpt(ck: Ckpt, args, have) -> dict:
         except Exception as exc:  # a broken peer must not sink the whole run
             log(f"  {m.label}: FAILED {type(exc).__name__}: {exc}")
             rows.append({"ckpt": ck.name, "family": m.family, "label": m.label, "error": str(exc)})
-    # -- where the bits go and what closes the gap (same symbols, other encoder choices / codes)
-    gap_out = {"layout": {}, "rice": {}, "rdoq": []}
-    for tag, s in syms.items():
-        log(f"  [{ck.name}] layout sweep / Golomb-Rice estimate at rel_step={tag}")
-        gap_out["layout"][tag] = gap.layout_sweep(s, ck.n, lane_symbols=(64, 128, 256, 512, 1024)
-                                                  if not args.quick else (128, 512), spread=(2, 4))
-        gap_out["rice"][tag] = gap.rice_estimate(s, ck.n)
-    del syms
-    import bslcodec
-
-    lams = [0.1, 0.3] if not args.quick else [0.3]
-    for lab, c in REL_STEPS:
-        if lab not in ("1/16", "1/22", "1/32"):
-            continue
-        for lam in lams:
-            with gap.rdoq_patch(lam):
-                blob = bslcodec.save(ck.sd, rel_step=c)
-            back = bslcodec.load(blob)
-            mx, rel = ck.errors(back)
-            cm, cmin = ck.cos(back)
-            gap_out["rdoq"].append({"rel_step": lab, "lam": lam, "bpw": 8 * len(blob) / ck.n, "rel_l2": rel,
-                                    "max_abs_err": mx, "cos_mean": cm, "cos_min": cmin})
-            log(f"  [{ck.name}] RDOQ rel_step={lab} lam={lam}: {8 * len(blob) / ck.n:.3f} b/w rel {rel:.3e} "
-                f"cos {cm if cm is not None else float('nan'):.5f}")
-    return {"n_weights": ck.n, "n_tensors": len(ck.sd), "rows": rows, "gap": gap_out}
+    return {"n_weights": ck.n, "n_tensors": len(ck.sd), "rows": rows}
 
 
 def git_state():
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "bslcodec"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "bslcodec"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
         return head, bool(dirty)
     except OSError:
         return None, None
@@ -239,12 +270,18 @@ def git_state():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "peers"))
-    ap.add_argument("--repeats", type=int, default=2, help="timing repeats of fast methods (best of)")
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats of fast methods (best of)")
     ap.add_argument("--synthetic-weights", type=int, default=8 << 20)
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run: 1M synthetic weights, few settings")
+    ap.add_argument("--with-real", action="store_true", help="with --quick: the real model too (QUICK settings)")
+    ap.add_argument("--zstd19-max-mb", type=float, default=1e9,
+                    help="skip zstd -19 on fp32 inputs larger than this many MB (it is ~100x slower than -3 for "
+                         "+0.3 %% size)")
+    ap.add_argument("--sens-from", help="read sensitivities from this JSON instead of calibrating (smoke runs)")
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args(argv)
+    args.skipped = []
     t0 = time.time()
     p = peers.import_peers()
     have = {"nnc": p["nnc"] is not None, "zipnn": p["zipnn"] is not None}
@@ -255,6 +292,19 @@ def main(argv=None):
 
     import bslcodec
 
+    # warm-up: compile / load every Numba kernel the timed runs use, so no row pays for the JIT
+    import ml_dtypes
+
+    w = synthetic(1 << 18, seed=1)
+    w16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in w.items()}
+    for kw in ({}, {"rel_step": 1 / 16}, {"codec": "eg"}, {"codec": "ans"}, {"rdoq": True}, {"max_error": 1e-3},
+               {"lossless": True}):
+        bslcodec.load(bslcodec.save(w, **kw))
+        bslcodec.load(bslcodec.save(w16, **kw))
+        numba.set_num_threads(1)
+        bslcodec.load(bslcodec.save(w, **kw))
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    log("warm-up done")
     head, dirty = git_state()
     out = {"meta": {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -264,16 +314,36 @@ def main(argv=None):
         "bslcodec_worktree_dirty": dirty, "peers": p["versions"], "peer_errors": p["errors"],
         "command": "python tools/bench/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "repeats": args.repeats, "quick": args.quick}}
-    if not args.skip_real and not args.quick:
+    if not args.skip_real and (not args.quick or args.with_real):
         import minilm
+        from minilm_allocation import CALIBRATION
+
+        from bslcodec.calibrate import sensitivity
 
         ck = Ckpt("real", minilm.load_original(), minilm.cosine_vs_original)
         log("real model: original-vs-original cosine", ck.cos(ck.sd))
-        out["real"] = run_ckpt(ck, args, have)
+        # sensitivity= allocation: calibrated here, on 16 sentences disjoint from the 50 evaluation sentences
+        assert not set(CALIBRATION) & set(minilm.SENTENCES)
+        if args.sens_from:
+            with open(args.sens_from) as fh:
+                sens = json.load(fh)
+            out["meta"]["calibration"] = {"from": args.sens_from}
+        else:
+            la, t = loadavg(), time.perf_counter()
+            sens = sensitivity(lambda w: minilm.embed(w, CALIBRATION), ck.sd)
+            out["meta"]["calibration"] = {"seconds": round(time.perf_counter() - t, 1), "loadavg_before": la,
+                                          "sentences": len(CALIBRATION), "tensors": len(sens),
+                                          "forward_passes": len(sens) + 1}
+            log(f"calibrated sensitivities of {len(sens)} tensors in {out['meta']['calibration']['seconds']} s")
+        out["real"] = run_ckpt(ck, args, have, sens)
+        out["real"]["sensitivity"] = sens
         del ck
     n_syn = (1 << 20) if args.quick else args.synthetic_weights
     out["synthetic"] = run_ckpt(Ckpt("synthetic", synthetic(n_syn), None), args, have)
     out["meta"]["wall_s"] = round(time.time() - t0, 1)
+    if args.skipped:
+        out["meta"]["zstd19_skipped"] = ("Not run, to keep the run within its time budget: " + "; ".join(args.skipped)
+                                         + ". On the synthetic fp32 input -19 was run; compare -3 and -19 there.")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "bench_quick.json" if args.quick else "bench.json")
     with open(path, "w") as fh:
