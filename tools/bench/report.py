@@ -556,7 +556,7 @@ METHOD = """\
 * **Speed**: encode = state dict in memory → bytes, decode = bytes → dict of arrays; best of `--repeats`
   runs for fast codecs, one run for NNCodec and zstd -19. MB/s = 4 bytes × weights / s for every row (bf16
   rows too), so rows compare as weights per second. bslcodec uses Numba's default threads, and the
-  1-thread column re-times every plain setting with `numba.set_num_threads(1)`; NNCodec, zstd and ZipNN are
+  1-thread column re-times every lossy bslcodec setting (not the lossless rows) with `numba.set_num_threads(1)`; NNCodec, zstd and ZipNN are
   single-threaded coders (NNCodec's torch ops may use 2 threads). The load average before each measurement
   is in the full tables and the JSON.
 * **Interpolation** ("bits at equal quality"): linear in log(1 − cos) or log(error) between the two nearest
