@@ -2,8 +2,9 @@
 
 The quantized symbols stay the same, so every decoded value stays the same (no second quantization); only
 the entropy stage changes: ``eg`` decodes faster layer by layer on a GPU, ``ans`` is ~5 % smaller. Lossless
-tensors and metadata are copied; payload checksums are verified on the way in and recomputed on the way out;
-the output is written atomically.
+tensors and metadata are copied (each tensor is decoded first, so an invalid input gives an error, not an
+invalid output); payload checksums are verified on the way in and recomputed on the way out; the output is
+written atomically.
 
     from bslcodec.recode import recode_file
     recode_file("model.bsl", "model-eg.bsl", codec="eg")
@@ -50,6 +51,7 @@ def recode_file(src_path, dst_path, codec: str = "eg", overwrite: bool = False, 
                 new = Entry(e.name, e.dtype, tuple(e.shape), codec, params, extra=dict(e.extra))
                 n_recoded += 1
             else:
+                _codec.decode(e, data, where)  # copied as it is, but only if it decodes: no invalid output
                 data = bytes(data)
                 new = Entry(e.name, e.dtype, tuple(e.shape), e.codec, dict(e.params), extra=dict(e.extra))
             new.checksum = checksum(data)

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import golomb, rans
 from .errors import FormatError
-from .limits import MAX_EG_ORDER
+from .limits import MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
 
 EG_LANE_SYMBOLS = 512  # the writer's eg lane length (codec.LANE_SYMBOLS)
 ANS_LANE_SYMBOLS = 1024  # the writer's ans lane length (codec.ANS_LANE_SYMBOLS)
@@ -18,13 +18,20 @@ ANS_LANE_SYMBOLS = 1024  # the writer's ans lane length (codec.ANS_LANE_SYMBOLS)
 
 def symbols_of(codec: str, payload, n_elems: int, lane_symbols: int, center: int) -> np.ndarray:
     """The uint32 symbols ``u`` of an ``eg`` or ``ans`` payload (FormatError where it is corrupt)."""
-    q = np.empty(n_elems, np.int64)
+    # the tables are checked first: they bound n_elems by the payload's size, so `q` is never allocated
+    # from a shape that the payload cannot hold (as in codec._decode_quantized_range)
     if codec == "ans":
-        rans.decode_into(payload, n_elems, lane_symbols, center, 1.0, q, "Q")
+        parsed = rans.parse(payload, n_elems, lane_symbols)
+        q = np.empty(n_elems, np.int64)
+        rans.decode_into(payload, n_elems, lane_symbols, center, 1.0, q, "Q", parsed=parsed)
     elif codec == "eg":
-        golomb.decode_into(payload, n_elems, lane_symbols, center, 1.0, q, "Q")
+        tables = golomb.parse_tables(payload, n_elems, lane_symbols)
+        q = np.empty(n_elems, np.int64)
+        golomb.decode_into(payload, n_elems, lane_symbols, center, 1.0, q, "Q", tables=tables)
     else:
         raise FormatError(f"codec {codec!r} has no quantized symbols")
+    if q.size and int(np.abs(q).max()) >= MAX_SYMBOL_MAGNITUDE:
+        raise FormatError("a symbol gives |q| >= 2^24")
     q -= center
     return np.where(q >= 0, 2 * q, -2 * q - 1).astype(np.uint32)
 

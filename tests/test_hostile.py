@@ -356,3 +356,29 @@ def test_newer_minor_unknown_codec_says_upgrade(tmp_path):
     with pytest.raises(bslcodec.BslError, match="unknown codec") as info:
         bslcodec.load(bytes(data))
     assert "newer" not in str(info.value)
+
+
+@pytest.mark.parametrize("codec", ["eg", "ans"])
+def test_corpus_recode(codec, tmp_path):
+    """bslcodec recode on every corpus file: a file that loads recodes to the same values; a file that must
+    fail raises a BslError naming the file, and leaves no output behind."""
+    from bslcodec.recode import recode_file
+
+    for name, want in sorted(MANIFEST.items()):
+        src = tmp_path / f"{name}.bsl"
+        src.write_bytes((fr.CORPUS / f"{name}.bsl").read_bytes())
+        dst = tmp_path / f"{name}.{codec}.bsl"
+        try:
+            recode_file(src, dst, codec=codec)
+        except BslError as exc:
+            assert want != "ok", (name, exc)
+            assert str(src) in str(exc), (name, exc)
+            assert not dst.exists(), name
+            continue
+        assert want == "ok", f"{name}: recode accepted a file that must fail with {want}"
+        a, b = bslcodec.load_file(src), bslcodec.load_file(dst)
+        assert list(a) == list(b), name
+        for k in a:
+            x, y = (np.ascontiguousarray(v).reshape(-1).view(np.uint8) for v in (a[k], b[k]))
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and np.array_equal(x, y), (name, k)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
