@@ -54,10 +54,9 @@ def recode_payload(codec: str, payload, n_elems: int, params: dict, to: str) -> 
     u = symbols_of(codec, payload, n_elems, s, center)
     out = {k: v for k, v in params.items() if k != "k"}
     if to == "eg":
+        ks, data = _eg_coded(u)
         out["lane_symbols"] = EG_LANE_SYMBOLS
-        data = eg_payload(u)
-        ks = golomb.parse_tables(data, n_elems, EG_LANE_SYMBOLS)[1] if n_elems else np.zeros(0, np.uint8)
-        out["k"] = int(np.bincount(np.asarray(ks, np.int64)).argmax()) if len(ks) else 0
+        out["k"] = int(np.bincount(ks).argmax()) if ks.size else 0  # the most common group order, as codec.py
         return out, data
     if to == "ans":
         out["lane_symbols"] = ANS_LANE_SYMBOLS
@@ -65,14 +64,20 @@ def recode_payload(codec: str, payload, n_elems: int, params: dict, to: str) -> 
     raise FormatError(f"cannot re-code to {to!r} (eg or ans)")
 
 
+def _eg_coded(u: np.ndarray, lane_symbols: int = EG_LANE_SYMBOLS) -> tuple:
+    """(group orders, ``eg`` payload) of symbols ``u``: the best order of each group in a window around the
+    order that suits the mean."""
+    if u.size == 0:
+        ks = np.zeros(0, np.uint8)
+        return ks, golomb.encode(u, lane_symbols, ks, np.zeros((0, 32), np.uint16))
+    k0 = int(np.clip(np.floor(np.log2(float(u.mean()) + 1.0)), 0, MAX_EG_ORDER))
+    ks, _ = golomb.choose_group_orders(u, lane_symbols, max(0, k0 - 3), min(MAX_EG_ORDER, k0 + 3))
+    return ks, golomb.encode(u, lane_symbols, ks, golomb.lane_lengths(u, lane_symbols, ks))
+
+
 def eg_payload(u: np.ndarray, lane_symbols: int = EG_LANE_SYMBOLS) -> bytes:
     """An ``eg`` payload of symbols ``u``, with the best order of each group in a window around the mean."""
-    if u.size == 0:
-        return golomb.encode(u, lane_symbols, np.zeros(0, np.uint8), np.zeros((0, 32), np.uint16))
-    mean = float(u.mean())
-    k0 = int(np.clip(np.floor(np.log2(mean + 1.0)), 0, MAX_EG_ORDER))
-    ks, gbits = golomb.choose_group_orders(u, lane_symbols, max(0, k0 - 3), min(MAX_EG_ORDER, k0 + 3))
-    return golomb.encode(u, lane_symbols, ks, golomb.lane_lengths(u, lane_symbols, ks))
+    return _eg_coded(u, lane_symbols)[1]
 
 
 def ans_to_eg(payload, n_elems: int, lane_symbols: int, center: int) -> bytes:

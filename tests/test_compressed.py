@@ -266,6 +266,19 @@ def test_minilm_compressed(eg_only, tmp_path):
 
 
 # ---------------------------------------------------------------- GPU
+def _check_gpu_model(ref, m, cm):
+    """Kernels agree with the per-tensor decoder; logits and generations equal the dense model's, call
+    after call; no decode flagged a corrupt payload."""
+    assert cm.verify_kernels()["mismatches"] == []
+    _check_same(ref, m, "cuda")
+    x = torch.randint(0, 1000, (3, 11), device="cuda")
+    with torch.inference_mode():
+        want = ref(x).logits
+        for _ in range(3):
+            assert torch.equal(m(x).logits, want)
+    cm.check()
+
+
 @GPU
 @pytest.mark.parametrize("prefetch,kernel", [(False, "multi"), (True, "multi"), (False, "decode_eg"),
                                              (True, "decode_eg")])
@@ -275,14 +288,7 @@ def test_llama_gpu(eg_only, tmp_path, prefetch, kernel):
     ref = _dense_and_file(cfg, p).cuda()
     m = _meta_llama(cfg)
     cm = load_compressed(m, p, device="cuda", prefetch=prefetch, kernel=kernel)
-    assert cm.verify_kernels()["mismatches"] == []
-    _check_same(ref, m, "cuda")
-    x = torch.randint(0, 1000, (3, 11), device="cuda")
-    with torch.inference_mode():
-        want = ref(x).logits
-        for _ in range(3):
-            assert torch.equal(m(x).logits, want)
-    cm.check()
+    _check_gpu_model(ref, m, cm)
     if prefetch:
         assert cm.stats["prefetch_hits"] > 0
 
@@ -301,14 +307,7 @@ def test_llama_gpu_ans_file(monkeypatch, tmp_path, gpu_codec, prefetch):
     cm = load_compressed(m, p, device="cuda", prefetch=prefetch, gpu_codec=gpu_codec)
     codecs = {w.codec for w in cm.weights.values()}
     assert codecs == ({"eg"} if gpu_codec == "eg" else {"ans"})
-    assert cm.verify_kernels()["mismatches"] == []
-    _check_same(ref, m, "cuda")
-    x = torch.randint(0, 1000, (3, 11), device="cuda")
-    with torch.inference_mode():
-        want = ref(x).logits
-        for _ in range(3):
-            assert torch.equal(m(x).logits, want)
-    cm.check()
+    _check_gpu_model(ref, m, cm)
 
 
 def test_transcode_ans_to_eg_same_values(tmp_path):

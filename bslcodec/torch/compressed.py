@@ -53,6 +53,7 @@ from torch import nn
 import dataclasses as _dataclasses
 
 from .. import codec as _codec
+from .. import transcode as _transcode
 from ..errors import BslError, FormatError
 from ..limits import LANES
 
@@ -118,12 +119,6 @@ BSL_MULTI_KERNEL(bsl_multi_bf16, 2)
 JOB_FIELDS = 12
 _MULTI_NAMES = ("bsl_multi_f32", "bsl_multi_f16", "bsl_multi_bf16")
 _multi_modules = {}  # device index -> cupy.RawModule with the multi-tensor kernels
-
-
-def _transcode_s() -> int:
-    from ..transcode import EG_LANE_SYMBOLS
-
-    return EG_LANE_SYMBOLS
 
 
 def _align(n: int, a: int = _ALIGN) -> int:
@@ -611,13 +606,11 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
         # ---------------------------------------------------------- payloads to the device
         recoded = {}  # name -> eg payload (numpy) of an ans weight, with gpu_codec="eg" on a GPU
         if cm.cuda and gpu_codec == "eg":
-            from .. import transcode
-
             for w, src in plan:
                 if w.entry.codec == "ans":
                     _, center, s = _codec._check_ans_params(w.entry, w.where)
                     try:
-                        eg = transcode.ans_to_eg(src.payload(w.entry), w.entry.numel, s, center)
+                        eg = _transcode.ans_to_eg(src.payload(w.entry), w.entry.numel, s, center)
                     except FormatError as exc:
                         raise FormatError(f"{w.where}: {exc}") from None
                     recoded[w.name] = np.frombuffer(eg, np.uint8)
@@ -635,7 +628,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 mv = recoded.get(w.name)
                 if mv is not None:  # eg from here on; step and center are the ans entry's
                     e = _dataclasses.replace(e, codec="eg", length=mv.size,
-                                             params=dict(e.params, lane_symbols=_transcode_s()))
+                                             params=dict(e.params, lane_symbols=_transcode.EG_LANE_SYMBOLS))
                     w.codec = "eg"
                 else:
                     mv = src.payload(e)  # checksum verified here
