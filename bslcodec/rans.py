@@ -466,13 +466,7 @@ def _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_en
                 e1 = xv >= (f << sP)  # phase 1
                 w1[j] = np.uint16(xv & 0xFFFF)
                 em1[j] = e1
-                xv = xv >> (16 * e1)
-                qt = np.int64(np.float64(xv) * rcp[tk])  # exact or one too small (see encode())
-                rt = xv - qt * f
-                adj = rt >= f
-                qt += adj
-                rt -= f * adj
-                x[j] = (qt << P) + rt + np.int64(e >> np.uint64(16))
+                x[j] = _coded_state(xv >> (16 * e1), e, rcp[tk], P)
             for jj in range(LANES):  # words of phase 2, lanes backwards
                 j = np.uint64(LANES - 1 - jj)
                 scratch[q - one] = w2[j]  # branch-free: kept only when emitted
@@ -522,20 +516,26 @@ def _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_en
             xs[j] = xv >> (16 * emit)
         for j in range(lt):  # phase 1, the state update: independent lanes
             tok = toks[j]
-            e = tpk[tok]
-            f = np.int64(e & np.uint64(0xFFFF))
-            xv = xs[j]
-            qt = np.int64(np.float64(xv) * rcp[tok])  # exact or one too small (see encode())
-            rt = xv - qt * f
-            adj = rt >= f
-            qt += adj
-            rt -= f * adj
-            x[j] = (qt << P) + rt + np.int64(e >> np.uint64(16))
+            x[j] = _coded_state(xs[j], tpk[tok], rcp[tok], P)
     q -= np.uint64(2 * A)
     for j in range(A):
         scratch[q + np.uint64(2 * j)] = np.uint16(x[j] & 0xFFFF)
         scratch[q + np.uint64(2 * j + 1)] = np.uint16(x[j] >> 16)
     first_word[g] = q
+
+
+@numba.njit(inline="always", cache=True)
+def _coded_state(xv, e, rcp_f, P):
+    """Phase 1's state update, M·floor(x / f) + (x mod f) + c, for a state already renormalised; ``e`` is
+    the token's packed (f | c << 16), ``rcp_f`` = fl(1/f): the quotient is exact or one too small (see
+    encode()), and the remainder check fixes that."""
+    f = np.int64(e & np.uint64(0xFFFF))
+    qt = np.int64(np.float64(xv) * rcp_f)
+    rt = xv - qt * f
+    adj = rt >= f
+    qt += adj
+    rt -= f * adj
+    return (qt << P) + rt + np.int64(e >> np.uint64(16))
 
 
 @numba.njit(parallel=True, cache=True)
