@@ -22,7 +22,7 @@ from . import codec as _codec
 from .codec import LossyTensor, Settings
 from .dtypes import dtype_name, numpy_dtype
 from .errors import BslError, ChecksumError, EncodeError, FormatError
-from .format import (PREAMBLE_BYTES, Entry, build_header, build_preamble, checksum, parse_header, place,
+from .format import (PREAMBLE_BYTES, Entry, build_header, build_preamble, checksum, minor_for, parse_header, place,
                      read_header_length)
 from .limits import MAX_NAME_BYTES
 from .ratecontrol import choose_rel_step, overhead_guess
@@ -132,7 +132,8 @@ def _named(exc: BslError, name: str) -> BslError:
 
 
 def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-                   sensitivity=None, codec: str | None = None, progress=False, rdoq=None) -> tuple:
+                   sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
+                   quantizer: str = "uniform") -> tuple:
     """Encode a state dict into (entries, payloads, metadata) without writing anything.
 
     The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
@@ -141,7 +142,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     metadata = _check_inputs(tensors, metadata)
     if lossless is True:  # every tensor stored exactly
         lossless = ("*",)
-    settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or (), rdoq=rdoq)
+    settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or (), rdoq=rdoq,
+                        quantizer=quantizer)
     if codec is not None and codec not in _codec.CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
     report = _Progress(progress, len(tensors))
@@ -157,6 +159,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                     if codec is not None:  # None: codec.DEFAULT_CODEC ("auto")
                         lossy[name].codec = codec
                     lossy[name].rdoq = settings.rdoq
+                    lossy[name].quantizer = settings.quantizer
             except BslError as exc:
                 raise _named(exc, name) from None
             items.append((name, arr, dt))
@@ -174,6 +177,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
             used["codec"] = codec
         if settings.rdoq:
             used["rdoq"] = settings.rdoq  # bound: one step (max_error=: max_error), not step/2
+        if settings.quantizer != "uniform":
+            used["quantizer"] = settings.quantizer  # dq: bound 1.5 steps (bslcodec.dq)
 
         def encode_all(rel):
             if rel is not None:
@@ -186,7 +191,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                     lt = lossy[name]
                     coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
                 if coded is not None:
-                    cname, params, payload = coded  # cname: "eg" or "ans" (codec.LossyTensor.codec)
+                    cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
                     entries.append(Entry(name, dt, arr.shape, cname, params))
                 else:
                     cname, params, payload = _codec.encode_lossless(arr)
@@ -218,7 +223,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
 
 def _write(fh, entries, payloads, metadata):
     header = build_header(entries, metadata)
-    fh.write(build_preamble(header))
+    fh.write(build_preamble(header, minor_for(entries)))
     fh.write(header)
     pos = 0
     for e, p in zip(entries, payloads):
@@ -228,20 +233,22 @@ def _write(fh, entries, payloads, metadata):
 
 
 def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-         sensitivity=None, codec: str | None = None, rdoq=None) -> bytes:
+         sensitivity=None, codec: str | None = None, rdoq=None, quantizer: str = "uniform") -> bytes:
     """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
     import io
 
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
                                                  rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 sensitivity=sensitivity, codec=codec, rdoq=rdoq)
+                                                 sensitivity=sensitivity, codec=codec, rdoq=rdoq,
+                                                 quantizer=quantizer)
     buf = io.BytesIO()
     _write(buf, entries, payloads, metadata)
     return buf.getvalue()
 
 
 def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-              sensitivity=None, codec: str | None = None, progress=False, rdoq=None) -> None:
+              sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
+              quantizer: str = "uniform") -> None:
     """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
 
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
@@ -257,12 +264,16 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
     default; ``True`` = c 0.12) picks each level by squared error + λ·bits with λ = c·step²
     (:mod:`bslcodec.rdoq`): the ``rel_step``/``bits`` bound becomes one step instead of step/2, the
     ``max_error`` bound still holds exactly; it pays only below ~3 bits/weight (``results/rdoq.md``).
+    ``quantizer="dq"`` (dependent quantization, codec ``ans-dq``, :mod:`bslcodec.dq`) chooses the levels
+    of each lane with a 4-state trellis: ~0.15 bits/weight smaller at the same mean squared error; the
+    bound becomes 1.5 steps (``max_error`` still holds exactly), and at the same ``rel_step`` the step is
+    0.565x plain's, so the mean squared error stays about the same. Files with it are .bsl 1.1.
     The write is atomic: a temporary file in the same folder, fsync, then rename.
     """
     entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
                                                  rel_step=rel_step, bits=bits, lossless=lossless,
                                                  sensitivity=sensitivity, codec=codec, progress=progress,
-                                                 rdoq=rdoq)
+                                                 rdoq=rdoq, quantizer=quantizer)
     atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
 
 
@@ -550,10 +561,10 @@ class safe_open:
 
 
 def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str | None = None,
-           rdoq=None) -> bytes:
+           rdoq=None, quantizer: str = "uniform") -> bytes:
     """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
     return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
-                lossless=("tensor",) if lossless else None, codec=codec, rdoq=rdoq)
+                lossless=("tensor",) if lossless else None, codec=codec, rdoq=rdoq, quantizer=quantizer)
 
 
 def decode(data) -> np.ndarray:

@@ -631,15 +631,16 @@ class Result:
         return self.in_bytes / self.out_bytes if self.out_bytes else float("inf")
 
 
-def check_settings(max_error=None, rel_step=None, bits=None, lossless=(), rdoq=None) -> None:
+def check_settings(max_error=None, rel_step=None, bits=None, lossless=(), rdoq=None, quantizer="uniform") -> None:
     """Raise EncodeError for conflicting or bad options (before any work is done)."""
     from .codec import Settings
 
-    Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()), rdoq=rdoq)
+    Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()), rdoq=rdoq,
+             quantizer=quantizer)
 
 
 def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
-                codec="auto", bar=None, extra_metadata=None, rdoq=None) -> tuple:
+                codec="auto", bar=None, extra_metadata=None, rdoq=None, quantizer="uniform") -> tuple:
     """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with ``api.encode_tensors``.
 
     Returns (file size, number of elements, the rel_step chosen for ``bits=`` or None). The file's
@@ -663,7 +664,8 @@ def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=Non
     try:
         entries, payloads, metadata = api.encode_tensors(
             arrays, metadata=metadata, max_error=max_error, rel_step=rel_step, bits=bits,
-            lossless=tuple(lossless or ()), sensitivity=sensitivity, codec=codec, progress=progress, rdoq=rdoq)
+            lossless=tuple(lossless or ()), sensitivity=sensitivity, codec=codec, progress=progress, rdoq=rdoq,
+            quantizer=quantizer)
     except BslError as exc:
         raise type(exc)(f"{tf.path}: {exc}") from None
     chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None
@@ -687,20 +689,20 @@ def _total_bytes(src: Checkpoint) -> int:
 
 
 def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None, codec="auto",
-                      overwrite=False, progress=True, rdoq=None) -> Result:
+                      overwrite=False, progress=True, rdoq=None, quantizer="uniform") -> Result:
     """Encode a checkpoint file or model folder to a ``.bsl`` file or folder (see the module docstring).
 
     With ``bits=`` the target holds for each output file (so for the whole folder too); each shard gets
     its own step.
     """
     t0 = time.perf_counter()
-    check_settings(max_error, rel_step, bits, lossless)
+    check_settings(max_error, rel_step, bits, lossless, quantizer=quantizer)
     src = open_checkpoint(inp, "weights")
     out = Path(out)
     _check_distinct(src, out)
     res = Result([str(f) for f in src.files], [], in_bytes=src.weight_bytes, skipped=list(src.skipped))
     kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sensitivity,
-              codec=codec)
+              codec=codec, quantizer=quantizer)
     if rdoq is not None:  # None: the codec's default for the mode (bslcodec.rdoq.DEFAULT_ON)
         kw["rdoq"] = rdoq
     # torch files are read whole: their size stands in for the tensor bytes rather than reading them twice

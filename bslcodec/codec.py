@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import fexp, ggd, golomb, lossless, quant, rans, rdoq
+from . import dq, fexp, ggd, golomb, lossless, quant, rans, rdoq
 from .dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from .errors import EncodeError, FormatError
 from .format import Entry
@@ -20,6 +20,8 @@ ANS_MIN_S, ANS_MAX_S = 16, 4096
 LOSSY_CODECS = ("eg", "ans")
 CODEC_CHOICES = ("auto",) + LOSSY_CODECS  # "auto": per tensor, the smaller payload of eg and ans
 DEFAULT_CODEC = "auto"
+QUANTIZED_CODECS = ("eg", "ans", "ans-dq")  # the codecs of spec 4.3/4.4/4.6: a step, a center, symbols
+QUANTIZERS = ("uniform", "dq")  # plain rounding (spec 4.3) or dependent quantization (spec 4.6, ans only)
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Settings:
     bits: float | None = None
     lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
     rdoq: float | bool | None = None  # RDOQ λ = c·step²: None = default for the mode, True = default c, False/0 = off
+    quantizer: str = "uniform"  # "uniform" (plain rounding) or "dq" (dependent quantization, codec ans-dq)
 
     def __post_init__(self):
         given = {k: v for k, v in (("max_error", self.max_error), ("rel_step", self.rel_step),
@@ -45,7 +48,11 @@ class Settings:
         self.lossless = tuple(self.lossless or ())
         if not self.max_error and not self.bits and not self.rel_step:
             self.rel_step = DEFAULT_REL_STEP
-        self.rdoq = rdoq.resolve(self.rdoq, self.max_error is not None)
+        if self.quantizer not in QUANTIZERS:
+            raise EncodeError(f"quantizer= must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
+        if self.quantizer == "dq" and self.rdoq:
+            raise EncodeError("rdoq= and quantizer='dq' do not combine: the trellis already chooses the levels")
+        self.rdoq = 0.0 if self.quantizer == "dq" else rdoq.resolve(self.rdoq, self.max_error is not None)
 
 
 def wants_lossy(name: str, arr: np.ndarray, dtype: str, settings: Settings) -> bool:
@@ -71,12 +78,41 @@ class LossyTensor:
         self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
         self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"
         self.rdoq = 0.0  # RDOQ strength c (λ = c·step², bslcodec.rdoq); 0: plain rounding
+        self.quantizer = "uniform"  # or "dq": dependent quantization, stored as ans-dq (bslcodec.dq)
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
+        """The stored step: 2·max_error (dq: max_error / 1.5, its bound being 1.5 steps), or
+        rel_step·unit (dq: times ``dq.STEP_FACTOR``, which keeps about the mean squared error of plain
+        rounding at the same rel_step)."""
+        is_dq = self.quantizer == "dq"
         if settings.max_error is not None:
-            return quant.step_for_dtype(2 * settings.max_error, self.dtype, round_down=True)
+            step = settings.max_error / dq.BOUND_FACTOR if is_dq else 2 * settings.max_error
+            return quant.step_for_dtype(step, self.dtype, round_down=True)
         c = rel_step if rel_step is not None else settings.rel_step
-        return quant.step_for_dtype(c * self.unit, self.dtype)
+        return quant.step_for_dtype(c * self.unit * (dq.STEP_FACTOR if is_dq else 1.0), self.dtype)
+
+    def _code_dq(self, step: float, max_error: float | None):
+        """``code()`` for the dq quantizer: (params, None, None, u) or None."""
+        for attempt in range(8):
+            if not (step > 0 and math.isfinite(step)):
+                return None
+            center = int(np.clip(np.rint(self.mean / step), -(MAX_SYMBOL_MAGNITUDE - 1), MAX_SYMBOL_MAGNITUDE - 1))
+            r = dq.quantize(self.x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
+                            strict=max_error is not None)
+            if not r.n_bad and self.dtype == "F16" and max_error is not None:
+                r.max_error = _f16_error(self.x, r.u, center, step, ANS_LANE_SYMBOLS)
+                r.n_bad = int(r.max_error > max_error)
+            if not r.n_bad:
+                break
+            if max_error is None:
+                return None  # a level out of range (|q| >= 2^24): lossless is the right answer
+            step = quant.step_for_dtype(step * (1 - 2.0 ** (-22 + 3 * attempt)), self.dtype, round_down=True)
+        else:
+            return None
+        params = {"step": step, "center": center, "lane_symbols": ANS_LANE_SYMBOLS,
+                  "gg_nu": round(self.nu, 6), "gg_scale": float(np.float32(self.alpha)),
+                  "max_abs_error": r.max_error}
+        return params, None, None, r.u
 
     def code(self, step: float, max_error: float | None = None, lane_lengths: bool = True):
         """(params, ks, lens, u) for ``step``, or None when the tensor must be stored exactly.
@@ -86,7 +122,11 @@ class LossyTensor:
 
         With ``max_error`` the bound is strict: where binary32/bf16 rounding of ``q * step`` breaks it,
         the step shrinks a little (up to 8 tries) until every element meets it.
+
+        With the dq quantizer ``ks`` and ``lens`` are None (the symbols are for ans only).
         """
+        if self.quantizer == "dq":
+            return self._code_dq(step, max_error)
         for attempt in range(8):
             if not (step > 0 and math.isfinite(step)):
                 return None
@@ -118,6 +158,8 @@ class LossyTensor:
         coded = self.code(step, lane_lengths=False)
         if coded is None:
             return None
+        if self.quantizer == "dq":
+            return rans.estimate_size(coded[3], ANS_LANE_SYMBOLS)
         eg = golomb.payload_size_of_groups(coded[2])
         if self.codec == "eg":
             return eg
@@ -143,6 +185,9 @@ def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
     if codec not in CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(CODEC_CHOICES)}, not {codec!r}")
     params, ks, lens, u = coded
+    if ks is None:  # dependent quantization (LossyTensor._code_dq): ans-dq whatever ``codec`` says
+        model, _ = rans.build_model(u)
+        return "ans-dq", params, rans.encode(u, ANS_LANE_SYMBOLS, model)
     eg_size = golomb.payload_size_of_groups(lens if lens.ndim == 1 else lens.sum(axis=1))
     if codec != "eg":
         model, bits = rans.build_model(u)
@@ -155,6 +200,14 @@ def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
     if lens.ndim == 1:
         lens = golomb.lane_lengths(u, LANE_SYMBOLS, ks)
     return "eg", params, golomb.encode(u, LANE_SYMBOLS, ks, lens)
+
+
+def _f16_error(x: np.ndarray, u: np.ndarray, center: int, step: float, lane_symbols: int) -> float:
+    """Largest |x - x̂| of dq symbols decoded to F16 (numba has no float16: checked in numpy)."""
+    ui = u.astype(np.int64)
+    q = center + dq.levels((ui >> 1) ^ -(ui & 1), lane_symbols)
+    xh = _to_f16(q.astype(np.float32) * np.float32(step)).astype(np.float64)
+    return float(np.abs(xh - x.astype(np.float64)).max()) if x.size else 0.0
 
 
 SENSITIVITY_FLOOR = 1e-4  # relative to the median: a tensor that seems unused still keeps some precision
@@ -241,7 +294,7 @@ def _check_eg_params(e: Entry, where: str) -> tuple:
 
 
 def _check_ans_params(e: Entry, where: str) -> tuple:
-    """(step, center, S) of an ``ans`` entry (spec 4.4: as 4.3, with 16 <= S <= 4096)."""
+    """(step, center, S) of an ``ans`` or ``ans-dq`` entry (spec 4.4: as 4.3, with 16 <= S <= 4096)."""
     return _check_quantized_params(e, where, ANS_MIN_S, ANS_MAX_S)
 
 
@@ -267,7 +320,8 @@ def _decode_quantized_range(e: Entry, payload, where: str, g0: int, g1: int) -> 
         if e.codec == "eg":
             golomb.decode_into(payload, n, s, center, step, out, mode, g0, g1, tables=tables)
         else:
-            rans.decode_into(payload, n, s, center, step, out, mode, g0, g1, parsed=parsed)
+            rans.decode_into(payload, n, s, center, step, out, mode, g0, g1, parsed=parsed,
+                             dq=e.codec == "ans-dq")
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
     if e.dtype == "F16":
@@ -304,7 +358,7 @@ def _unit(e: Entry, where: str) -> int:
         return LANES * _check_eg_params(e, where)[2]
     if e.codec == "fexp":
         return LANES * _check_fexp_params(e, where)
-    if e.codec == "ans":
+    if e.codec in ("ans", "ans-dq"):
         return LANES * _check_ans_params(e, where)[2]
     if e.codec == "zstd":
         c = e.params.get("chunk_elems")
@@ -327,7 +381,7 @@ def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None 
     else:
         unit = _unit(e, where)
         u0, u1 = start // unit, -(-stop // unit)
-        if e.codec in ("eg", "ans"):
+        if e.codec in QUANTIZED_CODECS:
             out = _decode_quantized_range(e, payload, where, u0, u1)
         elif e.codec == "fexp":
             out = _decode_fexp_range(e, payload, where, u0, u1)

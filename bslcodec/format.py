@@ -15,11 +15,12 @@ from .errors import ChecksumError, FormatError, LimitError
 from .limits import MAX_ELEMENTS, MAX_HEADER_BYTES, MAX_NAME_BYTES, MAX_RANK
 
 MAGIC = b"\x89BSL\r\n\x1a\n"
-MAJOR, MINOR = 1, 0
+MAJOR, MINOR = 1, 1
 PREAMBLE = struct.Struct("<8sHHIQQ")  # magic, major, minor, flags, header length, header checksum
 PREAMBLE_BYTES = PREAMBLE.size  # 32
 ALIGN = 64
-CODECS = ("raw", "zstd", "eg", "ans", "fexp")
+CODECS = ("raw", "zstd", "eg", "ans", "fexp", "ans-dq")
+CODEC_MINOR = {"ans-dq": 1}  # the minor version that added a codec (section 7); others are 1.0
 
 
 def align(x: int, a: int = ALIGN) -> int:
@@ -137,8 +138,14 @@ def build_header(entries: list, metadata: dict) -> bytes:
     return raw
 
 
-def build_preamble(header: bytes) -> bytes:
-    return PREAMBLE.pack(MAGIC, MAJOR, MINOR, 0, len(header), xxhash.xxh3_64_intdigest(header))
+def minor_for(entries: list) -> int:
+    """The lowest minor version whose codecs these entries use (section 7): old readers keep reading
+    files that use none of the newer codecs."""
+    return max((CODEC_MINOR.get(e.codec, 0) for e in entries), default=0)
+
+
+def build_preamble(header: bytes, minor: int = 0) -> bytes:
+    return PREAMBLE.pack(MAGIC, MAJOR, minor, 0, len(header), xxhash.xxh3_64_intdigest(header))
 
 
 def place(entries: list, lengths: list) -> int:

@@ -17,6 +17,7 @@ from .errors import FormatError
 from .golomb import _ctlz, _step32
 from .limits import LANES, MAX_SYMBOL_MAGNITUDE
 from .parallel import launch, serial_twin
+from .dq import level as _dq_level, next_state as _dq_next
 from .quant import store_dequant
 from .rans_ref import MAX_MSB, MAX_PROB_BITS, MAX_SPLIT, MAX_TABLE_ZEROS, k_max
 
@@ -672,9 +673,20 @@ def _emit(out, ebase, qs, lt, mode, step32, step64):
     return bad
 
 
+@numba.njit(inline="always")
+def _dq_levels(qs, st, lt, c32):
+    """Levels ``qs[:lt]`` (center + index) of one step turned into dependent-quantization levels (spec
+    4.6), advancing each lane's state ``st[j]``."""
+    for j in range(lt):
+        k = qs[j] - c32
+        s = st[j]
+        qs[j] = c32 + _dq_level(k, s)
+        st[j] = _dq_next(s, k)
+
+
 @numba.njit(cache=True)
 def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                  mode, step32, step64, status, has_hi, check):
+                  mode, step32, step64, status, has_hi, check, dq):
     """Decode group ``g_first + gi`` (spec 4.4); a plain function (not inlined into the parallel loop, where
     numba's parfor lowering optimises it less well). ``tos[slot]``: the token (index into ``tinfo``) of a
     slot; ``tinfo[token]`` = f | c << 16 | nb << 32 | base << 37. States are uint64 below 2^32; indices
@@ -697,6 +709,7 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
     ent = np.empty(LANES, np.uint64)
     low = np.empty(LANES, np.uint64)
     qs = np.empty(LANES, np.int32)
+    st = np.zeros(LANES, np.int32)  # dependent-quantization states (``dq``), one a lane
     c32 = np.int32(center)
     bad = False
     for j in range(A):
@@ -727,7 +740,7 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
                 wv = np.uint64(words[p])
                 x[j] = ((xv << _U16) | wv) if rd else xv
                 p += np.uint64(rd)
-            if mode == 0 and not check:  # F32 (and F16), no level of the table can be out of range
+            if mode == 0 and not check and not dq:  # F32 (and F16), no level of the table can be out of range
                 for j in range(LANES):  # phase 2: low raw bits, and the store
                     e = ent[j]
                     n1 = (e >> _U32) & np.uint64(31)
@@ -744,6 +757,8 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
                     uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
                     xs[j] = xv >> n1
                     qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+                if dq:
+                    _dq_levels(qs, st, LANES, c32)
                 out_of_range |= _emit(out, ebase, qs, LANES, mode, step32, step64)
             for j in range(LANES):
                 xv = xs[j]
@@ -775,6 +790,8 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
         for j in range(lt):
             uu = np.int32((ent[j] >> np.uint64(37)) + low[j])
             qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+        if dq:
+            _dq_levels(qs, st, lt, c32)
         out_of_range |= _emit(out, ebase, qs, lt, mode, step32, step64)
     if p > wend:
         status[gi] = _OVERRUN
@@ -790,10 +807,10 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
 
 @numba.njit(parallel=True, cache=True)
 def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                   mode, step32, step64, status, has_hi, check):
+                   mode, step32, step64, status, has_hi, check, dq):
     for gi in prange(status.size):
         _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out,
-                      out_base, mode, step32, step64, status, has_hi, check)
+                      out_base, mode, step32, step64, status, has_hi, check, dq)
 
 
 def decode_tables(table: np.ndarray) -> tuple:
@@ -816,9 +833,10 @@ MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
 
 
 def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: float, out: np.ndarray,
-                mode: str, g_first: int = 0, g_last: int | None = None, parsed=None) -> None:
+                mode: str, g_first: int = 0, g_last: int | None = None, parsed=None, dq: bool = False) -> None:
     """Decode groups [g_first, g_last) into ``out`` (flat; element e goes to out[e - g_first*32*S]).
 
+    ``dq``: the symbols are dependent-quantization indices (codec ``ans-dq``, spec 4.6).
     ``mode``: "F32" (out float32), "BF16" (out uint16 bf16 bits), "F64" (out float64), "Q" (int64 q).
     ``parsed``: ``parse()``'s result for this payload, when the caller already has it.
     """
@@ -826,11 +844,12 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     if g_last is None:
         g_last = W.size
     tos, tinfo, has_hi, d_max = decode_tables(table)
-    check = abs(int(center)) + d_max >= MAX_SYMBOL_MAGNITUDE  # else no level of the table is out of range
+    # else no level of the table is out of range (dq levels reach 2 |index|)
+    check = abs(int(center)) + (2 * d_max if dq else d_max) >= MAX_SYMBOL_MAGNITUDE
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
            lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
-           np.float64(step), status, has_hi, check)
+           np.float64(step), status, has_hi, check, dq)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
