@@ -24,6 +24,8 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .codec import QUANTIZED_CODECS
+from .dq import BOUND_FACTOR as DQ_BOUND_FACTOR
 from .errors import BslError
 
 META = "bslcodec."
@@ -138,11 +140,15 @@ def main():
               help="Rate-distortion optimised quantization, λ = C x step^2 (0: off; default: on with C = 0.12 "
                    "for --rel-step/--bits, off for --max-error). Error bound: one step instead of half a step "
                    "(--max-error still holds exactly).")
+@click.option("--quantizer", type=click.Choice(["uniform", "dq"]), default="uniform", show_default=True,
+              help="uniform: plain rounding (error <= step/2); dq: dependent (trellis) quantization, codec ans-dq, "
+                   "~0.15 bits/weight smaller at the same mean squared error (error <= 1.5 steps; --max-error "
+                   "still holds exactly); needs bslcodec >= the version that reads .bsl 1.1.")
 @workers_option
 @overwrite_option
 @quiet_option
-def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, codec, sensitivity, rdoq, workers,
-           overwrite, quiet):
+def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, codec, sensitivity, rdoq, quantizer,
+           workers, overwrite, quiet):
     """Encode INPUT (.safetensors, torch .pt/.bin, .npz, or a Hugging Face model folder) to OUTPUT.
 
     A folder gives a folder: model.bsl (or model-0000i-of-0000n.bsl shards with model.bsl.index.json
@@ -159,7 +165,7 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
             raise click.BadParameter(f"must be a positive number, not {v}", param_hint=name)
     if lossless_all:
         lossless = ("*",)
-    check_settings(max_error, rel_step, bits, lossless, rdoq)
+    check_settings(max_error, rel_step, bits, lossless, rdoq, quantizer)
     sens = None
     if sensitivity is not None:
         try:
@@ -170,7 +176,8 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
             raise click.BadParameter(f"{sensitivity} must hold a JSON object", param_hint="--sensitivity")
     _set_workers(workers)
     res = encode_checkpoint(input, output, max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless,
-                            sensitivity=sens, codec=codec, overwrite=overwrite, progress=not quiet, rdoq=rdoq)
+                            sensitivity=sens, codec=codec, overwrite=overwrite, progress=not quiet, rdoq=rdoq,
+                            quantizer=quantizer)
     if not quiet:
         if res.skipped:
             click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)
@@ -238,7 +245,7 @@ def _tensor_info(e) -> dict:
     from .dtypes import NUMPY_DTYPES
 
     raw = e.numel * NUMPY_DTYPES[e.dtype].itemsize
-    p = e.params if e.codec in ("eg", "ans") else {}
+    p = e.params if e.codec in QUANTIZED_CODECS else {}
     return {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "codec": e.codec,
             "gg_nu": p.get("gg_nu"), "gg_scale": p.get("gg_scale"), "step": p.get("step"), "eg_order": p.get("k"),
             "max_abs_error": p.get("max_abs_error"), "elements": e.numel, "raw_bytes": raw, "bytes": e.length,
@@ -264,7 +271,7 @@ def info(file, as_json):
     n_el = sum(t["elements"] for t in tensors)
     raw = sum(t["raw_bytes"] for t in tensors)
     size = sum(f["size"] for f in out)
-    total = {"files": len(out), "tensors": len(tensors), "lossy_tensors": sum(t["codec"] in ("eg", "ans") for t in tensors),
+    total = {"files": len(out), "tensors": len(tensors), "lossy_tensors": sum(t["codec"] in QUANTIZED_CODECS for t in tensors),
              "elements": n_el, "raw_bytes": raw, "bytes": size,
              "bits_per_weight": 8 * size / n_el if n_el else None, "ratio": raw / size if size else None}
     if as_json:
@@ -294,7 +301,7 @@ def _bound_ok(e, x, xh, settings: dict):
 
     from .quant import ROUNDING
 
-    if e.codec not in ("eg", "ans"):  # raw / zstd: bit-exact
+    if e.codec not in QUANTIZED_CODECS:  # raw / zstd / fexp: bit-exact
         same = x.shape == xh.shape and x.dtype == xh.dtype and x.tobytes() == xh.tobytes()
         return 0.0, same
     err = np.abs(x.astype(np.float64) - xh.astype(np.float64))
@@ -302,7 +309,10 @@ def _bound_ok(e, x, xh, settings: dict):
         bound = float(settings["max_error"])
         return bound, bool(np.all(err <= bound))
     rel, ab = ROUNDING[e.dtype]
-    bound = float(e.params["step"]) / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.rdoq)
+    if e.codec == "ans-dq":
+        bound = float(e.params["step"]) * DQ_BOUND_FACTOR  # dependent quantization: 1.5 steps (bslcodec.dq)
+    else:
+        bound = float(e.params["step"]) / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.rdoq)
     allowed = bound + rel * (2 * np.abs(x.astype(np.float64)) + err) + ab
     return bound, bool(np.all(err <= allowed))
 
@@ -383,7 +393,7 @@ def verify(file, against, as_json, workers, quiet):
                     row.update(max_abs_error=mae, bound=bound, ok=ok,
                                rel_l2_error=math.sqrt(err2 / x2) if x2 else (0.0 if err2 == 0 else math.inf))
                     if not ok:
-                        row["problem"] = "over its bound" if e.codec in ("eg", "ans") else "not bit-exact"
+                        row["problem"] = "over its bound" if e.codec in QUANTIZED_CODECS else "not bit-exact"
                         failures.append(f"{e.name}: {row['problem']} (max abs error {_g(mae)}, bound {_g(bound)})")
                 bar.close()
         missing = sorted(set(orig.keys()) - seen) if orig is not None else []

@@ -146,9 +146,12 @@ class Launch:
             keep += [buf, tab, ws, out]
             base = buf.data_ptr()
             row = np.zeros(DESC_FIELDS, np.int64)
-            row[:12] = (base + prep.words_off, base + prep.wcount_off, ws.data_ptr(), tab.data_ptr(), prep.P, n,
+            dq = bool(j.get("dq", False))
+            if dq and variant != "default":
+                raise ValueError(f"ans-dq payloads decode with the default kernel only, not {variant!r}")
+            row[:13] = (base + prep.words_off, base + prep.wcount_off, ws.data_ptr(), tab.data_ptr(), prep.P, n,
                         int(j["lane_symbols"]).bit_length() - 1, prep.groups, int(j["center"]),
-                        int(np.float32(step32).view(np.int32)), out.data_ptr(), _MODE[dtype])
+                        int(np.float32(step32).view(np.int32)), out.data_ptr(), _MODE[dtype], int(dq))
             rows.append(row)
             row_job.append(ji)
             blocks.append(blocks[-1] + -(-prep.groups // wpb))
@@ -198,7 +201,8 @@ def decode_ans_many(jobs, device="cuda", check=True, variant="default"):
     """Decode several ``ans`` payloads with one kernel launch.
 
     jobs: a list of dicts with ``payload`` (bytes / numpy uint8 / 1-D uint8 CUDA tensor), ``n_elems``,
-    ``lane_symbols``, ``step``, ``center``, ``dtype`` (torch dtype or "F32"/"F16"/"BF16"), optional ``out``
+    ``lane_symbols``, ``step``, ``center``, ``dtype`` (torch dtype or "F32"/"F16"/"BF16"), optional ``dq``
+    (True for an ``ans-dq`` payload, spec 4.6: the same payload bytes, dependent-quantization levels), ``out``
     (a contiguous CUDA tensor of that dtype), ``name`` (for error messages) and ``prepared`` / ``table_dev``
     / ``wstart_dev`` (a ``Prepared`` and its table and group starts on the device, for repeated decodes).
     Returns the list of 1-D output tensors. With ``check`` the call waits and raises FormatError naming the
@@ -215,7 +219,7 @@ def decode_ans_many(jobs, device="cuda", check=True, variant="default"):
 
 
 def decode_ans(payload, n_elems, lane_symbols, step, center, dtype, device="cuda", out=None, check=True,
-               prepared=None) -> torch.Tensor:
+               prepared=None, dq=False) -> torch.Tensor:
     """Decode one ``ans`` payload into a 1-D CUDA tensor of ``n_elems`` elements of ``dtype``.
 
     Same arguments and checks as ``decode_eg``; ``prepared``: a ``Prepared`` of this payload, for
@@ -224,7 +228,7 @@ def decode_ans(payload, n_elems, lane_symbols, step, center, dtype, device="cuda
     >>> w = decode_ans(payload, 1000, 1024, 0.01, 0, torch.bfloat16)  # doctest: +SKIP
     """
     job = {"payload": payload, "n_elems": n_elems, "lane_symbols": lane_symbols, "step": step, "center": center,
-           "dtype": dtype, "out": out, "prepared": prepared}
+           "dtype": dtype, "out": out, "prepared": prepared, "dq": dq}
     return decode_ans_many([job], device=device, check=check)[0]
 
 

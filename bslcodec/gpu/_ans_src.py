@@ -13,6 +13,10 @@ up to ``blockDim.x / 32`` groups of one tensor and first copies that tensor's sl
 Word supply: each word is read from global memory at the moment a lane needs it; the reads of a warp are
 adjacent 16-bit words, so they are served by L1 lines that neighbouring reads already brought in.
 
+``ans-dq`` payloads (spec 4.6) use the same kernel with the descriptor's dq field set: each lane keeps
+its dependent-quantization state in a register (the lane is the state machine's chain), two extra
+instructions a symbol; the v1 and ring variants do not read that field (ans only).
+
 Kernels: ``ans_decode`` (v2, the default) and, for ``tools/bench_gpu_ans.py``, ``ans_decode_v1`` (the first
 version: 64-bit table fields, runtime output type, predicates on every step; ncu found it issue-bound at
 ~100 instructions a step) and ``ans_decode_ring`` (v1 with a 256-word ring per warp in shared memory,
@@ -27,7 +31,7 @@ from ._kernel_src import PRELUDE
 
 ERR_SHORT, ERR_STATE, ERR_END, ERR_RANGE = 1, 2, 4, 8
 DESC_FIELDS = 16  # int64 fields per tensor descriptor (see the kernel's D_* indices)
-D_WORDS, D_WCOUNT, D_WSTART, D_TABLE, D_P, D_N, D_LOG2S, D_G, D_CENTER, D_STEP, D_OUT, D_MODE = range(12)
+D_WORDS, D_WCOUNT, D_WSTART, D_TABLE, D_P, D_N, D_LOG2S, D_G, D_CENTER, D_STEP, D_OUT, D_MODE, D_DQ = range(13)
 
 SOURCE = PRELUDE + r"""
 #define ANS_ERR_SHORT 1
@@ -203,7 +207,12 @@ __device__ __forceinline__ void ans_decode_many(const i64* __restrict__ desc, co
         }                                                                   \
         if (ACT) {                                                          \
             const u32 uu = (hi >> 5) + raw;                                 \
-            const int q = center + (int)((uu >> 1) ^ (0u - (uu & 1u)));     \
+            const int kk = (int)((uu >> 1) ^ (0u - (uu & 1u)));             \
+            int q = center + kk;                                            \
+            if (DQ) {                  /* spec 4.6: level from the state */ \
+                q += kk - (dqs >> 1) * ((kk > 0) - (kk < 0));               \
+                dqs = (0x7D28 >> (2 * (2 * dqs + (kk & 1)))) & 3;           \
+            }                                                               \
             qmin = min(qmin, q);                                            \
             qmax = max(qmax, q);                                            \
             const float y = bsl_fmul_rn((float)q, step);                    \
@@ -213,7 +222,7 @@ __device__ __forceinline__ void ans_decode_many(const i64* __restrict__ desc, co
         }                                                                   \
     }
 
-template <int MODE>
+template <int MODE, bool DQ>
 __device__ __forceinline__ int ans_group_v2(const uint2* __restrict__ tab, const int P,
                                             const u32* __restrict__ gw, const int W, const int A, const i64 ng,
                                             const int center, const float step, char* __restrict__ o,
@@ -230,6 +239,7 @@ __device__ __forceinline__ int ans_group_v2(const uint2* __restrict__ tab, const
     }
     int p = 2 * A;
     int qmin = center, qmax = center;
+    int dqs = 0;                                   /* dependent-quantization state of this lane (DQ) */
     const int full = (int)(ng >> 5);
     const int step_bytes = MODE == 0 ? 128 : 64;   /* 32 elements of the output type */
     for (int t = 0; t < full; ++t) {
@@ -260,6 +270,7 @@ __device__ __forceinline__ void ans_decode_block_v2(const i64* __restrict__ d, i
     const float step = __int_as_float((int)d[9]);
     char* __restrict__ out = (char*)d[10];
     const int mode = (int)d[11];
+    const bool dq = d[12] != 0;                    /* ans-dq (spec 4.6): dependent-quantization levels */
     const int M = 1 << P;
     for (int i = threadIdx.x; i < M; i += blockDim.x) smem[i] = table[i];
     __syncthreads();
@@ -277,9 +288,18 @@ __device__ __forceinline__ void ans_decode_block_v2(const i64* __restrict__ d, i
     else {
         const u32* __restrict__ gw = gwords + (wstart[g] >> 1);
         const int W = (int)W64;
-        if (mode == 0) errs = ans_group_v2<0>(smem, P, gw, W, A, ng, center, step, out + 4 * (start + lane), lane);
-        else if (mode == 1) errs = ans_group_v2<1>(smem, P, gw, W, A, ng, center, step, out + 2 * (start + lane), lane);
-        else errs = ans_group_v2<2>(smem, P, gw, W, A, ng, center, step, out + 2 * (start + lane), lane);
+#define ANS2_GROUP(MODE, DQ, ISZ) \
+        ans_group_v2<MODE, DQ>(smem, P, gw, W, A, ng, center, step, out + ISZ * (start + lane), lane)
+        if (!dq) {
+            if (mode == 0) errs = ANS2_GROUP(0, false, 4);
+            else if (mode == 1) errs = ANS2_GROUP(1, false, 2);
+            else errs = ANS2_GROUP(2, false, 2);
+        } else {
+            if (mode == 0) errs = ANS2_GROUP(0, true, 4);
+            else if (mode == 1) errs = ANS2_GROUP(1, true, 2);
+            else errs = ANS2_GROUP(2, true, 2);
+        }
+#undef ANS2_GROUP
     }
     errs = __reduce_or_sync(ANS_FULL, errs);
     if (lane == 0 && errs) atomicOr(err, errs);

@@ -1,6 +1,6 @@
 """Whole-file GPU loading: ``load_file(..., framework="pt", device="cuda")`` and ``safe_open`` use this.
 
-``eg`` and ``ans`` payloads (F32/F16/BF16) and ``fexp`` payloads (lossless floats) go to the GPU compressed
+``eg``, ``ans`` and ``ans-dq`` payloads (F32/F16/BF16) and ``fexp`` payloads (lossless floats) go to the GPU compressed
 and are decoded there: all ``ans`` tensors of a call in one kernel launch, all ``fexp`` tensors in one launch
 per item size, ``eg`` tensor by tensor. Everything else (zstd chunks, raw, lossy F64) is decoded on the CPU
 and copied over. Checksums are verified on the host before anything is decoded.
@@ -24,11 +24,11 @@ def load_to_cuda(src, device="cuda", names=None) -> dict:
     for name in (names if names is not None else list(src.entries)):
         e = src.entry(name)
         where = f"{src.where}: tensor {name!r}"
-        if e.codec == "ans" and e.dtype in _GPU_DTYPES:
+        if e.codec in ("ans", "ans-dq") and e.dtype in _GPU_DTYPES:
             step, center, s = codec._check_ans_params(e, where)
             ans_jobs.append({"name": where, "key": name, "shape": e.shape, "n_elems": e.numel, "lane_symbols": s,
                              "payload": np.frombuffer(src.payload(e), np.uint8), "step": step, "center": center,
-                             "dtype": e.dtype})
+                             "dtype": e.dtype, "dq": e.codec == "ans-dq"})
             out[name] = None  # keeps the file's order; filled after the launches below
         elif e.codec == "fexp":
             s = codec._check_fexp_params(e, where)

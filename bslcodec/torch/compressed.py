@@ -67,7 +67,10 @@ _TORCH_DTYPE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat
 def _lossy_codecs() -> tuple:
     """Codecs kept compressed (``eg`` and ``ans``, on the CPU and the GPU): the lossy ones, whose payloads are
     several times smaller than the values. Lossless codecs (raw, zstd, ...) are decoded at load time."""
-    return tuple(getattr(_codec, "LOSSY_CODECS", ("eg",)))
+    return _codec.QUANTIZED_CODECS
+
+
+_ANS = ("ans", "ans-dq")  # the codecs the GPU ans kernel decodes (ans-dq: dependent-quantization levels)
 
 
 DEFAULT_TYPES = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -180,10 +183,10 @@ class _Weight:
         self.prep = self.table_dev = self.wstart_dev = None  # ans on the GPU: checked layout, table, group starts
 
     def ans_job(self, out):
-        """The ``bslcodec.gpu._ans`` job that decodes this (``ans``) weight into ``out``."""
+        """The ``bslcodec.gpu._ans`` job that decodes this (``ans`` or ``ans-dq``) weight into ``out``."""
         return {"name": self.where, "payload": self.payload, "n_elems": self.numel, "lane_symbols": self.S,
                 "step": self.step, "center": self.center, "dtype": self.dtype, "out": out, "prepared": self.prep,
-                "table_dev": self.table_dev, "wstart_dev": self.wstart_dev}
+                "table_dev": self.table_dev, "wstart_dev": self.wstart_dev, "dq": self.codec == "ans-dq"}
 
 
 class _Unit:
@@ -274,7 +277,7 @@ class CompressedModel:
 
     def _decode_weight(self, w, out, check=False):
         """Decode ``w`` into the flat tensor ``out`` (its dtype) on the current stream / CPU."""
-        if self.cuda and w.codec == "ans":
+        if self.cuda and w.codec in _ANS:
             from ..gpu._ans import decode_ans_many
 
             decode_ans_many([w.ans_job(out)], device=self.device, check=check)
@@ -594,7 +597,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 if ok and cm.cuda:
                     # the GPU writes fl32(q*step) rounded to the output dtype: equal to decode-then-cast only
                     # when the file holds F32, or the output is the file's own dtype
-                    ok = e.codec in ("eg", "ans") and e.dtype in ("F32", "F16", "BF16") and target in _MODE and \
+                    ok = e.codec in _codec.QUANTIZED_CODECS and e.dtype in ("F32", "F16", "BF16") and target in _MODE and \
                         (e.dtype == "F32" or target == _TORCH_DTYPE[e.dtype])
                 if ok:
                     w = _Weight(fname, e, f"{src.where}: tensor {fname!r}", target)
@@ -636,7 +639,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 host = torch.from_numpy(np.frombuffer(mv, np.uint8))
                 cm.payload_buf[pos:pos + length].copy_(host)
                 w.payload = cm.payload_buf[pos:pos + length] if cm.cuda else cm.payload_buf[pos:pos + length].numpy()
-                if cm.cuda and e.codec == "ans":
+                if cm.cuda and e.codec in _ANS:
                     from ..gpu._ans import Prepared
 
                     w.step, w.center, w.S = _codec._check_ans_params(e, w.where)
@@ -676,7 +679,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
         for t, sites, is_param, fname in dense:
             src = located[fname]
             e = src.entry(fname)
-            if load_cuda is not None and e.codec in ("eg", "ans") and e.dtype in ("F32", "F16", "BF16"):
+            if load_cuda is not None and e.codec in _codec.QUANTIZED_CODECS and e.dtype in ("F32", "F16", "BF16"):
                 value = load_cuda(src, dev, names=[fname])[fname]
             else:
                 value = _to_framework(src.tensor(fname), "pt", "cpu")
@@ -795,7 +798,7 @@ def _build_launches(cm):
         for s in range(len(cm.slots)):
             by_mode, ans_jobs = {}, []
             for (w, _), flat in zip(u.items, u.flat[s]):
-                if w.codec == "ans":
+                if w.codec in _ANS:
                     ans_jobs.append(w.ans_job(flat))
                 else:
                     by_mode.setdefault(_MODE[w.dtype], []).append((w, flat))

@@ -142,7 +142,7 @@ class _Reader:
             return 65 * g + (-65 * g % 8)
         if e.codec == "zstd":
             return 4 + 4 * self._touched.size
-        if e.codec == "ans":
+        if e.codec in ("ans", "ans-dq"):
             try:
                 b = int(p[8:12].view("<u4")[0])
                 h = 12 + b + (-(12 + b) % 4)
@@ -167,7 +167,7 @@ class _Reader:
                 m = self._touched.size
                 sizes = p[4:4 + 4 * m].view("<u4").astype(np.int64)
                 self._tables = np.concatenate([[0], np.cumsum(sizes)])
-            elif e.codec == "ans":
+            elif e.codec in ("ans", "ans-dq"):
                 try:
                     b = int(p[8:12].view("<u4")[0])
                     h = 12 + b + (-(12 + b) % 4)
@@ -181,7 +181,7 @@ class _Reader:
         return int(self._tables[u1] - self._tables[u0])
 
     def _account(self, u0, u1):
-        if self.e.codec not in ("raw", "eg", "zstd", "ans"):  # layout unknown here: count the whole payload
+        if self.e.codec not in ("raw", "eg", "zstd", "ans", "ans-dq"):  # layout unknown here: count the whole payload
             if not self._touched.all():
                 self.stats["bytes_read"] += self.e.length
                 self._touched[:] = True
