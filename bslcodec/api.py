@@ -146,6 +146,8 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                         quantizer=quantizer)
     if codec is not None and codec not in _codec.CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
+    if settings.quantizer == "dq" and codec == "eg":
+        raise EncodeError("quantizer='dq' is coded with ans (codec ans-dq): codec='eg' cannot hold it")
     report = _Progress(progress, len(tensors))
     try:
         items, lossy = [], {}

@@ -99,9 +99,8 @@ class LossyTensor:
             center = int(np.clip(np.rint(self.mean / step), -(MAX_SYMBOL_MAGNITUDE - 1), MAX_SYMBOL_MAGNITUDE - 1))
             r = dq.quantize(self.x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
                             strict=max_error is not None)
-            if not r.n_bad and self.dtype == "F16" and max_error is not None:
-                r.max_error = _f16_error(self.x, r.u, center, step, ANS_LANE_SYMBOLS)
-                r.n_bad = int(r.max_error > max_error)
+            if not r.n_bad and self.dtype == "F16":  # the error of the F16 values (and inf where they overflow)
+                r.max_error, r.n_bad = _f16_check(self.x, r.u, center, step, max_error)
             if not r.n_bad:
                 break
             if max_error is None:
@@ -202,12 +201,20 @@ def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
     return "eg", params, golomb.encode(u, LANE_SYMBOLS, ks, lens)
 
 
-def _f16_error(x: np.ndarray, u: np.ndarray, center: int, step: float, lane_symbols: int) -> float:
-    """Largest |x - x̂| of dq symbols decoded to F16 (numba has no float16: checked in numpy)."""
+def _f16_check(x: np.ndarray, u: np.ndarray, center: int, step: float, max_error: float | None) -> tuple:
+    """(largest |x - x̂|, number of elements over their bound) of dq symbols decoded to F16 (numba has no
+    float16: checked in numpy). Bound: ``max_error`` exactly, else 1.5 steps plus F16 rounding (as
+    ``bslcodec verify`` checks it)."""
     ui = u.astype(np.int64)
-    q = center + dq.levels((ui >> 1) ^ -(ui & 1), lane_symbols)
-    xh = _to_f16(q.astype(np.float32) * np.float32(step)).astype(np.float64)
-    return float(np.abs(xh - x.astype(np.float64)).max()) if x.size else 0.0
+    q = center + dq.levels((ui >> 1) ^ -(ui & 1), ANS_LANE_SYMBOLS)
+    xv = x.astype(np.float64)
+    err = np.abs(_to_f16(q.astype(np.float32) * np.float32(step)).astype(np.float64) - xv)
+    if max_error is not None:
+        allowed = max_error
+    else:
+        rel, ab = quant.ROUNDING["F16"]
+        allowed = dq.BOUND_FACTOR * step + rel * (2 * np.abs(xv) + err) + ab
+    return (float(err.max()) if x.size else 0.0), int(np.count_nonzero(~(err <= allowed)))
 
 
 SENSITIVITY_FLOOR = 1e-4  # relative to the median: a tensor that seems unused still keeps some precision

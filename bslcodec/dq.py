@@ -64,7 +64,7 @@ def _bits(k, tokbits, s_tok, m_tok):
 
 
 @numba.njit(cache=True)
-def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, tokbits, s_tok, m_tok,
+def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, tokbits, s_tok, m_tok,
           bk, bs, u):
     """Viterbi search of one lane (elements e0 + 32t, t < T); writes the zigzag symbols of the chosen
     indices to ``u``. Returns (largest |x - x̂|, 0) or (.., 1) when some element had no admissible
@@ -101,7 +101,10 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
                     continue
                 xh = _dequant(q, mode, step32, step64)
                 err = abs(xh - xv)
-                if err > bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs:
+                # F16 (decoded as binary32, then rounded to F16): the rounding adds at most half an F16
+                # ulp of x̂, so the bound is checked with that margin (numba has no float16)
+                margin = (abs(xh) * 2.0**-11 + 2.0**-25) if f16 else 0.0
+                if err + margin > bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs:
                     continue
                 en = err * inv
                 c = cs + en * en + lam * _bits(k, tokbits, s_tok, m_tok)
@@ -133,7 +136,7 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
 
 
 @numba.njit(parallel=True, cache=True)
-def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, tokbits, s_tok,
+def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, tokbits, s_tok,
               m_tok, u):
     n = x.size
     gsize = LANES * lane_symbols
@@ -147,7 +150,7 @@ def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_r
         for j in range(min(LANES, ng)):
             T = (ng - j + LANES - 1) // LANES
             me, bad = _lane(x, start + j, T, center, mode, step32, step64, lam, bound, slack_rel, slack_abs,
-                            tokbits, s_tok, m_tok, bk, bs, u)
+                            f16, tokbits, s_tok, m_tok, bk, bs, u)
             stats[g, 0] = max(stats[g, 0], me)
             stats[g, 1] += bad
     return stats
@@ -175,7 +178,8 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
 
     ``bound``: the largest |x - x̂| allowed (default 1.5 Δ, with the output dtype's rounding slack unless
     ``strict``). ``n_bad``: lanes where some element had no level within the bound (the caller shrinks the
-    step or stores the tensor exactly).
+    step or stores the tensor exactly). For F16 the bound is met after the rounding to F16 (checked with
+    a half-ulp margin); ``max_error`` is then of the binary32 values (the caller measures the F16 ones).
     """
     from . import rans  # rans builds the models; it does not need this module
 
@@ -193,7 +197,8 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     for _ in range(passes):
         model, _bits_ = rans.build_model(u)
         st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, np.float32(step),
-                    float(step), float(c), float(bound), rel, ab, token_bits(model), model.s, model.m, out)
+                    float(step), float(c), float(bound), rel, ab, dtype == "F16", token_bits(model), model.s,
+                    model.m, out)
         u, out = out, u
         r.n_bad = int(st[:, 1].sum()) if st.size else 0
         r.max_error = float(st[:, 0].max()) if st.size else 0.0

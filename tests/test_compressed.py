@@ -126,13 +126,13 @@ def _llama(tie=False, layers=2):
                        num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=tie)
 
 
-def _dense_and_file(cfg, path, drop=()):
+def _dense_and_file(cfg, path, drop=(), **kw):
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
     ref = LlamaForCausalLM(cfg).eval()
     sd = {k: v for k, v in ref.state_dict().items() if k not in drop}
-    bslcodec.save_file(sd, path, rel_step=1 / 8)
+    bslcodec.save_file(sd, path, rel_step=1 / 8, **kw)
     ref.load_state_dict(bslcodec.load_file(path, framework="pt"), strict=not drop)
     if cfg.tie_word_embeddings:
         ref.tie_weights()
@@ -308,6 +308,24 @@ def test_llama_gpu_ans_file(monkeypatch, tmp_path, gpu_codec, prefetch):
     codecs = {w.codec for w in cm.weights.values()}
     assert codecs == ({"eg"} if gpu_codec == "eg" else {"ans"})
     _check_gpu_model(ref, m, cm)
+
+
+@pytest.mark.parametrize("device,kernel", [("cpu", "multi"), pytest.param("cuda", "multi", marks=GPU),
+                                           pytest.param("cuda", "decode_eg", marks=GPU)])
+def test_llama_dq_file(tmp_path, device, kernel):
+    """An ans-dq file (dependent quantization) kept compressed: same logits as the dense decoded model;
+    on the GPU the ans kernel decodes its levels (one launch a unit, or per weight)."""
+    cfg = _llama(layers=2)
+    p = tmp_path / "m.bsl"
+    ref = _dense_and_file(cfg, p, quantizer="dq").to(device)
+    m = _meta_llama(cfg)
+    cm = load_compressed(m, p, device=device, kernel=kernel) if device == "cuda" else \
+        load_compressed(m, p, device=device)
+    assert {w.codec for w in cm.weights.values()} == {"ans-dq"}
+    if device == "cuda":
+        _check_gpu_model(ref, m, cm)
+    else:
+        _check_same(ref, m, "cpu")
 
 
 def test_transcode_ans_to_eg_same_values(tmp_path):

@@ -92,6 +92,24 @@ def synthetic(args, torch, res):
         rows.append(dict(what=name, S=1024, bpw=bpw, ms=med, lo=lo, hi=hi, exact=exact))
         print(f"{name}: {med:.3f} ms = {gbs(med):.0f} GB/s bf16, exact={exact}", flush=True)
         del launch
+    # ans-dq (spec 4.6): the same payload read as dependent-quantization indices, default kernel: what the
+    # per-lane state machine costs. Checked bit for bit on a prefix of whole groups against dq.levels.
+    from bslcodec import dq as _dq
+
+    out.fill_(float("nan"))
+    launch = _ans.Launch([dict(job, dq=True)])
+    launch.run()
+    launch.raise_errors()
+    med, lo, hi = _median_ms(launch.run, args.reps, torch)
+    n0 = min(n, 300 * 32 * 1024)
+    uu = u[:n0].astype(np.int64)
+    lv = _dq.levels((uu >> 1) ^ -(uu & 1), 1024)
+    want = (torch.from_numpy(lv.astype(np.float32)) * float(np.float32(step))).to(torch.bfloat16)
+    exact = torch.equal(out[:n0].cpu().view(torch.int16), want.view(torch.int16))
+    name = "decode_ans with dq=True (ans-dq levels), default kernel, 16 warps/block"
+    rows.append(dict(what=name, S=1024, bpw=bpw, ms=med, lo=lo, hi=hi, exact=exact))
+    print(f"{name}: {med:.3f} ms = {gbs(med):.0f} GB/s bf16, exact (first {n0} elements)={exact}", flush=True)
+    del launch, uu, lv, want
     for pb in (11, 12):  # same symbols, smaller tables (2^P x 8 bytes in shared memory): does occupancy pay?
         if pb == model.prob_bits:
             continue
@@ -181,6 +199,7 @@ def minilm(args, torch, res):
     out_rows = []
     tmp = tempfile.mkdtemp()
     for label, kw in (("ans, default setting", dict(codec="ans")), ("ans, rel_step=1/16", dict(codec="ans", rel_step=1 / 16)),
+                      ("ans-dq (quantizer='dq'), rel_step=1/16", dict(codec="ans", rel_step=1 / 16, quantizer="dq")),
                       ("eg, default setting", dict(codec="eg"))):
         f = os.path.join(tmp, "m.bsl")
         t0 = time.time()
@@ -207,7 +226,7 @@ def minilm(args, torch, res):
             try:
                 for name in src.entries:
                     e = src.entry(name)
-                    if e.codec != "ans":
+                    if e.codec not in ("ans", "ans-dq"):
                         continue
                     from bslcodec import codec as C
                     step, center, s = C._check_ans_params(e, name)
@@ -215,6 +234,7 @@ def minilm(args, torch, res):
                     prep = _ans.Prepared(pl, e.numel, s)
                     jobs.append({"payload": torch.from_numpy(pl.copy()).cuda(), "n_elems": e.numel, "lane_symbols": s,
                                  "step": step, "center": center, "dtype": e.dtype, "prepared": prep,
+                                 "dq": e.codec == "ans-dq",
                                  "table_dev": torch.from_numpy(prep.gpu_table).cuda(),
                                  "wstart_dev": torch.from_numpy(prep.wstart).cuda(),
                                  "out": torch.empty(e.numel, dtype=torch.bfloat16, device="cuda")})
