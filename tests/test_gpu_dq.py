@@ -26,7 +26,7 @@ def test_cuda_load_dq_matches_cpu(tmp_path, kw):
     path = tmp_path / "m.bsl"
     bslcodec.save_file(_tensors(np.random.default_rng(1)), path, quantizer="dq", **kw)
     with bslcodec.safe_open(path) as f:
-        assert {f.entry(k).codec for k in f.keys()} == {"ans-dq"}
+        assert "ans-dq" in {f.entry(k).codec for k in f.keys()}  # (a tensor may be smaller stored exactly)
     cpu = bslcodec.load_file(path, framework="pt")
     gpu = bslcodec.load_file(path, framework="pt", device="cuda")
     for k in cpu:

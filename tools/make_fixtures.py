@@ -3,9 +3,13 @@
 Run from the repository root: ``python tools/make_fixtures.py``. Every later version must still decode
 these files to exactly the stored values (tests/test_fixtures.py). Re-run only for a deliberate format or
 encoder change, and say so in the commit.
+
+``python tools/make_fixtures.py dq`` writes only the ``ans-dq`` (format 1.1) files in ``fixtures/v1/dq/``
+(tests/test_dq.py), from the same inputs.
 """
 
 import pathlib
+import sys
 
 import ml_dtypes
 import numpy as np
@@ -41,6 +45,29 @@ FILES = {
 }
 
 
+# Dependent quantization (codec ans-dq, .bsl 1.1): the same inputs, in fixtures/v1/dq/
+DQ_FILES = {
+    "dq_rel_step": {"quantizer": "dq", "rel_step": 0.25},
+    "dq_max_error": {"quantizer": "dq", "max_error": 1e-3},
+}
+
+
+def _write(out: pathlib.Path, files: dict, src: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, kw in files.items():
+        path = out / f"{name}.bsl"
+        bslcodec.save_file(src, path, metadata={"fixture": name}, **kw)
+        dec = bslcodec.load_file(path)
+        np.savez(out / f"{name}.expected.npz",
+                 **{k: (v.view(np.uint16) if v.dtype == ml_dtypes.bfloat16 else v) for k, v in dec.items()})
+        print(f"{path.name}: {path.stat().st_size} bytes")
+
+
+def write_dq() -> None:
+    """The ans-dq fixtures only (the v1.0 files and inputs.npz are left as they are)."""
+    _write(OUT / "dq", DQ_FILES, inputs())
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     src = inputs()
@@ -56,4 +83,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["dq"]:
+        write_dq()
+    else:
+        main()
+        write_dq()
