@@ -76,27 +76,23 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
     new = np.empty(4, np.float64)
     cost[:] = _UNREACHABLE
     cost[0] = 0.0
-    cands = np.empty(3, np.int64)
+    ck = np.empty(3, np.int64)  # candidates of one quantizer: index, and its distortion + rate cost
+    cd = np.empty(3, np.float64)
     for t in range(T):
         xv = np.float64(x[e0 + LANES * t])
         v = xv * inv - center
         new[:] = _UNREACHABLE
-        for s in range(4):
-            cs = cost[s]
-            if cs >= _UNREACHABLE:
+        for q1 in range(2):  # the states of one quantizer share its candidates and their costs
+            if cost[2 * q1] >= _UNREACHABLE and cost[2 * q1 + 1] >= _UNREACHABLE:
                 continue
-            q1 = s >> 1
             if q1 == 0:
                 kc = np.int64(math.floor(v * 0.5))
             else:
                 kc = np.int64(math.floor((v + (1.0 if v > 0 else -1.0)) * 0.5))
-            cands[0] = kc
-            cands[1] = kc + 1
-            cands[2] = 0
-            nc = 2 if (kc == 0 or kc == -1) else 3
-            for ci in range(nc):
-                k = cands[ci]
-                lv = level(k, s)
+            nc = 0
+            for ci in range(2 if (kc == 0 or kc == -1) else 3):
+                k = kc + ci if ci < 2 else np.int64(0)
+                lv = level(k, 2 * q1)
                 q = center + lv
                 if abs(q) >= lim or abs(lv) >= lim:
                     continue
@@ -108,12 +104,21 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
                 if err + margin > bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs:
                     continue
                 en = err * inv
-                c = cs + en * en + lam * _bits(k, tokbits, s_tok, m_tok)
-                ns = next_state(s, k)
-                if c < new[ns]:
-                    new[ns] = c
-                    bk[t, ns] = k
-                    bs[t, ns] = s
+                ck[nc] = k
+                cd[nc] = en * en + lam * _bits(k, tokbits, s_tok, m_tok)
+                nc += 1
+            for s in range(2 * q1, 2 * q1 + 2):
+                cs = cost[s]
+                if cs >= _UNREACHABLE:
+                    continue
+                for ci in range(nc):
+                    k = ck[ci]
+                    c = cs + cd[ci]
+                    ns = next_state(s, k)
+                    if c < new[ns]:
+                        new[ns] = c
+                        bk[t, ns] = k
+                        bs[t, ns] = s
         best = _UNREACHABLE
         for s in range(4):
             cost[s] = new[s]
