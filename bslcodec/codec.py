@@ -84,12 +84,16 @@ class LossyTensor:
         """The stored step: 2·max_error (dq: max_error / 1.5, its bound being 1.5 steps), or
         rel_step·unit (dq: times ``dq.STEP_FACTOR``, which keeps about the mean squared error of plain
         rounding at the same rel_step)."""
-        is_dq = self.quantizer == "dq"
         if settings.max_error is not None:
-            step = settings.max_error / dq.BOUND_FACTOR if is_dq else 2 * settings.max_error
+            step = settings.max_error / dq.BOUND_FACTOR if self.quantizer == "dq" else 2 * settings.max_error
             return quant.step_for_dtype(step, self.dtype, round_down=True)
-        c = rel_step if rel_step is not None else settings.rel_step
-        return quant.step_for_dtype(c * self.unit * (dq.STEP_FACTOR if is_dq else 1.0), self.dtype)
+        return self.step_at(rel_step if rel_step is not None else settings.rel_step)
+
+    def step_at(self, rel_step: float) -> float:
+        """The stored step for ``rel_step`` (what ``bits=``'s search tries): rel_step·unit, times
+        ``dq.STEP_FACTOR`` with the dq quantizer."""
+        return quant.step_for_dtype(rel_step * self.unit * (dq.STEP_FACTOR if self.quantizer == "dq" else 1.0),
+                                    self.dtype)
 
     def _code_dq(self, step: float, max_error: float | None):
         """``code()`` for the dq quantizer: (params, None, None, u) or None."""

@@ -52,6 +52,21 @@ def next_state(state, k):
 
 
 @numba.njit(inline="always")
+def f16_round(y):
+    """``y`` (a binary32 value, as float64) rounded to the nearest binary16, ties to even, ±inf beyond
+    its range: numpy's ``astype(float16)``, which numba lacks."""
+    a = abs(y)
+    if a >= 65520.0:  # half-way to 2^16 and beyond: rounds to infinity
+        return math.copysign(math.inf, y)
+    if a < 2.0**-14:  # subnormal: multiples of 2^-24
+        r = np.rint(a * 2.0**24) * 2.0**-24
+    else:
+        m, e = math.frexp(a)  # a = m·2^e, 0.5 <= m < 1: 11 significant bits are multiples of 2^(e-11)
+        r = np.rint(a * 2.0 ** (11 - e)) * 2.0 ** (e - 11)
+    return math.copysign(r, y)
+
+
+@numba.njit(inline="always")
 def _bits(k, tokbits, s_tok, m_tok):
     """Ideal code length of index k (zigzag symbol u) under the token model: token bits + raw bits."""
     u = np.int64((k << 1) ^ (k >> 63))
@@ -97,11 +112,10 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
                 if abs(q) >= lim or abs(lv) >= lim:
                     continue
                 xh = _dequant(q, mode, step32, step64)
+                if f16:  # F16 tensors decode to binary32, then round to F16
+                    xh = f16_round(xh)
                 err = abs(xh - xv)
-                # F16 (decoded as binary32, then rounded to F16): the rounding adds at most half an F16
-                # ulp of x̂, so the bound is checked with that margin (numba has no float16)
-                margin = (abs(xh) * 2.0**-11 + 2.0**-25) if f16 else 0.0
-                if err + margin > bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs:
+                if err > bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs:
                     continue
                 en = err * inv
                 ck[nc] = k
@@ -184,8 +198,8 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
 
     ``bound``: the largest |x - x̂| allowed (default 1.5 Δ, with the output dtype's rounding slack unless
     ``strict``). ``n_bad``: lanes where some element had no level within the bound (the caller shrinks the
-    step or stores the tensor exactly). For F16 the bound is met after the rounding to F16 (checked with
-    a half-ulp margin); ``max_error`` is then of the binary32 values (the caller measures the F16 ones).
+    step or stores the tensor exactly). For F16 the values and the bound are those after the rounding to
+    F16.
     """
     from . import rans  # rans builds the models; it does not need this module
 

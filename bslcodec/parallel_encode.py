@@ -178,13 +178,13 @@ def _merge(parts: list, dest) -> int:
 
 def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, max_error=None, rel_step=None, bits=None,
                                lossless=(), sensitivity=None, codec: str | None = None, overwrite: bool = False,
-                               split: bool = True, progress: bool = False):
+                               split: bool = True, progress: bool = False, quantizer: str = "uniform"):
     """Encode a checkpoint file or model folder like ``bslcodec encode``, with ``workers`` processes.
 
     ``workers``: processes (default: the CPUs this process may use); each gets ``cpus // workers`` Numba
     threads. ``split``: let a file be split into parts when there are fewer files than workers. ``codec``:
     the lossy entropy stage in the workers (e.g. ``"eg"``, the one the GPU decoder reads), where this bslcodec
-    has a choice. Returns a :class:`bslcodec.checkpoint.Result` (``rel_steps``: one per part with ``bits=``).
+    has a choice. ``quantizer``: as in ``bslcodec.save_file`` ("dq": dependent quantization). Returns a :class:`bslcodec.checkpoint.Result` (``rel_steps``: one per part with ``bits=``).
     """
     import multiprocessing as mp
     import shutil
@@ -194,7 +194,7 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, max_erro
                              check_settings, open_checkpoint, shard_name, staged_output)
 
     t0 = time.perf_counter()
-    check_settings(max_error, rel_step, bits, lossless)
+    check_settings(max_error, rel_step, bits, lossless, quantizer=quantizer)
     src = open_checkpoint(inp, "weights")
     out = Path(out)
     _check_distinct(src, out)
@@ -202,6 +202,8 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, max_erro
     workers = max(1, int(workers or cpus))
     kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()),
               sensitivity=sensitivity)
+    if quantizer != "uniform":
+        kw["quantizer"] = quantizer
     n = len(src.files)
     sizes = []
     for i in range(n):

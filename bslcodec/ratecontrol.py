@@ -21,7 +21,6 @@ def choose_rel_step(lossy: list, exact: list, bits: float, n_weights: int, overh
     total bits).
     """
     from .codec import encode_lossless  # local import: codec sits above this module
-    from .quant import step_for_dtype
 
     if n_weights == 0:
         raise EncodeError("bits= needs at least one element to encode")
@@ -36,7 +35,7 @@ def choose_rel_step(lossy: list, exact: list, bits: float, n_weights: int, overh
         c = 2.0 ** log_c
         size = fixed
         for t in lossy:
-            s = t.size(step_for_dtype(c * t.unit, t.dtype))
+            s = t.size(t.step_at(c))  # the tensor's own rule (dq: a finer step for the same c)
             if s is None:  # too fine: the tensor would be stored exactly
                 if t.name not in lossless_bits:
                     lossless_bits[t.name] = 8 * len(encode_lossless(t.arr)[2])

@@ -24,6 +24,8 @@ LOSSY = ("eg", "ans")
 def recode_file(src_path, dst_path, codec: str = "eg", overwrite: bool = False, progress=None) -> dict:
     """Write ``src_path`` to ``dst_path`` with every ``eg``/``ans`` tensor in ``codec``; a summary dict.
 
+    ``ans-dq`` tensors (dependent quantization) are copied as they are: their levels need the ans-dq decoder.
+
     ``progress``: an optional callable ``(name, done, total)``.
     """
     if codec not in LOSSY:
@@ -64,8 +66,8 @@ def recode_file(src_path, dst_path, codec: str = "eg", overwrite: bool = False, 
         if api.SETTINGS_KEY in metadata:
             try:
                 used = json.loads(metadata[api.SETTINGS_KEY])
-                if isinstance(used, dict):
-                    used["codec"] = codec
+                if isinstance(used, dict) and not any(e.codec == "ans-dq" for e in entries):
+                    used["codec"] = codec  # (ans-dq tensors have no eg form: they stay, and so does the setting)
                     metadata[api.SETTINGS_KEY] = json.dumps(used, sort_keys=True)
             except ValueError:
                 pass  # not ours to fix: copied as it is
