@@ -133,7 +133,7 @@ def _named(exc: BslError, name: str) -> BslError:
 
 def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
                    sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
-                   quantizer: str = "uniform") -> tuple:
+                   quantizer: str | None = None) -> tuple:
     """Encode a state dict into (entries, payloads, metadata) without writing anything.
 
     The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
@@ -142,6 +142,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     metadata = _check_inputs(tensors, metadata)
     if lossless is True:  # every tensor stored exactly
         lossless = ("*",)
+    quantizer = _codec.resolve_quantizer(quantizer, max_error, codec, rdoq)
     settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or (), rdoq=rdoq,
                         quantizer=quantizer)
     if codec is not None and codec not in _codec.CODEC_CHOICES:
@@ -235,7 +236,7 @@ def _write(fh, entries, payloads, metadata):
 
 
 def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-         sensitivity=None, codec: str | None = None, rdoq=None, quantizer: str = "uniform") -> bytes:
+         sensitivity=None, codec: str | None = None, rdoq=None, quantizer: str | None = None) -> bytes:
     """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
     import io
 
@@ -250,7 +251,7 @@ def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=No
 
 def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
               sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
-              quantizer: str = "uniform") -> None:
+              quantizer: str | None = None) -> None:
     """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
 
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
@@ -563,7 +564,7 @@ class safe_open:
 
 
 def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str | None = None,
-           rdoq=None, quantizer: str = "uniform") -> bytes:
+           rdoq=None, quantizer: str | None = None) -> bytes:
     """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
     return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
                 lossless=("tensor",) if lossless else None, codec=codec, rdoq=rdoq, quantizer=quantizer)

@@ -631,7 +631,7 @@ class Result:
         return self.in_bytes / self.out_bytes if self.out_bytes else float("inf")
 
 
-def check_settings(max_error=None, rel_step=None, bits=None, lossless=(), rdoq=None, quantizer="uniform") -> None:
+def check_settings(max_error=None, rel_step=None, bits=None, lossless=(), rdoq=None, quantizer=None) -> None:
     """Raise EncodeError for conflicting or bad options (before any work is done)."""
     from .codec import Settings
 
@@ -640,7 +640,7 @@ def check_settings(max_error=None, rel_step=None, bits=None, lossless=(), rdoq=N
 
 
 def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
-                codec="auto", bar=None, extra_metadata=None, rdoq=None, quantizer="uniform") -> tuple:
+                codec="auto", bar=None, extra_metadata=None, rdoq=None, quantizer=None) -> tuple:
     """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with ``api.encode_tensors``.
 
     Returns (file size, number of elements, the rel_step chosen for ``bits=`` or None). The file's
@@ -689,7 +689,7 @@ def _total_bytes(src: Checkpoint) -> int:
 
 
 def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None, codec="auto",
-                      overwrite=False, progress=True, rdoq=None, quantizer="uniform") -> Result:
+                      overwrite=False, progress=True, rdoq=None, quantizer=None) -> Result:
     """Encode a checkpoint file or model folder to a ``.bsl`` file or folder (see the module docstring).
 
     With ``bits=`` the target holds for each output file (so for the whole folder too); each shard gets

@@ -140,10 +140,10 @@ def main():
               help="Rate-distortion optimised quantization, λ = C x step^2 (0: off; default: on with C = 0.12 "
                    "for --rel-step/--bits, off for --max-error). Error bound: one step instead of half a step "
                    "(--max-error still holds exactly).")
-@click.option("--quantizer", type=click.Choice(["uniform", "dq"]), default="uniform", show_default=True,
-              help="uniform: plain rounding (error <= step/2); dq: dependent (trellis) quantization, codec ans-dq, "
-                   "~0.15 bits/weight smaller at the same mean squared error (error <= 1.5 steps; --max-error "
-                   "still holds exactly); needs bslcodec >= the version that reads .bsl 1.1.")
+@click.option("--quantizer", type=click.Choice(["auto", "uniform", "dq"]), default="auto", show_default=True,
+              help="dq: dependent (trellis) quantization, codec ans-dq, ~0.15 bits/weight smaller at the same mean "
+                   "squared error (error <= 1.5 steps); uniform: plain rounding (error <= step/2); auto: dq, "
+                   "except uniform with --max-error, --codec eg|ans or --rdoq.")
 @workers_option
 @overwrite_option
 @quiet_option

@@ -22,6 +22,24 @@ CODEC_CHOICES = ("auto",) + LOSSY_CODECS  # "auto": per tensor, the smaller payl
 DEFAULT_CODEC = "auto"
 QUANTIZED_CODECS = ("eg", "ans", "ans-dq")  # the codecs of spec 4.3/4.4/4.6: a step, a center, symbols
 QUANTIZERS = ("uniform", "dq")  # plain rounding (spec 4.3) or dependent quantization (spec 4.6, ans only)
+QUANTIZER_CHOICES = ("auto",) + QUANTIZERS
+DEFAULT_QUANTIZER = "auto"  # dq for rel_step / bits / the default; uniform with max_error, a named codec, rdoq
+
+
+def resolve_quantizer(quantizer, max_error=None, codec=None, rdoq=None) -> str:
+    """"uniform" or "dq" for the user's ``quantizer=`` (None: ``DEFAULT_QUANTIZER``). "auto" gives dq (about
+    0.15 bits/weight smaller at the same mean squared error, results/dq.md) except where it cannot serve or
+    does not pay: ``max_error=`` (at a given bound dq files are larger), a named ``codec="eg"`` or ``"ans"``
+    (those codecs hold plain rounding; ``quantizer="dq", codec="ans"`` gives ans-dq) and ``rdoq=`` (a
+    different level choice)."""
+    q = DEFAULT_QUANTIZER if quantizer is None else quantizer
+    if q not in QUANTIZER_CHOICES:
+        raise EncodeError(f"quantizer= must be one of {', '.join(QUANTIZER_CHOICES)}, not {q!r}")
+    if q != "auto":
+        return q
+    named = (codec if codec is not None else DEFAULT_CODEC) != "auto"  # the user asked for eg or ans itself
+    return "uniform" if (max_error is not None or named or (rdoq is not None and rdoq is not False and rdoq != 0)) \
+        else "dq"
 
 
 @dataclass
@@ -33,7 +51,7 @@ class Settings:
     bits: float | None = None
     lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
     rdoq: float | bool | None = None  # RDOQ λ = c·step²: None = default for the mode, True = default c, False/0 = off
-    quantizer: str = "uniform"  # "uniform" (plain rounding) or "dq" (dependent quantization, codec ans-dq)
+    quantizer: str = "uniform"  # "uniform" (plain rounding), "dq" (dependent quantization, codec ans-dq), "auto"
 
     def __post_init__(self):
         given = {k: v for k, v in (("max_error", self.max_error), ("rel_step", self.rel_step),
@@ -48,8 +66,7 @@ class Settings:
         self.lossless = tuple(self.lossless or ())
         if not self.max_error and not self.bits and not self.rel_step:
             self.rel_step = DEFAULT_REL_STEP
-        if self.quantizer not in QUANTIZERS:
-            raise EncodeError(f"quantizer= must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
+        self.quantizer = resolve_quantizer(self.quantizer, self.max_error, None, self.rdoq)
         if self.quantizer == "dq" and self.rdoq:
             raise EncodeError("rdoq= and quantizer='dq' do not combine: the trellis already chooses the levels")
         self.rdoq = 0.0 if self.quantizer == "dq" else rdoq.resolve(self.rdoq, self.max_error is not None)

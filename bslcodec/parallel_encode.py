@@ -178,7 +178,7 @@ def _merge(parts: list, dest) -> int:
 
 def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, max_error=None, rel_step=None, bits=None,
                                lossless=(), sensitivity=None, codec: str | None = None, overwrite: bool = False,
-                               split: bool = True, progress: bool = False, quantizer: str = "uniform"):
+                               split: bool = True, progress: bool = False, quantizer: str | None = None):
     """Encode a checkpoint file or model folder like ``bslcodec encode``, with ``workers`` processes.
 
     ``workers``: processes (default: the CPUs this process may use); each gets ``cpus // workers`` Numba
@@ -202,7 +202,7 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, max_erro
     workers = max(1, int(workers or cpus))
     kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()),
               sensitivity=sensitivity)
-    if quantizer != "uniform":
+    if quantizer is not None:
         kw["quantizer"] = quantizer
     n = len(src.files)
     sizes = []

@@ -59,7 +59,7 @@ def test_sensitivity_errors():
 def test_rel_step_keeps_its_average_meaning():
     w, x = _model()
     s = {"A": 1.0, "B": 400.0}
-    src = bslcodec.api._Source(data=bslcodec.save(w, rel_step=0.1, sensitivity=s))
+    src = bslcodec.api._Source(data=bslcodec.save(w, rel_step=0.1, sensitivity=s, quantizer="uniform"))
     ratios = [src.entry(n).params["step"] / (0.1 * float(w[n].astype(np.float64).std())) for n in "AB"]
     assert np.isclose(np.exp(np.mean(np.log(ratios))), 1.0, rtol=1e-3)  # geometric mean of step/(c*std) is 1
     assert np.isclose(ratios[0] / ratios[1], 20.0, rtol=1e-2)  # sqrt(400)

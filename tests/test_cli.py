@@ -93,7 +93,7 @@ def test_safetensors_round_trip(tmp_path):
     with bslcodec.safe_open(tmp_path / "m.bsl") as f:
         meta = f.metadata()
     assert meta["note"] == "kept" and meta["bslcodec.source_format"] == "safetensors"
-    assert json.loads(meta["bslcodec.settings"]) == {"rel_step": 1 / 64}
+    assert json.loads(meta["bslcodec.settings"]) == {"rel_step": 1 / 64, "quantizer": "dq"}  # the default
     run("decode", tmp_path / "m.bsl", tmp_path / "out.safetensors")
     check_close(sd, safetensors_numpy.load_file(str(tmp_path / "out.safetensors")))
     from safetensors import safe_open
@@ -219,7 +219,7 @@ def test_bits_and_lossless(tmp_path):
     info = json.loads(run("info", tmp_path / "b.bsl", "--json").stdout)
     assert abs(info["total"]["bits_per_weight"] - 4) <= 0.08
     codecs = {t["name"]: t["codec"] for t in info["files"][0]["tensors"]}
-    assert codecs["w"] in ("eg", "ans") and codecs["b"] == "zstd" and codecs["keep.w"] == "fexp"
+    assert codecs["w"] == "ans-dq" and codecs["b"] == "zstd" and codecs["keep.w"] == "fexp"
     settings = json.loads(info["files"][0]["metadata"]["bslcodec.settings"])
     assert settings["bits"] == 4 and settings["lossless"] == ["keep.*"] and settings["rel_step"] > 0
 

@@ -366,7 +366,7 @@ def test_smaller_at_the_same_rel_step_with_about_the_same_mse(rd_tensors, dist):
     """At a fine rel_step (0.1: ~5.3 bits/weight) the STEP_FACTOR keeps the mean squared error of plain
     rounding, and the file is smaller."""
     x = rd_tensors[dist]
-    b_u, m_u = _rd(x, rel_step=0.1)
+    b_u, m_u = _rd(x, rel_step=0.1, quantizer="uniform")
     b_d, m_d = _rd(x, rel_step=0.1, quantizer="dq")
     assert 0.85 * m_u <= m_d <= 1.15 * m_u
     assert b_d < b_u - 0.08
@@ -378,8 +378,8 @@ def test_smaller_at_equal_mse(rd_tensors, dist, rel):
     """Against plain rounding at the step that gives dq's mean squared error (MSE ~ step²)."""
     x = rd_tensors[dist]
     b_d, m_d = _rd(x, rel_step=rel, quantizer="dq")
-    m_u0 = _rd(x, rel_step=rel)[1]
-    b_u, m_u = _rd(x, rel_step=rel * float(np.sqrt(m_d / m_u0)))
+    m_u0 = _rd(x, rel_step=rel, quantizer="uniform")[1]
+    b_u, m_u = _rd(x, rel_step=rel * float(np.sqrt(m_d / m_u0)), quantizer="uniform")
     assert m_d <= 1.15 * m_u and m_u <= 1.15 * m_d
     assert b_d < b_u - 0.08
 
@@ -398,10 +398,12 @@ def test_minor_version_and_codec():
     codecs = {e["name"]: e["codec"] for e in doc["tensors"]}
     assert codecs["w"] == "ans-dq" and codecs["b"] != "ans-dq"  # the 1-D bias stays lossless
     assert json.loads(doc["metadata"]["bslcodec.settings"]) == {"quantizer": "dq", "rel_step": 0.25}
-    for kw in ({}, {"quantizer": "uniform"}, {"codec": "ans"}):
-        blob = bslcodec.save(t, rel_step=0.25, **kw)
+    for kw in ({"quantizer": "uniform"}, {"codec": "ans"}, {"codec": "eg"}, {"max_error": 1e-3}):
+        blob = bslcodec.save(t, **({"rel_step": 0.25} | kw if "max_error" not in kw else kw))
         assert _parse(blob)[0] == 0 and "ans-dq" not in {e["codec"] for e in _parse(blob)[1]["tensors"]}
-    assert bslcodec.save(t, rel_step=0.25, quantizer="uniform") == bslcodec.save(t, rel_step=0.25)
+    # the default ("auto") is dq for rel_step / bits / no setting
+    assert bslcodec.save(t, rel_step=0.25, quantizer="dq") == bslcodec.save(t, rel_step=0.25)
+    assert _parse(bslcodec.save(t))[0] == 1
     # quantizer="dq" but nothing lossy: no ans-dq tensor, so a 1.0 file
     assert _parse(bslcodec.save({"b": t["b"]}, quantizer="dq"))[0] == 0
 
@@ -426,7 +428,7 @@ def test_a_1_0_reader_asks_for_an_upgrade(monkeypatch, tmp_path):
     files without ans-dq still read; a dq file wrongly marked 1.0 is an unknown codec, without 'upgrade'."""
     t = _two(np.random.default_rng(2))
     dq_blob = bslcodec.save(t, quantizer="dq", rel_step=0.25)
-    plain = bslcodec.save(t, rel_step=0.25)
+    plain = bslcodec.save(t, rel_step=0.25, quantizer="uniform")
     want = bslcodec.load(plain)
     monkeypatch.setattr(bslformat, "CODECS", tuple(c for c in bslformat.CODECS if c != "ans-dq"))
     monkeypatch.setattr(bslformat, "MINOR", 0)
@@ -450,7 +452,7 @@ def test_a_1_0_reader_asks_for_an_upgrade(monkeypatch, tmp_path):
 
 def test_bad_options_raise_encode_error(tmp_path):
     x = _laplace((32, 64), seed=1).astype(np.float32)
-    for q in ("bogus", "DQ", "", None):
+    for q in ("bogus", "DQ", ""):
         with pytest.raises(EncodeError, match="quantizer"):
             bslcodec.encode(x, quantizer=q)
         with pytest.raises(EncodeError, match="quantizer"):

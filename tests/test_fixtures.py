@@ -10,7 +10,12 @@ import bslcodec
 
 FIX = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "v1"
 NAMES = ["default", "max_error", "rel_step", "bits5"]
-KWARGS = {"default": {}, "max_error": {"max_error": 1e-3}, "rel_step": {"rel_step": 0.25}, "bits5": {"bits": 5.0}}
+# The .bsl 1.0 files were written before dependent quantization became the default: plain rounding
+# (quantizer="uniform", which the settings metadata does not record, so the bytes are the same).
+U = {"quantizer": "uniform"}
+KWARGS = {"default": U, "max_error": {"max_error": 1e-3}, "rel_step": {"rel_step": 0.25, **U},
+          "bits5": {"bits": 5.0, **U}}
+DQ = {"dq_rel_step": {"quantizer": "dq", "rel_step": 0.25}, "dq_max_error": {"quantizer": "dq", "max_error": 1e-3}}
 
 
 def _load_npz(path, like):
@@ -42,6 +47,18 @@ def test_encoder_output_is_unchanged(name):
     inputs["scalar"] = inputs["scalar"].reshape(())
     blob = bslcodec.save(inputs, metadata={"fixture": name}, **KWARGS[name])
     assert blob == (FIX / f"{name}.bsl").read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(DQ))
+def test_dq_encoder_output_is_unchanged(name):
+    """Golden bytes of the ans-dq files (fixtures/v1/dq): the trellis is deterministic across runs,
+    machines and thread counts."""
+    with bslcodec.safe_open(FIX / "default.bsl") as f:
+        dtypes = {e.name: e.dtype for e in f.entries()}
+    inputs = _load_npz(FIX / "inputs.npz", dtypes)
+    inputs["scalar"] = inputs["scalar"].reshape(())
+    blob = bslcodec.save(inputs, metadata={"fixture": name}, **DQ[name])
+    assert blob == (FIX / "dq" / f"{name}.bsl").read_bytes()
 
 
 @pytest.mark.parametrize("name", NAMES)

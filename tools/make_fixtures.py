@@ -37,11 +37,12 @@ def inputs() -> dict:
     }
 
 
+# The .bsl 1.0 files: plain rounding, the default when they were made (dq became the default later)
 FILES = {
-    "default": {},
+    "default": {"quantizer": "uniform"},
     "max_error": {"max_error": 1e-3},
-    "rel_step": {"rel_step": 0.25},
-    "bits5": {"bits": 5.0},
+    "rel_step": {"rel_step": 0.25, "quantizer": "uniform"},
+    "bits5": {"bits": 5.0, "quantizer": "uniform"},
 }
 
 

@@ -853,7 +853,8 @@ class RateLoss:
             return {"max_error": self.settings.max_error}
         if self.settings.bits is not None and refresh:
             self.refresh()
-        return {"rel_step": self.rel}
+        # the rate model is of plain rounding (steps, centers and symbols as LossyTensor computes them)
+        return {"rel_step": self.rel, "quantizer": "uniform"}
 
 
 def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=None, max_error=None, bits=None,
