@@ -740,7 +740,18 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
                 wv = np.uint64(words[p])
                 x[j] = ((xv << _U16) | wv) if rd else xv
                 p += np.uint64(rd)
-            if mode == 0 and not check and not dq:  # F32 (and F16), no level of the table can be out of range
+            if mode == 0 and not check and dq:  # as below, with the dependent-quantization level (spec 4.6)
+                for j in range(LANES):  # phase 2: low raw bits, the level, and the store
+                    e = ent[j]
+                    n1 = (e >> _U32) & np.uint64(31)
+                    xv = x[j]
+                    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
+                    xs[j] = xv >> n1
+                    k = (uu >> np.int32(1)) ^ -(uu & np.int32(1))
+                    sj = st[j]
+                    st[j] = _dq_next(sj, k)
+                    out[ebase + np.uint64(j)] = np.float32(c32 + _dq_level(k, sj)) * step32
+            elif mode == 0 and not check:  # F32 (and F16), no level of the table can be out of range
                 for j in range(LANES):  # phase 2: low raw bits, and the store
                     e = ent[j]
                     n1 = (e >> _U32) & np.uint64(31)
