@@ -272,10 +272,11 @@ def encode(args, st: Path, work: Path):
     from bslcodec.parallel_encode import encode_checkpoint_parallel
 
     out = work / "bsl"
-    res = encode_checkpoint_parallel(st, out, workers=args.workers, rel_step=args.rel_step, codec=args.codec)
+    res = encode_checkpoint_parallel(st, out, workers=args.workers, rel_step=args.rel_step, codec=args.codec,
+                                     quantizer=args.quantizer)
     RESULTS["llama"]["encode"] = {"seconds": round(res.seconds, 2), "workers": res.workers, "tasks": res.tasks,
                                   "bsl_bytes": res.out_bytes, "bits_per_weight": round(res.bits_per_weight, 4),
-                                  "rel_step": args.rel_step, "cpus": os.cpu_count()}
+                                  "rel_step": args.rel_step, "quantizer": args.quantizer, "cpus": os.cpu_count()}
     import bslcodec
     from bslcodec.checkpoint import bsl_files
 
@@ -555,6 +556,8 @@ def main():
     ap.add_argument("--nu", type=float, default=1.0)
     ap.add_argument("--rel-step", type=float, default=1 / 8)
     ap.add_argument("--codec", default="eg", choices=("eg", "ans", "auto"), help="entropy stage of the llama checkpoint")
+    ap.add_argument("--quantizer", default=None, choices=("auto", "uniform", "dq"),
+                    help="bslcodec's quantizer= (default auto: plain rounding with a named --codec eg|ans, dq with auto)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
