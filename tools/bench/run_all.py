@@ -2,7 +2,7 @@
 
     . .venv/bin/activate
     bash tools/bench/setup_peers.sh                 # once: NNCodec + ZipNN outside the venv
-    python tools/bench/run_all.py                   # ~30 min on 2 shared cores -> results/peers/*.json, *.png,
+    python tools/bench/run_all.py                   # ~25-30 min on 2 shared cores -> results/peers/*.json, *.png,
                                                     #    BENCHMARKS.md (via report.py)
     python tools/bench/report.py                    # redraw plots + BENCHMARKS.md from the JSON only
 
@@ -43,17 +43,22 @@ def rs(x: float) -> tuple:
 
 
 # bslcodec settings, as log2(1/rel_step); half octaves where the headline's operating points are
+# ("dq"/"dq_sens": quantizer="dq" at the same rel_steps as plain/sens; on the real model eg and rdoq were cut to
+# 4 and 2 points to pay for them, keeping the whole run near 25 min on 2 shared cores)
 PLAN = {
     "real": {"plain": [2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7], "sens": [2, 2.5, 3, 3.5, 4, 4.5, 5],
-             "eg": [2, 3, 3.5, 4, 4.5, 5, 6, 7], "rdoq": [3, 3.5, 4, 4.5, 5],
+             "dq": [2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7], "dq_sens": [2, 2.5, 3, 3.5, 4, 4.5, 5],
+             "eg": [3, 4, 5, 7], "rdoq": [3.5, 5],
              "nnc_qps": [-34, -36, -38, -40, -42, -46], "nnc_off": [-38], "nnc_sens": [3, 3.5, 4, 4.5, 5]},
-    "synthetic": {"plain": [2, 3, 4, 4.5, 5, 6, 7], "sens": [], "eg": [2, 3, 4, 5, 6, 7], "rdoq": [2, 3, 4],
+    "synthetic": {"plain": [2, 3, 4, 4.5, 5, 6, 7], "sens": [], "dq": [2, 3, 4, 4.5, 5, 6, 7], "dq_sens": [],
+                  "eg": [2, 3, 4, 5, 6, 7], "rdoq": [2, 3, 4],
                   "nnc_qps": [-34, -38, -42, -46, -50], "nnc_off": [-42], "nnc_sens": []},
 }
-QUICK = {"plain": [3, 4, 6], "sens": [3, 4], "eg": [3, 6], "rdoq": [4], "nnc_qps": [-34, -42], "nnc_off": [-42],
-         "nnc_sens": [3]}
+QUICK = {"plain": [3, 4, 6], "sens": [3, 4], "dq": [3, 4, 6], "dq_sens": [3, 4], "eg": [3, 6], "rdoq": [4],
+         "nnc_qps": [-34, -42], "nnc_off": [-42], "nnc_sens": [3]}
 FAM_PLAIN, FAM_SENS, FAM_EG, FAM_RDOQ = ("bslcodec", "bslcodec + sensitivity", "bslcodec codec=eg",
                                          "bslcodec rdoq=True")
+FAM_DQ, FAM_DQ_SENS = "bslcodec quantizer=dq", "bslcodec quantizer=dq + sensitivity"
 FAM_ME = "bslcodec max_error (global step)"
 FAM_NNC_SENS = "NNCodec + sensitivity (qp_per_tensor)"
 
@@ -160,11 +165,50 @@ def measure(m, ck: Ckpt, reps: int, one_thread: bool = False, breakdown: bool = 
             assert blob1 == blob, "bslcodec output depends on the thread count"
             row.update(enc_MBps_1thr=mb / t1e, dec_MBps_1thr=mb / t1d)
         if breakdown:
-            row["breakdown"] = gap.breakdown(blob, ck.n)
+            row["breakdown"] = breakdown_bsl(blob, ck.n)
     log(f"  {ck.name:9s} {m.label:34s} {row['bpw']:7.3f} b/w  rel {rel:.3e}  max {mx:.2e}  "
         f"cos {cos_mean if cos_mean is not None else float('nan'):.5f}  enc {row['enc_MBps']:7.1f}  "
         f"dec {row['dec_MBps']:7.1f} MB/s  (load {la})")
     return row
+
+
+def breakdown_bsl(blob: bytes, n_weights: int) -> dict:
+    """gap.breakdown, with ``ans-dq`` entries counted as quantized ``ans`` payloads (gap.py predates them and
+    books them as exactly stored): their H0 is that of the transmitted trellis indices k, the symbols the
+    ans stage codes (k = sgn(L)·ceil(|L|/2) of the decoded level L in either quantizer, spec 4.6)."""
+    from bslcodec import api, rans
+
+    b = gap.breakdown(blob, n_weights)
+    src = api._Source(data=blob)
+    try:
+        dq = [e for e in src.index.entries if e.codec == "ans-dq"]
+        if not dq:
+            return b
+        n = float(n_weights)
+        pay = w = h0 = 0
+        for e in dq:
+            p = e.params
+            q = np.empty(e.numel, np.int64)
+            rans.decode_into(src.payload(e), e.numel, p["lane_symbols"], p["center"], float(p["step"]), q, "Q",
+                             dq=True)
+            lv = q - int(p["center"])
+            k = np.sign(lv) * ((np.abs(lv) + 1) // 2)
+            pay += 8 * e.length
+            w += e.numel
+            h0 += gap.entropy_bits(k)
+    finally:
+        src.close()
+    b["payload_bpw"] += pay / n
+    b["ans_payload_bpw"] += pay / n
+    b["h0_bpw"] += h0 / n
+    b["payload_minus_h0_bpw"] = b["payload_bpw"] - b["h0_bpw"]
+    b["payload_over_h0"] = b["payload_bpw"] / b["h0_bpw"] if b["h0_bpw"] else None
+    b["ans_weight_fraction"] += w / n
+    b["n_ans_tensors"] += len(dq)
+    b["n_ans_dq_tensors"] = len(dq)
+    b["n_lossless_tensors"] -= len(dq)
+    b["lossless_tensors_bpw"] -= pay / n
+    return b
 
 
 # ---------------------------------------------------------------- the plan
@@ -188,7 +232,7 @@ def methods_for(ck: "Ckpt", have_nnc: bool, have_zipnn: bool, args, sens=None):
     def bsl(family, x, **kw):
         lab, c = rs(x)
         name = {FAM_PLAIN: "bslcodec", FAM_SENS: "bslcodec+sens", FAM_EG: "bslcodec eg",
-                FAM_RDOQ: "bslcodec rdoq"}[family]
+                FAM_RDOQ: "bslcodec rdoq", FAM_DQ: "bslcodec dq", FAM_DQ_SENS: "bslcodec dq+sens"}[family]
         b = Bsl(f"{name} rel_step={lab}", rel_step=c, **kw)
         b.family, b.tag = family, lab
         return b
@@ -199,6 +243,9 @@ def methods_for(ck: "Ckpt", have_nnc: bool, have_zipnn: bool, args, sens=None):
     out.append(d)
     if sens is not None:
         out += [bsl(FAM_SENS, x, sensitivity=sens) for x in plan["sens"]]
+    out += [bsl(FAM_DQ, x, quantizer="dq") for x in plan["dq"]]
+    if sens is not None:
+        out += [bsl(FAM_DQ_SENS, x, quantizer="dq", sensitivity=sens) for x in plan["dq_sens"]]
     out += [bsl(FAM_EG, x, codec="eg") for x in plan["eg"]]
     out += [bsl(FAM_RDOQ, x, rdoq=True) for x in plan["rdoq"]]
     # max_error=E gives one global step 2E, NNCodec's allocation; E matched to NNCodec's step 2^(qp/4)
@@ -298,7 +345,7 @@ def main(argv=None):
     w = synthetic(1 << 18, seed=1)
     w16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in w.items()}
     for kw in ({}, {"rel_step": 1 / 16}, {"codec": "eg"}, {"codec": "ans"}, {"rdoq": True}, {"max_error": 1e-3},
-               {"lossless": True}):
+               {"lossless": True}, {"quantizer": "dq"}):
         bslcodec.load(bslcodec.save(w, **kw))
         bslcodec.load(bslcodec.save(w16, **kw))
         numba.set_num_threads(1)
