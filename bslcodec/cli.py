@@ -328,8 +328,8 @@ def verify(file, against, as_json, workers, quiet):
     """Check every checksum of FILE (.bsl or encoded folder) and decode every tensor.
 
     With --against, also print each tensor's max abs error and relative L2 error and whether it is
-    within the bound recorded in the file (--max-error when it was encoded with one, else step/2 plus
-    the rounding of the tensor's dtype; exact for losslessly stored tensors). Exit code 1 on any failure.
+    within the bound recorded in the file (--max-error when it was encoded with one, else step/2 (1.5
+    steps for ans-dq tensors) plus the rounding of the tensor's dtype; exact for losslessly stored tensors). Exit code 1 on any failure.
     """
     import numpy as np
 
