@@ -244,18 +244,11 @@ def levels_ref(d: np.ndarray, n: int, lane_symbols: int) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True)
-def levels(d, lane_symbols):
-    """``levels_ref`` compiled: indices ``d`` (int64, element order) to levels relative to ``center``."""
-    n = d.size
-    out = np.empty(n, np.int64)
-    gsize = LANES * lane_symbols
-    for start in range(0, n, gsize):
-        ng = min(n, start + gsize) - start
-        for j in range(min(LANES, ng)):
-            state = 0
-            for e in range(start + j, start + ng, LANES):
-                k = d[e]
-                out[e] = level(k, state)
-                state = next_state(state, k)
-    return out
+_levels = numba.njit(cache=True)(levels_ref)
+
+
+def levels(d: np.ndarray, lane_symbols: int) -> np.ndarray:
+    """``levels_ref`` compiled (the same code): indices ``d`` of a whole tensor to levels, for the writer's F16
+    check, tests and benchmarks."""
+    d = np.ascontiguousarray(d, np.int64)
+    return _levels(d, d.size, lane_symbols)

@@ -74,13 +74,7 @@ def main():
     src = inputs()
     np.savez(OUT / "inputs.npz", **{k: (v.view(np.uint16) if v.dtype == ml_dtypes.bfloat16 else v)
                                     for k, v in src.items()})
-    for name, kw in FILES.items():
-        path = OUT / f"{name}.bsl"
-        bslcodec.save_file(src, path, metadata={"fixture": name}, **kw)
-        dec = bslcodec.load_file(path)
-        np.savez(OUT / f"{name}.expected.npz",
-                 **{k: (v.view(np.uint16) if v.dtype == ml_dtypes.bfloat16 else v) for k, v in dec.items()})
-        print(f"{path.name}: {path.stat().st_size} bytes")
+    _write(OUT, FILES, src)
 
 
 if __name__ == "__main__":
