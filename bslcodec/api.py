@@ -256,7 +256,7 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
 
     Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
     every element), ``rel_step`` (the mean squared error of plain rounding at step = rel_step * std of the
-    tensor; |x - x̂| <= 0.85 rel_step * std, or rel_step * std / 2 with ``quantizer="uniform"``) or ``bits``
+    tensor; |x - x̂| <= 0.86 rel_step * std, or rel_step * std / 2 with ``quantizer="uniform"``) or ``bits``
     (average bits per weight of the whole file, within 2 %); none gives ``rel_step=1/64``. Integer and
     bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly
     (``lossless=True``: every tensor, floats with the ``fexp`` codec where it is smallest).
@@ -269,9 +269,9 @@ def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=No
     (:mod:`bslcodec.rdoq`): the ``rel_step``/``bits`` bound becomes one step instead of step/2, the
     ``max_error`` bound still holds exactly; it pays only below ~3 bits/weight (``results/rdoq.md``).
     ``quantizer``: ``"dq"`` (dependent quantization, codec ``ans-dq``, :mod:`bslcodec.dq`) chooses the
-    levels of each lane with a 4-state trellis: ~0.15 bits/weight smaller at the same mean squared error;
+    levels of each lane with an 8-state trellis: ~0.15 bits/weight smaller at the same mean squared error;
     the bound becomes 1.5 steps (``max_error`` still holds exactly), and at the same ``rel_step`` the step
-    is 0.565x plain's, so the mean squared error stays about the same. Files with it are .bsl 1.1.
+    is 0.575x plain's, so the mean squared error stays about the same. Files with it are .bsl 1.1.
     ``"uniform"``: plain rounding. ``"auto"`` / None (the default): dq, except plain rounding with
     ``max_error``, a named ``codec`` ("eg" or "ans") or ``rdoq``.
     The write is atomic: a temporary file in the same folder, fsync, then rename.

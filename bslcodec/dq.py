@@ -1,19 +1,20 @@
 """Dependent (trellis-coded) quantization for the ``ans-dq`` codec (spec 4.6).
 
 Two scalar quantizers share one step Δ: Q0 has the even multiples of Δ, Q1 the odd multiples and zero.
-A 4-state machine, driven by the parity of each transmitted index ``k``, picks the quantizer of the next
-element (VVC / NNR "dependent quantization", what NNCodec's ``use_dq`` does). The chain runs along each
+An 8-state machine, driven by the parity of each transmitted index ``k``, picks the quantizer of the next
+element: NNR's 8-state trellis-coded quantization, the one NNCodec's ``use_dq`` runs (its deepCABAC
+``Trellis8States``; VVC's 4-state machine saves ~0.017 bits/weight less at equal MSE). The chain runs along each
 lane of a group (elements ``g·32S + j + 32t``, increasing ``t``) and starts in state 0, so the 32 lanes of
 every group still decode independently and side by side on CPU and GPU.
 
-The decoded level of index ``k`` in state ``σ`` is ``L = 2k − (σ >> 1)·sgn(k)``, then ``q = center + L``
+The decoded level of index ``k`` in state ``σ`` is ``L = 2k − (σ & 1)·sgn(k)``, then ``q = center + L``
 and ``x̂ = q·Δ`` exactly as spec 4.3. The encoder picks the indices of each lane with a Viterbi search
-minimising ``(x − x̂)²/Δ² + c·bits`` over the 4 states, bits from the ans model of the previous pass.
+minimising ``(x − x̂)²/Δ² + c·bits`` over the 8 states, bits from the ans model of the previous pass.
 Each element's choice is restricted to ``|x − x̂| <= 1.5 Δ`` (plus the output dtype's rounding, or
 exactly ``max_error`` when the user gave one). (Within Δ there is one admissible level per quantizer and
-the trellis has nothing to choose; 1.5 Δ gains as much as 2 Δ.) The mean squared error is about 0.26 Δ²,
-plain rounding's at a step of 1.77 Δ, and at equal mean squared error DQ needs ~0.15 bits/weight less than
-plain rounding with the same entropy coder (``results/dq.md``).
+the trellis has nothing to choose; 1.5 Δ gains as much as 2 Δ.) The mean squared error is about 0.25 Δ²,
+plain rounding's at a step of 1.74 Δ, and at equal mean squared error DQ needs ~0.16-0.18 bits/weight less
+than plain rounding with the same entropy coder (``results/dq.md``).
 """
 
 import math
@@ -27,12 +28,13 @@ from .limits import LANES, MAX_SYMBOL_MAGNITUDE
 from .parallel import launch, serial_twin
 from .quant import MODE_OF_DTYPE, ROUNDING, _dequant
 
-NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))  # [state][parity of k] (VVC)
-# NEXT_STATE packed two bits an entry at bit 2·(2σ + parity): what the decoders use
-NEXT_PACKED = sum(v << (2 * (2 * s + p)) for s in range(4) for p in range(2) for v in (NEXT_STATE[s][p],))
+NEXT_STATE = ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6))  # [state][parity of k]
+N_STATES = len(NEXT_STATE)
+# NEXT_STATE packed three bits an entry at bit 3·(2σ + parity) (48 bits): what the decoders use
+NEXT_PACKED = sum(v << (3 * (2 * s + p)) for s in range(N_STATES) for p in range(2) for v in (NEXT_STATE[s][p],))
 DEFAULT_C = 0.1  # λ = c·Δ² in the search (0.05-0.2 differ by < 0.001 bits/weight: results/dq.md)
 BOUND_FACTOR = 1.5  # each element within 1.5 Δ: as small as 2 Δ in R-D, and still lets the trellis choose
-STEP_FACTOR = 0.565  # Δ = STEP_FACTOR · (plain step): MSE ≈ 0.26 Δ² ≈ step²/12, plain rounding's
+STEP_FACTOR = 0.575  # Δ = STEP_FACTOR · (plain step): MSE ≈ 0.25 Δ² ≈ step²/12, plain rounding's
 PASSES = 1  # trellis passes, each with the ans model of the symbols before it (pass 1: of Q0 rounding);
 # a second pass changes the size by < 0.001 bits/weight on Laplacian data and doubles the time
 _UNREACHABLE = 1e300
@@ -41,14 +43,15 @@ _NO_TOKEN_BITS = 24.0  # cost of a token the current model lacks (the next model
 
 @numba.njit(inline="always")
 def level(k, state):
-    """The level (relative to ``center``) of index ``k`` in ``state``: 2k in Q0, 2k − sgn(k) in Q1."""
+    """The level (relative to ``center``) of index ``k`` in ``state``: 2k in Q0 (even states), 2k − sgn(k)
+    in Q1 (odd states)."""
     sg = (k > 0) - (k < 0)
-    return 2 * k - (state >> 1) * sg
+    return 2 * k - (state & 1) * sg
 
 
 @numba.njit(inline="always")
 def next_state(state, k):
-    return (NEXT_PACKED >> (2 * (2 * state + (k & 1)))) & 3
+    return (np.int64(NEXT_PACKED) >> (3 * (2 * state + (k & 1)))) & 7
 
 
 @numba.njit(inline="always")
@@ -84,11 +87,13 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
           bk, bs, u):
     """Viterbi search of one lane (elements e0 + 32t, t < T); writes the zigzag symbols of the chosen
     indices to ``u``. Returns (largest |x - x̂|, 0) or (.., 1) when some element had no admissible
-    level (a bound broken by output rounding, or |q| >= 2^24)."""
+    level (a bound broken by output rounding, or |q| >= 2^24). Each quantizer's candidates (the two
+    levels around x, and 0) are costed once per element and relaxed from its 4 states."""
     inv = 1.0 / step64
     lim = MAX_SYMBOL_MAGNITUDE
-    cost = np.empty(4, np.float64)
-    new = np.empty(4, np.float64)
+    S = N_STATES
+    cost = np.empty(S, np.float64)
+    new = np.empty(S, np.float64)
     cost[:] = _UNREACHABLE
     cost[0] = 0.0
     ck = np.empty(3, np.int64)  # candidates of one quantizer: index, and its distortion + rate cost
@@ -97,8 +102,11 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
         xv = np.float64(x[e0 + LANES * t])
         v = xv * inv - center
         new[:] = _UNREACHABLE
-        for q1 in range(2):  # the states of one quantizer share its candidates and their costs
-            if cost[2 * q1] >= _UNREACHABLE and cost[2 * q1 + 1] >= _UNREACHABLE:
+        for q1 in range(2):  # the states of one quantizer (σ & 1 == q1) share its candidates and costs
+            live = False
+            for s in range(q1, S, 2):
+                live |= cost[s] < _UNREACHABLE
+            if not live:
                 continue
             if q1 == 0:
                 kc = np.int64(math.floor(v * 0.5))
@@ -107,7 +115,7 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
             nc = 0
             for ci in range(2 if (kc == 0 or kc == -1) else 3):
                 k = kc + ci if ci < 2 else np.int64(0)
-                lv = level(k, 2 * q1)
+                lv = level(k, q1)
                 q = center + lv
                 if abs(q) >= lim or abs(lv) >= lim:
                     continue
@@ -121,7 +129,7 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
                 ck[nc] = k
                 cd[nc] = en * en + lam * _bits(k, tokbits, s_tok, m_tok)
                 nc += 1
-            for s in range(2 * q1, 2 * q1 + 2):
+            for s in range(q1, S, 2):
                 cs = cost[s]
                 if cs >= _UNREACHABLE:
                     continue
@@ -134,13 +142,13 @@ def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_a
                         bk[t, ns] = k
                         bs[t, ns] = s
         best = _UNREACHABLE
-        for s in range(4):
+        for s in range(S):
             cost[s] = new[s]
             best = min(best, new[s])
         if best >= _UNREACHABLE:
             return 0.0, 1
     s = 0
-    for j in range(1, 4):
+    for j in range(1, S):
         if cost[j] < cost[s]:
             s = j
     maxerr = 0.0
@@ -163,8 +171,8 @@ def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_r
     G = (n + gsize - 1) // gsize
     stats = np.zeros((G, 2), np.float64)
     for g in prange(G):
-        bk = np.empty((lane_symbols, 4), np.int64)
-        bs = np.empty((lane_symbols, 4), np.int8)
+        bk = np.empty((lane_symbols, N_STATES), np.int64)
+        bs = np.empty((lane_symbols, N_STATES), np.int8)
         start = g * gsize
         ng = min(n, start + gsize) - start
         for j in range(min(LANES, ng)):
@@ -239,7 +247,7 @@ def levels_ref(d: np.ndarray, n: int, lane_symbols: int) -> np.ndarray:
             state = 0
             for e in range(start + j, start + ng, LANES):
                 k = int(d[e])
-                out[e] = 2 * k - (state >> 1) * ((k > 0) - (k < 0))
+                out[e] = 2 * k - (state & 1) * ((k > 0) - (k < 0))  # odd states: Q1
                 state = NEXT_STATE[state][k & 1]
     return out
 

@@ -17,6 +17,8 @@ from .errors import FormatError
 from .golomb import _ctlz, _step32
 from .limits import LANES, MAX_SYMBOL_MAGNITUDE
 from .parallel import launch, serial_twin
+# inlined into the cached decoder: numba's cache is keyed on this file, so a change to the state machine
+# in dq.py must come with a change here (spec 4.6: 8 states, NNR's; this line was edited when it changed)
 from .dq import level as _dq_level, next_state as _dq_next
 from .quant import store_dequant
 from .rans_ref import MAX_MSB, MAX_PROB_BITS, MAX_SPLIT, MAX_TABLE_ZEROS, k_max

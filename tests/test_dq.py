@@ -190,12 +190,14 @@ def test_levels_random_large():
 
 
 def test_next_state_table():
-    """NEXT[σ][parity] is the VVC machine; the packed form (spec: 0x7D28) agrees with it."""
-    assert dq.NEXT_STATE == ((0, 2), (2, 0), (1, 3), (3, 1))
-    assert dq.NEXT_PACKED == 0x7D28
-    for s in range(4):
+    """NEXT[σ][parity] is NNR's 8-state machine (NNCodec's Trellis8States); the packed form (spec:
+    0xD0BF42999BD0) agrees with it; odd states use Q1."""
+    assert dq.NEXT_STATE == ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6))
+    assert dq.NEXT_PACKED == 0xD0BF42999BD0
+    for s in range(8):
         for p in range(2):
-            assert (0x7D28 >> (2 * (2 * s + p))) & 3 == dq.NEXT_STATE[s][p]
+            assert (0xD0BF42999BD0 >> (3 * (2 * s + p))) & 7 == dq.NEXT_STATE[s][p]
+        assert dq.level.py_func(3, s) == (6 if s % 2 == 0 else 5)
 
 
 def _one_lane(ks, n=None, lane_elems=None):
@@ -207,9 +209,9 @@ def _one_lane(ks, n=None, lane_elems=None):
 
 
 @pytest.mark.parametrize("ks, levels", [
-    ([1, 1, -2, 0, 3, -1], [2, 1, -3, 0, 5, -2]),
-    ([-1, -1, -1, -1, 2, 0, 0, -3], [-2, -1, -1, -2, 4, 0, 0, -6]),
-    ([0, 1, 0, -1, 1, 2, -2], [0, 2, 0, -2, 2, 3, -4]),
+    ([1, 1, -2, 0, 3, -1], [2, 2, -3, 0, 5, -2]),
+    ([-1, -1, -1, -1, 2, 0, 0, -3], [-2, -2, -1, -2, 4, 0, 0, -6]),
+    ([0, 1, 0, -1, 1, 2, -2], [0, 2, 0, -1, 1, 3, -4]),
 ])
 def test_spec_known_answers_one_lane(ks, levels):
     """Spec 4.6, known answers: one lane (lane 0 of group 0, elements 0, 32, 64, ...), other lanes 0."""
@@ -225,7 +227,7 @@ def test_spec_known_answer_lane_and_group_restart():
     k[[0, 1, 32, 512]] = 1
     k[33] = -3
     want = np.zeros(513, np.int64)
-    want[[0, 32, 1, 33, 512]] = [2, 1, 2, -5, 2]
+    want[[0, 32, 1, 33, 512]] = [2, 2, 2, -6, 2]
     assert np.array_equal(dq.levels_ref(k, 513, 16), want)
     assert np.array_equal(dq.levels(k, 16), want)
 
@@ -237,14 +239,14 @@ def _payload_of_indices(k: np.ndarray, s: int) -> bytes:
 
 
 def test_spec_known_answer_through_the_decoder():
-    """center = 3, step = 0.25, F32: x̂ = [1.25, 1.0, 0.0, 0.75, 2.0, 0.25] on lane 0 (spec 4.6), from an
+    """center = 3, step = 0.25, F32: x̂ = [1.25, 1.25, 0.0, 0.75, 2.0, 0.25] on lane 0 (spec 4.6), from an
     ans payload of those indices; the same payload read as plain ``ans`` gives center + k."""
     n = 1100  # groups of 512 elements: 3, the last partial
     k = _one_lane([1, 1, -2, 0, 3, -1], n=n)
     payload = _payload_of_indices(k, 16)
     params = {"step": 0.25, "center": 3, "lane_symbols": 16}
     got = codec.decode(Entry("t", "F32", (n,), "ans-dq", params), payload, "t")
-    assert list(got[:192:32]) == [1.25, 1.0, 0.0, 0.75, 2.0, 0.25]
+    assert list(got[:192:32]) == [1.25, 1.25, 0.0, 0.75, 2.0, 0.25]
     assert np.all(np.delete(got, np.arange(0, 192, 32)) == 0.75)  # k = 0 in state 0: the center
     plain = codec.decode(Entry("t", "F32", (n,), "ans", params), payload, "t")
     assert np.array_equal(plain, (3 + k).astype(np.float32) * np.float32(0.25))

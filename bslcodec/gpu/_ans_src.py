@@ -210,8 +210,8 @@ __device__ __forceinline__ void ans_decode_many(const i64* __restrict__ desc, co
             const int kk = (int)((uu >> 1) ^ (0u - (uu & 1u)));             \
             int q = center + kk;                                            \
             if (DQ) {                  /* spec 4.6: level from the state */ \
-                q += kk - (dqs >> 1) * ((kk > 0) - (kk < 0));               \
-                dqs = (0x7D28 >> (2 * (2 * dqs + (kk & 1)))) & 3;           \
+                q += kk - (dqs & 1) * ((kk > 0) - (kk < 0));                \
+                dqs = (int)((0xD0BF42999BD0ull >> (3 * (2 * dqs + (kk & 1)))) & 7ull); \
             }                                                               \
             qmin = min(qmin, q);                                            \
             qmax = max(qmax, q);                                            \
