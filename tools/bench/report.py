@@ -382,7 +382,7 @@ def goals(d):
     rows = ok_rows(d, "real")
     _, _, raw = headline_rows(d)
     for a, b, what in ((DQ, NNC, "`quantizer=\"dq\"`, plain per-tensor rule (no calibration)"),
-                       (BSL, NNC, "plain uniform quantizer (the default), plain per-tensor rule (no calibration)"),
+                       (BSL, NNC, "plain uniform quantizer (`quantizer=\"uniform\"`), plain per-tensor rule (no calibration)"),
                        (DQS, NNC, "`quantizer=\"dq\"` + `sensitivity=` vs NNCodec's defaults"),
                        (SENS, NNC, "uniform + `sensitivity=` vs NNCodec's defaults"),
                        (DQS, NNCS, "codec vs codec at the same allocation: `quantizer=\"dq\"` + `sensitivity=` vs "
@@ -551,10 +551,10 @@ def why_text(d):
                      f"no draw noise) `quantizer=\"dq\"` needs {rng(*g1)} b/w against the plain "
                      "quantizer"
                      + (f" and {rng(*g2)} b/w against NNCodec (DQ on)" if g2 else "")
-                     + ". Same rel_step, same entropy stage (`ans`), a 4-state trellis in the encoder and a state "
+                     + ". Same rel_step, same entropy stage (`ans`), an 8-state trellis in the encoder and a state "
                      "machine in the decoder; "
                      + (f"at the same rel_step its rel-L2 error is {rng(*rl, '{:.2f}', '–')}× plain's and its max "
-                        f"|error| {rng(*mx, '{:.2f}', '–')}× (bound 1.5 Δ with Δ = 0.565 × plain's step, i.e. 0.85 "
+                        f"|error| {rng(*mx, '{:.2f}', '–')}× (bound 1.5 Δ with Δ = 0.575 × plain's step, i.e. 0.86 "
                         "plain steps instead of 0.5)." if mx and rl else "its max |error| bound is 1.5 Δ."))
         rq = fam(r, RDOQ)
         if rq:
@@ -669,8 +669,8 @@ METHOD = """\
   the same with `sensitivity=` from `bslcodec.calibrate.sensitivity` (Gaussian probe per tensor on 16
   calibration sentences disjoint from the 50 evaluation sentences, `tools/minilm_allocation.py`'s list;
   steps ∝ sqrt(n_i/s_i), scaled so that the size-weighted geometric mean of step/std is c); *quantizer=dq* =
-  `quantizer="dq"`: dependent (trellis) quantization, codec `ans-dq` (format 1.1, `bslcodec/dq.py`): a 4-state
-  VVC/NNR state machine per lane chooses between two quantizers of step Δ = 0.565·c·std, Viterbi search on
+  `quantizer="dq"`: dependent (trellis) quantization, codec `ans-dq` (format 1.1, `bslcodec/dq.py`): an 8-state
+  NNR state machine per lane (NNCodec's) chooses between two quantizers of step Δ = 0.575·c·std, Viterbi search on
   squared error + λ·bits, each element within 1.5 Δ; the same `rel_step` settings as plain, so at equal c the
   mean squared error is about plain's; *dq + sensitivity* = the same with `sensitivity=`;
   *codec=eg* = the exp-Golomb stage only;
@@ -734,7 +734,7 @@ def answer_text(d, raw):
     rp = rel_gap(d, "real", BSL, NNC)
     return ("**Is bslcodec smaller than NNCodec at equal MiniLM embedding cosine at every operating point "
             f"(cos {', '.join(map(str, COS_TARGETS))})?** With `quantizer=\"dq\"` and no calibration: "
-            f"{verdict(DQ, NNC)}. With the default uniform quantizer: {verdict(BSL, NNC)}. "
+            f"{verdict(DQ, NNC)}. With the plain uniform quantizer: {verdict(BSL, NNC)}. "
             f"With `sensitivity=` against NNCodec's defaults: dq {verdict(DQS, NNC)}; uniform {verdict(SENS, NNC)}. "
             "Codec against codec at the same sensitivity steps (`quantizer=\"dq\"` vs NNCodec + same steps): "
             f"{verdict(DQS, NNCS)}."
@@ -773,7 +773,7 @@ def lose_list(d, raw):
                    + (f". **At equal rel-L2 error (no draw noise) NNCodec is smaller**: dq − NNCodec {rng(*rg)} b/w "
                       "on MiniLM (table under the plots)"
                       + (f", while on the i.i.d. synthetic checkpoint dq − NNCodec is {rng(*rgs)} b/w" if rgs else "")
-                      + ". Both run the same 4-state VVC state machine; the difference on the real weights is "
+                      + ". Both run the same 8-state NNR state machine; the difference on the real weights is "
                       "something NNCodec's adaptive, context-modelled CABAC gets from their structure (not broken "
                       "down here), which the static per-tensor `ans` model does not see." if rg and rg[1] > 0 else
                       f". At equal rel-L2 error dq − NNCodec is {rng(*rg)} b/w." if rg else ""))
@@ -847,9 +847,9 @@ def lose_list(d, raw):
                    f"{sc['bsl_dec1']:.0f}); single settings ran up to "
                    f"{max(r['enc_MBps_1thr'] / r['enc_MBps'] for r in rows if 'enc_MBps_1thr' in r):.0f}× below "
                    "their 1-thread speed. "
-                   + ("The speed goal of the default quantizer holds either way"
+                   + ("The speed goal of the plain quantizer holds either way"
                       if sc["bsl_enc"] >= 10 * sc["nnc_enc"] and sc["bsl_dec"] >= 10 * sc["nnc_dec"] else
-                      "With the default threads the default quantizer misses the 10× speed goal here (goals table); "
+                      "With the default threads the plain quantizer misses the 10× speed goal here (goals table); "
                       "with 1 thread it " + ("meets it" if sc["bsl_enc1"] >= 10 * sc["nnc_enc"]
                                              and sc["bsl_dec1"] >= 10 * sc["nnc_dec"] else "does not either"))
                    + ": the default thread count is a poor choice when the cores are shared.")
@@ -864,7 +864,7 @@ def lose_list(d, raw):
                    + (f" (load average {min(la):.1f}–{max(la):.1f} before those rows)" if la else "")
                    + (f"; on the synthetic checkpoint {max(sy['bsl_enc'], sy['bsl_enc1'] or 0) / sy['nnc_enc']:.0f}×"
                       if sy else "")
-                   + ". The 4-state Viterbi search evaluates several levels per weight and runs two passes "
+                   + ". The 8-state Viterbi search evaluates six levels per weight and relaxes them from 8 states "
                    "(bslcodec/dq.py). Its decode stays "
                    f"{max(sq['bsl_dec'], sq['bsl_dec1'] or 0) / sq['nnc_dec']:.0f}× faster.")
     return out
@@ -907,7 +907,7 @@ def write_md(d, path, outdir):
                  "mean embedding cosine similarity, interpolated along each codec's measured curve (linear in "
                  "log(1 − cos)); Δ in bold, negative = bslcodec smaller; \"≈ noise\" marks |Δ| < "
                  f"{NOISE} b/w, inside what one quantization draw moves the 50-sentence cosine. *plain* = "
-                 "`quantizer=\"uniform\"` (the default), *dq* = `quantizer=\"dq\"` (trellis, codec `ans-dq`), both "
+                 "`quantizer=\"uniform\"`, *dq* = `quantizer=\"dq\"` (trellis, codec `ans-dq`; the default for `rel_step`/`bits`), both "
                  "with the plain per-tensor rule `rel_step` (no calibration); *sens.* = with `sensitivity=`; "
                  "*NNCodec + same sens. steps* = NNCodec given bslcodec's sensitivity steps (`qp_per_tensor`), so "
                  "the last column is codec against codec at the same allocation:\n")
@@ -919,7 +919,7 @@ def write_md(d, path, outdir):
         ss = speed_compare(d, "synthetic") if "synthetic" in d else None
         sq = speed_compare(d, "real", DQ)
         if sc:
-            L.append(f"\n**Speed vs NNCodec** (bslcodec default codec vs NNCodec DQ on, medians over settings, same "
+            L.append(f"\n**Speed vs NNCodec** (bslcodec plain quantizer, codec=auto, vs NNCodec DQ on, medians over settings, same "
                      f"process): real model encode **{sc['bsl_enc'] / sc['nnc_enc']:.0f}×** ({sc['bsl_enc']:.0f} vs "
                      f"{sc['nnc_enc']:.1f} MB/s), decode **{sc['bsl_dec'] / sc['nnc_dec']:.0f}×** ({sc['bsl_dec']:.0f} vs "
                      f"{sc['nnc_dec']:.1f} MB/s) with Numba's default {m['numba_threads']} threads"

@@ -237,12 +237,13 @@ def methods_for(ck: "Ckpt", have_nnc: bool, have_zipnn: bool, args, sens=None):
         b.family, b.tag = family, lab
         return b
 
-    out = [bsl(FAM_PLAIN, x) for x in plan["plain"]]
-    d = Bsl("bslcodec default")
+    # plain = plain rounding (quantizer="uniform"); since dq became the default it must be asked for
+    out = [bsl(FAM_PLAIN, x, quantizer="uniform") for x in plan["plain"]]
+    d = Bsl("bslcodec default")  # dq (quantizer="auto" at rel_step=1/64)
     d.tag = "default"
     out.append(d)
     if sens is not None:
-        out += [bsl(FAM_SENS, x, sensitivity=sens) for x in plan["sens"]]
+        out += [bsl(FAM_SENS, x, sensitivity=sens, quantizer="uniform") for x in plan["sens"]]
     out += [bsl(FAM_DQ, x, quantizer="dq") for x in plan["dq"]]
     if sens is not None:
         out += [bsl(FAM_DQ_SENS, x, quantizer="dq", sensitivity=sens) for x in plan["dq_sens"]]
