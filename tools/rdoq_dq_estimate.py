@@ -1,5 +1,5 @@
 """How much would dependent (trellis-coded) quantization save? An estimate, not a codec: it needs a new
-decoder, so bslcodec does not build it (results/rdoq.md).
+decoder; written before bslcodec had one (it does now: codec ans-dq, bslcodec/dq.py, results/dq.md).
 
 Run: ``python tools/rdoq_dq_estimate.py [--n 262144]`` -> a markdown table on stdout.
 
