@@ -28,7 +28,7 @@ DEFAULT_QUANTIZER = "auto"  # dq for rel_step / bits / the default; uniform with
 
 def resolve_quantizer(quantizer, max_error=None, codec=None, rdoq=None) -> str:
     """"uniform" or "dq" for the user's ``quantizer=`` (None: ``DEFAULT_QUANTIZER``). "auto" gives dq (about
-    0.15 bits/weight smaller at the same mean squared error, results/dq.md) except where it cannot serve or
+    0.17 bits/weight smaller at the same mean squared error, results/dq.md) except where it cannot serve or
     does not pay: ``max_error=`` (at a given bound dq files are larger), a named ``codec="eg"`` or ``"ans"``
     (those codecs hold plain rounding; ``quantizer="dq", codec="ans"`` gives ans-dq) and ``rdoq=`` (a
     different level choice)."""
