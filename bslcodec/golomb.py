@@ -68,41 +68,10 @@ def n_groups(n_elems: int, lane_symbols: int) -> int:
     return -(-n_elems // (LANES * lane_symbols))
 
 
-@numba.njit(inline="always")
-def _choose_group(g, u, lane_symbols, k_lo, k_hi, ks, lens):
-    n = u.size
-    start = g * LANES * lane_symbols
-    end = min(n, start + LANES * lane_symbols)
-    best_k = k_lo
-    best_bits = np.int64(1) << 62
-    for k in range(k_lo, k_hi + 1):
-        bits = np.int64(0)
-        for e in range(start, end):
-            bits += code_length(u[e], k)
-        if bits < best_bits:
-            best_bits = bits
-            best_k = k
-    ks[g] = best_k
-    for e in range(start, end):
-        lens[g, (e - start) % LANES] += code_length(u[e], best_k)
-
-
-@numba.njit(parallel=True, cache=True)
-def _choose_orders(u, lane_symbols, k_lo, k_hi, ks, lens):
-    for g in prange(ks.size):
-        _choose_group(g, u, lane_symbols, k_lo, k_hi, ks, lens)
-
-
-@numba.njit(cache=True)
-def _choose_orders_serial(u, lane_symbols, k_lo, k_hi, ks, lens):
-    for g in range(ks.size):
-        _choose_group(g, u, lane_symbols, k_lo, k_hi, ks, lens)
-
-
 @numba.njit(cache=True)
 def _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits):
     """Order and bit count of group ``g``: the order in [k_lo, k_hi] with the fewest bits (the first on a
-    tie, as ``_choose_group``). One branch-free pass per order over the group: floor(log2(v)) is the
+    tie, as ``golomb_ref.choose_orders``). One branch-free pass per order over the group: floor(log2(v)) is the
     exponent field of float64(v) (exact for v < 2^53), so the loop vectorizes."""
     n = u.size
     start = g * LANES * lane_symbols

@@ -31,6 +31,25 @@ def n_groups(n_elems: int, lane_symbols: int) -> int:
     return -(-n_elems // (LANES * lane_symbols))
 
 
+def choose_orders(u, lane_symbols: int, k_lo: int, k_hi: int) -> tuple:
+    """Per group, the order in [k_lo, k_hi] with the fewest bits (the first on a tie), and the bit length
+    of each lane with that order: what ``golomb.choose_orders`` computes, element by element."""
+    n = len(u)
+    g_count = n_groups(n, lane_symbols)
+    ks = np.zeros(g_count, np.uint8)
+    lens = np.zeros((g_count, LANES), np.int64)
+    for g in range(g_count):
+        lanes = [[int(u[e]) for e in lane_elements(n, lane_symbols, g, j)] for j in range(LANES)]
+        best = None
+        for k in range(k_lo, k_hi + 1):
+            bits = [sum(codeword_length(v, k) for v in lane) for lane in lanes]
+            if best is None or sum(bits) < sum(best[1]):
+                best = (k, bits)
+        ks[g] = best[0]
+        lens[g] = best[1]
+    return ks, lens
+
+
 def encode_payload(u, lane_symbols: int, k_groups) -> bytes:
     """Encode symbols ``u`` (non-negative ints) into the ``eg`` payload layout."""
     u = [int(x) for x in np.asarray(u).ravel()]
