@@ -676,6 +676,28 @@ def _emit(out, ebase, qs, lt, mode, step32, step64):
 
 
 @numba.njit(inline="always")
+def _renorm_lanes(xs, x, words, p):
+    """Renormalise the 32 lane states ``xs`` into ``x`` in lane order (spec 4.4 ``read``), unclamped (the
+    caller checked that the step's reads stay inside the group); returns the new word index."""
+    for j in range(LANES):
+        xv = xs[j]
+        rd = xv < L
+        wv = np.uint64(words[p])
+        x[j] = ((xv << _U16) | wv) if rd else xv
+        p += np.uint64(rd)
+    return p
+
+
+@numba.njit(inline="always")
+def _low_bits(e, xv):
+    """Phase 2 of a usual step (no raw bits above 16) for one lane: (signed index d of the symbol, state
+    after its low raw bits are taken). ``e``: the token's ``tinfo`` entry."""
+    n1 = (e >> _U32) & np.uint64(31)
+    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
+    return (uu >> np.int32(1)) ^ -(uu & np.int32(1)), xv >> n1
+
+
+@numba.njit(inline="always")
 def _dq_levels(qs, st, lt, c32):
     """Levels ``qs[:lt]`` (center + index) of one step turned into dependent-quantization levels (spec
     4.6), advancing each lane's state ``st[j]``."""
@@ -736,49 +758,19 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
                 e = tinfo[tos[slot]]
                 xs[j] = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
                 ent[j] = e
-            for j in range(LANES):
-                xv = xs[j]
-                rd = xv < L
-                wv = np.uint64(words[p])
-                x[j] = ((xv << _U16) | wv) if rd else xv
-                p += np.uint64(rd)
-            if mode == 0 and not check and dq:  # as below, with the dependent-quantization level (spec 4.6)
-                for j in range(LANES):  # phase 2: low raw bits, the level, and the store
-                    e = ent[j]
-                    n1 = (e >> _U32) & np.uint64(31)
-                    xv = x[j]
-                    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
-                    xs[j] = xv >> n1
-                    k = (uu >> np.int32(1)) ^ -(uu & np.int32(1))
-                    sj = st[j]
-                    st[j] = _dq_next(sj, k)
-                    out[ebase + np.uint64(j)] = np.float32(c32 + _dq_level(k, sj)) * step32
-            elif mode == 0 and not check:  # F32 (and F16), no level of the table can be out of range
+            p = _renorm_lanes(xs, x, words, p)
+            if mode == 0 and not check and not dq:  # F32 (and F16), no level of the table can be out of range
                 for j in range(LANES):  # phase 2: low raw bits, and the store
-                    e = ent[j]
-                    n1 = (e >> _U32) & np.uint64(31)
-                    xv = x[j]
-                    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
-                    xs[j] = xv >> n1
-                    qv = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
-                    out[ebase + np.uint64(j)] = np.float32(qv) * step32
+                    d, xs[j] = _low_bits(ent[j], x[j])
+                    out[ebase + np.uint64(j)] = np.float32(c32 + d) * step32
             else:
                 for j in range(LANES):  # phase 2: low raw bits
-                    e = ent[j]
-                    n1 = (e >> _U32) & np.uint64(31)
-                    xv = x[j]
-                    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
-                    xs[j] = xv >> n1
-                    qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+                    d, xs[j] = _low_bits(ent[j], x[j])
+                    qs[j] = c32 + d
                 if dq:
                     _dq_levels(qs, st, LANES, c32)
                 out_of_range |= _emit(out, ebase, qs, LANES, mode, step32, step64)
-            for j in range(LANES):
-                xv = xs[j]
-                rd = xv < L
-                wv = np.uint64(words[p])
-                x[j] = ((xv << _U16) | wv) if rd else xv
-                p += np.uint64(rd)
+            p = _renorm_lanes(xs, x, words, p)
             continue
         for j in range(lt):  # phase 1: token
             xv = x[j]
