@@ -108,6 +108,17 @@ def _quantize_block(x, b0, b1, inv, step64, step32, center, mode, bound, slack_r
     stats[b, 3] = overflow
 
 
+@numba.njit(inline="always")
+def _fast_tail(xv, qf, xh, cf, lim, bound, slack_rel, slack_abs):
+    """What ``_quantize_fast`` keeps of one element whose decoded value is ``xh``: (within its bound and
+    range, its error's bits (err >= 0: integer order is float order), its zigzag symbol), branch-free."""
+    err = abs(xh - xv)
+    ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+    d = qf - cf
+    a = abs(d)
+    return ok, np.float64(err).view(np.int64), np.uint32(np.int32(a + a - np.float64(d < 0)))
+
+
 @numba.njit(cache=True)
 def _quantize_fast(x, b0, b1, inv, step32, step64, center, mode, bound, slack_rel, slack_abs, u):
     """The quantizer's common case, branch-free so that it vectorizes: nearest level of every element of
@@ -123,13 +134,9 @@ def _quantize_fast(x, b0, b1, inv, step32, step64, center, mode, bound, slack_re
             xv = np.float64(x[i])
             qf = np.rint(xv * inv)
             xh = qf * step64
-            err = abs(xh - xv)
-            ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+            ok, errbits, u[i] = _fast_tail(xv, qf, xh, cf, lim, bound, slack_rel, slack_abs)
             nok += ok
-            maxbits = max(maxbits, np.float64(err).view(np.int64))  # err >= 0: integer order is float order
-            d = qf - cf
-            a = abs(d)
-            u[i] = np.uint32(np.int32(a + a - np.float64(d < 0)))
+            maxbits = max(maxbits, errbits)
     elif mode == _BF16:
         for i in range(np.uint64(b0), np.uint64(b1)):
             xv = np.float64(x[i])
@@ -138,25 +145,17 @@ def _quantize_fast(x, b0, b1, inv, step32, step64, center, mode, bound, slack_re
             bb = np.uint32(y.view(np.uint32))
             bb = (bb + np.uint32(0x7FFF) + ((bb >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
             xh = np.float64(np.uint32(bb).view(np.float32))
-            err = abs(xh - xv)
-            ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+            ok, errbits, u[i] = _fast_tail(xv, qf, xh, cf, lim, bound, slack_rel, slack_abs)
             nok += ok
-            maxbits = max(maxbits, np.float64(err).view(np.int64))  # err >= 0: integer order is float order
-            d = qf - cf
-            a = abs(d)
-            u[i] = np.uint32(np.int32(a + a - np.float64(d < 0)))
+            maxbits = max(maxbits, errbits)
     else:
         for i in range(np.uint64(b0), np.uint64(b1)):
             xv = np.float64(x[i])
             qf = np.rint(xv * inv)
             xh = np.float64(np.float32(np.float32(qf) * step32))
-            err = abs(xh - xv)
-            ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+            ok, errbits, u[i] = _fast_tail(xv, qf, xh, cf, lim, bound, slack_rel, slack_abs)
             nok += ok
-            maxbits = max(maxbits, np.float64(err).view(np.int64))  # err >= 0: integer order is float order
-            d = qf - cf
-            a = abs(d)
-            u[i] = np.uint32(np.int32(a + a - np.float64(d < 0)))
+            maxbits = max(maxbits, errbits)
     return np.int64(maxbits).view(np.float64), (b1 - b0) - nok
 
 
