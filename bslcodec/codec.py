@@ -112,27 +112,41 @@ class LossyTensor:
         return quant.step_for_dtype(rel_step * self.unit * (dq.STEP_FACTOR if self.quantizer == "dq" else 1.0),
                                     self.dtype)
 
-    def _code_dq(self, step: float, max_error: float | None):
-        """``code()`` for the dq quantizer: (params, None, None, u) or None."""
-        for attempt in range(8):
+    def _within_bound(self, step: float, max_error: float | None, attempt):
+        """(step, center, result) of ``attempt(step, center) -> (result, verdict)``; verdict 0: done, 1: some
+        element breaks its bound (with ``max_error`` the step then shrinks a little, up to 8 tries), 2: no
+        lossy form at this step (levels out of range). None where the tensor must be stored exactly."""
+        for n_try in range(8):
             if not (step > 0 and math.isfinite(step)):
                 return None
             center = int(np.clip(np.rint(self.mean / step), -(MAX_SYMBOL_MAGNITUDE - 1), MAX_SYMBOL_MAGNITUDE - 1))
+            result, verdict = attempt(step, center)
+            if verdict == 0:
+                return step, center, result
+            if verdict == 2 or max_error is None:
+                return None
+            step = quant.step_for_dtype(step * (1 - 2.0 ** (-22 + 3 * n_try)), self.dtype, round_down=True)
+        return None
+
+    def _params(self, step: float, center: int, lane_symbols: int, max_abs_error: float) -> dict:
+        return {"step": step, "center": center, "lane_symbols": lane_symbols, "gg_nu": round(self.nu, 6),
+                "gg_scale": float(np.float32(self.alpha)), "max_abs_error": max_abs_error}
+
+    def _code_dq(self, step: float, max_error: float | None):
+        """``code()`` for the dq quantizer: (params, None, None, u) or None."""
+        def attempt(step, center):
             r = dq.quantize(self.x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
                             strict=max_error is not None)
             if not r.n_bad and self.dtype == "F16":  # the error of the F16 values (and inf where they overflow)
                 r.max_error, r.n_bad = _f16_check(self.x, r.u, center, step, max_error)
-            if not r.n_bad:
-                break
-            if max_error is None:
-                return None  # a level out of range (|q| >= 2^24): lossless is the right answer
-            step = quant.step_for_dtype(step * (1 - 2.0 ** (-22 + 3 * attempt)), self.dtype, round_down=True)
-        else:
+            # (without max_error an element without an admissible level has |q| >= 2^24: stored exactly)
+            return r, int(r.n_bad > 0)
+
+        done = self._within_bound(step, max_error, attempt)
+        if done is None:
             return None
-        params = {"step": step, "center": center, "lane_symbols": ANS_LANE_SYMBOLS,
-                  "gg_nu": round(self.nu, 6), "gg_scale": float(np.float32(self.alpha)),
-                  "max_abs_error": r.max_error}
-        return params, None, None, r.u
+        step, center, r = done
+        return self._params(step, center, ANS_LANE_SYMBOLS, r.max_error), None, None, r.u
 
     def code(self, step: float, max_error: float | None = None, lane_lengths: bool = True):
         """(params, ks, lens, u) for ``step``, or None when the tensor must be stored exactly.
@@ -147,30 +161,24 @@ class LossyTensor:
         """
         if self.quantizer == "dq":
             return self._code_dq(step, max_error)
-        for attempt in range(8):
-            if not (step > 0 and math.isfinite(step)):
-                return None
-            center = int(np.clip(np.rint(self.mean / step), -(MAX_SYMBOL_MAGNITUDE - 1), MAX_SYMBOL_MAGNITUDE - 1))
+
+        def attempt(step, center):
             qr = quant.quantize(self.x, step, center, self.dtype, bound=max_error, strict=max_error is not None)
-            if qr.n_overflow:
-                return None  # step too fine for this tensor's range: lossless is the right answer
-            if not qr.n_bad:
-                break
-            if max_error is None:
-                return None
-            step = quant.step_for_dtype(step * (1 - 2.0 ** (-22 + 3 * attempt)), self.dtype, round_down=True)
-        else:
+            # overflow: step too fine for this tensor's range, lossless is the right answer
+            return qr, 2 if qr.n_overflow else int(qr.n_bad > 0)
+
+        done = self._within_bound(step, max_error, attempt)
+        if done is None:
             return None
+        step, center, qr = done
         k0 = ggd.best_order(self.nu, self.alpha, step)
         if self.rdoq:  # rate-distortion optimised levels within the mode's bound; the decoder is unchanged
             qr.u, qr.max_error = rdoq.apply(self, qr, step, center, max_error, k0)
         ks, lens = golomb.choose_group_orders(qr.u, LANE_SYMBOLS, max(0, k0 - 2), min(MAX_EG_ORDER, k0 + 2))
         if lane_lengths:
             lens = golomb.lane_lengths(qr.u, LANE_SYMBOLS, ks)
-        params = {"step": step, "center": center, "lane_symbols": LANE_SYMBOLS,
-                  "k": int(np.bincount(ks).argmax()) if ks.size else k0,
-                  "gg_nu": round(self.nu, 6), "gg_scale": float(np.float32(self.alpha)),
-                  "max_abs_error": qr.max_error}
+        params = self._params(step, center, LANE_SYMBOLS, qr.max_error)
+        params["k"] = int(np.bincount(ks).argmax()) if ks.size else k0
         return params, ks, lens, qr.u
 
     def size(self, step: float) -> int | None:
