@@ -1,7 +1,7 @@
 """Where bslcodec's bits go: the coded payload of each quantized tensor against the entropy of its symbols.
 
 :func:`breakdown` takes the bytes of a ``.bsl`` file and splits its size (bits/weight of the whole
-checkpoint) into the payloads of the quantized tensors (``ans`` and ``eg`` entries, every in-payload table
+checkpoint) into the payloads of the quantized tensors (``ans``, ``ans-dq`` and ``eg`` entries, every in-payload table
 included), the order-0 empirical entropy H0 of the very same symbols (what an ideal static coder would
 spend per tensor without any side info), the exactly stored tensors (1-D, ``fexp``/``zstd``/``raw``), the
 JSON header + preamble and the 64-byte alignment. The symbols are decoded back from the file (bslcodec's
@@ -16,7 +16,9 @@ from bslcodec import api, codec, golomb, rans
 
 
 def _q(src, e) -> np.ndarray:
-    """Quantization levels q (int64) of an ``eg`` or ``ans`` entry, decoded from the file."""
+    """The coded symbols of an ``eg``, ``ans`` or ``ans-dq`` entry as center + signed index (int64), decoded
+    from the file: the quantization levels for eg/ans; for ans-dq the trellis indices that its ans stage
+    codes (read without the state machine), not the levels."""
     q = np.empty(e.numel, np.int64)
     if e.codec == "eg":
         step, center, s = codec._check_eg_params(e, e.name)
@@ -45,17 +47,19 @@ def breakdown(blob: bytes, n_weights: int) -> dict:
         pay = {"ans": 0, "eg": 0}
         w = {"ans": 0, "eg": 0}
         nt = {"ans": 0, "eg": 0}
-        h0 = lossless = payload_sum = 0
+        h0 = lossless = payload_sum = n_dq = 0
         n_lossless = 0
         for e in src.index.entries:
             payload_sum += 8 * e.length
-            if e.codec not in ("eg", "ans"):
+            if e.codec not in ("eg", "ans", "ans-dq"):
                 lossless += 8 * e.length
                 n_lossless += 1
                 continue
-            pay[e.codec] += 8 * e.length
-            w[e.codec] += e.numel
-            nt[e.codec] += 1
+            stage = "eg" if e.codec == "eg" else "ans"  # ans-dq: an ans payload (spec 4.6)
+            n_dq += e.codec == "ans-dq"
+            pay[stage] += 8 * e.length
+            w[stage] += e.numel
+            nt[stage] += 1
             h0 += entropy_bits(_q(src, e))
         align = total - header - payload_sum
         n = float(n_weights)
@@ -72,6 +76,7 @@ def breakdown(blob: bytes, n_weights: int) -> dict:
             "eg_weight_fraction": w["eg"] / n,
             "n_ans_tensors": nt["ans"],
             "n_eg_tensors": nt["eg"],
+            "n_ans_dq_tensors": n_dq,
             "n_lossless_tensors": n_lossless,
             "lossless_tensors_bpw": lossless / n,
             "header_bpw": header / n,

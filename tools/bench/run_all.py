@@ -165,50 +165,11 @@ def measure(m, ck: Ckpt, reps: int, one_thread: bool = False, breakdown: bool = 
             assert blob1 == blob, "bslcodec output depends on the thread count"
             row.update(enc_MBps_1thr=mb / t1e, dec_MBps_1thr=mb / t1d)
         if breakdown:
-            row["breakdown"] = breakdown_bsl(blob, ck.n)
+            row["breakdown"] = gap.breakdown(blob, ck.n)
     log(f"  {ck.name:9s} {m.label:34s} {row['bpw']:7.3f} b/w  rel {rel:.3e}  max {mx:.2e}  "
         f"cos {cos_mean if cos_mean is not None else float('nan'):.5f}  enc {row['enc_MBps']:7.1f}  "
         f"dec {row['dec_MBps']:7.1f} MB/s  (load {la})")
     return row
-
-
-def breakdown_bsl(blob: bytes, n_weights: int) -> dict:
-    """gap.breakdown, with ``ans-dq`` entries counted as quantized ``ans`` payloads (gap.py predates them and
-    books them as exactly stored): their H0 is that of the transmitted trellis indices k, the symbols the
-    ans stage codes (k = sgn(L)·ceil(|L|/2) of the decoded level L in either quantizer, spec 4.6)."""
-    from bslcodec import api, rans
-
-    b = gap.breakdown(blob, n_weights)
-    src = api._Source(data=blob)
-    try:
-        dq = [e for e in src.index.entries if e.codec == "ans-dq"]
-        if not dq:
-            return b
-        n = float(n_weights)
-        pay = w = h0 = 0
-        for e in dq:
-            p = e.params
-            q = np.empty(e.numel, np.int64)
-            rans.decode_into(src.payload(e), e.numel, p["lane_symbols"], p["center"], float(p["step"]), q, "Q",
-                             dq=True)
-            lv = q - int(p["center"])
-            k = np.sign(lv) * ((np.abs(lv) + 1) // 2)
-            pay += 8 * e.length
-            w += e.numel
-            h0 += gap.entropy_bits(k)
-    finally:
-        src.close()
-    b["payload_bpw"] += pay / n
-    b["ans_payload_bpw"] += pay / n
-    b["h0_bpw"] += h0 / n
-    b["payload_minus_h0_bpw"] = b["payload_bpw"] - b["h0_bpw"]
-    b["payload_over_h0"] = b["payload_bpw"] / b["h0_bpw"] if b["h0_bpw"] else None
-    b["ans_weight_fraction"] += w / n
-    b["n_ans_tensors"] += len(dq)
-    b["n_ans_dq_tensors"] = len(dq)
-    b["n_lossless_tensors"] -= len(dq)
-    b["lossless_tensors_bpw"] -= pay / n
-    return b
 
 
 # ---------------------------------------------------------------- the plan
