@@ -21,6 +21,7 @@ LOSSY_CODECS = ("eg", "ans")
 CODEC_CHOICES = ("auto",) + LOSSY_CODECS  # "auto": per tensor, the smaller payload of eg and ans
 DEFAULT_CODEC = "auto"
 QUANTIZED_CODECS = ("eg", "ans", "ans-dq")  # the codecs of spec 4.3/4.4/4.6: a step, a center, symbols
+ANS_CODECS = ("ans", "ans-dq")  # the ans payload layout (spec 4.4); ans-dq reads its indices as dq levels
 QUANTIZERS = ("uniform", "dq")  # plain rounding (spec 4.3) or dependent quantization (spec 4.6, ans only)
 QUANTIZER_CHOICES = ("auto",) + QUANTIZERS
 DEFAULT_QUANTIZER = "auto"  # dq for rel_step / bits / the default; uniform with max_error, a named codec, rdoq
@@ -394,7 +395,7 @@ def _unit(e: Entry, where: str) -> int:
         return LANES * _check_eg_params(e, where)[2]
     if e.codec == "fexp":
         return LANES * _check_fexp_params(e, where)
-    if e.codec in ("ans", "ans-dq"):
+    if e.codec in ANS_CODECS:
         return LANES * _check_ans_params(e, where)[2]
     if e.codec == "zstd":
         c = e.params.get("chunk_elems")

@@ -24,7 +24,7 @@ def load_to_cuda(src, device="cuda", names=None) -> dict:
     for name in (names if names is not None else list(src.entries)):
         e = src.entry(name)
         where = f"{src.where}: tensor {name!r}"
-        if e.codec in ("ans", "ans-dq") and e.dtype in _GPU_DTYPES:
+        if e.codec in codec.ANS_CODECS and e.dtype in _GPU_DTYPES:
             step, center, s = codec._check_ans_params(e, where)
             ans_jobs.append({"name": where, "key": name, "shape": e.shape, "n_elems": e.numel, "lane_symbols": s,
                              "payload": np.frombuffer(src.payload(e), np.uint8), "step": step, "center": center,

@@ -64,15 +64,6 @@ _MODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # kernel MODE o
 _TORCH_DTYPE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
-def _lossy_codecs() -> tuple:
-    """Codecs kept compressed (``eg`` and ``ans``, on the CPU and the GPU): the lossy ones, whose payloads are
-    several times smaller than the values. Lossless codecs (raw, zstd, ...) are decoded at load time."""
-    return _codec.QUANTIZED_CODECS
-
-
-_ANS = ("ans", "ans-dq")  # the codecs the GPU ans kernel decodes (ans-dq: dependent-quantization levels)
-
-
 DEFAULT_TYPES = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _EXTRA_TYPE_NAMES = ("Conv1D",)  # transformers' GPT-2 style Conv1D (weight used in its own forward)
 _BLOCK = 256
@@ -277,7 +268,7 @@ class CompressedModel:
 
     def _decode_weight(self, w, out, check=False):
         """Decode ``w`` into the flat tensor ``out`` (its dtype) on the current stream / CPU."""
-        if self.cuda and w.codec in _ANS:
+        if self.cuda and w.codec in _codec.ANS_CODECS:
             from ..gpu._ans import decode_ans_many
 
             decode_ans_many([w.ans_job(out)], device=self.device, check=check)
@@ -592,7 +583,9 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                     raise RuntimeError(f"{path}: tensor {fname!r} has shape {tuple(e.shape)} in the file, "
                                        f"{tuple(t.shape)} in the model")
                 target = t.dtype if t.dtype in _MODE else _TORCH_DTYPE.get(e.dtype)
-                ok = is_param and e.codec in _lossy_codecs() and e.numel > 0 and \
+                # kept compressed: the lossy codecs (eg, ans, ans-dq), whose payloads are several times smaller
+                # than the values; lossless ones (raw, zstd, fexp) are decoded at load time
+                ok = is_param and e.codec in _codec.QUANTIZED_CODECS and e.numel > 0 and \
                     all(_module_ok(m, types) for _, m, _ in sites)
                 if ok and cm.cuda:
                     # the GPU writes fl32(q*step) rounded to the output dtype: equal to decode-then-cast only
@@ -639,7 +632,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 host = torch.from_numpy(np.frombuffer(mv, np.uint8))
                 cm.payload_buf[pos:pos + length].copy_(host)
                 w.payload = cm.payload_buf[pos:pos + length] if cm.cuda else cm.payload_buf[pos:pos + length].numpy()
-                if cm.cuda and e.codec in _ANS:
+                if cm.cuda and e.codec in _codec.ANS_CODECS:
                     from ..gpu._ans import Prepared
 
                     w.step, w.center, w.S = _codec._check_ans_params(e, w.where)
@@ -798,7 +791,7 @@ def _build_launches(cm):
         for s in range(len(cm.slots)):
             by_mode, ans_jobs = {}, []
             for (w, _), flat in zip(u.items, u.flat[s]):
-                if w.codec in _ANS:
+                if w.codec in _codec.ANS_CODECS:
                     ans_jobs.append(w.ans_job(flat))
                 else:
                     by_mode.setdefault(_MODE[w.dtype], []).append((w, flat))

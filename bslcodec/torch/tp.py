@@ -142,7 +142,7 @@ class _Reader:
             return 65 * g + (-65 * g % 8)
         if e.codec == "zstd":
             return 4 + 4 * self._touched.size
-        if e.codec in ("ans", "ans-dq"):
+        if e.codec in _codec.ANS_CODECS:
             try:
                 b = int(p[8:12].view("<u4")[0])
                 h = 12 + b + (-(12 + b) % 4)
@@ -167,7 +167,7 @@ class _Reader:
                 m = self._touched.size
                 sizes = p[4:4 + 4 * m].view("<u4").astype(np.int64)
                 self._tables = np.concatenate([[0], np.cumsum(sizes)])
-            elif e.codec in ("ans", "ans-dq"):
+            elif e.codec in _codec.ANS_CODECS:
                 try:
                     b = int(p[8:12].view("<u4")[0])
                     h = 12 + b + (-(12 + b) % 4)
