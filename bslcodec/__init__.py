@@ -4,8 +4,8 @@ Public API (safetensors-like): :func:`save_file`, :func:`load_file`, :func:`safe
 :func:`load`, :func:`encode`, :func:`decode`; every bad-input error is a :class:`BslError`.
 """
 
-from .api import decode, encode, load, load_file, safe_open, save, save_file
-from .errors import BslError, ChecksumError, EncodeError, FormatError, LimitError
+from .container.errors import BslError, ChecksumError, EncodeError, FormatError, LimitError
+from .files.api import decode, encode, load, load_file, safe_open, save, save_file
 
 __version__ = "0.1.0"
 __all__ = ["save_file", "load_file", "safe_open", "save", "load", "encode", "decode", "BslError",

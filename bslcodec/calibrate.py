@@ -19,8 +19,8 @@ Example::
 
 import numpy as np
 
-from .api import as_numpy
-from .errors import BslError
+from .container.errors import BslError
+from .pipeline.arrays import as_numpy
 
 
 def sensitivity(forward, tensors: dict, names=None, rel_noise: float = 1 / 64, repeats: int = 1,

@@ -24,9 +24,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .codec import QUANTIZED_CODECS
-from .dq import BOUND_FACTOR as DQ_BOUND_FACTOR
-from .errors import BslError
+from .container.errors import BslError
+from .pipeline.codec import QUANTIZED_CODECS
+from .quantize.dq import BOUND_FACTOR as DQ_BOUND_FACTOR
 
 META = "bslcodec."
 
@@ -155,7 +155,7 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
     when the input was sharded) plus every non-weight file (config, tokenizer) copied unchanged.
     Torch files are read with torch.load(weights_only=True): nothing else is unpickled.
     """
-    from .checkpoint import check_settings, encode_checkpoint
+    from .files.checkpoint import check_settings, encode_checkpoint
 
     given = [n for n, v in (("--max-error", max_error), ("--rel-step", rel_step), ("--bits", bits)) if v is not None]
     if len(given) > 1:
@@ -203,7 +203,7 @@ def decode(input, output, workers, overwrite, quiet):
     encoded folder decodes to a folder: model.safetensors (or safetensors shards with
     model.safetensors.index.json) plus the copied files, loadable by transformers.
     """
-    from .checkpoint import decode_checkpoint
+    from .files.checkpoint import decode_checkpoint
 
     _set_workers(workers)
     res = decode_checkpoint(input, output, overwrite=overwrite, progress=not quiet)
@@ -228,7 +228,7 @@ def recode(input, output, codec, workers, overwrite, quiet):
     """
     import time
 
-    from .recode import recode_file
+    from .files.recode import recode_file
 
     _set_workers(workers)
     t0 = time.perf_counter()
@@ -242,7 +242,7 @@ def recode(input, output, codec, workers, overwrite, quiet):
 # ---------------------------------------------------------------- info
 
 def _tensor_info(e) -> dict:
-    from .dtypes import NUMPY_DTYPES
+    from .container.dtypes import NUMPY_DTYPES
 
     raw = e.numel * NUMPY_DTYPES[e.dtype].itemsize
     p = e.params if e.codec in QUANTIZED_CODECS else {}
@@ -260,7 +260,7 @@ def info(file, as_json):
     """Per-tensor table of a .bsl file or encoded folder: codec, GG fit, step, EG order, bits/weight, ratio."""
     import os
 
-    from .checkpoint import BslFile, bsl_files
+    from .files.readers import BslFile, bsl_files
 
     files, out = bsl_files(file), []
     for path in files:
@@ -299,7 +299,7 @@ def _bound_ok(e, x, xh, settings: dict):
     """(bound shown, every element within it) for a decoded tensor against its original."""
     import numpy as np
 
-    from .quant import ROUNDING
+    from .quantize.quant import ROUNDING
 
     if e.codec not in QUANTIZED_CODECS:  # raw / zstd / fexp: bit-exact
         same = x.shape == xh.shape and x.dtype == xh.dtype and x.tobytes() == xh.tobytes()
@@ -310,9 +310,9 @@ def _bound_ok(e, x, xh, settings: dict):
         return bound, bool(np.all(err <= bound))
     rel, ab = ROUNDING[e.dtype]
     if e.codec == "ans-dq":
-        bound = float(e.params["step"]) * DQ_BOUND_FACTOR  # dependent quantization: 1.5 steps (bslcodec.dq)
+        bound = float(e.params["step"]) * DQ_BOUND_FACTOR  # dependent quantization: 1.5 steps (bslcodec.quantize.dq)
     else:
-        bound = float(e.params["step"]) / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.rdoq)
+        bound = float(e.params["step"]) / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.codecs.rdoq)
     allowed = bound + rel * (2 * np.abs(x.astype(np.float64)) + err) + ab
     return bound, bool(np.all(err <= allowed))
 
@@ -333,9 +333,10 @@ def verify(file, against, as_json, workers, quiet):
     """
     import numpy as np
 
-    from .api import as_numpy
-    from .checkpoint import BslFile, Progress, TensorLookup, bsl_files
-    from .dtypes import FLOAT_NAMES
+    from .container.dtypes import FLOAT_NAMES
+    from .files.checkpoint import Progress, TensorLookup
+    from .files.readers import BslFile, bsl_files
+    from .pipeline.arrays import as_numpy
 
     _set_workers(workers)
     files = bsl_files(file)

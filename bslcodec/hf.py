@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import BslError
+from .container.errors import BslError
 
 __all__ = ["from_pretrained", "model_class_for"]
 
@@ -67,7 +67,8 @@ def from_pretrained(folder, *model_args, model_class=None, device=None, strict: 
         raise BslError("bslcodec.hf needs transformers: pip install transformers") from None
     from transformers import AutoConfig
 
-    from .checkpoint import bsl_files, load_torch
+    from .files.checkpoint import load_torch
+    from .files.readers import bsl_files
 
     folder = Path(folder)
     if not folder.is_dir():

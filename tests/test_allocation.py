@@ -42,7 +42,7 @@ def test_allocation_lowers_output_error_at_equal_size():
     err_weighted = ((f(bslcodec.load(weighted)) - ref) ** 2).mean()
     assert err_weighted < 0.8 * err_plain
     # steps follow sqrt(n / s): B (sensitive) gets the finer step
-    src = bslcodec.api._Source(data=weighted)
+    src = bslcodec.files.api._Source(data=weighted)
     assert src.entry("B").params["step"] < src.entry("A").params["step"]
 
 
@@ -59,7 +59,7 @@ def test_sensitivity_errors():
 def test_rel_step_keeps_its_average_meaning():
     w, x = _model()
     s = {"A": 1.0, "B": 400.0}
-    src = bslcodec.api._Source(data=bslcodec.save(w, rel_step=0.1, sensitivity=s, quantizer="uniform"))
+    src = bslcodec.files.api._Source(data=bslcodec.save(w, rel_step=0.1, sensitivity=s, quantizer="uniform"))
     ratios = [src.entry(n).params["step"] / (0.1 * float(w[n].astype(np.float64).std())) for n in "AB"]
     assert np.isclose(np.exp(np.mean(np.log(ratios))), 1.0, rtol=1e-3)  # geometric mean of step/(c*std) is 1
     assert np.isclose(ratios[0] / ratios[1], 20.0, rtol=1e-2)  # sqrt(400)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import bslcodec
-from bslcodec import api
+from bslcodec.files import api
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(5)
@@ -139,7 +139,7 @@ def test_real_full_disk(tiny_tmpfs):
 
 _KILL_CHILD = textwrap.dedent("""
     import sys, time
-    from bslcodec import api
+    from bslcodec.files import api
     def slow(fh):
         fh.write(b"\\x89BSL partial " * 1000)
         fh.flush()

@@ -79,7 +79,7 @@ def _to_torch(sd):
 
 
 def _from_torch(sd):
-    return {k: bslcodec.api.as_numpy(v) for k, v in sd.items()}
+    return {k: bslcodec.pipeline.arrays.as_numpy(v) for k, v in sd.items()}
 
 
 # ---------------------------------------------------------------- round trips per format
@@ -168,7 +168,7 @@ def test_sharded_folder_round_trip(tmp_path):
                                    for k, v in json.loads((src / "model.safetensors.index.json").read_text())
                                    ["weight_map"].items()}
     assert index["metadata"]["total_size"] == sum(v.nbytes for v in sd.values())
-    from bslcodec.checkpoint import _umask
+    from bslcodec.files.writers import _umask
 
     assert enc.stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
     assert (enc / "model.bsl.index.json").stat().st_mode & 0o777 == 0o666 & ~_umask()

@@ -13,11 +13,12 @@ def _one_torch_thread():
     yield
     torch.set_num_threads(old)
 
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
 import bslcodec  # noqa: E402
 from bslcodec.torch import CoLALinear, RateLoss, cola_spec, load_trained, save_trained, to_cola  # noqa: E402
 from bslcodec.torch.cola import _CoLAM, set_memory_efficient  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 
 class Tiny(nn.Module):

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import bslcodec
-from bslcodec import codec as codec_mod
-from bslcodec.torch.compressed import MULTI_SOURCE, JOB_FIELDS, eg_word_offsets, load_compressed
+from bslcodec.pipeline import codec as codec_mod
+from bslcodec.torch.compressed import JOB_FIELDS, MULTI_SOURCE, eg_word_offsets, load_compressed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 transformers = pytest.importorskip("transformers")
@@ -106,7 +106,7 @@ def test_multi_kernel_emulated(emu, eg_only, tmp_path):
 
 
 def test_eg_word_offsets_match_the_decoder_tables(eg_only, tmp_path):
-    from bslcodec import golomb
+    from bslcodec.codecs import golomb
 
     x = np.random.default_rng(0).normal(0, 1, 100000).astype(np.float32)
     p = tmp_path / "x.bsl"
@@ -329,11 +329,11 @@ def test_llama_dq_file(tmp_path, device, kernel):
 
 
 def test_transcode_ans_to_eg_same_values(tmp_path):
-    """bslcodec.transcode: the eg payload of an ans payload's symbols decodes to the same values."""
+    """bslcodec.codecs.transcode: the eg payload of an ans payload's symbols decodes to the same values."""
     import dataclasses
 
-    from bslcodec import transcode
-    from bslcodec.api import _Source
+    from bslcodec.codecs import transcode
+    from bslcodec.files.api import _Source
 
     rng = np.random.default_rng(3)
     tensors = {"w": rng.laplace(0, 0.02, (700, 333)).astype(np.float32), "o": rng.normal(0, 1, (40, 1000)) * 1e-3}

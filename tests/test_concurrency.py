@@ -23,7 +23,7 @@ import bslcodec
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import fuzz_reader as fr  # noqa: E402
 
-from bslcodec import golomb, lossless  # noqa: E402
+from bslcodec.codecs import golomb, lossless  # noqa: E402
 
 RNG = np.random.default_rng(11)
 TENSORS = {

@@ -1,4 +1,4 @@
-"""Dependent quantization (``quantizer="dq"``, codec ``ans-dq``, spec 4.6, :mod:`bslcodec.dq`).
+"""Dependent quantization (``quantizer="dq"``, codec ``ans-dq``, spec 4.6, :mod:`bslcodec.quantize.dq`).
 
 * The decoder against an independent reference: the payload's symbols decoded as plain ``ans`` indices
   (``rans.decode_into(..., "Q", dq=False)``), turned into levels by ``dq.levels_ref`` and dequantized as the
@@ -25,11 +25,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import bslcodec
-from bslcodec import codec, dq, quant, rans
-from bslcodec import format as bslformat
-from bslcodec.dtypes import dtype_name
-from bslcodec.errors import BslError, ChecksumError, EncodeError, FormatError
-from bslcodec.format import Entry
+from bslcodec.codecs import rans
+from bslcodec.container import format as bslformat
+from bslcodec.container.dtypes import dtype_name
+from bslcodec.container.errors import BslError, ChecksumError, EncodeError, FormatError
+from bslcodec.container.format import Entry
+from bslcodec.pipeline import codec
+from bslcodec.quantize import dq, quant
 
 NP = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 FIX = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "v1"
@@ -467,7 +469,7 @@ def test_bad_options_raise_encode_error(tmp_path):
             bslcodec.save({"x": x}, quantizer="dq", rdoq=rdoq, max_error=1e-3)
     with pytest.raises(EncodeError, match="eg"):
         bslcodec.encode(x, quantizer="dq", codec="eg")
-    from bslcodec.checkpoint import check_settings
+    from bslcodec.files.checkpoint import check_settings
 
     with pytest.raises(EncodeError, match="quantizer"):
         check_settings(rel_step=0.1, quantizer="bogus")
@@ -696,7 +698,7 @@ def test_deterministic_across_threads():
 
 
 def test_encode_checkpoint_with_dq(tmp_path):
-    from bslcodec.checkpoint import encode_checkpoint
+    from bslcodec.files.checkpoint import encode_checkpoint
 
     rng = np.random.default_rng(12)
     t = {"w": rng.laplace(0, 0.02, (128, 256)).astype(np.float32), "b": rng.normal(0, 1, 256).astype(np.float32)}

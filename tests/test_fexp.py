@@ -20,9 +20,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from bslcodec import codec, fexp, fexp_ref
-from bslcodec.errors import FormatError
-from bslcodec.format import Entry
+from bslcodec.codecs import fexp, fexp_ref
+from bslcodec.container.errors import FormatError
+from bslcodec.container.format import Entry
+from bslcodec.pipeline import codec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLOATS = {"BF16": ml_dtypes.bfloat16, "F16": np.float16, "F32": np.float32, "F64": np.float64}
@@ -418,7 +419,6 @@ def test_gpu_load_file_lossless(gpu, tmp_path):
 
 def test_cli_lossless_all(tmp_path):
     import safetensors.numpy
-
     from click.testing import CliRunner
 
     import bslcodec

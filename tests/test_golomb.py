@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bslcodec import golomb, golomb_ref
-from bslcodec.errors import FormatError
+from bslcodec.codecs import golomb, golomb_ref
+from bslcodec.container.errors import FormatError
 
 # (k, u) -> code word in stream order (first bit written first), spec 4.3
 KNOWN = {

@@ -19,8 +19,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from bslcodec import golomb_ref
-from bslcodec.errors import BslError, FormatError
+from bslcodec.codecs import golomb_ref
+from bslcodec.container.errors import BslError, FormatError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
@@ -119,7 +119,7 @@ def corruptions(payload, n, s, rng):
 
 # ------------------------------------------------------------------ layer 1: the bench encoder
 def test_bench_encoder_matches_reference():
-    bench = _load("bench_gpu", ROOT / "tools" / "bench_gpu.py")
+    bench = _load("bench_gpu", ROOT / "tools" / "bench" / "bench_gpu.py")
     for u, s, ks, *_ in cases()[:18]:
         fast, _ = bench.encode_fast(u, s, ks)
         assert fast.tobytes() == golomb_ref.encode_payload(u, s, ks)

@@ -9,8 +9,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from bslcodec import rans
-from bslcodec.errors import BslError, FormatError
+from bslcodec.codecs import rans
+from bslcodec.container.errors import BslError, FormatError
 
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():

@@ -47,8 +47,9 @@ def test_cuda_load_dq_corrupt(tmp_path):
 
 def test_decode_ans_dq_flag_changes_only_levels():
     """The same payload decoded with dq=False gives q = center + k; with dq=True the levels of spec 4.6."""
-    from bslcodec import dq, rans
+    from bslcodec.codecs import rans
     from bslcodec.gpu import decode_ans
+    from bslcodec.quantize import dq
 
     rng = np.random.default_rng(3)
     n = 3 * 32 * 1024 + 77

@@ -64,8 +64,8 @@ def test_cuda_load_lossless_all_dtypes_one_launch(tmp_path):
 
 
 def test_decode_fexp_many_flags_the_bad_payload():
-    from bslcodec import fexp
-    from bslcodec.errors import BslError
+    from bslcodec.codecs import fexp
+    from bslcodec.container.errors import BslError
     from bslcodec.gpu import decode_fexp_many
 
     rng = np.random.default_rng(6)

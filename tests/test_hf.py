@@ -7,13 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="these tests need torch")
 
 import bslcodec  # noqa: E402
-from bslcodec.checkpoint import decode_checkpoint, encode_checkpoint  # noqa: E402
+from bslcodec.files.checkpoint import decode_checkpoint, encode_checkpoint  # noqa: E402
 from bslcodec.torch import load_state_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,8 +187,9 @@ def _minilm():
 
 def test_real_minilm_from_pretrained(tmp_path):
     minilm = _minilm()
-    from bslcodec.cli import main
     from click.testing import CliRunner
+
+    from bslcodec.cli import main
 
     res = CliRunner().invoke(main, ["encode", str(minilm.model_dir()), str(tmp_path / "enc"), "-q"])
     assert res.exit_code == 0, res.output

@@ -30,12 +30,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import fuzz_reader as fr  # noqa: E402
 
-
 import bslcodec  # noqa: E402
-from bslcodec import golomb, golomb_ref  # noqa: E402
-from bslcodec.errors import BslError, ChecksumError, FormatError, LimitError  # noqa: E402
-from bslcodec.format import PREAMBLE_BYTES  # noqa: E402
-from bslcodec.limits import MAX_HEADER_BYTES, ZSTD_MAX_RATIO  # noqa: E402
+from bslcodec.codecs import golomb, golomb_ref  # noqa: E402
+from bslcodec.container.errors import BslError, ChecksumError, FormatError, LimitError  # noqa: E402
+from bslcodec.container.format import PREAMBLE_BYTES  # noqa: E402
+from bslcodec.container.limits import MAX_HEADER_BYTES, ZSTD_MAX_RATIO  # noqa: E402
 
 MANIFEST = json.loads((fr.CORPUS / "manifest.json").read_text())
 SEEDS = fr.seeds()
@@ -160,7 +159,7 @@ def test_every_payload_bit_flip_names_its_tensor():
         for byte in range(start, start + length):
             covered.add(byte)
             bad[byte] ^= 1 << (byte % 8)
-            src = bslcodec.api._Source(data=bad)  # header intact: parse it, then read the damaged tensor
+            src = bslcodec.files.api._Source(data=bad)  # header intact: parse it, then read the damaged tensor
             with pytest.raises(ChecksumError, match=f"tensor {name!r}"):
                 src.tensor(name)
             if byte == start + length // 2:  # and once through the public API
@@ -324,7 +323,7 @@ def test_payload_errors_name_the_tensor():
 
 def test_writer_rejects_names_that_no_reader_accepts():
     """A lone surrogate cannot be written as UTF-8: the writer says so (EncodeError), as the reader does."""
-    from bslcodec.errors import EncodeError
+    from bslcodec.container.errors import EncodeError
     with pytest.raises(EncodeError, match="lone surrogate"):
         bslcodec.save({"w\ud800": np.zeros(3)})
     with pytest.raises(EncodeError, match="lone surrogate"):
@@ -338,7 +337,7 @@ def test_newer_minor_unknown_codec_says_upgrade(tmp_path):
 
     import xxhash
 
-    from bslcodec import format as fmt
+    from bslcodec.container import format as fmt
 
     data = bytearray(bslcodec.save({"w": np.zeros(4, np.float32)}, rel_step=0.1))
     hlen = struct.unpack_from("<Q", data, 16)[0]
@@ -362,7 +361,7 @@ def test_newer_minor_unknown_codec_says_upgrade(tmp_path):
 def test_corpus_recode(codec, tmp_path):
     """bslcodec recode on every corpus file: a file that loads recodes to the same values; a file that must
     fail raises a BslError naming the file, and leaves no output behind."""
-    from bslcodec.recode import recode_file
+    from bslcodec.files.recode import recode_file
 
     for name, want in sorted(MANIFEST.items()):
         src = tmp_path / f"{name}.bsl"

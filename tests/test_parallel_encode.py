@@ -1,4 +1,4 @@
-"""bslcodec.parallel_encode: a process pool gives the bytes of the serial encode (rel_step / max_error)."""
+"""bslcodec.files.parallel_encode: a process pool gives the bytes of the serial encode (rel_step / max_error)."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import bslcodec
-from bslcodec.checkpoint import encode_checkpoint
-from bslcodec.parallel_encode import encode_checkpoint_parallel, plan_tasks
+from bslcodec.files.checkpoint import encode_checkpoint
+from bslcodec.files.parallel_encode import encode_checkpoint_parallel, plan_tasks
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bslcodec import quant
+from bslcodec.quantize import quant
 
 
 def _args(x, step, center, dtype, bound, strict):

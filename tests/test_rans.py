@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bslcodec
-from bslcodec import codec, golomb, rans, rans_ref
-from bslcodec.errors import FormatError
-from bslcodec.quant import ROUNDING
+from bslcodec.codecs import golomb, rans, rans_ref
+from bslcodec.container.errors import FormatError
+from bslcodec.pipeline import codec
+from bslcodec.quantize.quant import ROUNDING
 from tests.strategies import float_arrays
 
 
@@ -334,7 +335,7 @@ def _f64(a):
 
 
 def _entry(blob, name):
-    return bslcodec.api._Source(data=blob).entry(name)
+    return bslcodec.files.api._Source(data=blob).entry(name)
 
 
 @settings(max_examples=60, deadline=None)
@@ -372,7 +373,7 @@ def test_auto_picks_the_smaller_payload(force_codec):
     for name in ("eg", "ans", "auto"):
         force_codec(name)
         blob = bslcodec.save(t, rel_step=1 / 32, quantizer="uniform")  # the entropy stages of plain rounding
-        sizes[name] = {e.name: (e.codec, e.length) for e in bslcodec.api._Source(data=blob).entries.values()}
+        sizes[name] = {e.name: (e.codec, e.length) for e in bslcodec.files.api._Source(data=blob).entries.values()}
     for k in t:
         want = min(sizes["eg"][k], sizes["ans"][k], key=lambda c: c[1])
         assert sizes["auto"][k] == want
@@ -396,7 +397,7 @@ def test_ans_error_messages_name_the_tensor(force_codec):
     force_codec("ans")
     w = np.random.default_rng(2).normal(0, 1, (200, 200)).astype(np.float32)
     blob = bytearray(bslcodec.save({"w": w}))
-    src = bslcodec.api._Source(data=bytes(blob))
+    src = bslcodec.files.api._Source(data=bytes(blob))
     e = src.entry("w")
     start = src.index.data_start + e.offset
     payload = bytearray(bytes(blob[start:start + e.length]))

@@ -1,4 +1,4 @@
-"""RDOQ (bslcodec.rdoq): bounds, determinism, round trips, and that it never costs bits on GG data."""
+"""RDOQ (bslcodec.codecs.rdoq): bounds, determinism, round trips, and that it never costs bits on GG data."""
 
 import json
 
@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import float_arrays
 
 import bslcodec
-from bslcodec import codec, quant, rans, rdoq
-from bslcodec.errors import EncodeError
-from strategies import float_arrays
+from bslcodec.codecs import rans, rdoq
+from bslcodec.container.errors import EncodeError
+from bslcodec.pipeline import codec
+from bslcodec.quantize import quant
 
 
 def _err(a, b):

@@ -1,6 +1,5 @@
 """Round trips through the public API: exactness, error bounds, determinism, slices, rate control."""
 
-import io
 
 import ml_dtypes
 import numpy as np
@@ -9,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bslcodec
-from bslcodec.quant import ROUNDING
+from bslcodec.quantize.quant import ROUNDING
 from tests.strategies import float_arrays, int_arrays
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -20,7 +19,7 @@ def _f64(a):
 
 
 def _entry(blob, name):
-    return bslcodec.api._Source(data=blob).entry(name)
+    return bslcodec.files.api._Source(data=blob).entry(name)
 
 
 @settings(max_examples=80, deadline=None)

@@ -19,8 +19,8 @@ def _one_torch_thread():
     torch.set_num_threads(old)
 
 import bslcodec  # noqa: E402
-from bslcodec import golomb  # noqa: E402
-from bslcodec.api import _Source  # noqa: E402
+from bslcodec.codecs import golomb  # noqa: E402
+from bslcodec.files.api import _Source  # noqa: E402
 from bslcodec.torch import RateLoss, exact_lengths, save_trained, soft_bits  # noqa: E402
 
 

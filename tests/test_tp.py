@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import bslcodec
-from bslcodec.errors import ChecksumError
+from bslcodec.container.errors import ChecksumError
 from bslcodec.torch.tp import eg_subpayload, plan_dim, shard_of, shard_state_dict
 
 PLAN = {"q.weight": 0, "o.weight": 1, "long.weight": 1, "conv.weight": 1, "bf.weight": -1, "emb.weight": 0,
@@ -99,7 +99,7 @@ def test_row_shards_read_a_fraction(model_file):
 
 def test_poisoned_bytes_are_never_read(model_file, full, tmp_path):
     """Overwrite every payload byte outside what rank 1 of 3 needs for q.weight: its slice is unchanged."""
-    from bslcodec.api import _Source
+    from bslcodec.files.api import _Source
     from bslcodec.torch.compressed import eg_word_offsets
 
     data = bytearray(model_file.read_bytes())
@@ -132,8 +132,8 @@ def test_poisoned_bytes_are_never_read(model_file, full, tmp_path):
 
 
 def test_eg_subpayload_decodes_its_groups(full, tmp_path):
-    from bslcodec import codec as codec_mod
-    from bslcodec.format import Entry
+    from bslcodec.container.format import Entry
+    from bslcodec.pipeline import codec as codec_mod
 
     x = np.random.default_rng(2).normal(0, 1, 5 * 16384 + 77).astype(np.float32)
     p = tmp_path / "one.bsl"

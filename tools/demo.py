@@ -81,7 +81,6 @@ def main(argv=None) -> None:
         mean_cos, min_cos = minilm.cosine_vs_original(decoded)
 
         import torch
-
         import transformers
 
         import bslcodec.hf

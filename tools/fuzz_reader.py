@@ -38,9 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import bslcodec  # noqa: E402
-from bslcodec import golomb  # noqa: E402
-from bslcodec.errors import BslError  # noqa: E402
-from bslcodec.format import ALIGN, MAGIC, PREAMBLE, PREAMBLE_BYTES, align  # noqa: E402
+from bslcodec.codecs import golomb  # noqa: E402
+from bslcodec.container.errors import BslError  # noqa: E402
+from bslcodec.container.format import MAGIC, PREAMBLE, PREAMBLE_BYTES, align  # noqa: E402
 
 CORPUS = ROOT / "fixtures" / "corpus"
 
@@ -191,7 +191,7 @@ def eg_past_end_file() -> bytes:
 
 
 def _lens(u, s, ks):
-    from bslcodec.golomb_ref import codeword_length
+    from bslcodec.codecs.golomb_ref import codeword_length
     g_count = golomb.n_groups(u.size, s)
     lens = np.zeros((g_count, 32), np.int64)
     for e, x in enumerate(u):
@@ -234,16 +234,16 @@ def check(data: bytes, *, slices=True) -> str:
             if not str(exc):
                 raise Finding(f"{type(exc).__name__} without a message") from None
             return type(exc).__name__
-        src = bslcodec.api._Source(data=data)
+        src = bslcodec.files.api._Source(data=data)
         for e in src.index.entries:
             arr = got[e.name]
-            want = bslcodec.dtypes.numpy_dtype(e.dtype)
+            want = bslcodec.container.dtypes.numpy_dtype(e.dtype)
             if arr.dtype != want or arr.shape != tuple(e.shape):
                 raise Finding(f"tensor {e.name!r}: decoded {arr.dtype}{arr.shape}, header says "
                               f"{e.dtype}{list(e.shape)}")
             if slices and e.shape and e.shape[0] > 1:
                 h = e.shape[0] // 2
-                part = bslcodec.codec.decode_flat(e, src.payload(e), "slice", h * (arr.size // e.shape[0]),
+                part = bslcodec.pipeline.codec.decode_flat(e, src.payload(e), "slice", h * (arr.size // e.shape[0]),
                                                   arr.size).reshape((e.shape[0] - h,) + tuple(e.shape[1:]))
                 if not np.array_equal(part.view(np.uint8), arr[h:].view(np.uint8)):
                     raise Finding(f"tensor {e.name!r}: slice decode differs from the full decode")
@@ -757,9 +757,12 @@ def fuzz_atheris(seconds: float, findings: Path, mem_gb: float) -> None:
     import atheris
 
     seed_files = seeds()  # encode before instrumenting: numba cannot compile instrumented bytecode
-    from bslcodec import api, codec, format, lossless
+    from bslcodec.codecs import lossless
+    from bslcodec.container import format
+    from bslcodec.files import api
+    from bslcodec.pipeline import codec
     n_funcs = 0
-    for mod in (format, codec, lossless, api, golomb, bslcodec.dtypes):
+    for mod in (format, codec, lossless, api, golomb, bslcodec.container.dtypes):
         for obj in list(vars(mod).values()):
             funcs = [obj] if inspect.isfunction(obj) else (
                 [f for f in vars(obj).values() if inspect.isfunction(f)] if inspect.isclass(obj) else [])

@@ -10,7 +10,7 @@ Example (on a machine with a GPU)::
     w = decode_eg(payload, n_elems, lane_symbols=512, step=0.01, center=0, dtype=torch.bfloat16)
 """
 
-from ..errors import BslError
+from ..container.errors import BslError
 
 
 class GpuUnavailableError(BslError, ImportError):

@@ -10,9 +10,9 @@ decoded values are those of ``bslcodec.load_file`` bit for bit (``fl32(q * step)
 import numpy as np
 import torch
 
-from .. import rans
-from ..errors import FormatError, LimitError
-from ..limits import MAX_ELEMENTS, MAX_SYMBOL_MAGNITUDE
+from ..codecs import rans
+from ..container.errors import FormatError, LimitError
+from ..container.limits import MAX_ELEMENTS, MAX_SYMBOL_MAGNITUDE
 from ._ans_src import DESC_FIELDS, ERR_END, ERR_RANGE, ERR_SHORT, ERR_STATE, SOURCE
 from ._eg import _cupy_stream, _output, _to_device
 

@@ -17,7 +17,7 @@ adjacent 16-bit words, so they are served by L1 lines that neighbouring reads al
 its dependent-quantization state in a register (the lane is the state machine's chain), two extra
 instructions a symbol; the v1 and ring variants do not read that field (ans only).
 
-Kernels: ``ans_decode`` (v2, the default) and, for ``tools/bench_gpu_ans.py``, ``ans_decode_v1`` (the first
+Kernels: ``ans_decode`` (v2, the default) and, for ``tools/bench/bench_gpu_ans.py``, ``ans_decode_v1`` (the first
 version: 64-bit table fields, runtime output type, predicates on every step; ncu found it issue-bound at
 ~100 instructions a step) and ``ans_decode_ring`` (v1 with a 256-word ring per warp in shared memory,
 refilled from registers loaded ~10 steps ahead: slower, 443 against 554 GB/s for v1 on an H100).
@@ -318,7 +318,7 @@ ans_decode(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, in
     ans_decode_block_v2(desc + 16 * lo, err + err_stride * lo, b - blk0[lo], smem2);
 }
 
-/* variants for tools/bench_gpu_ans.py (they read Prepared.table, the CPU decoder's packing):
+/* variants for tools/bench/bench_gpu_ans.py (they read Prepared.table, the CPU decoder's packing):
    v1, the first version, words read where needed; v1 with the shared-memory word ring */
 extern "C" __global__ void __launch_bounds__(512)
 ans_decode_v1(const i64* __restrict__ desc, const i64* __restrict__ blk0, int n, int* __restrict__ err, int err_stride)

@@ -14,9 +14,8 @@ import cupy
 import numpy as np
 import torch
 
-from ..errors import FormatError, LimitError
-from ..limits import (LANES, MAX_ELEMENTS, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE,
-                      MIN_LANE_SYMBOLS)
+from ..container.errors import FormatError, LimitError
+from ..container.limits import LANES, MAX_ELEMENTS, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ._kernel_src import SOURCE
 
 _BLOCK = 256  # the kernels are built with __launch_bounds__(256, 6): 40 registers, 48 warps per SM

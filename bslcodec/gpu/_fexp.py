@@ -2,7 +2,7 @@
 ``decode_fexp_many``: any number of them in one launch per item size (whole checkpoints).
 
 The host reads the payload's code lengths (at most 520 bytes), checks them and builds the 4096-entry
-decoding table with the same function as the CPU decoder (``bslcodec.fexp.build_lut``). Then three launches
+decoding table with the same function as the CPU decoder (``bslcodec.codecs.fexp.build_lut``). Then three launches
 on torch's current stream, no host round trip until the error flag is read:
 1. ``fexp_group_words``: words per group from the uint16 lane table (thread per group);
 2. ``torch.cumsum``: first 64-bit word of each group;
@@ -12,9 +12,9 @@ on torch's current stream, no host round trip until the error flag is read:
 import numpy as np
 import torch
 
-from .. import fexp
-from ..errors import FormatError, LimitError
-from ..limits import LANES, MAX_ELEMENTS
+from ..codecs import fexp
+from ..container.errors import FormatError, LimitError
+from ..container.limits import LANES, MAX_ELEMENTS
 from ._eg import _MAX_GRID, _cupy_stream, _output, _to_device
 from ._fexp_src import SOURCE
 

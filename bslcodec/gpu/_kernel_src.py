@@ -260,7 +260,7 @@ extern "C" __global__ void __launch_bounds__(256, MINB) NAME(                   
 BSL_DECODE_KERNEL(eg_decode_f32, 0, 0, 6)
 BSL_DECODE_KERNEL(eg_decode_f16, 1, 0, 6)
 BSL_DECODE_KERNEL(eg_decode_bf16, 2, 0, 6)
-/* for tools/bench_gpu.py: other choices, measured against the default */
+/* for tools/bench/bench_gpu.py: other choices, measured against the default */
 BSL_DECODE_KERNEL(eg_decode_bf16_prefetch, 2, 1, 6)
 BSL_DECODE_KERNEL(eg_decode_bf16_clamped, 2, 2, 6)
 BSL_DECODE_KERNEL(eg_decode_bf16_occ8, 2, 0, 8)

@@ -9,7 +9,7 @@ and copied over. Checksums are verified on the host before anything is decoded.
 import numpy as np
 import torch
 
-from .. import codec
+from ..pipeline import codec
 from ._ans import decode_ans_many
 from ._eg import decode_eg
 from ._fexp import decode_fexp_many
@@ -46,7 +46,7 @@ def load_to_cuda(src, device="cuda", names=None) -> dict:
                 raise type(exc)(f"{where}: {exc}") from None
             out[name] = t.view(e.shape)
         else:
-            from ..api import _to_framework
+            from ..pipeline.arrays import _to_framework
 
             out[name] = _to_framework(src.tensor(name), "pt", dev)
     for jobs, decode in ((ans_jobs, decode_ans_many), (fexp_jobs, decode_fexp_many)):

@@ -225,7 +225,8 @@ def _read(source):
     """(tensors as torch, metadata) of a ``.bsl`` path or bytes."""
     import os
 
-    from ..api import _Source, _to_framework
+    from ..files.api import _Source
+    from ..pipeline.arrays import _to_framework
 
     src = _Source(data=source) if isinstance(source, (bytes, bytearray, memoryview)) else \
         _Source(path=os.fspath(source))

@@ -43,6 +43,7 @@ no CUDA graphs / ``torch.compile`` (the hooks are Python); units must not nest.
 
 from __future__ import annotations
 
+import dataclasses as _dataclasses
 import os
 import warnings
 
@@ -50,12 +51,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import dataclasses as _dataclasses
-
-from .. import codec as _codec
-from .. import transcode as _transcode
-from ..errors import BslError, FormatError
-from ..limits import LANES
+from ..codecs import transcode as _transcode
+from ..container.errors import BslError, FormatError
+from ..container.limits import LANES
+from ..pipeline import codec as _codec
 
 __all__ = ["load_compressed", "CompressedModel", "MULTI_SOURCE"]
 
@@ -278,7 +277,7 @@ class CompressedModel:
             decode_eg(w.payload, w.numel, w.S, w.step, w.center, w.dtype, device=self.device, out=out, check=check)
         else:
             arr = _codec.decode_flat(w.entry, w.payload, w.where)
-            from ..api import _to_framework
+            from ..pipeline.arrays import _to_framework
 
             out.copy_(_to_framework(arr, "pt", "cpu"))
 
@@ -515,13 +514,14 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
     side stream (CUDA, two scratch slots); ``kernel``: ``"multi"`` (one launch per unit and dtype) or
     ``"decode_eg"`` (``bslcodec.gpu.decode_eg`` per tensor, slower to launch). ``gpu_codec``: ``"keep"`` the
     file's entropy stage, or ``"eg"``: on a GPU, re-code ``ans`` payloads as ``eg`` at load time
-    (``bslcodec.transcode``; same symbols, same decoded values, ~5 % more memory, faster per-layer decoding:
+    (``bslcodec.codecs.transcode``; same symbols, same decoded values, ~5 % more memory, faster per-layer decoding:
     results/inference.md). ``strict``: raise RuntimeError,
     before anything changes, when the file lacks a key of ``model.state_dict()`` or has one the model does not.
     Returns the :class:`CompressedModel` (also ``model._bsl_compressed``).
     """
-    from ..api import _Source, _to_framework
-    from ..checkpoint import bsl_files
+    from ..files.api import _Source
+    from ..files.readers import bsl_files
+    from ..pipeline.arrays import _to_framework
 
     if unit not in ("block", "module"):
         raise BslError(f"unit must be 'block' or 'module', not {unit!r}")

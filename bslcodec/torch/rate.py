@@ -19,14 +19,14 @@ has the true length's average slope. Its gradient is finite everywhere. Per tens
 
 where ``delta`` (bits/element) calibrates the surrogate against the true length and holds all payload
 overhead. Every ``refresh_every`` steps, without gradient, the state is re-estimated exactly as the
-encoder does it (``bslcodec.codec.LossyTensor``: mean and std, GG shape/scale, step, center, the orders
+encoder does it (``bslcodec.pipeline.codec.LossyTensor``: mean and std, GG shape/scale, step, center, the orders
 it would pick), and ``delta`` is set from either
 
 * ``calibrate="exact"`` (default): the real payload size the encoder would write for the current weights
   (so at a refresh the estimate *is* the encoded size, to the bit), or
 * ``calibrate="gg"``: the fitted GG model only, ``delta = E_GG[soft_k] - E_GG[len_k] - overhead/n``.
 
-Entropy stage. The default encoder (``codec="auto"``, ``bslcodec.codec.DEFAULT_CODEC``) writes each
+Entropy stage. The default encoder (``codec="auto"``, ``bslcodec.pipeline.codec.DEFAULT_CODEC``) writes each
 quantized tensor with whichever of ``eg`` (the exp-Golomb code above) and ``ans`` (rANS over an adaptive
 symbol histogram, within ~0.3-0.8 % of the symbols' empirical entropy) is smaller; on trained weights that
 is usually ``ans``, ~3-11 % below ``eg`` (``results/entropy_stage.md``). The surrogate models only the
@@ -70,18 +70,19 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .. import ggd, golomb
-from ..codec import LANE_SYMBOLS, SMALL_1D, LossyTensor, Settings, encode_lossless
-from ..dtypes import dtype_name
-from ..errors import EncodeError
-from ..ratecontrol import choose_rel_step
+from ..codecs import golomb
+from ..container.dtypes import dtype_name
+from ..container.errors import EncodeError
+from ..pipeline.codec import LANE_SYMBOLS, SMALL_1D, LossyTensor, Settings, encode_lossless
+from ..pipeline.ratecontrol import choose_rel_step
+from ..quantize import ggd
 
 _LN2 = math.log(2.0)
 METADATA_KEY = "bslcodec.rate"
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
-    from ..api import as_numpy
+    from ..pipeline.arrays import as_numpy
 
     return as_numpy(t.detach())
 
@@ -558,7 +559,7 @@ class RateLoss:
 
     ``model``: an ``nn.Module`` (or an iterable of ``(name, parameter)``). Covered: parameters whose name
     matches one of ``include`` (fnmatch; default all) and none of ``exclude``, and that the encoder
-    quantizes (float, not a small 1-D tensor: ``bslcodec.codec.wants_lossy``). ``lam`` is in loss units per
+    quantizes (float, not a small 1-D tensor: ``bslcodec.pipeline.codec.wants_lossy``). ``lam`` is in loss units per
     bit/weight: ``rate()`` returns ``lam * bits / n_weights`` (a 0-d tensor with a gradient).
 
     Step: exactly one of ``rel_step``, ``max_error``, ``bits`` (as in ``bslcodec.save``; default rel_step
@@ -593,7 +594,7 @@ class RateLoss:
             if any(fnmatch.fnmatchcase(name, pat) for pat in self.exclude):
                 continue
             if p.numel() == 0 or (p.ndim <= 1 and p.numel() <= SMALL_1D):
-                continue  # the encoder stores these exactly (bslcodec.codec.wants_lossy)
+                continue  # the encoder stores these exactly (bslcodec.pipeline.codec.wants_lossy)
             seen.add(id(p))
             self.states.append(_TensorState(name, p))
         if not self.states:
@@ -868,7 +869,7 @@ def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=Non
     orders are then those the rate loss computed). A CoLA model's layer layout is stored in the metadata,
     so :func:`bslcodec.torch.load_trained` can rebuild it. Returns the file's bytes when ``path`` is None.
     """
-    from .. import api
+    from ..files import api
     from .cola import COLA_METADATA_KEY, cola_spec
 
     if isinstance(model, torch.nn.Module):

@@ -24,7 +24,7 @@ def load_state_dict(model, path, device="cpu", strict: bool = True) -> Incompati
     loaded when the file lacks a key of ``model.state_dict()`` or has one the model does not. Returns
     ``(missing_keys, unexpected_keys)``.
     """
-    from ..checkpoint import BslFile, bsl_files
+    from ..files.readers import BslFile, bsl_files
 
     files = bsl_files(path)
     if device is None:
@@ -47,7 +47,7 @@ def load_state_dict(model, path, device="cpu", strict: bool = True) -> Incompati
             parts.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
         raise RuntimeError(f"Error(s) in loading state_dict for {type(model).__name__} from {path}:\n\t"
                            + "\n\t".join(parts))
-    from ..checkpoint import load_torch
+    from ..files.checkpoint import load_torch
 
     for f in files:
         sd = load_torch(f, device)

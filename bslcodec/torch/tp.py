@@ -59,9 +59,9 @@ import os
 import numpy as np
 import torch
 
-from .. import codec as _codec
-from ..errors import BslError
-from ..limits import LANES
+from ..container.errors import BslError
+from ..container.limits import LANES
+from ..pipeline import codec as _codec
 
 __all__ = ["shard_state_dict", "shard_of", "eg_subpayload", "plan_dim", "LLAMA_PLAN"]
 
@@ -204,10 +204,10 @@ class _Reader:
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Flat elements [start, stop) as a tensor on the device."""
-        from ..api import _to_framework
+        from ..pipeline.arrays import _to_framework
 
         if stop <= start:
-            from ..dtypes import numpy_dtype
+            from ..container.dtypes import numpy_dtype
 
             return _to_framework(np.empty(0, numpy_dtype(self.e.dtype)), "pt", "cpu").to(self.device)
         u0, u1 = start // self.unit, -(-stop // self.unit)
@@ -262,8 +262,8 @@ def shard_state_dict(path, plan, rank: int | None = None, world_size: int | None
     loaded), ``bytes_read`` (payload bytes its decoders touched), ``elements_decoded``, ``bytes_sent``,
     ``bytes_received``, ``header_bytes``, per-strategy tensor counts.
     """
-    from ..api import _Source
-    from ..checkpoint import bsl_files
+    from ..files.api import _Source
+    from ..files.readers import bsl_files
 
     info = _dist_info(group)
     if rank is None or world_size is None:

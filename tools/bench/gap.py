@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bslcodec import api, codec, golomb, rans
+from bslcodec.codecs import golomb, rans
+from bslcodec.files import api
+from bslcodec.pipeline import codec
 
 
 def _q(src, e) -> np.ndarray:

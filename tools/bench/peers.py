@@ -87,8 +87,9 @@ def import_peers() -> dict:
         sys.meta_path.insert(0, _StubFinder({"torchvision"}))
     nnc = zipnn = None
     try:
-        import nncodec.nnc as nnc  # noqa: F811
         from importlib.metadata import version
+
+        import nncodec.nnc as nnc  # noqa: F811
 
         try:
             versions["nncodec"] = version("nncodec")

@@ -33,7 +33,7 @@ sys.path[:0] = [HERE, os.path.join(ROOT, "tools"), ROOT]
 
 import gap  # noqa: E402
 import peers  # noqa: E402
-from peers import NNCodec, Bsl, Safetensors, Zstd, ZipNNMethod  # noqa: E402
+from peers import Bsl, NNCodec, Safetensors, ZipNNMethod, Zstd  # noqa: E402
 
 
 def rs(x: float) -> tuple:
@@ -232,8 +232,8 @@ def methods_for(ck: "Ckpt", have_nnc: bool, have_zipnn: bool, args, sens=None):
 def nnc_qps_for(sd: dict, sens: dict, c: float) -> tuple:
     """NNCodec's qp per tensor for bslcodec's sensitivity steps at rel_step c (qp_density 2: step 2^(qp/4),
     so each step is rounded to the nearest 2^(1/4)). Returns (qp of the largest tensor, {name: qp})."""
-    from bslcodec import codec as _codec
-    from bslcodec.api import Settings
+    from bslcodec.files.api import Settings
+    from bslcodec.pipeline import codec as _codec
 
     st = Settings(max_error=None, rel_step=c, bits=None, lossless=(), rdoq=None)
     lossy = {}
@@ -296,13 +296,12 @@ def main(argv=None):
     have = {"nnc": p["nnc"] is not None, "zipnn": p["zipnn"] is not None}
     for k, v in p["errors"].items():
         log(f"peer {k} unavailable: {v}  (run tools/bench/setup_peers.sh)")
+    # warm-up: compile / load every Numba kernel the timed runs use, so no row pays for the JIT
+    import ml_dtypes
     import numba
     import torch
 
     import bslcodec
-
-    # warm-up: compile / load every Numba kernel the timed runs use, so no row pays for the JIT
-    import ml_dtypes
 
     w = synthetic(1 << 18, seed=1)
     w16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in w.items()}

@@ -1,0 +1,96 @@
+"""Lossless codecs: ``raw`` and chunked, byte-shuffled ``zstd`` (spec 4.1, 4.2)."""
+
+import numpy as np
+import zstandard
+
+from ..container.errors import FormatError
+from ..container.limits import MAX_ZSTD_CHUNK_ELEMS, ZSTD_MAX_RATIO
+
+CHUNK_BYTES = 4 << 20  # raw bytes per zstd chunk: big enough for a good ratio, small enough to slice
+LEVEL = 3
+
+
+def _shuffle(raw: np.ndarray, itemsize: int) -> np.ndarray:
+    """Byte planes: byte b of element e -> b * m + e (groups exponents and mantissas of floats)."""
+    return raw.reshape(-1, itemsize).T.reshape(-1) if itemsize > 1 else raw
+
+
+def _unshuffle(planes: np.ndarray, itemsize: int) -> np.ndarray:
+    return planes.reshape(itemsize, -1).T.reshape(-1) if itemsize > 1 else planes
+
+
+def encode_zstd(arr: np.ndarray, level: int = LEVEL) -> tuple:
+    """(params, payload) of a contiguous array."""
+    itemsize = arr.dtype.itemsize
+    chunk = max(1, min(MAX_ZSTD_CHUNK_ELEMS, CHUNK_BYTES // itemsize))
+    flat = arr.reshape(-1).view(np.uint8)
+    n = arr.size
+    cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    frames = []
+    for start in range(0, n, chunk):
+        raw = flat[start * itemsize:min(n, start + chunk) * itemsize]
+        frames.append(cctx.compress(np.ascontiguousarray(_shuffle(raw, itemsize)).tobytes()))
+    head = np.array([len(frames)] + [len(f) for f in frames], "<u4").tobytes()
+    return {"chunk_elems": chunk, "shuffle": True}, head + b"".join(frames)
+
+
+def zstd_chunks(payload, n: int, params: dict, where: str) -> tuple:
+    """Validate the chunk table; returns (chunk_elems, shuffle, frame offsets)."""
+    chunk = params.get("chunk_elems")
+    shuffle = params.get("shuffle")
+    if type(chunk) is not int or not 1 <= chunk <= MAX_ZSTD_CHUNK_ELEMS or type(shuffle) is not bool:
+        raise FormatError(f"{where}: bad zstd params {params!r}")
+    m = -(-n // chunk)
+    if len(payload) < 4 or int(np.frombuffer(payload, "<u4", 1)[0]) != m:
+        raise FormatError(f"{where}: zstd chunk count does not match {n} elements / {chunk} per chunk")
+    if len(payload) < 4 + 4 * m:
+        raise FormatError(f"{where}: zstd chunk table is truncated")
+    sizes = np.frombuffer(payload, "<u4", m, 4).astype(np.int64)
+    offsets = np.zeros(m + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    offsets += 4 + 4 * m
+    if int(offsets[-1]) != len(payload):
+        raise FormatError(f"{where}: zstd frames end at {int(offsets[-1])}, payload has {len(payload)} bytes")
+    return chunk, shuffle, offsets
+
+
+def decode_zstd(payload, n: int, dtype: np.dtype, params: dict, where: str, first: int = 0,
+                last: int | None = None) -> np.ndarray:
+    """Decode elements of chunks [first, last) as a flat array of ``dtype``."""
+    chunk, shuffle, offsets = zstd_chunks(payload, n, params, where)
+    m = offsets.size - 1
+    last = m if last is None else last
+    itemsize = dtype.itemsize
+    if m:  # before allocating: every chunk's frame must be able to expand to its declared size
+        want = np.full(m, chunk * itemsize, np.int64)
+        want[-1] = (n - (m - 1) * chunk) * itemsize
+        over = np.flatnonzero(want > ZSTD_MAX_RATIO * np.diff(offsets))
+        if over.size:
+            i = int(over[0])
+            raise FormatError(f"{where}: zstd chunk {i} is {int(offsets[i + 1] - offsets[i])} bytes, too small "
+                              f"for the {int(want[i])} bytes it must hold (zstd expands at most "
+                              f"{ZSTD_MAX_RATIO}x)")
+    start_e, end_e = first * chunk, min(n, last * chunk)
+    out = np.empty((end_e - start_e) * itemsize, np.uint8)
+    dctx = zstandard.ZstdDecompressor()
+    mv = memoryview(payload)
+    for i in range(first, last):
+        want = (min(n, (i + 1) * chunk) - i * chunk) * itemsize
+        frame = mv[int(offsets[i]):int(offsets[i + 1])]
+        try:
+            params_ = zstandard.get_frame_parameters(frame)
+            if params_.content_size != want:
+                raise FormatError(f"{where}: zstd chunk {i} declares {params_.content_size} bytes, expected {want}")
+            raw = dctx.decompress(frame, max_output_size=want, allow_extra_data=False)
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"{where}: zstd chunk {i} is corrupt: {exc}") from None
+        if len(raw) != want:
+            raise FormatError(f"{where}: zstd chunk {i} decompressed to {len(raw)} bytes, expected {want}")
+        raw = np.frombuffer(raw, np.uint8)
+        pos = (i * chunk - start_e) * itemsize
+        dst = out[pos:pos + want]
+        if shuffle and itemsize > 1:  # unshuffle straight into place: no chunk-sized temporary
+            dst.reshape(-1, itemsize)[...] = raw.reshape(itemsize, -1).T
+        else:
+            dst[...] = raw
+    return out.view(dtype)

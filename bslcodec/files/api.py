@@ -1,0 +1,546 @@
+"""The public API: ``save_file / load_file / safe_open / save / load / encode / decode``.
+
+Example::
+
+    >>> import numpy as np, bslcodec
+    >>> w = np.random.default_rng(0).normal(0, 0.02, (256, 256)).astype(np.float32)
+    >>> blob = bslcodec.save({"w": w}, max_error=1e-4)
+    >>> back = bslcodec.load(blob)["w"]
+    >>> bool(np.abs(back - w).max() <= 1e-4)
+    True
+"""
+
+import json
+import mmap
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from ..container.dtypes import dtype_name
+from ..container.errors import BslError, ChecksumError, EncodeError, FormatError
+from ..container.format import (
+    PREAMBLE_BYTES,
+    Entry,
+    build_header,
+    build_preamble,
+    checksum,
+    minor_for,
+    parse_header,
+    place,
+    read_header_length,
+)
+from ..container.limits import MAX_NAME_BYTES
+from ..pipeline import codec as _codec
+from ..pipeline.arrays import _to_framework, as_numpy
+from ..pipeline.codec import LossyTensor, Settings
+from ..pipeline.ratecontrol import choose_rel_step, overhead_guess
+
+FRAMEWORKS = ("np", "numpy", "pt", "torch")
+
+
+# ---------------------------------------------------------------- writing
+
+def _check_inputs(tensors, metadata):
+    if not isinstance(tensors, dict):
+        raise EncodeError(f"tensors must be a dict of name -> array, got {type(tensors).__name__}")
+    for name in tensors:
+        if not isinstance(name, str) or not name or len(_utf8(name)) > MAX_NAME_BYTES:
+            raise EncodeError(f"tensor names must be non-empty strings of at most {MAX_NAME_BYTES} bytes: {name!r}")
+    metadata = dict(metadata or {})
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise EncodeError(f"metadata must map str to str; bad item {k!r}: {v!r}")
+        _utf8(k), _utf8(v)
+    return metadata
+
+
+def _utf8(s: str) -> bytes:
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 header (spec 3) can hold it
+        raise EncodeError(f"{s[:80]!r} is not valid Unicode (lone surrogate); names and metadata must be "
+                          "UTF-8 encodable") from None
+
+
+SETTINGS_KEY = "bslcodec.settings"  # metadata key (reserved prefix "bslcodec.") with the options used
+
+
+class _Progress:
+    """Per-tensor progress: a tqdm bar for ``progress=True``, or calls of a user callable
+    ``progress(phase, name, nbytes)`` with phase "fit", "encode" (per tensor) or "search" (name "")."""
+
+    def __init__(self, progress, n_tensors):
+        self.fn, self.bar = None, None
+        if callable(progress):
+            self.fn = progress
+        elif progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=n_tensors, desc="encode", unit="tensor", file=sys.stderr)
+
+    def __call__(self, phase, name="", nbytes=0):
+        if self.fn is not None:
+            self.fn(phase, name, nbytes)
+        elif self.bar is not None and phase == "encode":
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _named(exc: BslError, name: str) -> BslError:
+    msg = str(exc)
+    return type(exc)(msg if repr(name) in msg else f"tensor {name!r}: {msg}")
+
+
+def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
+                   sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
+                   quantizer: str | None = None) -> tuple:
+    """Encode a state dict into (entries, payloads, metadata) without writing anything.
+
+    The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
+    ``rel_step`` the search chose), which ``bslcodec verify`` reads to know each tensor's bound.
+    """
+    metadata = _check_inputs(tensors, metadata)
+    if lossless is True:  # every tensor stored exactly
+        lossless = ("*",)
+    quantizer = _codec.resolve_quantizer(quantizer, max_error, codec, rdoq)
+    settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or (), rdoq=rdoq,
+                        quantizer=quantizer)
+    if codec is not None and codec not in _codec.CODEC_CHOICES:
+        raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
+    if settings.quantizer == "dq" and codec == "eg":
+        raise EncodeError("quantizer='dq' is coded with ans (codec ans-dq): codec='eg' cannot hold it")
+    report = _Progress(progress, len(tensors))
+    try:
+        items, lossy = [], {}
+        for name in sorted(tensors):
+            try:
+                arr = as_numpy(tensors[name], name)
+                dt = dtype_name(arr.dtype)
+                report("fit", name, arr.nbytes)
+                if _codec.wants_lossy(name, arr, dt, settings):
+                    lossy[name] = LossyTensor(name, arr, dt)
+                    if codec is not None:  # None: codec.DEFAULT_CODEC ("auto")
+                        lossy[name].codec = codec
+                    lossy[name].rdoq = settings.rdoq
+                    lossy[name].quantizer = settings.quantizer
+            except BslError as exc:
+                raise _named(exc, name) from None
+            items.append((name, arr, dt))
+        if sensitivity is not None:
+            if settings.max_error is not None:
+                raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
+            _codec.apply_sensitivity(lossy, sensitivity)
+        used = {k: v for k, v in (("max_error", settings.max_error), ("rel_step", settings.rel_step),
+                                  ("bits", settings.bits)) if v is not None}
+        if settings.lossless:
+            used["lossless"] = list(settings.lossless)
+        if sensitivity is not None:
+            used["sensitivity"] = True
+        if codec not in (None, "auto"):
+            used["codec"] = codec
+        if settings.rdoq:
+            used["rdoq"] = settings.rdoq  # bound: one step (max_error=: max_error), not step/2
+        if settings.quantizer != "uniform":
+            used["quantizer"] = settings.quantizer  # dq: bound 1.5 steps (bslcodec.quantize.dq)
+
+        def encode_all(rel):
+            if rel is not None:
+                used["rel_step"] = rel
+            metadata[SETTINGS_KEY] = json.dumps(used, sort_keys=True)
+            entries, payloads = [], []
+            for name, arr, dt in items:
+                coded = None
+                if name in lossy:
+                    lt = lossy[name]
+                    coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
+                if coded is not None:
+                    cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
+                    entries.append(Entry(name, dt, arr.shape, cname, params))
+                else:
+                    cname, params, payload = _codec.encode_lossless(arr)
+                    entries.append(Entry(name, dt, arr.shape, cname, params))
+                entries[-1].checksum = checksum(payload)
+                payloads.append(payload)
+                report("encode", name, arr.nbytes)
+            end = place(entries, [len(p) for p in payloads])
+            return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
+
+        if settings.bits is None:
+            entries, payloads, _ = encode_all(None)
+            return entries, payloads, metadata
+        exact = [(name, arr) for name, arr, dt in items if name not in lossy]
+        n_weights = sum(a.size for _, a, _ in items)
+        report("search")
+        rel, predicted = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights)
+        entries, payloads, size = encode_all(rel)
+        if abs(8 * size - settings.bits * n_weights) > 0.01 * settings.bits * n_weights:
+            # the header/padding guess was off: search again with the measured overhead
+            report("search")
+            rel, _ = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights,
+                                     overhead_bits=overhead_guess(len(items)) + 8 * size - predicted)
+            entries, payloads, size = encode_all(rel)
+        return entries, payloads, metadata
+    finally:
+        report.close()
+
+
+def _write(fh, entries, payloads, metadata):
+    header = build_header(entries, metadata)
+    fh.write(build_preamble(header, minor_for(entries)))
+    fh.write(header)
+    pos = 0
+    for e, p in zip(entries, payloads):
+        fh.write(b"\0" * (e.offset - pos))
+        fh.write(p)
+        pos = e.offset + e.length
+
+
+def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
+         sensitivity=None, codec: str | None = None, rdoq=None, quantizer: str | None = None) -> bytes:
+    """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
+    import io
+
+    entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
+                                                 rel_step=rel_step, bits=bits, lossless=lossless,
+                                                 sensitivity=sensitivity, codec=codec, rdoq=rdoq,
+                                                 quantizer=quantizer)
+    buf = io.BytesIO()
+    _write(buf, entries, payloads, metadata)
+    return buf.getvalue()
+
+
+def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
+              sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
+              quantizer: str | None = None) -> None:
+    """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
+
+    Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
+    every element), ``rel_step`` (the mean squared error of plain rounding at step = rel_step * std of the
+    tensor; |x - x̂| <= 0.86 rel_step * std, or rel_step * std / 2 with ``quantizer="uniform"``) or ``bits``
+    (average bits per weight of the whole file, within 2 %); none gives ``rel_step=1/64``. Integer and
+    bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly
+    (``lossless=True``: every tensor, floats with the ``fexp`` codec where it is smallest).
+    ``sensitivity`` (name -> output distortion per unit squared weight error, e.g. from
+    :func:`bslcodec.calibrate.sensitivity`) redistributes the steps across tensors (step ~ 1/sqrt(s))
+    at the same average ``rel_step``/``bits``. ``codec`` picks the entropy stage of quantized tensors:
+    ``"auto"`` (the default: per tensor the smaller of ``ans`` and ``eg``), ``"ans"`` (within 1 % of the entropy) or
+    ``"eg"`` (exp-Golomb: faster to decode, and the one the GPU decoder reads today). ``rdoq`` (off by
+    default; ``True`` = c 0.12) picks each level by squared error + λ·bits with λ = c·step²
+    (:mod:`bslcodec.codecs.rdoq`): the ``rel_step``/``bits`` bound becomes one step instead of step/2, the
+    ``max_error`` bound still holds exactly; it pays only below ~3 bits/weight (``results/rdoq.md``).
+    ``quantizer``: ``"dq"`` (dependent quantization, codec ``ans-dq``, :mod:`bslcodec.quantize.dq`) chooses the
+    levels of each lane with an 8-state trellis: ~0.17 bits/weight smaller at the same mean squared error;
+    the bound becomes 1.5 steps (``max_error`` still holds exactly), and at the same ``rel_step`` the step
+    is 0.575x plain's, so the mean squared error stays about the same. Files with it are .bsl 1.1.
+    ``"uniform"``: plain rounding. ``"auto"`` / None (the default): dq, except plain rounding with
+    ``max_error``, a named ``codec`` ("eg" or "ans") or ``rdoq``.
+    The write is atomic: a temporary file in the same folder, fsync, then rename.
+    """
+    entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
+                                                 rel_step=rel_step, bits=bits, lossless=lossless,
+                                                 sensitivity=sensitivity, codec=codec, progress=progress,
+                                                 rdoq=rdoq, quantizer=quantizer)
+    atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
+
+
+_TMP_SUFFIX = ".bsl-tmp"
+_STALE_AFTER_S = 600  # a temp file whose writer we cannot prove dead is left alone this long
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temps(path) -> list:
+    """Delete temp files that an interrupted :func:`atomic_write` to ``path`` left behind (a killed
+    process cannot clean up after itself). A temp file is deleted only when no writer holds its lock and
+    its writer process is gone (or it is older than ``_STALE_AFTER_S``). Returns the deleted paths."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): leave them; they are named .<file>.<pid>-<random>.bsl-tmp
+        return []
+    import time
+
+    path = os.path.abspath(os.fspath(path))
+    folder, base = os.path.split(path)
+    prefix = f".{base}."
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        tmp = os.path.join(folder, name)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds LOCK_EX while it writes
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            pid = name[len(prefix):-len(_TMP_SUFFIX)].split("-")[0]
+            age = time.time() - os.fstat(fd).st_mtime
+            if (pid.isdigit() and not _pid_alive(int(pid))) or age > _STALE_AFTER_S:
+                os.unlink(tmp)
+                removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # releases the lock
+    return removed
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(fh)`` on a temp file beside ``path``; fsync and rename it into place, or remove it.
+
+    The temp file (``.<name>.<pid>-<random>.bsl-tmp``, same folder, so the rename is atomic) is locked
+    while it is written; a later write to the same path deletes the temp files of writers that were
+    killed (see :func:`remove_stale_temps`). Readers see the old file or the complete new one, never a
+    part; after a crash or power loss, the new file is either complete (fsync before rename, then fsync
+    of the folder) or absent.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}-", suffix=_TMP_SUFFIX,
+                               dir=folder)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)  # marks the temp file live for remove_stale_temps
+        except (ImportError, OSError):
+            pass
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model gets the usual file mode
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- reading
+
+class _Source:
+    """Read-only bytes of a file (memory-mapped) or a buffer, with its parsed index."""
+
+    def __init__(self, data=None, path=None):
+        self.path, self._mmap, self._fh = path, None, None
+        where = f"{path}" if path is not None else "<bytes>"
+        if path is not None:
+            try:
+                self._fh = open(path, "rb")
+            except OSError as exc:
+                raise BslError(f"{path}: cannot open: {exc.strerror}") from None
+            size = os.fstat(self._fh.fileno()).st_size
+            if size == 0:
+                self.close()
+                raise FormatError(f"{path}: empty file, not a .bsl file")
+            self._mmap = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self.buf = memoryview(self._mmap)
+        else:
+            self.buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        try:
+            size = len(self.buf)
+            hlen, hsum, minor = read_header_length(bytes(self.buf[:PREAMBLE_BYTES]), size)
+            self.index = parse_header(self.buf[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen], hsum, minor, size)
+        except FormatError as exc:
+            self.close()
+            raise type(exc)(f"{where}: {exc}") from None
+        self.where = where
+        self.entries = {e.name: e for e in self.index.entries}
+
+    def entry(self, name: str) -> Entry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise KeyError(f"{self.where}: no tensor named {name!r}") from None
+
+    def payload(self, e: Entry, verify: bool = True):
+        start = self.index.data_start + e.offset
+        mv = self.buf[start:start + e.length]
+        if verify and checksum(mv) != e.checksum:
+            raise ChecksumError(f"{self.where}: tensor {e.name!r}: payload checksum mismatch (corrupted file)")
+        return mv
+
+    def tensor(self, name: str) -> np.ndarray:
+        e = self.entry(name)
+        return _codec.decode(e, self.payload(e), f"{self.where}: tensor {name!r}")
+
+    def close(self):
+        buf = getattr(self, "buf", None)
+        if buf is not None:
+            buf.release()
+            self.buf = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # a decoded view still points into it; the OS unmaps it when collected
+            self._mmap = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _check_framework(framework):
+    if framework not in FRAMEWORKS:
+        raise BslError(f"framework must be one of {FRAMEWORKS}, not {framework!r}")
+
+
+def _load(src: _Source, framework: str, device) -> dict:
+    _check_framework(framework)
+    if framework in ("pt", "torch") and device not in ("cpu", None) and str(device).startswith("cuda"):
+        from ..gpu import load_to_cuda  # leaf module: imported only when asked for
+
+        return load_to_cuda(src, device)
+    return {name: _to_framework(src.tensor(name), framework, device) for name in src.entries}
+
+
+def load_file(path, *, framework: str = "np", device: str = "cpu") -> dict:
+    """Decode every tensor of a ``.bsl`` file: name -> numpy array (``framework="pt"``: torch tensor)."""
+    src = _Source(path=os.fspath(path))
+    try:
+        return _load(src, framework, device)
+    finally:
+        src.close()
+
+
+def load(data, *, framework: str = "np", device: str = "cpu") -> dict:
+    """Decode every tensor of ``.bsl`` bytes."""
+    return _load(_Source(data=data), framework, device)
+
+
+class _Slice:
+    """``get_slice(name)[a:b, ...]``: decodes only the groups/chunks that hold the selected rows."""
+
+    def __init__(self, handle, name):
+        self._h, self._e = handle, handle._src.entry(name)
+
+    def get_shape(self):
+        return list(self._e.shape)
+
+    def get_dtype(self):
+        return self._e.dtype
+
+    def __getitem__(self, key):
+        e = self._e
+        if not isinstance(key, tuple):
+            key = (key,)
+        if not e.shape:
+            return self._h._out(self._h._src.tensor(e.name)[key])
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            i = int(first) + (e.shape[0] if first < 0 else 0)
+            if not 0 <= i < e.shape[0]:
+                raise IndexError(f"index {first} is out of range for dimension 0 of size {e.shape[0]}")
+            rows = range(i, i + 1)
+        elif isinstance(first, slice):
+            rows = range(*first.indices(e.shape[0]))
+        else:
+            raise BslError("get_slice supports an int or a slice on the first dimension")
+        lo, hi = (min(rows), max(rows) + 1) if len(rows) else (0, 0)
+        row = int(np.prod(e.shape[1:], dtype=np.int64))
+        src = self._h._src
+        flat = _codec.decode_flat(e, src.payload(e), f"{src.where}: tensor {e.name!r}", lo * row, hi * row)
+        block = flat.reshape((hi - lo,) + tuple(e.shape[1:]))
+        if rows.step != 1 and len(rows) > 1:
+            block = block[::rows.step] if rows.step > 0 else block[::-1][::-rows.step]
+        block = block[0] if isinstance(first, (int, np.integer)) else block
+        lead = () if isinstance(first, (int, np.integer)) else (slice(None),)
+        return self._h._out(block[lead + rest] if rest else block)
+
+
+class safe_open:
+    """Lazy access to a ``.bsl`` file, like ``safetensors.safe_open``::
+
+        with bslcodec.safe_open("model.bsl", framework="np") as f:
+            for name in f.keys():
+                w = f.get_tensor(name)
+            rows = f.get_slice("emb")[100:200]
+    """
+
+    def __init__(self, path, framework: str = "np", device: str = "cpu"):
+        _check_framework(framework)
+        self._framework, self._device = framework, device
+        self._src = _Source(path=os.fspath(path))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._src.close()
+
+    def keys(self) -> list:
+        return sorted(self._src.entries)
+
+    def metadata(self) -> dict:
+        return dict(self._src.index.metadata)
+
+    def entry(self, name: str) -> Entry:
+        """The index entry (dtype, shape, codec, params, sizes) of a tensor."""
+        return self._src.entry(name)
+
+    def entries(self) -> list:
+        return list(self._src.index.entries)
+
+    def _out(self, arr):
+        return _to_framework(arr if arr.flags.c_contiguous else arr.copy(order="C"), self._framework, self._device)
+
+    def get_tensor(self, name: str):
+        if self._framework in ("pt", "torch") and str(self._device).startswith("cuda"):
+            from ..gpu import load_to_cuda
+
+            return load_to_cuda(self._src, self._device, names=[name])[name]
+        return self._out(self._src.tensor(name))
+
+    def get_slice(self, name: str) -> _Slice:
+        return _Slice(self, name)
+
+
+def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str | None = None,
+           rdoq=None, quantizer: str | None = None) -> bytes:
+    """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
+    return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
+                lossless=("tensor",) if lossless else None, codec=codec, rdoq=rdoq, quantizer=quantizer)
+
+
+def decode(data) -> np.ndarray:
+    """Bytes from :func:`encode` -> the array (in its original dtype and shape)."""
+    src = _Source(data=data)
+    if len(src.entries) != 1:
+        raise FormatError(f"decode() expects a one-tensor file, this one has {len(src.entries)}")
+    return src.tensor(next(iter(src.entries)))

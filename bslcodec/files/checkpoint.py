@@ -1,0 +1,351 @@
+"""Checkpoints on disk for the CLI and the loaders: ``.safetensors``, torch ``.pt``/``.bin``, ``.npz``,
+``.bsl``, and Hugging Face model folders (one weights file, or shards listed in an ``*.index.json``).
+
+Reading is :mod:`.readers` (never unpickles), writing :mod:`.writers` (every output staged, so a failed or
+interrupted run leaves nothing behind); this module drives whole files and folders through the codec.
+
+Folder layout written by :func:`encode_checkpoint`::
+
+    model.bsl                                   # input had model.safetensors (or pytorch_model.bin)
+    model-00001-of-00003.bsl ...                # input was sharded: one .bsl per input shard
+    model.bsl.index.json                        # {"metadata": {...}, "weight_map": {name: shard}}
+    config.json, tokenizer.json, 1_Pooling/...  # every other file, copied unchanged
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..container.errors import BslError
+from . import api
+from .readers import (
+    BSL_INDEX,
+    BSL_SINGLE,
+    META_PREFIX,
+    ST_INDEX,
+    ST_SINGLE,
+    BslFile,
+    Checkpoint,
+    CheckpointError,
+    TensorFile,
+    bsl_files,
+    open_checkpoint,
+    open_file,
+    shard_name,
+)
+from .writers import WRITERS, output_format, staged_output, write_bsl
+
+# ---------------------------------------------------------------- progress
+
+class Progress:
+    """A tqdm bar in bytes (per tensor updates, bytes/s), or nothing when disabled."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            # disable=None: no bar when stderr is not a terminal (logs, pipes, CI)
+            self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True,
+                            file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+
+    def start(self, name: str):
+        if self.bar is not None:
+            self.bar.set_postfix_str(name if len(name) <= 40 else "…" + name[-39:], refresh=False)
+
+    def update(self, n: int):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def note(self, text: str):
+        if self.bar is not None and not self.bar.disable:
+            self.bar.set_description_str(text)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------- encoding
+
+@dataclass
+class Result:
+    """What an encode or decode did: sizes, counts and time, for the summary line."""
+
+    inputs: list
+    outputs: list
+    in_bytes: int = 0
+    out_bytes: int = 0
+    n_tensors: int = 0
+    n_weights: int = 0
+    seconds: float = 0.0
+    rel_steps: list = field(default_factory=list)  # bits=: the rel_step chosen for each file
+    skipped: list = field(default_factory=list)
+    encoded: bool = True  # False for a decode
+
+    @property
+    def bsl_bytes(self) -> int:
+        return self.out_bytes if self.encoded else self.in_bytes
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits of ``.bsl`` per element (all tensors, headers included)."""
+        return 8 * self.bsl_bytes / self.n_weights if self.n_weights else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.in_bytes / self.out_bytes if self.out_bytes else float("inf")
+
+
+def check_settings(max_error=None, rel_step=None, bits=None, lossless=(), rdoq=None, quantizer=None) -> None:
+    """Raise EncodeError for conflicting or bad options (before any work is done)."""
+    from ..pipeline.codec import Settings
+
+    Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()), rdoq=rdoq,
+             quantizer=quantizer)
+
+
+def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
+                codec="auto", bar=None, extra_metadata=None, rdoq=None, quantizer=None) -> tuple:
+    """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with ``api.encode_tensors``.
+
+    Returns (file size, number of elements, the rel_step chosen for ``bits=`` or None). The file's
+    metadata keeps the source file's metadata, plus ``bslcodec.source_format`` and the core's
+    ``bslcodec.settings`` (JSON of the options; ``bits=`` adds the rel_step it found) for ``verify``.
+    """
+    bar = bar or Progress(0, "", False)
+    metadata = {k: v for k, v in tf.metadata.items() if isinstance(k, str) and isinstance(v, str)}
+    metadata.update(extra_metadata or {})
+    metadata[META_PREFIX + "source_format"] = tf.fmt
+    arrays = {n: tf.get(n) for n in tf.keys()}
+
+    def progress(phase, name, nbytes):
+        if phase == "search":
+            bar.note(f"search step for {bits:g} bits/weight")
+            return
+        bar.note(phase)
+        bar.start(name)
+        bar.update(nbytes)
+
+    try:
+        entries, payloads, metadata = api.encode_tensors(
+            arrays, metadata=metadata, max_error=max_error, rel_step=rel_step, bits=bits,
+            lossless=tuple(lossless or ()), sensitivity=sensitivity, codec=codec, progress=progress, rdoq=rdoq,
+            quantizer=quantizer)
+    except BslError as exc:
+        raise type(exc)(f"{tf.path}: {exc}") from None
+    chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None
+    n_weights = sum(math.prod(e.shape) for e in entries)
+    return write_bsl(dest, entries, payloads, metadata), n_weights, chosen
+
+
+def _copy_extras(src: Checkpoint, tmp: Path) -> None:
+    for rel in src.extra:
+        target = tmp / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src.path / rel, target)  # follows symlinks (Hugging Face cache snapshots)
+
+
+def _total_bytes(src: Checkpoint) -> int:
+    total = 0
+    for i in range(len(src.files)):
+        with src.open(i) as tf:
+            total += sum(tf.nbytes(n) for n in tf.keys())
+    return total
+
+
+def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None, codec="auto",
+                      overwrite=False, progress=True, rdoq=None, quantizer=None) -> Result:
+    """Encode a checkpoint file or model folder to a ``.bsl`` file or folder (see the module docstring).
+
+    With ``bits=`` the target holds for each output file (so for the whole folder too); each shard gets
+    its own step.
+    """
+    t0 = time.perf_counter()
+    check_settings(max_error, rel_step, bits, lossless, quantizer=quantizer)
+    src = open_checkpoint(inp, "weights")
+    out = Path(out)
+    _check_distinct(src, out)
+    res = Result([str(f) for f in src.files], [], in_bytes=src.weight_bytes, skipped=list(src.skipped))
+    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sensitivity,
+              codec=codec, quantizer=quantizer)
+    if rdoq is not None:  # None: the codec's default for the mode (bslcodec.codecs.rdoq.DEFAULT_ON)
+        kw["rdoq"] = rdoq
+    # torch files are read whole: their size stands in for the tensor bytes rather than reading them twice
+    total = src.weight_bytes if src.fmt == "pt" else _total_bytes(src)
+    bar = Progress(2 * total, "encode", progress)  # each tensor's bytes count twice: fit, then encode
+    try:
+        with staged_output(out, src.folder, overwrite) as tmp:
+            n = len(src.files)
+            weight_map, names = {}, []
+            for i in range(n):
+                if not src.folder:
+                    dest, shard = tmp, out.name
+                else:
+                    shard = shard_name(i, n, ".bsl") if src.sharded else BSL_SINGLE
+                    dest = tmp / shard
+                with src.open(i) as tf:
+                    size, n_w, rel = encode_file(tf, dest, bar=bar, **kw)
+                    for name in tf.keys():
+                        if name in weight_map:
+                            raise CheckpointError(f"{src.path}: tensor {name!r} is in two shards")
+                        weight_map[name] = shard
+                    names.append(shard)
+                res.out_bytes += size
+                res.n_weights += n_w
+                res.n_tensors += len(tf.keys())
+                res.rel_steps.append(rel)
+            if src.folder:
+                if src.sharded:
+                    meta = {"total_size": _total_decoded(tmp, names), "bsl_total_size": res.out_bytes}
+                    with open(tmp / BSL_INDEX, "w", encoding="utf-8") as fh:
+                        json.dump({"metadata": meta, "weight_map": dict(sorted(weight_map.items()))}, fh,
+                                  indent=2)
+                        fh.write("\n")
+                _copy_extras(src, tmp)
+                res.outputs = [str(out / s) for s in names]
+            else:
+                res.outputs = [str(out)]
+    finally:
+        bar.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _check_distinct(src: Checkpoint, out: Path) -> None:
+    o, i = out.resolve(), src.path.resolve()
+    if o == i:
+        raise CheckpointError(f"{out}: the output must differ from the input")
+    if src.folder and i in o.parents:
+        raise CheckpointError(f"{out}: the output must not be inside the input folder {src.path}")
+
+
+def _total_decoded(folder: Path, shards: list) -> int:
+    total = 0
+    for s in shards:
+        with BslFile(folder / s) as f:
+            total += sum(f.nbytes(n) for n in f.keys())
+    return total
+
+
+# ---------------------------------------------------------------- decoding
+
+def decode_checkpoint(inp, out, *, overwrite=False, progress=True) -> Result:
+    """Decode a ``.bsl`` file (to ``.safetensors``/``.pt``/``.npz`` by ``out``'s suffix) or an encoded
+    folder (to a folder of ``model.safetensors`` or safetensors shards with their index, plus the
+    copied files)."""
+    t0 = time.perf_counter()
+    src = open_checkpoint(inp, "bsl")
+    out = Path(out)
+    _check_distinct(src, out)
+    fmt = "safetensors" if src.folder else output_format(out)
+    write = WRITERS[fmt][0]
+    res = Result([str(f) for f in src.files], [], in_bytes=src.weight_bytes, encoded=False)
+    bar = Progress(_total_bytes(src), "decode", progress)
+    try:
+        with staged_output(out, src.folder, overwrite) as tmp:
+            n = len(src.files)
+            weight_map, total = {}, 0
+            for i in range(n):
+                if not src.folder:
+                    dest, shard = tmp, out.name
+                else:
+                    shard = shard_name(i, n, ".safetensors") if src.sharded else ST_SINGLE
+                    dest = tmp / shard
+                with BslFile(src.files[i]) as f:
+                    tensors = {}
+                    for name in f.keys():
+                        bar.start(name)
+                        tensors[name] = f.get(name)
+                        bar.update(tensors[name].nbytes)
+                        weight_map[name] = shard
+                    try:
+                        write(dest, tensors, f.metadata)
+                    except CheckpointError as exc:
+                        raise CheckpointError(f"{f.path}: {exc}") from None
+                    nb = sum(t.nbytes for t in tensors.values())
+                    total += nb
+                    res.n_tensors += len(tensors)
+                    res.n_weights += sum(t.size for t in tensors.values())
+                    del tensors
+                res.outputs.append(str(out / shard) if src.folder else str(out))
+                res.out_bytes += os.path.getsize(dest)
+            if src.folder:
+                if src.sharded:
+                    with open(tmp / ST_INDEX, "w", encoding="utf-8") as fh:
+                        json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+                                  fh, indent=2)
+                        fh.write("\n")
+                _copy_extras(src, tmp)
+    finally:
+        bar.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def load_torch(path, device="cpu") -> dict:
+    """Torch tensors of one ``.bsl`` file on ``device``. For CUDA it uses the GPU decoder
+    (``bslcodec.gpu``) when that can run here, else decodes on the CPU and copies the tensors over."""
+    dev = str(device)
+    if dev.startswith("cuda"):
+        try:
+            return api.load_file(path, framework="pt", device=dev)
+        except ImportError:  # no GPU decoder here (no CuPy, or not built yet): CPU decode, then copy
+            pass
+    sd = api.load_file(path, framework="pt", device="cpu")
+    return sd if dev == "cpu" else {k: v.to(dev) for k, v in sd.items()}
+
+
+def load_tensors(path, framework: str = "np", device: str = "cpu") -> dict:
+    """Every tensor of a ``.bsl`` file or encoded folder (all shards), decoded."""
+    out = {}
+    for f in bsl_files(path):
+        out.update(api.load_file(f, framework=framework, device=device))
+    return out
+
+
+class TensorLookup:
+    """Tensors by name across every file of a checkpoint (a file or a folder, any format)."""
+
+    def __init__(self, path):
+        self.checkpoint = open_checkpoint(path, "any")
+        self.files, self.where = [], {}
+        try:
+            for i in range(len(self.checkpoint.files)):
+                tf = self.checkpoint.open(i)
+                self.files.append(tf)
+                for name in tf.keys():
+                    self.where.setdefault(name, tf)
+        except BaseException:
+            self.close()
+            raise
+
+    def keys(self) -> list:
+        return sorted(self.where)
+
+    def get(self, name: str) -> np.ndarray:
+        return self.where[name].get(name)
+
+    def close(self):
+        for tf in self.files:
+            tf.close()
+        self.files = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["CheckpointError", "Checkpoint", "TensorFile", "TensorLookup", "open_checkpoint", "open_file", "bsl_files",
+           "encode_checkpoint", "decode_checkpoint", "load_tensors", "load_torch", "staged_output", "Result"]

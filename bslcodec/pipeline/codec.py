@@ -1,0 +1,438 @@
+"""Per-tensor pipeline: which codec a tensor gets, encoding it, and decoding it (all or a range)."""
+
+import fnmatch
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codecs import dq_search, fexp, golomb, lossless, rans, rdoq
+from ..container.dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
+from ..container.errors import EncodeError, FormatError
+from ..container.format import Entry
+from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
+from ..quantize import dq, ggd, quant
+
+DEFAULT_REL_STEP = 1 / 64  # near-lossless default: |x - x̂| <= std/128, relative L2 error ~0.45 %
+LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
+SMALL_1D = 1 << 16  # 1-D float tensors up to this size (norms, biases) stay lossless by default
+ANS_LANE_SYMBOLS = 1024  # ans groups of 32 * 1024: lane flushes cost ~24 bits / 1024 symbols (0.02 b/w)
+ANS_MIN_S, ANS_MAX_S = 16, 4096
+LOSSY_CODECS = ("eg", "ans")
+CODEC_CHOICES = ("auto",) + LOSSY_CODECS  # "auto": per tensor, the smaller payload of eg and ans
+DEFAULT_CODEC = "auto"
+QUANTIZED_CODECS = ("eg", "ans", "ans-dq")  # the codecs of spec 4.3/4.4/4.6: a step, a center, symbols
+ANS_CODECS = ("ans", "ans-dq")  # the ans payload layout (spec 4.4); ans-dq reads its indices as dq levels
+QUANTIZERS = ("uniform", "dq")  # plain rounding (spec 4.3) or dependent quantization (spec 4.6, ans only)
+QUANTIZER_CHOICES = ("auto",) + QUANTIZERS
+DEFAULT_QUANTIZER = "auto"  # dq for rel_step / bits / the default; uniform with max_error, a named codec, rdoq
+
+
+def resolve_quantizer(quantizer, max_error=None, codec=None, rdoq=None) -> str:
+    """"uniform" or "dq" for the user's ``quantizer=`` (None: ``DEFAULT_QUANTIZER``). "auto" gives dq (about
+    0.17 bits/weight smaller at the same mean squared error, results/dq.md) except where it cannot serve or
+    does not pay: ``max_error=`` (at a given bound dq files are larger), a named ``codec="eg"`` or ``"ans"``
+    (those codecs hold plain rounding; ``quantizer="dq", codec="ans"`` gives ans-dq) and ``rdoq=`` (a
+    different level choice)."""
+    q = DEFAULT_QUANTIZER if quantizer is None else quantizer
+    if q not in QUANTIZER_CHOICES:
+        raise EncodeError(f"quantizer= must be one of {', '.join(QUANTIZER_CHOICES)}, not {q!r}")
+    if q != "auto":
+        return q
+    named = (codec if codec is not None else DEFAULT_CODEC) != "auto"  # the user asked for eg or ans itself
+    return "uniform" if (max_error is not None or named or (rdoq is not None and rdoq is not False and rdoq != 0)) \
+        else "dq"
+
+
+@dataclass
+class Settings:
+    """How float tensors are quantized; exactly one of the three is set (or none: the default)."""
+
+    max_error: float | None = None
+    rel_step: float | None = None
+    bits: float | None = None
+    lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
+    rdoq: float | bool | None = None  # RDOQ λ = c·step²: None = default for the mode, True = default c, False/0 = off
+    quantizer: str = "uniform"  # "uniform" (plain rounding), "dq" (dependent quantization, codec ans-dq), "auto"
+
+    def __post_init__(self):
+        given = {k: v for k, v in (("max_error", self.max_error), ("rel_step", self.rel_step),
+                                   ("bits", self.bits)) if v is not None}
+        if len(given) > 1:
+            raise EncodeError(f"give at most one of max_error=, rel_step=, bits= (got {', '.join(given)})")
+        for k, v in given.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise EncodeError(f"{k}= must be a positive finite number, got {v!r}")
+        if isinstance(self.lossless, str):
+            self.lossless = (self.lossless,)
+        self.lossless = tuple(self.lossless or ())
+        if not self.max_error and not self.bits and not self.rel_step:
+            self.rel_step = DEFAULT_REL_STEP
+        self.quantizer = resolve_quantizer(self.quantizer, self.max_error, None, self.rdoq)
+        if self.quantizer == "dq" and self.rdoq:
+            raise EncodeError("rdoq= and quantizer='dq' do not combine: the trellis already chooses the levels")
+        self.rdoq = 0.0 if self.quantizer == "dq" else rdoq.resolve(self.rdoq, self.max_error is not None)
+
+
+def wants_lossy(name: str, arr: np.ndarray, dtype: str, settings: Settings) -> bool:
+    if dtype not in FLOAT_NAMES or arr.size == 0:
+        return False
+    if any(fnmatch.fnmatchcase(name, p) for p in settings.lossless):
+        return False
+    return not (arr.ndim <= 1 and arr.size <= SMALL_1D)
+
+
+class LossyTensor:
+    """A float tensor prepared for quantization: values, fitted GG, statistics."""
+
+    def __init__(self, name: str, arr: np.ndarray, dtype: str):
+        self.name, self.dtype, self.shape, self.arr = name, dtype, arr.shape, arr
+        flat = arr.reshape(-1)
+        self.x = flat if dtype in ("F32", "F64") else flat.astype(np.float32)
+        self.mean, self.std, bad = quant.moments(self.x)
+        if bad:
+            raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
+                              f"store it exactly with lossless=[{name!r}]")
+        self.nu, self.alpha = ggd.fit(self.x)
+        self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
+        self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"
+        self.rdoq = 0.0  # RDOQ strength c (λ = c·step², bslcodec.codecs.rdoq); 0: plain rounding
+        self.quantizer = "uniform"  # or "dq": dependent quantization, stored as ans-dq (bslcodec.quantize.dq)
+
+    def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
+        """The stored step: 2·max_error (dq: max_error / 1.5, its bound being 1.5 steps), or
+        rel_step·unit (dq: times ``dq.STEP_FACTOR``, which keeps about the mean squared error of plain
+        rounding at the same rel_step)."""
+        if settings.max_error is not None:
+            step = settings.max_error / dq.BOUND_FACTOR if self.quantizer == "dq" else 2 * settings.max_error
+            return quant.step_for_dtype(step, self.dtype, round_down=True)
+        return self.step_at(rel_step if rel_step is not None else settings.rel_step)
+
+    def step_at(self, rel_step: float) -> float:
+        """The stored step for ``rel_step`` (what ``bits=``'s search tries): rel_step·unit, times
+        ``dq.STEP_FACTOR`` with the dq quantizer."""
+        return quant.step_for_dtype(rel_step * self.unit * (dq.STEP_FACTOR if self.quantizer == "dq" else 1.0),
+                                    self.dtype)
+
+    def _within_bound(self, step: float, max_error: float | None, attempt):
+        """(step, center, result) of ``attempt(step, center) -> (result, verdict)``; verdict 0: done, 1: some
+        element breaks its bound (with ``max_error`` the step then shrinks a little, up to 8 tries), 2: no
+        lossy form at this step (levels out of range). None where the tensor must be stored exactly."""
+        for n_try in range(8):
+            if not (step > 0 and math.isfinite(step)):
+                return None
+            center = int(np.clip(np.rint(self.mean / step), -(MAX_SYMBOL_MAGNITUDE - 1), MAX_SYMBOL_MAGNITUDE - 1))
+            result, verdict = attempt(step, center)
+            if verdict == 0:
+                return step, center, result
+            if verdict == 2 or max_error is None:
+                return None
+            step = quant.step_for_dtype(step * (1 - 2.0 ** (-22 + 3 * n_try)), self.dtype, round_down=True)
+        return None
+
+    def _params(self, step: float, center: int, lane_symbols: int, max_abs_error: float) -> dict:
+        return {"step": step, "center": center, "lane_symbols": lane_symbols, "gg_nu": round(self.nu, 6),
+                "gg_scale": float(np.float32(self.alpha)), "max_abs_error": max_abs_error}
+
+    def _code_dq(self, step: float, max_error: float | None):
+        """``code()`` for the dq quantizer: (params, None, None, u) or None."""
+        def attempt(step, center):
+            r = dq_search.quantize(self.x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
+                            strict=max_error is not None)
+            if not r.n_bad and self.dtype == "F16":  # the error of the F16 values (and inf where they overflow)
+                r.max_error, r.n_bad = _f16_check(self.x, r.u, center, step, max_error)
+            # (without max_error an element without an admissible level has |q| >= 2^24: stored exactly)
+            return r, int(r.n_bad > 0)
+
+        done = self._within_bound(step, max_error, attempt)
+        if done is None:
+            return None
+        step, center, r = done
+        return self._params(step, center, ANS_LANE_SYMBOLS, r.max_error), None, None, r.u
+
+    def code(self, step: float, max_error: float | None = None, lane_lengths: bool = True):
+        """(params, ks, lens, u) for ``step``, or None when the tensor must be stored exactly.
+
+        ``lane_lengths=False``: the third item is the eg bits of each group instead of its lane lengths
+        (what sizes need; ``entropy_code`` computes the lane lengths only if it writes eg).
+
+        With ``max_error`` the bound is strict: where binary32/bf16 rounding of ``q * step`` breaks it,
+        the step shrinks a little (up to 8 tries) until every element meets it.
+
+        With the dq quantizer ``ks`` and ``lens`` are None (the symbols are for ans only).
+        """
+        if self.quantizer == "dq":
+            return self._code_dq(step, max_error)
+
+        def attempt(step, center):
+            qr = quant.quantize(self.x, step, center, self.dtype, bound=max_error, strict=max_error is not None)
+            # overflow: step too fine for this tensor's range, lossless is the right answer
+            return qr, 2 if qr.n_overflow else int(qr.n_bad > 0)
+
+        done = self._within_bound(step, max_error, attempt)
+        if done is None:
+            return None
+        step, center, qr = done
+        k0 = ggd.best_order(self.nu, self.alpha, step)
+        if self.rdoq:  # rate-distortion optimised levels within the mode's bound; the decoder is unchanged
+            qr.u, qr.max_error = rdoq.apply(self, qr, step, center, max_error, k0)
+        ks, lens = golomb.choose_group_orders(qr.u, LANE_SYMBOLS, max(0, k0 - 2), min(MAX_EG_ORDER, k0 + 2))
+        if lane_lengths:
+            lens = golomb.lane_lengths(qr.u, LANE_SYMBOLS, ks)
+        params = self._params(step, center, LANE_SYMBOLS, qr.max_error)
+        params["k"] = int(np.bincount(ks).argmax()) if ks.size else k0
+        return params, ks, lens, qr.u
+
+    def size(self, step: float) -> int | None:
+        """Payload bytes at ``step`` for this tensor's codec choice (eg exact; ans estimated to ~0.2 %)."""
+        coded = self.code(step, lane_lengths=False)
+        if coded is None:
+            return None
+        if self.quantizer == "dq":
+            return rans.estimate_size(coded[3], ANS_LANE_SYMBOLS)
+        eg = golomb.payload_size_of_groups(coded[2])
+        if self.codec == "eg":
+            return eg
+        ans = rans.estimate_size(coded[3], ANS_LANE_SYMBOLS)
+        return ans if self.codec == "ans" else min(eg, ans)
+
+    def encode(self, step: float, max_error: float | None = None):
+        """(codec, params, payload) at ``step``, or None when the tensor is better stored exactly."""
+        coded = self.code(step, max_error, lane_lengths=False)
+        if coded is None:
+            return None
+        codec, params, payload = entropy_code(coded, self.codec)
+        if len(payload) >= self.x.size * numpy_dtype(self.dtype).itemsize:
+            return None  # not worth it: lossless storage is smaller and exact
+        return codec, params, payload
+
+
+def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
+    """(codec, params, payload) of ``LossyTensor.code()``'s (params, ks, lens, u): ``eg``, ``ans`` or,
+    with ``auto``, whichever payload is smaller (ans is built unless its estimate already loses).
+    ``lens`` may be the per-group bit counts (``code(..., lane_lengths=False)``): the lane lengths are then
+    computed only if the eg payload is written."""
+    if codec not in CODEC_CHOICES:
+        raise EncodeError(f"codec= must be one of {', '.join(CODEC_CHOICES)}, not {codec!r}")
+    params, ks, lens, u = coded
+    if ks is None:  # dependent quantization (LossyTensor._code_dq): ans-dq whatever ``codec`` says
+        model, _ = rans.build_model(u)
+        return "ans-dq", params, rans.encode(u, ANS_LANE_SYMBOLS, model)
+    eg_size = golomb.payload_size_of_groups(lens if lens.ndim == 1 else lens.sum(axis=1))
+    if codec != "eg":
+        model, bits = rans.build_model(u)
+        if codec == "ans" or rans.estimate_bits(bits, u.size, ANS_LANE_SYMBOLS) < 8 * eg_size * 1.002:
+            payload = rans.encode(u, ANS_LANE_SYMBOLS, model)
+            if codec == "ans" or len(payload) < eg_size:
+                p = {k: v for k, v in params.items() if k != "k"}
+                p["lane_symbols"] = ANS_LANE_SYMBOLS
+                return "ans", p, payload
+    if lens.ndim == 1:
+        lens = golomb.lane_lengths(u, LANE_SYMBOLS, ks)
+    return "eg", params, golomb.encode(u, LANE_SYMBOLS, ks, lens)
+
+
+def _f16_check(x: np.ndarray, u: np.ndarray, center: int, step: float, max_error: float | None) -> tuple:
+    """(largest |x - x̂|, number of elements over their bound) of dq symbols decoded to F16 (numba has no
+    float16: checked in numpy). Bound: ``max_error`` exactly, else 1.5 steps plus F16 rounding (as
+    ``bslcodec verify`` checks it)."""
+    ui = u.astype(np.int64)
+    q = center + dq.levels((ui >> 1) ^ -(ui & 1), ANS_LANE_SYMBOLS)
+    xv = x.astype(np.float64)
+    err = np.abs(_to_f16(q.astype(np.float32) * np.float32(step)).astype(np.float64) - xv)
+    if max_error is not None:
+        allowed = max_error
+    else:
+        rel, ab = quant.ROUNDING["F16"]
+        allowed = dq.BOUND_FACTOR * step + rel * (2 * np.abs(xv) + err) + ab
+    return (float(err.max()) if x.size else 0.0), int(np.count_nonzero(~(err <= allowed)))
+
+
+SENSITIVITY_FLOOR = 1e-4  # relative to the median: a tensor that seems unused still keeps some precision
+
+
+def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
+    """Equal-slope allocation of steps across tensors from per-tensor sensitivities.
+
+    ``s_i`` is the model's output distortion per unit of per-element error variance spread over all of
+    tensor i (what ``bslcodec.calibrate.sensitivity`` measures). With quantization noise step_i^2 / 12,
+    minimising  sum_i n_i * (h_i - log2 step_i)  +  lambda * sum_i s_i * step_i^2 / 12  gives
+    step_i proportional to sqrt(n_i / s_i): big, insensitive tensors get coarse steps. The units are scaled
+    so that the size-weighted geometric mean of step_i / std_i is 1: ``rel_step=c`` keeps its average
+    meaning and only redistributes the error.
+    """
+    if not lossy:
+        return
+    missing = sorted(n for n in lossy if n not in sensitivity)
+    if missing:
+        raise EncodeError(f"sensitivity= lacks {len(missing)} quantized tensor(s), e.g. {missing[:3]}")
+    s = {}
+    for n in lossy:
+        v = sensitivity[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise EncodeError(f"sensitivity[{n!r}] must be a positive finite number, got {v!r}")
+        s[n] = float(v)
+    live = [n for n, t in lossy.items() if t.std > 0]
+    if not live:
+        return
+    floor = SENSITIVITY_FLOOR * float(np.median([s[n] for n in live]))
+    raw = {n: 0.5 * (math.log(lossy[n].x.size) - math.log(max(s[n], floor))) for n in live}
+    sizes = np.array([lossy[n].x.size for n in live], np.float64)
+    log_ratio = np.array([raw[n] - math.log(lossy[n].std) for n in live])
+    shift = float((sizes * log_ratio).sum() / sizes.sum())
+    for n in live:
+        lossy[n].unit = math.exp(raw[n] - shift)
+
+
+def encode_lossless(arr: np.ndarray) -> tuple:
+    """(codec, params, payload): the smallest of fexp (float dtypes), zstd and raw."""
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    if arr.size:
+        best = ("raw", {}, None, arr.nbytes)
+        if dtype_name(arr.dtype) in FLOAT_NAMES:
+            params, payload = fexp.encode(arr)
+            if len(payload) < best[3]:
+                best = ("fexp", params, payload, len(payload))
+        params, payload = lossless.encode_zstd(arr)
+        if len(payload) < best[3]:
+            best = ("zstd", params, payload, len(payload))
+        if best[2] is not None:
+            return best[0], best[1], best[2].tobytes() if isinstance(best[2], np.ndarray) else best[2]
+    return "raw", {}, arr.reshape(-1).view(np.uint8).tobytes()
+
+
+# ---------------------------------------------------------------- decoding
+
+def _check_quantized_params(e: Entry, where: str, s_min: int, s_max: int) -> tuple:
+    """(step, center, S) of an ``eg`` or ``ans`` entry: both share the quantization of spec 4.3."""
+    p, name = e.params, e.codec
+    if e.dtype not in FLOAT_NAMES:
+        raise FormatError(f"{where}: codec {name} is only for float dtypes, not {e.dtype}")
+    step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
+    if isinstance(step, int) and not isinstance(step, bool) and step.bit_length() > 1024:
+        step = math.inf  # a JSON integer too big for a binary64 (float() would raise OverflowError)
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
+        raise FormatError(f"{where}: {name} step must be a positive finite number, found {step!r}")
+    if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
+        raise FormatError(f"{where}: {name} step {step!r} is not a binary32 value")
+    if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
+        raise FormatError(f"{where}: {name} center must be an integer below 2^24 in magnitude, found {center!r}")
+    if type(s) is not int or not s_min <= s <= s_max or s & (s - 1):
+        raise FormatError(f"{where}: {name} lane_symbols must be a power of two in [{s_min}, {s_max}], "
+                          f"found {s!r}")
+    return float(step), center, s
+
+
+def _check_eg_params(e: Entry, where: str) -> tuple:
+    """(step, center, S) of an ``eg`` entry (spec 4.3)."""
+    return _check_quantized_params(e, where, MIN_LANE_SYMBOLS, MAX_LANE_SYMBOLS)
+
+
+def _check_ans_params(e: Entry, where: str) -> tuple:
+    """(step, center, S) of an ``ans`` or ``ans-dq`` entry (spec 4.4: as 4.3, with 16 <= S <= 4096)."""
+    return _check_quantized_params(e, where, ANS_MIN_S, ANS_MAX_S)
+
+
+def _to_f16(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # spec 4.3: overflow to +-inf per IEEE, not a RuntimeWarning
+        return x.astype(np.float16)
+
+
+def _decode_quantized_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
+    """Groups [g0, g1) of an ``eg`` or ``ans`` tensor, flat, in its dtype."""
+    step, center, s = (_check_eg_params if e.codec == "eg" else _check_ans_params)(e, where)
+    n = e.numel
+    count = min(n, g1 * LANES * s) - g0 * LANES * s
+    mode = {"F32": "F32", "F16": "F32", "BF16": "BF16", "F64": "F64"}[e.dtype]
+    try:
+        # the tables are checked first: they bound n by the payload's size, so `out` is never allocated
+        # from a shape that the payload cannot hold
+        if e.codec == "eg":
+            tables = golomb.parse_tables(payload, n, s)
+        else:
+            parsed = rans.parse(payload, n, s)
+        out = np.empty(count, {"F32": np.float32, "BF16": np.uint16, "F64": np.float64}[mode])
+        if e.codec == "eg":
+            golomb.decode_into(payload, n, s, center, step, out, mode, g0, g1, tables=tables)
+        else:
+            rans.decode_into(payload, n, s, center, step, out, mode, g0, g1, parsed=parsed,
+                             dq=e.codec == "ans-dq")
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    if e.dtype == "F16":
+        return _to_f16(out)
+    return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
+
+
+def _check_fexp_params(e: Entry, where: str) -> int:
+    """S of an ``fexp`` entry (spec 4.5)."""
+    if e.dtype not in FLOAT_NAMES:
+        raise FormatError(f"{where}: codec fexp is only for float dtypes, not {e.dtype}")
+    s = e.params.get("lane_symbols")
+    if type(s) is not int or not fexp.MIN_LANE_SYMBOLS <= s <= fexp.MAX_LANE_SYMBOLS or s & (s - 1):
+        raise FormatError(f"{where}: fexp lane_symbols must be a power of two in "
+                          f"[{fexp.MIN_LANE_SYMBOLS}, {fexp.MAX_LANE_SYMBOLS}], found {s!r}")
+    return s
+
+
+def _decode_fexp_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
+    s = _check_fexp_params(e, where)
+    n, isz = e.numel, numpy_dtype(e.dtype).itemsize
+    try:
+        parsed = fexp.parse(payload, n, isz, s)  # checks sizes (>= 4 bits an element) before allocating
+        out = np.empty(min(n, g1 * LANES * s) - g0 * LANES * s, fexp.UINTS[isz])
+        fexp.decode_into(payload, n, isz, s, out, g0, g1, parsed=parsed)
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    return out.view(numpy_dtype(e.dtype))
+
+
+def _unit(e: Entry, where: str) -> int:
+    """Elements per independently decodable unit (group or chunk) of a payload."""
+    if e.codec == "eg":
+        return LANES * _check_eg_params(e, where)[2]
+    if e.codec == "fexp":
+        return LANES * _check_fexp_params(e, where)
+    if e.codec in ANS_CODECS:
+        return LANES * _check_ans_params(e, where)[2]
+    if e.codec == "zstd":
+        c = e.params.get("chunk_elems")
+        return c if type(c) is int and c > 0 else 1
+    return max(1, e.numel)
+
+
+def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Elements [start, stop) of the tensor (flat, C order), decoding only the units that hold them."""
+    n = e.numel
+    stop = n if stop is None else stop
+    dtype = numpy_dtype(e.dtype)
+    if stop <= start:
+        return np.empty(0, dtype)
+    if e.codec == "raw":
+        if len(payload) != n * dtype.itemsize:
+            raise FormatError(f"{where}: raw payload is {len(payload)} bytes, expected {n * dtype.itemsize}")
+        raw = np.frombuffer(payload, np.uint8, (stop - start) * dtype.itemsize, start * dtype.itemsize)
+        out = raw.view(dtype if e.dtype != "BOOL" else np.uint8).copy()
+    else:
+        unit = _unit(e, where)
+        u0, u1 = start // unit, -(-stop // unit)
+        if e.codec in QUANTIZED_CODECS:
+            out = _decode_quantized_range(e, payload, where, u0, u1)
+        elif e.codec == "fexp":
+            out = _decode_fexp_range(e, payload, where, u0, u1)
+        else:
+            out = lossless.decode_zstd(payload, n, dtype if e.dtype != "BOOL" else np.dtype(np.uint8),
+                                       e.params, where, u0, u1)
+        out = out[start - u0 * unit: stop - u0 * unit]
+    if e.dtype == "BOOL":
+        if out.size and out.max() > 1:
+            raise FormatError(f"{where}: BOOL tensor holds a byte other than 0 or 1")
+        out = out.view(np.bool_)
+    return out
+
+
+def decode(e: Entry, payload, where: str) -> np.ndarray:
+    return decode_flat(e, payload, where).reshape(e.shape)

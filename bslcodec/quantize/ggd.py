@@ -1,0 +1,105 @@
+"""Generalized-Gaussian (GG) model of a tensor and the exp-Golomb order it implies.
+
+Density: f(x) = nu / (2 alpha Gamma(1/nu)) * exp(-(|x| / alpha)^nu).
+The shape is fitted by moment matching (Sharifi & Leon-Garcia 1995): the ratio E[x^2] / E[|x|]^2 equals
+Gamma(1/nu) Gamma(3/nu) / Gamma(2/nu)^2, which falls monotonically in nu; we invert it by bisection.
+"""
+
+import math
+
+import numpy as np
+
+from ..container.limits import MAX_EG_ORDER
+
+NU_MIN, NU_MAX = 0.05, 8.0
+FIT_SAMPLES = 1 << 20  # a deterministic strided sample of at most this many elements
+
+
+def _moment_ratio(nu: float) -> float:
+    from scipy import special  # imported on first use: keeps `import bslcodec` light
+
+    return math.exp(special.gammaln(1 / nu) + special.gammaln(3 / nu) - 2 * special.gammaln(2 / nu))
+
+
+def sample(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(-1)
+    stride = max(1, flat.size // FIT_SAMPLES)
+    return flat[::stride].astype(np.float64)
+
+
+def fit(x: np.ndarray) -> tuple:
+    """(nu, alpha) of the zero-mean GG fitted to ``x - mean(x)``; (2.0, 0.0) for a constant tensor."""
+    s = sample(x)
+    s = s - s.mean()
+    m1 = np.abs(s).mean()
+    m2 = (s * s).mean()
+    if not m1 > 0:
+        return 2.0, 0.0
+    target = m2 / (m1 * m1)
+    lo, hi = NU_MIN, NU_MAX
+    if target >= _moment_ratio(lo):
+        nu = lo
+    elif target <= _moment_ratio(hi):
+        nu = hi
+    else:
+        for _ in range(60):
+            mid = math.sqrt(lo * hi)
+            if _moment_ratio(mid) > target:
+                lo = mid
+            else:
+                hi = mid
+        nu = math.sqrt(lo * hi)
+    from scipy import special
+
+    alpha = math.sqrt(m2 * math.exp(special.gammaln(1 / nu) - special.gammaln(3 / nu)))
+    return nu, alpha
+
+
+def symbol_probabilities(nu: float, alpha: float, step: float, max_symbol: int = 1 << 16) -> np.ndarray:
+    """P(q = i) for i = 0, ±1, ... under GG(nu, alpha) quantized with ``step``, as p[|i|] (two-sided mass
+    for i != 0 split evenly: p[i] is the mass of +i alone); the tail beyond max_symbol folds onto it."""
+    if alpha <= 0 or step <= 0:
+        p = np.zeros(2)
+        p[0] = 1.0
+        return p
+    # Enough symbols to hold all but ~1e-12 of the mass, capped.
+    tail = alpha * (30.0 ** (1 / nu))
+    m = int(min(max_symbol, max(2, math.ceil(tail / step) + 1)))
+    from scipy import stats
+
+    edges = (np.arange(m + 1) + 0.5) * step
+    cdf = stats.gennorm.cdf(edges, nu, scale=alpha)
+    p = np.empty(m + 1)
+    p[0] = 2 * cdf[0] - 1
+    p[1:] = np.diff(cdf)
+    p[m] += 1 - cdf[-1]
+    return np.maximum(p, 0)
+
+
+def expected_bits(nu: float, alpha: float, step: float, k: int) -> float:
+    """Expected EG-k code length (bits/symbol) of zigzag-mapped GG symbols."""
+    p = symbol_probabilities(nu, alpha, step)
+    i = np.arange(p.size, dtype=np.float64)
+    # zigzag: +i -> 2i, -i -> 2i - 1 (i > 0); lengths 2*floor(log2(u + 2^k)) - k + 1
+    def length(u):
+        return 2 * np.floor(np.log2(u + 2.0**k)) - k + 1
+    pos = length(2 * i)
+    neg = length(np.maximum(2 * i - 1, 0))
+    return float(p[0] * pos[0] + (p[1:] * (pos[1:] + neg[1:])).sum())
+
+
+def entropy_bits(nu: float, alpha: float, step: float) -> float:
+    """Entropy (bits/symbol) of the quantized GG symbols: the bound any coder of them meets."""
+    p = symbol_probabilities(nu, alpha, step)
+    full = np.concatenate([p[:1], p[1:], p[1:]])
+    full = full[full > 0]
+    return float(-(full * np.log2(full)).sum())
+
+
+def best_order(nu: float, alpha: float, step: float) -> int:
+    """The EG order with the smallest expected length under the fitted GG."""
+    if alpha <= 0:
+        return 0
+    guess = int(np.clip(round(math.log2(max(alpha / step, 1.0))), 0, MAX_EG_ORDER))
+    cands = range(max(0, guess - 3), min(MAX_EG_ORDER, guess + 3) + 1)
+    return min(cands, key=lambda k: expected_bits(nu, alpha, step, k))
