@@ -137,9 +137,9 @@ def main():
               help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity): steps follow "
                    "sqrt(n/s) across tensors at the same average rel-step or bits.")
 @click.option("--rdoq", type=float, metavar="C",
-              help="Rate-distortion optimised quantization, λ = C x step^2 (0: off; default: on with C = 0.12 "
-                   "for --rel-step/--bits, off for --max-error). Error bound: one step instead of half a step "
-                   "(--max-error still holds exactly).")
+              help="Rate-distortion optimised quantization of plain rounding, λ = C x step^2 (default: off; "
+                   "0.12 is the tested value; implies --quantizer uniform). Error bound: one step instead of half "
+                   "a step (--max-error still holds exactly).")
 @click.option("--quantizer", type=click.Choice(["auto", "uniform", "dq"]), default="auto", show_default=True,
               help="dq: dependent (trellis) quantization, codec ans-dq, ~0.17 bits/weight smaller at the same mean "
                    "squared error (error <= 1.5 steps); uniform: plain rounding (error <= step/2); auto: dq, "
