@@ -1,6 +1,7 @@
-"""Plots (PNG) and BENCHMARKS.md from the JSON written by run_all.py.
+"""Plots (PNG) and results/peers/minilm.md (the detailed MiniLM peer comparison behind BENCHMARKS.md) from the
+JSON written by run_all.py.
 
-    python tools/bench/report.py [--json results/peers/bench.json] [--out results/peers] [--md BENCHMARKS.md]
+    python tools/bench/report.py [--json results/peers/bench.json] [--out results/peers] [--md results/peers/minilm.md]
 
 Every number in the page comes from that one JSON (one run of run_all.py), except the linked GPU / CPU
 micro-benchmark pages, which are quoted as links with their own provenance.
@@ -788,8 +789,8 @@ def lose_list(d, raw):
                    + " of the symbols' own entropy (the coder is not the problem); NNCodec with DQ off is "
                    + dq_off_txt(d, "real")
                    + (f". bslcodec's own DQ closes it: `quantizer=\"dq\"` needs {min(g):.2f}–{max(g):.2f} b/w less "
-                      "than plain at these cosines (headline), but it is opt-in (`quantizer=\"uniform\"` stays the "
-                      "default; `ans-dq` files are format 1.1, which a 1.0 reader refuses)" if g else "")
+                      "than plain at these cosines (headline), and it is the default for `rel_step`/`bits` (`ans-dq` "
+                      "files are format 1.1, which a 1.0 reader refuses)" if g else "")
                    + ". RDOQ (`rdoq=True`, format 1.0) does not close it at these rates.")
     lose_s = at(DQS, NNCS, lambda x, y: x >= y)
     win_s = at(DQS, NNCS, lambda x, y: x < y)
@@ -979,8 +980,9 @@ def write_md(d, path, outdir):
     L.append("\n## Method\n")
     L.append(METHOD)
     L.append("\n## Other results\n")
+    here = os.path.dirname(os.path.abspath(path))
     for p, what in OTHER_RESULTS:
-        L.append(f"- [{p}]({p}): {what}")
+        L.append(f"- [{p}]({os.path.relpath(os.path.join(ROOT, p), here)}): {what}")
     L.append("")
     with open(path, "w") as fh:
         fh.write("\n".join(L))
@@ -1011,7 +1013,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=os.path.join(ROOT, "results", "peers", "bench.json"))
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "peers"))
-    ap.add_argument("--md", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--md", default=os.path.join(ROOT, "results", "peers", "minilm.md"))
     args = ap.parse_args(argv)
     with open(args.json) as fh:
         d = json.load(fh)

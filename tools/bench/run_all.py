@@ -3,8 +3,8 @@
     . .venv/bin/activate
     bash tools/bench/setup_peers.sh                 # once: NNCodec + ZipNN outside the venv
     python tools/bench/run_all.py                   # ~25-30 min on 2 shared cores -> results/peers/*.json, *.png,
-                                                    #    BENCHMARKS.md (via report.py)
-    python tools/bench/report.py                    # redraw plots + BENCHMARKS.md from the JSON only
+                                                    #    results/peers/minilm.md (via report.py)
+    python tools/bench/report.py                    # redraw plots + results/peers/minilm.md from the JSON only
 
 Everything runs in this one process, one method after the other, so speed numbers share the machine
 state (they are still noisy: the load average before each measurement is in the JSON). Per method:
