@@ -3,8 +3,10 @@
 Pure bytes and JSON: knows nothing of numpy codecs. Every length is checked before it is trusted.
 """
 
+import itertools
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -12,7 +14,8 @@ import xxhash
 
 from .dtypes import NUMPY_DTYPES
 from .errors import ChecksumError, FormatError, LimitError
-from .limits import MAX_ELEMENTS, MAX_HEADER_BYTES, MAX_NAME_BYTES, MAX_RANK
+from .limits import (MAX_ELEMENTS, MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_NAME_BYTES, MAX_NUMBER_CHARS,
+                     MAX_RANK)
 
 MAGIC = b"\x89BSL\r\n\x1a\n"
 MAJOR, MINOR = 1, 1
@@ -75,6 +78,51 @@ def _utf8_len(s: str) -> int:
 
 def _no_constant(name):
     raise FormatError(f"header holds {name}, which is not JSON (RFC 8259)")
+
+
+def _number_token(s: str) -> None:
+    if len(s) > MAX_NUMBER_CHARS:
+        raise FormatError(f"header holds a number of {len(s)} characters, over the limit of {MAX_NUMBER_CHARS}")
+
+
+def _parse_int(s: str) -> int:
+    """A JSON number without fraction or exponent: an int (``1.0`` and ``1e2`` are floats, spec 5)."""
+    _number_token(s)
+    return int(s)
+
+
+def _parse_float(s: str) -> float:
+    """Any other JSON number: the nearest binary64 (``1e400`` gives inf, which no numeric field accepts)."""
+    _number_token(s)
+    return float(s)
+
+
+# a lone surrogate can only come from a \uD800-\uDFFF escape (the UTF-8 decoder refuses encoded ones)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _items(obj):
+    return iter(obj.items()) if isinstance(obj, dict) else zip(itertools.repeat(None), obj)
+
+
+def _check_tree(doc, strings: bool) -> None:
+    """Spec 3/5: nesting depth <= MAX_JSON_DEPTH; with ``strings``, every string of the header (keys and
+    values, anywhere, unknown keys included) is valid Unicode. Depth-first with one iterator per level: no
+    recursion and no memory beyond MAX_JSON_DEPTH iterators, whatever the header holds."""
+    stack = [_items(doc)]  # the top-level value is depth 1
+    while stack:
+        for k, v in stack[-1]:
+            if strings and k is not None:
+                _utf8_len(k)
+            if isinstance(v, (dict, list)):
+                if len(stack) >= MAX_JSON_DEPTH:
+                    raise FormatError(f"header nests arrays/objects deeper than {MAX_JSON_DEPTH} levels")
+                stack.append(_items(v))
+                break
+            if strings and isinstance(v, str):
+                _utf8_len(v)
+        else:
+            stack.pop()
 
 
 def _int(value, what: str, lo: int, hi: int) -> int:
@@ -192,11 +240,13 @@ def parse_header(header: bytes, hsum: int, minor: int, file_size: int) -> Index:
         raise ChecksumError("header checksum mismatch: the file is corrupted")
     try:
         doc = json.loads(bytes(header).decode("utf-8"), object_pairs_hook=_no_duplicates,
-                         parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, FormatError):
-            raise
+                         parse_constant=_no_constant, parse_int=_parse_int, parse_float=_parse_float)
+    except RecursionError:  # deeper than Python's parser goes: far over MAX_JSON_DEPTH
+        raise FormatError(f"header nests arrays/objects deeper than {MAX_JSON_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"header is not valid UTF-8 JSON: {exc}") from None
+    if isinstance(doc, (dict, list)):
+        _check_tree(doc, strings=_SURROGATE_ESCAPE.search(header) is not None)
     if not isinstance(doc, dict) or not isinstance(doc.get("tensors"), list):
         raise FormatError("header must be an object with a 'tensors' list")
     metadata = doc.get("metadata", {})

@@ -5,6 +5,8 @@ A reader checks every length against these and against the file size before it a
 
 MAX_HEADER_BYTES = 100_000_000  # like safetensors: the header is read whole before anything is trusted
 MAX_NAME_BYTES = 1024
+MAX_JSON_DEPTH = 64  # nested arrays/objects in a header (the top-level object is depth 1); real headers use 3
+MAX_NUMBER_CHARS = 1024  # characters of one JSON number token; shortest round-trip forms need at most 24
 MAX_RANK = 32
 MAX_ELEMENTS = 1 << 48  # keeps N * itemsize and bit counts far from int64 overflow
 MAX_ZSTD_CHUNK_ELEMS = 1 << 28
