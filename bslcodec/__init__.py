@@ -4,9 +4,14 @@ Public API (safetensors-like): :func:`save_file`, :func:`load_file`, :func:`safe
 :func:`load`, :func:`encode`, :func:`decode`; every bad-input error is a :class:`BslError`.
 """
 
-from .container.errors import BslError, ChecksumError, EncodeError, FormatError, LimitError
-from .files.api import decode, encode, load, load_file, safe_open, save, save_file
-
 __version__ = "0.1.0"
+
+from . import jitcache  # noqa: E402 - before any kernel module: numba's cache keyed on what kernels inline
+
+jitcache.install()
+
+from .container.errors import BslError, ChecksumError, EncodeError, FormatError, LimitError  # noqa: E402
+from .files.api import decode, encode, load, load_file, safe_open, save, save_file  # noqa: E402
+
 __all__ = ["save_file", "load_file", "safe_open", "save", "load", "encode", "decode", "BslError",
            "FormatError", "ChecksumError", "LimitError", "EncodeError", "__version__"]

@@ -17,8 +17,7 @@ from ..container.errors import FormatError
 from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..parallel import launch, serial_twin
 
-# inlined into the cached decoder: numba's cache is keyed on this file, so a change to the state machine
-# in dq.py must come with a change here (spec 4.6: 8 states, NNR's; this line was edited when it changed)
+# inlined into the cached decoder; bslcodec/jitcache.py keys numba's cache on dq.py too
 from ..quantize.dq import level as _dq_level
 from ..quantize.dq import next_state as _dq_next
 from ..quantize.quant import store_dequant

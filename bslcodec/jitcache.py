@@ -1,0 +1,113 @@
+"""Numba's on-disk cache, keyed on every source a bslcodec kernel can compile in.
+
+numba's ``cache=True`` stores a compiled function next to its module and reuses it while *that module's*
+file is unchanged. A kernel also compiles in the njit functions it calls from other modules (inlined or
+linked: ``codecs/rans.py`` inlines ``quantize/dq.py``'s state machine) and freezes the module globals
+it reads (``container/limits.py``'s ``LANES``). numba does not follow those: a change in ``dq.py`` alone
+left a stale decoder in the cache, which decoded wrongly (issue 20, item 12). An upgrade that changes
+such a file, or an editable install being edited, would do the same.
+
+:func:`install` (called by ``bslcodec/__init__`` before any kernel module is imported) puts cache
+locators in front of numba's own ones. They serve only functions defined in this package's files, and
+store them where numba would (``NUMBA_CACHE_DIR``, else ``__pycache__`` if writable, else the user-wide
+cache dir), with a source stamp that is numba's stamp of the
+function's own file *plus* a digest of the package version and of every file of the floors that kernels
+may compile in: ``container/``, ``quantize/``, ``codecs/`` and ``parallel.py``. Any change to any of them
+makes every cached bslcodec kernel stale, and numba recompiles it (once) instead of loading it. Edits to
+``pipeline/``, ``files/``, the CLI or other leaves do not invalidate anything: no kernel may compile in
+code from those (their own file's stamp covers kernels defined there, e.g. ``torch/rate.py``).
+
+numba's locator classes are not public API (``InTreeCacheLocator`` / ``CacheImpl`` since numba 0.60-ish,
+``_InTreeCacheLocator`` / ``_CacheImpl`` before); where neither exists :func:`install` returns False and
+tests/test_jitcache.py fails. ``NUMBA_CACHE_LOCATOR_CLASSES`` (a user's explicit choice of locators)
+bypasses this one. ``NUMBA_CACHE_DIR`` alone would not help: its stamps have the same blind spot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+#: What kernels may compile in (besides their own module): floors below pipeline/, relative to PACKAGE
+KERNEL_SOURCES = ("container", "quantize", "codecs", "parallel.py")
+
+_digest: str | None = None
+_installed: bool | None = None
+
+
+def sources() -> list:
+    """The files whose contents key every cached kernel, sorted."""
+    files = []
+    for name in KERNEL_SOURCES:
+        p = PACKAGE / name
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    return files
+
+
+def digest() -> str:
+    """sha256 of the package version and the kernel sources (path and bytes of each), computed once."""
+    global _digest
+    if _digest is None:
+        from . import __version__  # noqa: PLC0415 - bslcodec/__init__ sets it before installing
+        h = hashlib.sha256(f"bslcodec {__version__}\0".encode())
+        for f in sources():
+            h.update(f.relative_to(PACKAGE).as_posix().encode() + b"\0")
+            h.update(f.read_bytes())
+            h.update(b"\0")
+        _digest = h.hexdigest()
+    return _digest
+
+
+def _in_package(py_file: str) -> bool:
+    try:
+        Path(py_file).resolve().relative_to(PACKAGE)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _locator_classes():
+    """Subclasses of numba's file-backed locators (user-given dir, in-tree ``__pycache__``, user-wide dir,
+    tried in numba's order) that serve only this package's files and add :func:`digest` to the stamp;
+    ([], None) where numba's internals differ."""
+    from numba.core import caching
+
+    def find(name):
+        return getattr(caching, name, None) or getattr(caching, "_" + name, None)
+
+    impl = find("CacheImpl")
+    bases = [find(n) for n in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")]
+    if impl is None or not isinstance(getattr(impl, "_locator_classes", None), list) or None in bases:
+        return [], None
+    out = []
+    for base in bases:
+        def get_source_stamp(self):
+            return (super(type(self), self).get_source_stamp(), digest())
+
+        def from_function(cls, py_func, py_file, _base=base):
+            if not _in_package(py_file):
+                return None  # someone else's function: numba's own locators decide
+            return _base.from_function.__func__(cls, py_func, py_file)
+
+        out.append(type("Bsl" + base.__name__.lstrip("_"), (base,), {
+            "get_source_stamp": get_source_stamp, "from_function": classmethod(from_function),
+            "__module__": __name__}))
+    return out, impl
+
+
+def install() -> bool:
+    """Put the package locator first in numba's list (once, before any kernel module is imported).
+    Returns False where numba's internals differ (then numba's own stamps apply: see the module doc;
+    tests/test_jitcache.py fails there, so a numba that breaks this is noticed)."""
+    global _installed
+    if _installed is None:
+        try:
+            locators, impl = _locator_classes()
+        except ImportError:  # no numba: nothing to cache
+            locators, impl = [], None
+        _installed = bool(locators)
+        if _installed:
+            impl._locator_classes[:0] = locators
+    return _installed
