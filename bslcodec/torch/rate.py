@@ -1,4 +1,9 @@
-"""Differentiable rate of the ``.bsl`` ``eg`` codec for training (the BackSlash regulariser, arXiv 2504.16968).
+"""Differentiable rate of ``.bsl`` codecs for training (the BackSlash regulariser, arXiv 2504.16968).
+
+:class:`RateLoss` takes ``quantizer=`` as ``save_file`` does. The default (``"auto"``: dependent
+quantization with ``rel_step``/``bits``, the codec ``ans-dq`` that ``save_file`` writes by default) is
+estimated by :mod:`bslcodec.torch.rate_dq` (torch operations on the parameters' device, DDP and FSDP2);
+this module's exp-Golomb surrogate below serves ``quantizer="uniform"`` (plain rounding, and ``max_error``).
 
 The encoder (spec 4.3) spends on a tensor ``W`` with step ``s``::
 
@@ -52,7 +57,7 @@ covered tensors' payload is ``B`` bits/weight, and then behaves like ``rel_step=
 
 Usage::
 
-    rate = RateLoss(model, lam=0.05, rel_step=1/8)            # lam: loss units per bit/weight
+    rate = RateLoss(model, lam=0.05, rel_step=1/8)            # lam: loss units per bit/weight (dq: ans-dq)
     loss = task_loss + rate()                                 # or: rate.attach() (gradient hooks)
     rate.bits(), rate.total_bits, rate.bits_per_weight        # logging
     save_trained(model, "model.bsl", rate=rate)               # encode with exactly these parameters
@@ -73,9 +78,10 @@ from numba.extending import intrinsic
 from ..codecs import golomb
 from ..container.dtypes import dtype_name
 from ..container.errors import EncodeError
-from ..pipeline.codec import LANE_SYMBOLS, SMALL_1D, LossyTensor, Settings, encode_lossless
+from ..pipeline.codec import LANE_SYMBOLS, SMALL_1D, LossyTensor, Settings, encode_lossless, resolve_quantizer
 from ..pipeline.ratecontrol import choose_rel_step
 from ..quantize import ggd
+from . import rate_dq
 
 _LN2 = math.log(2.0)
 METADATA_KEY = "bslcodec.rate"
@@ -563,8 +569,14 @@ class RateLoss:
     bit/weight: ``rate()`` returns ``lam * bits / n_weights`` (a 0-d tensor with a gradient).
 
     Step: exactly one of ``rel_step``, ``max_error``, ``bits`` (as in ``bslcodec.save``; default rel_step
-    1/64). ``refresh_every``: steps between re-estimations (GG fit, orders, calibration). ``calibrate``:
-    "exact" or "gg" (see the module docstring). ``eps``: surrogate smoothing width, in steps.
+    1/64). ``quantizer``: as ``save_file``'s (``"auto"``: dependent quantization, the default codec
+    ``ans-dq``, with ``rel_step``/``bits``; plain rounding with ``max_error``). With dq the estimate is
+    :mod:`bslcodec.torch.rate_dq`'s (torch operations on the parameters' device; DDP and FSDP2 DTensor
+    shards supported); with ``"uniform"`` it is this module's exp-Golomb surrogate (one process).
+    ``refresh_every``: steps between re-estimations (GG fit, orders, calibration). ``calibrate``:
+    "exact" (the encoder's own size at each refresh; with FSDP every rank gathers and encodes every
+    tensor), "gg" (plain rounding: the GG model only) or "hist" (dq: the ans estimate of the modelled
+    index histogram, computed on the device; no encoder run). ``eps``: surrogate smoothing width, in steps.
     ``fused``: CPU float32 tensors go through batched Numba kernels, three calls a step for all tensors
     together (else, and on GPU, torch operations a tensor). A refresh runs the encoder's own analysis
     (GG fit, quantization, order choice and, for ``codec="auto"``, the ans size estimate) on every tensor:
@@ -573,10 +585,14 @@ class RateLoss:
 
     def __init__(self, model, lam: float = 0.0, *, rel_step=None, max_error=None, bits=None, include=None,
                  exclude=None, refresh_every: int = 100, calibrate: str = "exact", eps: float = 0.5,
-                 detach_std: bool = False, fused: bool = True):
-        self.settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits)
-        if calibrate not in ("exact", "gg"):
-            raise ValueError(f"calibrate must be 'exact' or 'gg', not {calibrate!r}")
+                 detach_std: bool = False, fused: bool = True, quantizer: str = "auto"):
+        self.quantizer = resolve_quantizer(quantizer, max_error)
+        if self.quantizer == "dq" and max_error is not None:
+            raise EncodeError("RateLoss: quantizer='dq' with max_error= is not modelled (use rel_step= or bits=)")
+        self.settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, quantizer=self.quantizer)
+        ok = ("exact", "hist") if self.quantizer == "dq" else ("exact", "gg")
+        if calibrate not in ok:
+            raise ValueError(f"calibrate must be one of {ok} with quantizer={self.quantizer!r}, not {calibrate!r}")
         if refresh_every < 1:
             raise ValueError("refresh_every must be >= 1")
         self.lam, self.refresh_every, self.calibrate = float(lam), int(refresh_every), calibrate
@@ -605,13 +621,19 @@ class RateLoss:
         self._hooks = []
         self._batch = None  # the lossy tensors as one _Batch (CPU float32), rebuilt at a refresh
         self._hook_grads = None  # hook mode: state -> rate gradient of the current backward pass
+        self._dq = None  # dq: the rate_dq.DQRate of the lossy tensors, rebuilt when that set changes
+        if self.quantizer == "uniform" and any(rate_dq.local_and_group(st.param)[1] is not None
+                                               for st in self.states):
+            raise EncodeError("RateLoss: sharded (DTensor) parameters need quantizer='dq' (the default with "
+                              "rel_step= or bits=)")
 
     # ------------------------------------------------------------ refresh (no gradient)
 
     def _lossy_tensor(self, st):
-        arr = _as_numpy(st.param)
+        arr = _as_numpy(rate_dq.full_tensor(st.param))
         with _numba_threads_for(st.n):
             lt = LossyTensor(st.name, arr, dtype_name(arr.dtype))
+        lt.quantizer = self.quantizer
         _memo_code(lt)
         return lt, arr
 
@@ -622,6 +644,8 @@ class RateLoss:
             self._refresh()
 
     def _refresh(self):
+        if self.quantizer == "dq":
+            return self._refresh_dq()
         lts = [self._lossy_tensor(st) for st in self.states]
         if self.settings.bits is not None:
             with _numba_threads_for(max(st.n for st in self.states)):
@@ -631,6 +655,84 @@ class RateLoss:
             with _numba_threads_for(st.n):
                 self._refresh_one(st, lt, arr)
         self._rebuild_batch()
+
+    def _refresh_dq(self):
+        """dq: the rel_step (bits=), which tensors are stored exactly, bin widths and calibration."""
+        lts = None
+        if self.calibrate == "exact" or self.settings.bits is not None:
+            lts = [self._lossy_tensor(st) for st in self.states]
+        if self.settings.bits is not None:
+            with _numba_threads_for(max(st.n for st in self.states)):
+                self.rel, _ = choose_rel_step([lt for lt, _ in lts], [], self.settings.bits, self.n_weights,
+                                              overhead_bits=0)
+        if self.calibrate == "exact":
+            target = []
+            for st, (lt, arr) in zip(self.states, lts):
+                with _numba_threads_for(st.n):
+                    size = lt.size(lt.step_for(self.settings, self.rel))
+                if size is None or size >= arr.nbytes:  # the encoder stores it exactly
+                    st.lossless, st.exact_bits = True, 8.0 * len(encode_lossless(arr)[2])
+                else:
+                    st.lossless, st.exact_bits = False, 8.0 * size
+                target.append(st.exact_bits)
+        else:  # the ans estimate of the modelled index histogram (every tensor on its device)
+            for st in self.states:
+                st.lossless = False
+            self._dq_engine()
+            target = self._dq.hist_bits()
+            for st, t in zip(self.states, target):
+                raw = 8.0 * st.n * st.param.element_size()
+                st.lossless, st.exact_bits = t >= raw, (raw if t >= raw else t)
+        for st in self.states:
+            st.rel = self.rel
+        eng = self._dq_engine()
+        if eng is None:
+            return
+        eng.set_bins()
+        eng.delta.zero_()
+        surrogate, _ = eng.compute(False)
+        lossy = [st for st in self.states if not st.lossless]
+        want = torch.tensor([st.exact_bits for st in lossy], dtype=torch.float64, device=eng.device)
+        eng.delta.copy_((want - surrogate) / eng.n)
+        eng.last = want
+        for st in lossy:
+            st.k, st.nu, st.alpha = 0, float("nan"), float("nan")
+
+    def _dq_engine(self):
+        """The DQRate of the lossy tensors at the current rel_step (None if every tensor is stored exactly)."""
+        lossy = [st for st in self.states if not st.lossless]
+        if not lossy:
+            self._dq = None
+            return None
+        if self._dq is None or [id(p) for p in self._dq.params] != [id(st.param) for st in lossy]:
+            self._dq = rate_dq.DQRate([st.param for st in lossy], [st.n for st in lossy],
+                                      [self.rel] * len(lossy))
+            self._dq.through_std = not self.detach_std
+        self._dq.rel.fill_(self.rel)
+        return self._dq
+
+    def _lossless_bits(self) -> float:
+        return sum(st.exact_bits for st in self.states if st.lossless)
+
+    def _dq_call(self, scale):
+        eng = self._dq
+        if eng is None:
+            return torch.tensor(self._lossless_bits() * scale, dtype=torch.float32)
+        const = self._lossless_bits() * scale
+        locs = eng._local()
+        if torch.is_grad_enabled() and any(p.requires_grad for p in eng.params):
+            return rate_dq.DQBits.apply(eng, scale, *locs) + const
+        bits, _ = eng.compute(False, locs)
+        return (bits.sum() * scale + const).float()
+
+    def _sync_last(self):
+        """dq: copy the engine's per-tensor bits of the last call into the states (one device sync)."""
+        if self.quantizer != "dq":
+            return
+        eng = self._dq
+        vals = iter(eng.last.tolist() if eng is not None and eng.last is not None else [])
+        for st in self.states:
+            st.last = st.exact_bits if st.lossless else next(vals, None)
 
     def _rebuild_batch(self):
         """The lossy tensors as one _Batch and their refresh-time parameters as arrays."""
@@ -722,7 +824,10 @@ class RateLoss:
         return _SoftBits.apply(w, 1.0 / step, center, st.k, self.eps)
 
     def tensor_bits(self, st, w=None) -> torch.Tensor:
-        """The estimate for one tensor state (differentiable in ``w``, default its parameter)."""
+        """The estimate for one tensor state (differentiable in ``w``, default its parameter; plain
+        rounding only: the dq estimate is of all tensors together, see :meth:`estimate_now`)."""
+        if self.quantizer == "dq":
+            raise NotImplementedError("RateLoss.tensor_bits: plain rounding only; use estimate_now()")
         w = st.param if w is None else w
         if st.lossless:
             return torch.tensor(st.exact_bits, device=w.device)
@@ -737,6 +842,8 @@ class RateLoss:
         """``lam * estimated bits / n_weights``, differentiable; also updates :meth:`bits`."""
         self._tick()
         scale = self.lam / self.n_weights
+        if self.quantizer == "dq":
+            return self._dq_call(scale)
         if self._batch_ready():
             params = self._batch.params
             if torch.is_grad_enabled() and any(p.requires_grad for p in params):
@@ -764,7 +871,9 @@ class RateLoss:
                 if st.calls > self.steps:  # the first hook of a new backward pass: one step
                     self._tick()
                     self._hook_grads = None
-                    if self._batch_ready():  # all tensors at once: the weights do not change in backward
+                    if self.quantizer == "dq":
+                        self._hook_grads = self._dq_hook_grads()
+                    elif self._batch_ready():  # all tensors at once: the weights do not change in backward
                         _, c = self._batch_value(want_dx=bool(self.lam))
                         if self.lam:
                             b = self._batch
@@ -795,6 +904,18 @@ class RateLoss:
             self._hooks.append(st.param.register_hook(hook))
         return self
 
+    def _dq_hook_grads(self) -> dict:
+        eng = self._dq
+        if eng is None:
+            return {}
+        if eng.group is not None:
+            raise EncodeError("RateLoss.attach: not with sharded (DTensor) parameters; use loss + rate()")
+        _, c = eng.compute(bool(self.lam))
+        if not self.lam:
+            return {}
+        grads = eng.grads(c, self.lam / self.n_weights)
+        return {id(st): g for st, g in zip([s for s in self.states if not s.lossless], grads)}
+
     def detach(self) -> None:
         for h in self._hooks:
             h.remove()
@@ -804,10 +925,12 @@ class RateLoss:
 
     def bits(self) -> dict:
         """name -> estimated payload bits at the last call (None before the first)."""
+        self._sync_last()
         return {st.name: (None if st.last is None else float(st.last)) for st in self.states}
 
     @property
     def total_bits(self) -> float:
+        self._sync_last()
         vals = [float(st.last) for st in self.states if st.last is not None]
         return float(sum(vals)) if vals else float("nan")
 
@@ -818,6 +941,11 @@ class RateLoss:
     @torch.no_grad()
     def estimate_now(self) -> dict:
         """name -> current estimate in bits, without a refresh (what the rate loss would say now)."""
+        if self.quantizer == "dq":
+            if self._dq is not None:
+                self._dq.compute(False)
+            self._sync_last()
+            return {st.name: float(st.last) for st in self.states}
         return {st.name: float(self.tensor_bits(st)) for st in self.states}
 
     @torch.no_grad()
@@ -843,6 +971,7 @@ class RateLoss:
 
     def summary(self) -> list:
         """Per tensor: name, numel, order k, GG shape/scale, step, estimated and refresh-time exact bits."""
+        self._sync_last()
         return [{"name": st.name, "numel": st.n, "k": st.k, "gg_nu": st.nu, "gg_scale": st.alpha,
                  "step": st.step, "lossless": st.lossless,
                  "bits": None if st.last is None else float(st.last), "exact_bits_at_refresh": st.exact_bits}
@@ -854,12 +983,11 @@ class RateLoss:
             return {"max_error": self.settings.max_error}
         if self.settings.bits is not None and refresh:
             self.refresh()
-        # the rate model is of plain rounding (steps, centers and symbols as LossyTensor computes them)
-        return {"rel_step": self.rel, "quantizer": "uniform"}
+        return {"rel_step": self.rel, "quantizer": self.quantizer}
 
 
 def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=None, max_error=None, bits=None,
-                 include=None, lossless=None, metadata=None):
+                 include=None, lossless=None, metadata=None, quantizer="auto"):
     """Encode trained weights with exactly the parameters a :class:`RateLoss` assumed.
 
     ``model``: an ``nn.Module`` (its ``state_dict()``) or a dict name -> tensor. Give the ``rate`` used in
@@ -875,12 +1003,13 @@ def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=Non
     if isinstance(model, torch.nn.Module):
         tensors = dict(model.state_dict())
         if rate is None:
-            rate = RateLoss(model, 0.0, rel_step=rel_step, max_error=max_error, bits=bits, include=include)
+            rate = RateLoss(model, 0.0, rel_step=rel_step, max_error=max_error, bits=bits, include=include,
+                            quantizer=quantizer)
     else:
         tensors = dict(model)
         if rate is None:
             rate = RateLoss(list((k, v) for k, v in tensors.items()), 0.0, rel_step=rel_step,
-                            max_error=max_error, bits=bits, include=include)
+                            max_error=max_error, bits=bits, include=include, quantizer=quantizer)
     kw = rate.encode_settings(refresh=True)
     meta = dict(metadata or {})
     meta[METADATA_KEY] = json.dumps({"lam": rate.lam, **{k: v for k, v in (
@@ -890,7 +1019,7 @@ def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=Non
         spec = cola_spec(model)
         if spec:
             meta[COLA_METADATA_KEY] = json.dumps(spec)
-    tensors = {k: v.detach() for k, v in tensors.items()}
+    tensors = {k: rate_dq.full_tensor(v).detach() for k, v in tensors.items()}  # FSDP: whole tensors
     if path is None:
         return api.save(tensors, metadata=meta, lossless=lossless, **kw)
     api.save_file(tensors, path, metadata=meta, lossless=lossless, **kw)

@@ -435,7 +435,9 @@ def estimate_vs_real(model, rate, args):
     blob = save_trained(model, rate=rate)
     real = file_stats(blob, covered)["covered_payload_bits"]
     running = rate.total_bits  # the value the loss used at the last training step
-    gg = RateLoss(model, 0.0, rel_step=args.rel_step, calibrate="gg")
+    # the model-only estimate (no encoder run): GG for plain rounding, the index histogram for dq
+    gg = RateLoss(model, 0.0, rel_step=args.rel_step, calibrate="gg" if rate.quantizer == "uniform" else "hist",
+                  quantizer=rate.quantizer)
     with torch.no_grad():
         gg()
     return {"real_payload_bits": real, "running_estimate_bits": running,
@@ -561,7 +563,7 @@ def markdown(res) -> str:
     L.append("### Estimate vs real encoded size (covered tensors' payload)")
     L.append("")
     L.append("| λ | real payload bits/weight | running estimate (last step) | error | steps since refresh | "
-             "GG-only estimate | error |")
+             "model-only estimate (GG / dq histogram) | error |")
     L.append("|---|---|---|---|---|---|---|")
     for lam, r in res["runs"].items():
         e = r.get("estimate")

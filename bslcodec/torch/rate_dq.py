@@ -1,0 +1,292 @@
+"""Differentiable rate of the default codec (dependent quantization + rANS, ``ans-dq``, spec 4.6), in torch
+operations on the parameters' own device, for one process, DDP and FSDP2 (DTensor-sharded parameters).
+
+Model. ``save_file``'s default quantizes a tensor ``W`` (n elements) with step ``Δ = rel_step · 0.575 · std(W)``
+and center ``c = rint(mean / Δ)``; with ``v = w / Δ - c`` the trellis (``bslcodec.codecs.dq_search``) stores
+an index ``k`` per element: about ``v / 2`` where the state machine is in quantizer Q0 (even levels) and
+``(v + sgn v) / 2`` in Q1 (odd levels and zero), each about half of the time, and rANS codes the indices
+with the tensor's own histogram. So the payload is modelled as ``n`` times the entropy of the 50/50 mixture
+of the histograms of ``y0 = v / 2`` and ``y1 = (v + sgn v) / 2`` rounded. Costed with the ans coder's own
+model (``rans.estimate_size`` of the mixture's token histogram) this is within 0.3 % of the real payload
+on generalized-Gaussian tensors of shape >= 0.8 at rel_step <= 1/4, within 1.3 % at shape 0.5
+(``tests/test_torch_rate_dq.py``, ``results/training.md``).
+
+Surrogate (every step). A histogram of ``y0`` and ``y1`` (bins of ``b`` indices, ``b`` a power of two set
+at each refresh so the tensor's range fits ``2 HALF_BINS + 1`` bins) gives a code length per bin,
+``L = log2(2n / count) + log2 b``. The value is the histogram's own total, ``½ Σ_bins count · L`` (n times
+the mixture's entropy, tracking reshaped weights between refreshes); the gradient is that of the
+surrogate ``Σ_i ½ (L̃(y0_i) + L̃(y1_i))``, ``L̃`` linear between bin centers, whose slope is the first-order
+change of ``n·H`` when one weight moves mass from one bin to the next (the gradient of the entropy of a
+histogram coder). The step goes through the std, so the gradient has the std term as well (the rate,
+like the file, does not change with the tensor's scale).
+Per tensor the value is ``n·H + n · delta``; ``delta`` calibrates it at each refresh, to the encoder's
+own size (``calibrate="exact"``) or to the ans estimate of the mixture histogram (``calibrate="hist"``,
+no encoder run: what a big model on a GPU wants).
+
+Distributed. Parameters that are DTensors (FSDP2's ``fully_shard``) are used through their local shards;
+the per-tensor sums (moments, histograms, max, value) are all-reduced over the mesh, so every rank computes
+the same step, histogram, code lengths and loss as one process would, and each rank's gradient is the
+one-process gradient of its shard (no communication in backward: the one global sum the std term needs is
+taken in forward). Under DDP every rank holds whole parameters and computes the same numbers without
+communication; DDP then averages identical rate gradients.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from ..codecs import rans
+from ..container.errors import EncodeError
+from ..pipeline.codec import ANS_LANE_SYMBOLS
+from ..quantize import dq
+
+HALF_BINS = 2048  # histogram bins each side of the center (4097 x 4 bytes fits a CUDA block's shared memory)
+_SMOOTH = 0.5  # pseudo-count per bin: an empty bin costs log2(4n) bits, not infinity
+_FINE_S, _FINE_M = rans.FINE_S, rans.FINE_M
+
+
+def local_and_group(p):
+    """(local tensor, process group or None) of a parameter: a DTensor's shard on a 1-D mesh."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return p, None
+    if not isinstance(p, DTensor):
+        return p, None
+    if p.device_mesh.ndim != 1:
+        raise EncodeError("RateLoss: DTensor parameters are supported on a 1-D device mesh (FSDP2) only")
+    return p.to_local(), p.device_mesh.get_group()
+
+
+def full_tensor(p):
+    """The whole tensor of a parameter (a DTensor is gathered: a collective every rank must join)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover
+        return p
+    return p.full_tensor() if isinstance(p, DTensor) else p
+
+
+def _all_reduce(t, group, op=None):
+    if group is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
+    return t
+
+
+def _tokens(k):
+    """The ans coder's fine tokens (split s=12, m=4, ``rans._token``) of indices ``k`` (int64)."""
+    u = torch.where(k >= 0, 2 * k, -2 * k - 1)
+    big = u >= (1 << _FINE_S)
+    e = torch.frexp(u.clamp_min(1).double())[1].long() - 1  # floor(log2 u), exact for u < 2^53
+    nb = (e - _FINE_M).clamp_min(0)
+    tok = (1 << _FINE_S) + ((e - _FINE_S) << _FINE_M) + ((u >> nb) - (1 << _FINE_M))
+    return torch.where(big, tok, u)
+
+
+class DQRate:
+    """The estimate for a fixed list of (global numel, parameter) of one device; ``rel`` per tensor."""
+
+    def __init__(self, params, n, rel):
+        self.params = list(params)
+        locals_groups = [local_and_group(p) for p in self.params]
+        groups = {id(g): g for _, g in locals_groups if g is not None}
+        if len(groups) > 1:
+            raise EncodeError("RateLoss: parameters sharded over different process groups")
+        if groups and any(g is None for _, g in locals_groups):
+            raise EncodeError("RateLoss: some covered parameters are DTensors and some are not; "
+                              "cover only sharded (or only whole) parameters")
+        self.group = next(iter(groups.values()), None)
+        dev = {lt.device for lt, _ in locals_groups}
+        if len(dev) != 1:
+            raise EncodeError(f"RateLoss: covered parameters on several devices ({sorted(map(str, dev))})")
+        self.device = dev.pop()
+        T = len(self.params)
+        f64 = dict(dtype=torch.float64, device=self.device)
+        self.n = torch.tensor(n, **f64)
+        self.rel = torch.tensor(rel, **f64)
+        self.delta = torch.zeros(T, **f64)
+        self.bin = torch.ones(T, **f64)  # bin width in indices (a power of two)
+        self.last = None  # per-tensor bits of the last call (a device tensor)
+        self.through_std = True  # the gradient's std term (RateLoss(detach_std=True) turns it off)
+        # same local numel: one stacked [T_g, n_g] pass (a transformer has a handful of shapes)
+        by_numel = {}
+        for i, (lt, _) in enumerate(locals_groups):
+            if lt.numel():
+                by_numel.setdefault(lt.numel(), []).append(i)
+        self.groups = list(by_numel.values())
+
+    def _local(self):
+        return [local_and_group(p)[0] for p in self.params]
+
+    def _rows(self, locs, idx):
+        return torch.stack([locs[i].detach().reshape(-1).float() for i in idx])
+
+    def moments(self, locs):
+        """(mean, var) per tensor of the whole tensors (float64, all ranks equal)."""
+        T = len(self.params)
+        s = torch.zeros(T, 2, dtype=torch.float64, device=self.device)
+        for idx in self.groups:
+            W = self._rows(locs, idx)
+            s[idx, 0] = W.sum(1, dtype=torch.float64)
+            s[idx, 1] = W.square().sum(1, dtype=torch.float64)
+        _all_reduce(s, self.group)
+        mean = s[:, 0] / self.n
+        var = (s[:, 1] / self.n - mean * mean).clamp_min(1e-30)
+        return mean, var
+
+    def step_center(self, mean, var):
+        step = self.rel * dq.STEP_FACTOR * var.sqrt()
+        return step, torch.round(mean / step)
+
+    # ------------------------------------------------------------ refresh-time statistics (no gradient)
+
+    @torch.no_grad()
+    def set_bins(self):
+        """Bin widths: the smallest power of two for which twice the largest |y| fits HALF_BINS bins."""
+        locs = self._local()
+        mean, var = self.moments(locs)
+        step, center = self.step_center(mean, var)
+        mx = torch.zeros(len(self.params), dtype=torch.float64, device=self.device)
+        for idx in self.groups:
+            W = self._rows(locs, idx).double()
+            v = W / step[idx, None] - center[idx, None]
+            mx[idx] = v.abs().amax(1) * 0.5 + 1.0
+        import torch.distributed as dist
+
+        _all_reduce(mx, self.group, dist.ReduceOp.MAX if self.group is not None else None)
+        self.bin = torch.exp2(torch.ceil(torch.log2(2 * mx / HALF_BINS)).clamp_min(0))
+
+    @torch.no_grad()
+    def hist_bits(self):
+        """Per tensor: the ans coder's estimate (bits) of the mixture of the Q0 and Q1 index histograms,
+        from the fine token histogram (``rans.estimate_size``): the payload without running the trellis."""
+        locs = self._local()
+        mean, var = self.moments(locs)
+        step, center = self.step_center(mean, var)
+        T = len(self.params)
+        h = torch.zeros(T, rans.FINE_K, dtype=torch.float64, device=self.device)
+        for idx in self.groups:
+            W = self._rows(locs, idx).double()
+            v = W / step[idx, None] - center[idx, None]
+            lim = float(1 << 23)
+            for y in (0.5 * v, 0.5 * (v + torch.sign(v))):
+                tok = _tokens(torch.round(y).clamp(-lim, lim).long())
+                tok = tok + torch.arange(len(idx), device=self.device)[:, None] * rans.FINE_K
+                h[idx] += torch.bincount(tok.reshape(-1), minlength=len(idx) * rans.FINE_K
+                                         ).view(len(idx), rans.FINE_K).double()
+        h = _all_reduce(h, self.group).cpu().numpy().astype(np.int64)
+        return [8.0 * rans.estimate_size(hist=h[t], lane_symbols=ANS_LANE_SYMBOLS) / 2 if h[t].sum() else 0.0
+                for t in range(T)]
+
+    # ------------------------------------------------------------ the estimate
+
+    def compute(self, want_grad, locs=None):
+        """(per-tensor bits incl. calibration [T] float64, gradient context or None). No autograd."""
+        locs = self._local() if locs is None else locs
+        with torch.no_grad():
+            mean, var = self.moments(locs)
+            step, center = self.step_center(mean, var)
+            inv = (1.0 / step).float()
+            T = len(self.params)
+            K = HALF_BINS
+            nb = 2 * K + 1
+            pos = {}  # group -> (W, P0, P1): weights and bin positions y / b (float32 [T_g, n_g])
+            hist = torch.zeros(T, nb, dtype=torch.float32, device=self.device)
+            for gi, idx in enumerate(self.groups):
+                W = self._rows(locs, idx)
+                v = W * inv[idx, None] - center[idx, None].float()
+                sc = (0.5 / self.bin[idx]).float()[:, None]
+                P0 = (v * sc).clamp_(-K, K)  # y0 / b
+                P1 = torch.addcmul(v, torch.sign(v), torch.ones_like(sc)).mul_(sc).clamp_(-K, K)  # y1 / b
+                del v
+                for P in (P0, P1):
+                    for r, t in enumerate(idx):  # bins centered on -K..K
+                        hist[t] += torch.histc(P[r], bins=nb, min=-K - 0.5, max=K + 0.5)
+                pos[gi] = (W, P0, P1) if want_grad else None
+            _all_reduce(hist, self.group)
+            # code length per bin: L = log2(2n) - log2(count) + log2(b); the value is the histogram's
+            # (half of the two coordinates' total: n x the mixture's entropy), the gradient the slope of L
+            # linear between bin centers (the first-order change of that total when a weight moves)
+            L = (torch.log2(2 * self.n) + torch.log2(self.bin)).float()[:, None] - torch.log2(hist + _SMOOTH)
+            total = (hist.double() * L.double()).sum(1)
+            gw = torch.zeros(T, dtype=torch.float64, device=self.device)
+            ctx = {}
+            for gi, idx in enumerate(self.groups if want_grad else ()):
+                W, P0, P1 = pos.pop(gi)
+                Lg = L[idx]
+                G = None
+                for P in (P0, P1):
+                    i0 = P.floor().clamp_(max=K - 1)
+                    i0 = i0.long().add_(K)
+                    slope = torch.gather(Lg, 1, i0 + 1).sub_(torch.gather(Lg, 1, i0))  # bits per bin
+                    G = slope if G is None else G.add_(slope)
+                    del i0
+                # d bits / d w = ½ (s0 + s1) · d y / d w, d y / d w = 1 / (2 Δ), per bin: / b
+                G.mul_((0.25 / self.bin[idx] * inv[idx].double()).float()[:, None])
+                gw[idx] = (G * W).sum(1, dtype=torch.float64)
+                ctx[gi] = (W, G)
+            bits = 0.5 * total + self.n * self.delta
+            self.last = bits
+            if not want_grad:
+                return bits, None
+            return bits, (ctx, _all_reduce(gw, self.group), mean, var)
+
+    def grads(self, c, scale):
+        """Per covered parameter: ``scale`` x d(total bits)/d(local shard), local shapes (None: empty)."""
+        ctx, gw, mean, var = c
+        beta = (gw / (self.n * var)).float() * scale * float(self.through_std)  # the std term: Δ ∝ std(W)
+        locs = self._local()
+        out = [None] * len(self.params)
+        for gi, idx in enumerate(self.groups):
+            W, G = ctx[gi]
+            g = G.mul_(scale).sub_(W.sub_(mean[idx].float()[:, None]).mul_(beta[idx, None]))
+            for r, t in enumerate(idx):
+                out[t] = g[r].view(locs[t].shape).to(locs[t].dtype)
+        return out
+
+
+class DQBits(torch.autograd.Function):
+    """``scale`` x the summed estimate of all tensors of a :class:`DQRate` as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, engine, scale, *locs):
+        bits, c = engine.compute(True, list(locs))
+        ctx.engine, ctx.c, ctx.scale = engine, c, scale
+        ctx.shapes = [(lt.shape, lt.dtype, lt.device) for lt in locs]
+        return (bits.sum() * scale).float()
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.c is None:
+            raise RuntimeError("RateLoss: backward through the same rate() twice")
+        gs = ctx.engine.grads(ctx.c, grad.double() * ctx.scale)
+        ctx.c = None
+        return (None, None, *[g if g is not None else torch.zeros(s, dtype=d, device=v)
+                              for g, (s, d, v) in zip(gs, ctx.shapes)])
+
+
+def dq_reference_bits(w: torch.Tensor, rel: float, bin_width: float = 1.0, delta: float = 0.0) -> tuple:
+    """The estimate of one whole tensor in plain float64 torch (slow; the tests' oracle): (value in bits,
+    surrogate whose autograd gradient is the rate gradient)."""
+    w = w.double().reshape(-1)
+    n = w.numel()
+    var, mean = torch.var_mean(w, correction=0)
+    step = rel * dq.STEP_FACTOR * var.clamp_min(1e-30).sqrt()
+    center = torch.round(mean.detach() / step.detach())
+    v = w / step - center
+    K = HALF_BINS
+    total = 0.0
+    ys = (0.5 * v, 0.5 * (v + torch.sign(v.detach())))
+    ps = [(y / bin_width).clamp(-K, K) for y in ys]
+    counts = torch.zeros(2 * K + 1, dtype=torch.float64)
+    for p in ps:
+        counts += torch.bincount(torch.floor(p.detach() + 0.5).long() + K, minlength=2 * K + 1).double()
+    L = math.log2(2 * n) + math.log2(bin_width) - torch.log2(counts + _SMOOTH)
+    value = 0.5 * float((counts * L).sum()) + n * delta
+    for p in ps:
+        i0 = p.detach().floor().clamp(max=K - 1).long()
+        total = total + (L[i0 + K] + (p - i0) * (L[i0 + K + 1] - L[i0 + K])).sum()
+    return value, 0.5 * total

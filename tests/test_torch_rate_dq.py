@@ -1,0 +1,146 @@
+"""RateLoss for the default codec (dependent quantization, ``ans-dq``): the estimate against the bytes the
+default encoder writes, the gradient against a float64 reference, and DDP / FSDP2 on 2 gloo ranks against
+one process."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import bslcodec  # noqa: E402
+from bslcodec.files.api import _Source  # noqa: E402
+from bslcodec.torch import RateLoss, save_trained  # noqa: E402
+from bslcodec.torch.rate_dq import dq_reference_bits  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def entries(blob):
+    src = _Source(data=blob)
+    try:
+        return {e.name: (8 * e.length, e.codec) for e in src.index.entries}
+    finally:
+        src.close()
+
+
+def gg(nu, shape, seed):
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((stats.gennorm.rvs(nu, size=shape, random_state=rng) * 0.02).astype(np.float32))
+
+
+@pytest.mark.parametrize("calibrate", ["exact", "hist"])
+@pytest.mark.parametrize("nu,shape", [(0.6, (300, 700)), (1.0, (1024, 1100)), (2.0, (70, 1000)),
+                                      (1.0, (96, 768))])
+def test_estimate_within_2_percent_of_the_default_file(nu, shape, calibrate):
+    """The estimate (``hist``: the modelled index histogram only, no encoder run) is within 2 % of the
+    payload ``save_file``'s default writes (ans-dq), at several steps; the file is the default codec."""
+    p = torch.nn.Parameter(gg(nu, shape, seed=int(nu * 10) + shape[0]))
+    for rel in (1 / 4, 1 / 8, 1 / 32):
+        rate = RateLoss([("w", p)], 1.0, rel_step=rel, calibrate=calibrate)
+        rate().backward()
+        blob = save_trained({"w": p.detach()}, rate=rate)
+        real, codec = entries(blob)["w"]
+        assert codec == "ans-dq"
+        assert entries(bslcodec.save({"w": p.detach().numpy()}, rel_step=rel))["w"] == (real, codec)
+        tol = 0.002 if calibrate == "exact" else 0.02  # exact: the encoder's own ans estimate (~0.2 %)
+        assert rate.total_bits == pytest.approx(real, rel=tol), (rel, rate.total_bits, real)
+
+
+def _meta(blob, tmp_path):
+    path = tmp_path / "m.bsl"
+    path.write_bytes(blob)
+    with bslcodec.safe_open(path) as f:
+        return f.metadata()
+
+
+def test_value_and_gradient_match_the_float64_reference():
+    w = gg(1.0, (200, 300), seed=1)
+    p = torch.nn.Parameter(w.clone())
+    rate = RateLoss([("w", p)], 3.0, rel_step=1 / 8)
+    rate().backward()
+    eng = rate._dq
+    w64 = w.double().requires_grad_(True)
+    value, surrogate = dq_reference_bits(w64, 1 / 8, float(eng.bin[0]), float(eng.delta[0]))
+    surrogate.backward()
+    assert rate.total_bits == pytest.approx(value, rel=1e-5)
+    expect = w64.grad * (3.0 / p.numel())
+    # float32 vs float64 positions put a few elements on the other side of a bin edge
+    assert float((p.grad.double() - expect).norm() / expect.norm()) < 0.01
+    # the step follows the std: the gradient has no component along (w - mean) (scale invariance)
+    c = (w - w.mean()).double()
+    assert abs(float((p.grad.double() * c).sum() / (p.grad.double().norm() * c.norm()))) < 1e-3
+
+
+def test_wide_tensors_get_wider_bins_and_finite_gradients():
+    w = gg(0.5, (400, 500), seed=3)  # heavy tails: |y| far beyond the bins at width 1
+    w[0, :10] = 0.0
+    p = torch.nn.Parameter(w)
+    rate = RateLoss([("w", p)], 1.0, rel_step=1 / 64)
+    rate().backward()
+    assert float(rate._dq.bin[0]) > 1
+    assert torch.isfinite(p.grad).all()
+    real, _ = entries(save_trained({"w": p.detach()}, rate=rate))["w"]
+    assert rate.total_bits == pytest.approx(real, rel=0.002)
+
+
+def test_save_trained_writes_the_default_codec(tmp_path):
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(300, 400), torch.nn.Linear(400, 10))
+    blob = save_trained(m, rel_step=1 / 16)
+    assert entries(blob)["0.weight"][1] == "ans-dq"
+    assert '"quantizer": "dq"' in _meta(blob, tmp_path)["bslcodec.rate"]
+    uni = save_trained(m, rel_step=1 / 16, quantizer="uniform")
+    assert entries(uni)["0.weight"][1] in ("ans", "eg")
+    with pytest.raises(bslcodec.EncodeError):
+        RateLoss(m, 1.0, max_error=1e-3, quantizer="dq")
+    with pytest.raises(ValueError):
+        RateLoss(m, 1.0, rel_step=1 / 8, calibrate="gg")  # the GG model is of plain rounding
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("mode,calibrate", [("ddp", "hist"), ("fsdp", "exact")])
+def test_two_ranks_match_one_process(mode, calibrate, tmp_path):
+    """2 gloo ranks (torchrun), each on half the batch: every rank's rate value and every whole gradient
+    after 3 SGD steps (one refresh in between) equal one process on the whole batch."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch without distributed")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), os.path.join(HERE, "dist_rate_worker.py"), mode, str(tmp_path), calibrate]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sys.path.insert(0, HERE)
+    try:
+        import dist_rate_worker as worker
+    finally:
+        sys.path.remove(HERE)
+    ref = worker.reference(calibrate)
+    for rank in (0, 1):
+        res = torch.load(tmp_path / f"rank{rank}.pt")
+        assert len(res) == len(ref) == worker.STEPS
+        for got, want in zip(res, ref):
+            assert got["rate"] == pytest.approx(want["rate"], rel=1e-5)
+            assert got["bits"] == pytest.approx(want["bits"], rel=1e-5)
+            for name, g in want["grads"].items():
+                scale = float(g.abs().max())
+                assert torch.allclose(got["grads"][name], g, rtol=1e-4, atol=1e-5 * scale), (mode, name)
