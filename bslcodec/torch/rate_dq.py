@@ -117,6 +117,9 @@ class DQRate:
             if lt.numel():
                 by_numel.setdefault(lt.numel(), []).append(i)
         self.groups = list(by_numel.values())
+        # the groups' rows as device index tensors: indexing a CUDA tensor with a Python list copies the
+        # list from pageable memory, which waits for the stream (a sync every step)
+        self.gidx = [torch.tensor(idx, dtype=torch.long, device=self.device) for idx in self.groups]
 
     def _local(self):
         return [local_and_group(p)[0] for p in self.params]
@@ -128,10 +131,9 @@ class DQRate:
         """(mean, var) per tensor of the whole tensors (float64, all ranks equal)."""
         T = len(self.params)
         s = torch.zeros(T, 2, dtype=torch.float64, device=self.device)
-        for idx in self.groups:
+        for idx, gi in zip(self.groups, self.gidx):
             W = self._rows(locs, idx)
-            s[idx, 0] = W.sum(1, dtype=torch.float64)
-            s[idx, 1] = W.square().sum(1, dtype=torch.float64)
+            s[gi] = torch.stack([W.sum(1, dtype=torch.float64), W.square().sum(1, dtype=torch.float64)], 1)
         _all_reduce(s, self.group)
         mean = s[:, 0] / self.n
         var = (s[:, 1] / self.n - mean * mean).clamp_min(1e-30)
@@ -150,10 +152,10 @@ class DQRate:
         mean, var = self.moments(locs)
         step, center = self.step_center(mean, var)
         mx = torch.zeros(len(self.params), dtype=torch.float64, device=self.device)
-        for idx in self.groups:
+        for idx, gi in zip(self.groups, self.gidx):
             W = self._rows(locs, idx).double()
-            v = W / step[idx, None] - center[idx, None]
-            mx[idx] = v.abs().amax(1) * 0.5 + 1.0
+            v = W / step[gi, None] - center[gi, None]
+            mx[gi] = v.abs().amax(1) * 0.5 + 1.0
         import torch.distributed as dist
 
         _all_reduce(mx, self.group, dist.ReduceOp.MAX if self.group is not None else None)
@@ -168,14 +170,14 @@ class DQRate:
         step, center = self.step_center(mean, var)
         T = len(self.params)
         h = torch.zeros(T, rans.FINE_K, dtype=torch.float64, device=self.device)
-        for idx in self.groups:
+        for idx, gi in zip(self.groups, self.gidx):
             W = self._rows(locs, idx).double()
-            v = W / step[idx, None] - center[idx, None]
+            v = W / step[gi, None] - center[gi, None]
             lim = float(1 << 23)
             for y in (0.5 * v, 0.5 * (v + torch.sign(v))):
                 tok = _tokens(torch.round(y).clamp(-lim, lim).long())
                 tok = tok + torch.arange(len(idx), device=self.device)[:, None] * rans.FINE_K
-                h[idx] += torch.bincount(tok.reshape(-1), minlength=len(idx) * rans.FINE_K
+                h[gi] += torch.bincount(tok.reshape(-1), minlength=len(idx) * rans.FINE_K
                                          ).view(len(idx), rans.FINE_K).double()
         h = _all_reduce(h, self.group).cpu().numpy().astype(np.int64)
         return [8.0 * rans.estimate_size(hist=h[t], lane_symbols=ANS_LANE_SYMBOLS) / 2 if h[t].sum() else 0.0
@@ -195,10 +197,10 @@ class DQRate:
             nb = 2 * K + 1
             pos = {}  # group -> (W, P0, P1): weights and bin positions y / b (float32 [T_g, n_g])
             hist = torch.zeros(T, nb, dtype=torch.float32, device=self.device)
-            for gi, idx in enumerate(self.groups):
+            for gi, (idx, ix) in enumerate(zip(self.groups, self.gidx)):
                 W = self._rows(locs, idx)
-                v = W * inv[idx, None] - center[idx, None].float()
-                sc = (0.5 / self.bin[idx]).float()[:, None]
+                v = W * inv[ix, None] - center[ix, None].float()
+                sc = (0.5 / self.bin[ix]).float()[:, None]
                 P0 = (v * sc).clamp_(-K, K)  # y0 / b
                 P1 = torch.addcmul(v, torch.sign(v), torch.ones_like(sc)).mul_(sc).clamp_(-K, K)  # y1 / b
                 del v
@@ -214,9 +216,9 @@ class DQRate:
             total = (hist.double() * L.double()).sum(1)
             gw = torch.zeros(T, dtype=torch.float64, device=self.device)
             ctx = {}
-            for gi, idx in enumerate(self.groups if want_grad else ()):
+            for gi, ix in enumerate(self.gidx if want_grad else ()):
                 W, P0, P1 = pos.pop(gi)
-                Lg = L[idx]
+                Lg = L[ix]
                 G = None
                 for P in (P0, P1):
                     i0 = P.floor().clamp_(max=K - 1)
@@ -225,8 +227,8 @@ class DQRate:
                     G = slope if G is None else G.add_(slope)
                     del i0
                 # d bits / d w = ½ (s0 + s1) · d y / d w, d y / d w = 1 / (2 Δ), per bin: / b
-                G.mul_((0.25 / self.bin[idx] * inv[idx].double()).float()[:, None])
-                gw[idx] = (G * W).sum(1, dtype=torch.float64)
+                G.mul_((0.25 / self.bin[ix] * inv[ix].double()).float()[:, None])
+                gw[ix] = (G * W).sum(1, dtype=torch.float64)
                 ctx[gi] = (W, G)
             bits = 0.5 * total + self.n * self.delta
             self.last = bits
@@ -240,9 +242,9 @@ class DQRate:
         beta = (gw / (self.n * var)).float() * scale * float(self.through_std)  # the std term: Δ ∝ std(W)
         locs = self._local()
         out = [None] * len(self.params)
-        for gi, idx in enumerate(self.groups):
+        for gi, (idx, ix) in enumerate(zip(self.groups, self.gidx)):
             W, G = ctx[gi]
-            g = G.mul_(scale).sub_(W.sub_(mean[idx].float()[:, None]).mul_(beta[idx, None]))
+            g = G.mul_(scale).sub_(W.sub_(mean[ix].float()[:, None]).mul_(beta[ix, None]))
             for r, t in enumerate(idx):
                 out[t] = g[r].view(locs[t].shape).to(locs[t].dtype)
         return out
