@@ -1,6 +1,7 @@
 """Tables and plots of the rate-quality suite from its JSON (written by run.py): ``<stem>.md`` and ``<stem>.png``.
 
     python tools/suite/report.py [--json results/suite.json]
+    python tools/suite/report.py --merge a.json b.json --json results/suite.json   # runs made in separate processes
 
 The headline table (between the ``suite-headline`` markers of the .md) is the one BENCHMARKS.md quotes.
 """
@@ -151,10 +152,32 @@ def render(d, stem) -> str:
     return "\n".join(parts)
 
 
+def merge(paths, out_path):
+    """One JSON from several runs: their models side by side; meta from the first, each run's meta in meta.parts."""
+    parts = []
+    for p in paths:
+        with open(p) as fh:
+            parts.append(json.load(fh))
+    meta = dict(parts[0]["meta"])
+    meta["parts"] = [p["meta"] for p in parts]
+    meta["command"] = " + ".join(p["meta"]["command"] for p in parts) + " (separate processes at the same time)"
+    meta["wall_s"] = max(p["meta"].get("wall_s") or 0 for p in parts)
+    heads = {p["meta"].get("git_head") for p in parts}
+    meta["git_head"] = ", ".join(sorted(h for h in heads if h))
+    meta["bslcodec_worktree_dirty"] = any(p["meta"].get("bslcodec_worktree_dirty") for p in parts)
+    d = {"meta": meta, "models": {k: v for p in parts for k, v in p["models"].items()}}
+    with open(out_path, "w") as fh:
+        json.dump(d, fh, indent=1, default=float)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", default=os.path.join(ROOT, "results", "suite.json"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="write --json from these runs' JSON files (one "
+                    "model each, e.g. run as parallel processes), then report it")
     args = ap.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.json)
     with open(args.json) as fh:
         d = json.load(fh)
     stem = os.path.splitext(args.json)[0]
