@@ -97,38 +97,59 @@ def test_row_shards_read_a_fraction(model_file):
                     assert min(fr) > 0.99, (name, ws, fr)
 
 
-def test_poisoned_bytes_are_never_read(model_file, full, tmp_path):
-    """Overwrite every payload byte outside what rank 1 of 3 needs for q.weight: its slice is unchanged."""
-    from bslcodec.files.api import _Source
+def _needed_spans(payload: bytes, e, g0: int, g1: int) -> list:
+    """Byte ranges of a payload that decoding groups [g0, g1) reads: the tables and those groups' words."""
     from bslcodec.torch.compressed import eg_word_offsets
 
-    data = bytearray(model_file.read_bytes())
-    src = _Source(path=str(model_file))
+    s = e.params["lane_symbols"]
+    if e.codec == "eg":
+        offs, head_padded, _ = eg_word_offsets(payload, e.numel, s)
+        return [(0, head_padded), (head_padded + 8 * int(offs[g0]), head_padded + 8 * int(offs[g1]))]
+    assert e.codec in ("ans", "ans-dq"), e.codec  # spec 4.4: header, table, W[g], then each group's words
+    p = np.frombuffer(payload, np.uint8)
+    b = int(p[8:12].view("<u4")[0])
+    h = 12 + b + (-(12 + b) % 4)
+    g = -(-e.numel // (32 * s))
+    w = p[h:h + 4 * g].view("<u4").astype(np.int64)
+    offs = np.concatenate([[0], np.cumsum(2 * (w + w % 2))])
+    area = h + 4 * g
+    return [(0, area), (area + int(offs[g0]), area + int(offs[g1]))]
+
+
+@pytest.mark.parametrize("codec", ["ans-dq", "eg"])
+def test_poisoned_bytes_are_never_read(codec, model_file, tmp_path):
+    """Overwrite every payload byte outside what rank 1 of 3 needs for q.weight: its slice is unchanged.
+    ``ans-dq`` is the default file's codec; ``eg`` a file written with ``codec="eg"``."""
+    from bslcodec.files.api import _Source
+
+    path = model_file
+    if codec == "eg":
+        path = tmp_path / "eg.bsl"
+        bslcodec.save_file(_tensors(), path, rel_step=1 / 8, codec="eg")
+    data = bytearray(path.read_bytes())
+    src = _Source(path=str(path))
     e = src.entry("q.weight")
+    assert e.codec == codec  # the test must not go dead again when a default changes
     start = src.index.data_start + e.offset
     src.close()
     payload = bytes(data[start:start + e.length])
     lo, hi = shard_of(e.shape[0], 3, 1)
-    row = e.shape[1]
-    if e.codec == "eg":
-        s = e.params["lane_symbols"]
-        unit = 32 * s
-        g0, g1 = lo * row // unit, -(-hi * row // unit)
-        offs, head_padded, _ = eg_word_offsets(payload, e.numel, s)
-        keep = [(0, head_padded), (head_padded + 8 * int(offs[g0]), head_padded + 8 * int(offs[g1]))]
-    else:  # another lossy codec: only check the slice itself
-        keep = [(0, e.length)]
+    row, unit = e.shape[1], 32 * e.params["lane_symbols"]
+    g0, g1 = lo * row // unit, -(-hi * row // unit)
+    assert 0 < g0 < g1 < -(-e.numel // unit)  # groups on both sides are poisoned
+    keep = _needed_spans(payload, e, g0, g1)
     poisoned = bytearray(np.random.default_rng(1).integers(0, 256, e.length, dtype=np.uint8).tobytes())
     for a, b in keep:
         poisoned[a:b] = payload[a:b]
+    assert sum(b - a for a, b in keep) < e.length / 2
     data[start:start + e.length] = poisoned
     bad = tmp_path / "poisoned.bsl"
     bad.write_bytes(bytes(data))
+    want = bslcodec.load_file(path, framework="pt")["q.weight"][lo:hi]
     sd = shard_state_dict(bad, PLAN, 1, 3, names=["q.weight"])
-    assert torch.equal(sd["q.weight"], _want(full, "q.weight", 3, 1))
-    if keep[0] != (0, e.length):
-        with pytest.raises(ChecksumError):
-            shard_state_dict(bad, PLAN, 1, 3, names=["q.weight"], verify=True)
+    assert torch.equal(sd["q.weight"], want)
+    with pytest.raises(ChecksumError):
+        shard_state_dict(bad, PLAN, 1, 3, names=["q.weight"], verify=True)
 
 
 def test_eg_subpayload_decodes_its_groups(full, tmp_path):
