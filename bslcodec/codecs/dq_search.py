@@ -9,7 +9,7 @@ from numba import prange
 
 from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..parallel import launch, serial_twin
-from ..quantize.dq import BOUND_FACTOR, N_STATES, f16_round, level, next_state
+from ..quantize.dq import BOUND_FACTOR, N_STATES, NEXT_STATE, f16_round, level
 from ..quantize.quant import MODE_OF_DTYPE, ROUNDING, _dequant
 from . import rans
 from .golomb import _ctlz
@@ -34,109 +34,228 @@ def _bits(k, tokbits, s_tok, m_tok):
     return tb + nb
 
 
-@numba.njit(cache=True)
-def _lane(x, e0, T, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, tokbits, s_tok, m_tok,
-          bk, bs, u):
-    """Viterbi search of one lane (elements e0 + 32t, t < T); writes the zigzag symbols of the chosen
-    indices to ``u``. Returns (largest |x - x̂|, 0) or (.., 1) when some element had no admissible
-    level (a bound broken by output rounding, or |q| >= 2^24). Each quantizer's candidates (the two
-    levels around x, and 0) are costed once per element and relaxed from its 4 states."""
-    inv = 1.0 / step64
-    lim = MAX_SYMBOL_MAGNITUDE
-    S = N_STATES
-    cost = np.empty(S, np.float64)
-    new = np.empty(S, np.float64)
-    cost[:] = _UNREACHABLE
-    cost[0] = 0.0
-    ck = np.empty(3, np.int64)  # candidates of one quantizer: index, and its distortion + rate cost
-    cd = np.empty(3, np.float64)
-    for t in range(T):
-        xv = np.float64(x[e0 + LANES * t])
+# predecessors of each state (NEXT_STATE inverted): state ns is reached from PRED_S[ns][0] < PRED_S[ns][1],
+# both of one quantizer, by an index of parity PRED_P[ns][i]
+_PRED = tuple(tuple(sorted((s, p) for s in range(N_STATES) for p in range(2) if NEXT_STATE[s][p] == ns))
+              for ns in range(N_STATES))
+PRED_S = np.array([[s for s, _ in pr] for pr in _PRED], np.int64)
+PRED_P = np.array([[p for _, p in pr] for pr in _PRED], np.int64)
+_RATE_TABLE = 4096  # λ·bits tabulated for |k| < 2048 (32 KiB: stays in L1/L2); other indices are costed exactly
+
+
+@numba.njit(inline="always")
+def _kc(v, q1):
+    """The lower of the two indices of quantizer ``q1`` around ``v`` (x/Δ − center): its levels are 2k (Q0)
+    or 2k − sgn(k) (Q1), so the pair kc, kc + 1 brackets v."""
+    if q1 == 0:
+        return np.int64(math.floor(v * 0.5))
+    return np.int64(math.floor((v + (1.0 if v > 0 else -1.0)) * 0.5))
+
+
+@numba.njit(inline="always")
+def _dist(k, q1, xv, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, f16):
+    """(x − x̂)²/Δ² of index ``k`` in quantizer ``q1`` for value ``xv``; +inf where its level is out of range
+    or breaks the bound (such a candidate never wins: +inf + rate is never below a cost)."""
+    sg = (k > 0) - (k < 0)
+    lv = 2 * k - q1 * sg
+    q = center + lv
+    ok = (abs(q) < MAX_SYMBOL_MAGNITUDE) & (abs(lv) < MAX_SYMBOL_MAGNITUDE)
+    xh = _dequant(q, mode, step32, step64)
+    if f16:  # a constant where it is inlined (_row_dists's two copies): the F16 rounding, or nothing
+        xh = f16_round(xh)
+    err = abs(xh - xv)
+    ok &= not (err > bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs)
+    en = err * inv
+    return en * en if ok else math.inf
+
+
+@numba.njit(inline="always")
+def _row_dists(x, base, jn, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, f16, dist, kk):
+    """For elements x[base + j], j < jn: ``kk[q, j]`` the lower index of quantizer q's pair around x;
+    ``dist`` rows 2q, 2q + 1 the distances of that pair, row 4 that of index 0 (level 0 in both)."""
+    for j in range(jn):
+        xv = np.float64(x[base + j])
         v = xv * inv - center
-        new[:] = _UNREACHABLE
-        for q1 in range(2):  # the states of one quantizer (σ & 1 == q1) share its candidates and costs
-            live = False
-            for s in range(q1, S, 2):
-                live |= cost[s] < _UNREACHABLE
-            if not live:
-                continue
-            if q1 == 0:
-                kc = np.int64(math.floor(v * 0.5))
-            else:
-                kc = np.int64(math.floor((v + (1.0 if v > 0 else -1.0)) * 0.5))
-            nc = 0
-            for ci in range(2 if (kc == 0 or kc == -1) else 3):
-                k = kc + ci if ci < 2 else np.int64(0)
-                lv = level(k, q1)
-                q = center + lv
-                if abs(q) >= lim or abs(lv) >= lim:
-                    continue
-                xh = _dequant(q, mode, step32, step64)
-                if f16:  # F16 tensors decode to binary32, then round to F16
-                    xh = f16_round(xh)
-                err = abs(xh - xv)
-                if err > bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs:
-                    continue
-                en = err * inv
-                ck[nc] = k
-                cd[nc] = en * en + lam * _bits(k, tokbits, s_tok, m_tok)
-                nc += 1
-            for s in range(q1, S, 2):
-                cs = cost[s]
-                if cs >= _UNREACHABLE:
-                    continue
-                for ci in range(nc):
-                    k = ck[ci]
-                    c = cs + cd[ci]
-                    ns = next_state(s, k)
-                    if c < new[ns]:
-                        new[ns] = c
-                        bk[t, ns] = k
-                        bs[t, ns] = s
-        best = _UNREACHABLE
-        for s in range(S):
-            cost[s] = new[s]
-            best = min(best, new[s])
-        if best >= _UNREACHABLE:
-            return 0.0, 1
-    s = 0
-    for j in range(1, S):
-        if cost[j] < cost[s]:
-            s = j
+        dist[4, j] = _dist(np.int64(0), 0, xv, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, f16)
+        for q1 in range(2):
+            k = _kc(v, q1)
+            kk[q1, j] = k
+            dist[2 * q1, j] = _dist(k, q1, xv, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, f16)
+            dist[2 * q1 + 1, j] = _dist(k + 1, q1, xv, center, mode, step32, step64, inv, bound, slack_rel,
+                                        slack_abs, f16)
+
+
+@numba.njit(nogil=True, cache=True)
+def _rate_table(lam, tokbits, s_tok, m_tok, size):
+    """λ·``_bits`` of the indices k = −size/2 .. size/2 − 1 at ``[k + size/2]`` (the same float64 values)."""
+    out = np.empty(size, np.float64)
+    for i in range(size):
+        out[i] = lam * _bits(np.int64(i - size // 2), tokbits, s_tok, m_tok)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate, tokbits, s_tok,
+           m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, choice):
+    """The Viterbi search of the ≤ 32 lanes of one group (elements start .. start+ng), all lanes at once: row t
+    holds element t of every lane (x[start + 32t + j], contiguous), so each step is a loop over lanes.
+    Per row and quantizer the candidates are the index pair around x (one even, one odd) and 0; an index of
+    parity p leads every state to one successor, so each state's new cost is the best of ≤ 3 (predecessor,
+    candidate) sums, compared in the reference's order (predecessors ascending, then pair before 0, strict <)
+    so that ties resolve as there. ``choice[t, ns, j]``: bit 1 = second predecessor, bit 0 = the 0 candidate.
+    Returns (largest |x - x̂|, lanes without an admissible path)."""
+    inv = 1.0 / step64
+    last = rate.size - 1
+    half = rate.size // 2  # rate[half + k] = λ·bits of index k
+    S = N_STATES
+    nl = min(LANES, ng)
+    rows = (ng + LANES - 1) // LANES
+    for s in range(S):
+        for j in range(LANES):
+            cost[s, j] = 0.0 if s == 0 else _UNREACHABLE
+    for t in range(rows):
+        base = start + LANES * t
+        jn = min(LANES, ng - LANES * t)
+        # candidates of both quantizers for the row's ≤ 32 elements: distances (a loop without table reads,
+        # which vectorizes; F16 rounding in its own copy), then λ·bits from the table (``rate[u]`` = λ·``_bits``,
+        # the same float64), symbols beyond it exactly (rare)
+        if f16:
+            _row_dists(x, base, jn, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, True, dist, kk)
+        else:
+            _row_dists(x, base, jn, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, False, dist, kk)
+        r0 = rate[half]
+        for q1 in range(2):
+            for j in range(jn):
+                k = kk[q1, j]
+                i = k + half
+                if np.uint64(i) < np.uint64(last):  # k and k + 1 in the table
+                    c0 = dist[2 * q1, j] + rate[i]
+                    c1 = dist[2 * q1 + 1, j] + rate[i + 1]
+                else:
+                    c0 = dist[2 * q1, j] + lam * _bits(k, tokbits, s_tok, m_tok)
+                    c1 = dist[2 * q1 + 1, j] + lam * _bits(k + 1, tokbits, s_tok, m_tok)
+                odd = (k & 1) == 1
+                dpe[q1, j] = c1 if odd else c0
+                dpo[q1, j] = c0 if odd else c1
+                dz[q1, j] = math.inf if (k == 0) | (k == -1) else dist[4, j] + r0
+        for ns in range(S):
+            sa, sb = PRED_S[ns, 0], PRED_S[ns, 1]
+            pa, pb = PRED_P[ns, 0], PRED_P[ns, 1]
+            q1 = sa & 1
+            for j in range(jn):
+                ca, cb = cost[sa, j], cost[sb, j]
+                best = _UNREACHABLE
+                ch = 0
+                if pa == 0:
+                    c = ca + dpe[q1, j]
+                    if c < best:
+                        best, ch = c, 0
+                    c = ca + dz[q1, j]
+                    if c < best:
+                        best, ch = c, 1
+                else:
+                    c = ca + dpo[q1, j]
+                    if c < best:
+                        best, ch = c, 0
+                if pb == 0:
+                    c = cb + dpe[q1, j]
+                    if c < best:
+                        best, ch = c, 2
+                    c = cb + dz[q1, j]
+                    if c < best:
+                        best, ch = c, 3
+                else:
+                    c = cb + dpo[q1, j]
+                    if c < best:
+                        best, ch = c, 2
+                new[ns, j] = best
+                choice[t, ns, j] = ch
+        for ns in range(S):
+            for j in range(jn):
+                cost[ns, j] = new[ns, j]
+    # trace back all lanes row by row (32 independent chains side by side, not one long dependent chain);
+    # state -1 marks a lane without an admissible path (its symbols are not written)
     maxerr = 0.0
-    for t in range(T - 1, -1, -1):
-        k = bk[t, s]
-        ps = bs[t, s]
-        e = e0 + LANES * t
-        xh = _dequant(center + level(k, ps), mode, step32, step64)
-        maxerr = max(maxerr, abs(xh - np.float64(x[e])))
-        u[e] = np.uint32((k << 1) ^ (k >> 63))
-        s = ps
-    return maxerr, 0
+    bad = 0
+    for j in range(nl):
+        s = 0
+        for q in range(1, S):
+            if cost[q, j] < cost[s, j]:
+                s = q
+        if cost[s, j] >= _UNREACHABLE:  # some element of this lane had no admissible level
+            bad += 1
+            s = -1
+        cur[j] = s
+    for t in range(rows - 1, -1, -1):
+        jn = min(LANES, ng - LANES * t)
+        base = start + LANES * t
+        for j in range(jn):
+            s = cur[j]
+            if s < 0:
+                continue
+            ch = choice[t, s, j]
+            i = ch >> 1
+            ps = PRED_S[s, i]
+            xv = np.float64(x[base + j])
+            k = _kc(xv * inv - center, ps & 1)
+            k += (k & 1) != PRED_P[s, i]
+            k = np.int64(0) if ch & 1 else k
+            xh = _dequant(center + level(k, ps), mode, step32, step64)
+            maxerr = max(maxerr, abs(xh - xv))
+            u[base + j] = np.uint32((k << 1) ^ (k >> 63))
+            cur[j] = ps
+    return maxerr, bad
+
+
+@numba.njit(nogil=True, cache=True)
+def _groups(x, g0, g1, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate,
+            tokbits, s_tok, m_tok, u, stats):
+    """Groups [g0, g1) of one pass, one after another (the unit a thread runs); fills ``stats[g]``."""
+    n = x.size
+    gsize = LANES * lane_symbols
+    cost = np.empty((N_STATES, LANES), np.float64)
+    new = np.empty((N_STATES, LANES), np.float64)
+    dpe = np.empty((2, LANES), np.float64)
+    dpo = np.empty((2, LANES), np.float64)
+    dz = np.empty((2, LANES), np.float64)
+    dist = np.empty((5, LANES), np.float64)
+    kk = np.empty((2, LANES), np.int64)
+    cur = np.empty(LANES, np.int64)
+    choice = np.empty((lane_symbols, N_STATES, LANES), np.uint8)
+    for g in range(g0, g1):
+        start = g * gsize
+        ng = min(n, start + gsize) - start
+        me, bad = _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate,
+                         tokbits, s_tok, m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, choice)
+        stats[g, 0] = me
+        stats[g, 1] = bad
 
 
 @numba.njit(parallel=True, cache=True)
-def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, tokbits, s_tok,
-              m_tok, u):
-    n = x.size
+def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate, tokbits,
+              s_tok, m_tok, u):
     gsize = LANES * lane_symbols
-    G = (n + gsize - 1) // gsize
+    G = (x.size + gsize - 1) // gsize
     stats = np.zeros((G, 2), np.float64)
     for g in prange(G):
-        bk = np.empty((lane_symbols, N_STATES), np.int64)
-        bs = np.empty((lane_symbols, N_STATES), np.int8)
-        start = g * gsize
-        ng = min(n, start + gsize) - start
-        for j in range(min(LANES, ng)):
-            T = (ng - j + LANES - 1) // LANES
-            me, bad = _lane(x, start + j, T, center, mode, step32, step64, lam, bound, slack_rel, slack_abs,
-                            f16, tokbits, s_tok, m_tok, bk, bs, u)
-            stats[g, 0] = max(stats[g, 0], me)
-            stats[g, 1] += bad
+        _groups(x, g, g + 1, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16,
+                rate, tokbits, s_tok, m_tok, u, stats)
     return stats
 
 
 _quantize_serial = serial_twin(_quantize)
+
+
+@numba.njit(nogil=True, cache=True)
+def _q0_symbols(x, step, center, u):
+    """Zigzag symbols of plain Q0 rounding, k = rint((x / Δ − center) / 2) clipped to |k| < 2^24: the first
+    pass's model (what the trellis mostly picks). One pass, no float64 copy of ``x``."""
+    lim = MAX_SYMBOL_MAGNITUDE - 1
+    for i in range(x.size):
+        k = np.rint((np.float64(x[i]) / step - center) * 0.5)
+        k = min(max(k, -lim), lim)
+        ki = np.int64(k)
+        u[i] = np.uint32((ki << 1) ^ (ki >> 63))
 
 
 def token_bits(model) -> np.ndarray:
@@ -167,15 +286,15 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     rel, ab = (0.0, 0.0) if strict else ROUNDING[dtype]
     # pass 0: the model of plain Q0 rounding (k = round(v / 2)), whose symbols are what the first
     # trellis will mostly pick
-    k0 = np.rint((x.astype(np.float64) / step - center) * 0.5)
-    k0 = np.clip(k0, -(MAX_SYMBOL_MAGNITUDE - 1), MAX_SYMBOL_MAGNITUDE - 1).astype(np.int64)
-    u = ((k0 << 1) ^ (k0 >> 63)).astype(np.uint32)
-    del k0
+    u = np.empty(x.size, np.uint32)
+    _q0_symbols(x, float(step), np.int64(center), u)
     out = np.empty(x.size, np.uint32)
     for _ in range(passes):
         model, _bits_ = rans.build_model(u)
+        tokbits = token_bits(model)
+        rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
         st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, np.float32(step),
-                    float(step), float(c), float(bound), rel, ab, dtype == "F16", token_bits(model), model.s,
+                    float(step), float(c), float(bound), rel, ab, dtype == "F16", rate, tokbits, model.s,
                     model.m, out)
         u, out = out, u
         r.n_bad = int(st[:, 1].sum()) if st.size else 0
@@ -184,4 +303,3 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
             break
     r.u = u
     return r
-

@@ -1,0 +1,75 @@
+"""The dq trellis (``bslcodec.codecs.dq_search``, all 32 lanes of a group at once) against its plain-Python
+reference (``dq_search_ref``, one lane at a time, as the algorithm reads): the same symbols, the same largest
+error and the same count of lanes without a path, on varied data, dtypes, bounds and sizes."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from bslcodec.codecs import dq_search, dq_search_ref
+from bslcodec.quantize import quant
+
+NP = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
+
+
+def _data(kind, n, rng):
+    if kind == "laplace":
+        return rng.laplace(0, 0.02, n)
+    if kind == "gauss":
+        return rng.normal(0.003, 0.05, n)
+    if kind == "gg0.7":
+        g = rng.gamma(1 / 0.7, 1, n) ** (1 / 0.7)
+        return 0.01 * g * rng.choice([-1, 1], n)
+    # outliers: a few values far out, whose indices are beyond the rate table
+    return np.where(rng.random(n) < 0.01, 3000.0, 1.0) * rng.normal(0, 0.02, n)
+
+
+def _case(kind, dtype, n, how, seed=0):
+    rng = np.random.default_rng(seed)
+    a = _data(kind, n, rng).astype(NP[dtype])
+    x = a if dtype in ("F32", "F64") else a.astype(np.float32)
+    std = float(np.std(x.astype(np.float64))) or 1.0
+    if how == "max_error":
+        me = std / 40
+        step, kw = quant.step_for_dtype(me / 1.5, dtype, round_down=True), dict(bound=me, strict=True)
+    else:
+        step, kw = quant.step_for_dtype(0.575 * std * (1 / 16 if how == "rel_step" else 2.0), dtype), {}
+    center = int(np.rint(float(np.mean(x.astype(np.float64))) / step))
+    return x, step, center, kw
+
+
+def _same(x, step, center, dtype, lane_symbols, kw):
+    fast = dq_search.quantize(x, step, center, dtype, lane_symbols, **kw)
+    u, max_error, n_bad = dq_search_ref.quantize(x, step, center, dtype, lane_symbols, **kw)
+    assert fast.n_bad == n_bad
+    if not n_bad:  # (with lanes without a path the caller discards the symbols)
+        np.testing.assert_array_equal(fast.u, u)
+        assert fast.max_error == max_error
+
+
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16", "F64"])
+@pytest.mark.parametrize("kind", ["laplace", "gauss", "gg0.7", "outliers"])
+@pytest.mark.parametrize("how", ["rel_step", "max_error", "coarse"])
+def test_fast_trellis_equals_reference(dtype, kind, how):
+    x, step, center, kw = _case(kind, dtype, 1500, how)
+    _same(x, step, center, dtype, 16, kw)
+
+
+@pytest.mark.parametrize("n", [1, 31, 33, 1023, 32 * 64 + 5])
+def test_odd_sizes_and_partial_groups(n):
+    x, step, center, kw = _case("laplace", "BF16", n, "rel_step", seed=n)
+    _same(x, step, center, "BF16", 64, kw)
+
+
+def test_a_full_ans_group_and_a_second_pass():
+    x, step, center, kw = _case("gg0.7", "F32", 32 * 1024 + 77, "rel_step", seed=3)
+    _same(x, step, center, "F32", 1024, dict(kw, passes=2))
+
+
+def test_lanes_without_a_path_are_counted():
+    # two values whose levels would pass 2^24 (the step too fine for them): their lanes have no path
+    x = np.random.default_rng(5).normal(0, 0.02, 700).astype(np.float32)
+    x[[40, 41 + 32 * 3]] = 1e6
+    fast = dq_search.quantize(x, 0.001, 0, "F32", 16)
+    _, _, n_bad = dq_search_ref.quantize(x, 0.001, 0, "F32", 16)
+    assert fast.n_bad == n_bad == 2
