@@ -256,7 +256,8 @@ def _bound(data: bytes) -> int:
         doc, payloads, _ = fr.split(data)
         out = 0
         for t, p in zip(doc["tensors"], payloads):
-            k = {"raw": 1, "eg": 64, "ans": 8192, "zstd": ZSTD_MAX_RATIO}.get(t.get("codec"), 64)
+            k = {"raw": 1, "eg": 64, "ans": 8192, "ans-dq": 8192, "fexp": 4,
+                 "zstd": ZSTD_MAX_RATIO}.get(t.get("codec"), 64)
             out += k * len(p)
     except Exception:  # noqa: BLE001 - not parseable: only the header may cost memory
         out = 0

@@ -590,8 +590,77 @@ def corpus_cases() -> dict:
     d4, p4, _ = split(s["mixed"])
     d4["tensors"][0]["shape"] = [2**24, 2**24]  # an ans (or eg) payload of 1 KB declaring 2^48 elements
     c["lossy_seed_shape_2_48"] = (build(d4, p4), "FormatError")
+    c.update(ans_fexp_cases())
     for name, data in s.items():
         c[f"seed_{name}"] = (data, "ok")
+    return c
+
+
+def ans_fexp_cases() -> dict:
+    """Hostile ``ans`` / ``ans-dq`` / ``fexp`` payloads (spec 4.4-4.6) with correct checksums, and valid
+    corner cases that a reader must accept (non-zero padding, phase 3, F64 with m = 4)."""
+    import ml_dtypes
+
+    from bslcodec.codecs import fexp_ref, rans_ref
+    c = {}
+
+    def ans(payload, codec="ans", shape=(1,), dtype="F32", center=0, s=16):
+        return one_tensor({"dtype": dtype, "shape": list(shape), "codec": codec,
+                           "params": {"step": 1.0, "center": center, "lane_symbols": s}}, bytes(payload))
+
+    one = bytearray(rans_ref.encode_payload([1], 16, 1, 1, 0, [1, 1], 0))  # spec 4.4's first known answer
+    assert len(one) == 24
+    u3 = (1 << 20) + 0x5A5A5  # 20 raw bits: phase 3
+    p3 = bytearray(rans_ref.encode_payload([u3], 16, 1, 0, 0, [0] * 21 + [2], 0))
+    assert len(p3) == 28 and p3[-2:] == b"\0\0"  # W[0] = 3 words and a pad word
+    c["ans_valid_phase3"] = (ans(p3), "ok")
+    c["ans_odd_group_pad_word_nonzero"] = (ans(p3[:-2] + b"\xff\xff"), "ok")  # padding: ignored
+    c["ans_table_pad_nonzero"] = (ans(one[:13] + b"\xff\xff\xff" + one[16:]), "ok")
+    c["ans_model_1"] = (ans(_set(bytearray(one), 0, 1)), "FormatError")
+    c["ans_reserved_byte"] = (ans(_set(bytearray(one), 7, 1)), "FormatError")
+    c["ans_prob_bits_15"] = (ans(_set(bytearray(one), 1, 15)), "FormatError")
+    c["ans_table_sum_not_M"] = (ans(_set(bytearray(one), 1, 2)), "FormatError")  # P = 2 (M = 4), f = [1, 1]
+    c["ans_table_bytes_too_many"] = (ans(one[:8] + struct.pack("<I", 2) + one[12:13] + b"\0\0\0" + one[16:]),
+                                     "FormatError")  # B = 2 for 6 bits: a reader must reject B != ceil(bits/8)
+    c["ans_initial_state_below_2_16"] = (ans(one[:20] + b"\x01\x00\x00\x00"), "FormatError")
+    c["ans_final_state_not_2_16"] = (ans(one[:20] + b"\x02\x00\x02\x00"), "FormatError")
+    c["ans_no_room_for_states"] = (ans(one[:16] + struct.pack("<I", 0)), "FormatError")
+    c["ans_word_count_past_payload"] = (ans(one[:16] + struct.pack("<I", 4) + one[20:]), "FormatError")
+    # 2^48 elements, S = 16: G = 2^39 groups declared over 24 bytes (a per-group loop before the size check hangs)
+    c["ans_groups_2_39"] = (ans(one, shape=(2**24, 2**24), dtype="F64"), "FormatError")
+    c["ans_center_plus_symbol_over_2_24"] = (ans(one, center=-(1 << 24) + 1), "FormatError")  # q = c - 1
+    # u = 2^24 + 2: k = 2^23 + 1 is a valid ans value, but as an ans-dq index its level 2k is 2^24 + 2
+    big = rans_ref.encode_payload([(1 << 24) + 2], 16, 1, 0, 0, [0] * 25 + [2], 0)
+    c["ans_symbol_2_24_plus_2"] = (ans(big), "ok")
+    c["ansdq_level_over_2_24"] = (ans(big, codec="ans-dq"), "FormatError")
+    c["ansdq_valid_phase3"] = (ans(p3, codec="ans-dq", center=5), "ok")
+    c["ans_for_int_dtype"] = (ans(one, dtype="I32"), "FormatError")
+    c["ans_lane_symbols_8192"] = (ans(one, s=8192), "FormatError")
+
+    def fx(payload, dtype="BF16", shape=(3,), s=16):
+        return one_tensor({"dtype": dtype, "shape": list(shape), "codec": "fexp", "params": {"lane_symbols": s}},
+                          bytes(payload))
+
+    lengths = np.zeros(256, np.uint8)
+    lengths[[127, 128]] = 1
+    f = bytearray(fexp_ref.encode_payload(np.array([0x3F80, 0x4000, 0x4000], np.uint16), 2, 16, 0, lengths))
+    assert len(f) == 224  # spec 4.5's known answer
+    c["fexp_valid_bf16"] = (fx(f), "ok")
+    c["fexp_final_word_nonzero"] = (fx(f[:216] + b"\xff" * 8), "ok")  # padding: ignored
+    c["fexp_rest_bits_past_end_nonzero"] = (fx(f[:137] + b"\xff" * 7 + f[144:]), "ok")  # 24 rest bits used
+    c["fexp_reserved_byte"] = (fx(_set(bytearray(f), 3, 1)), "FormatError")
+    c["fexp_m_5"] = (fx(_set(bytearray(f), 0, 5)), "FormatError")
+    c["fexp_code_length_13"] = (fx(_set(bytearray(f), 71, 0xD0)), "FormatError")
+    c["fexp_kraft_over_1"] = (fx(_set(bytearray(f), 72, 0x11)), "FormatError")  # lengths 1, 1, 1
+    c["fexp_lane_lengths_moved"] = (fx(f[:144] + struct.pack("<HH", 2, 0) + f[148:]), "FormatError")
+    c["fexp_huge_shape_tiny_payload"] = (fx(f, shape=(2**24, 2**24)), "FormatError")
+    c["fexp_for_int_dtype"] = (fx(f, dtype="I16"), "FormatError")
+    c["fexp_lane_symbols_8"] = (fx(f, s=8), "FormatError")
+    rng = np.random.default_rng(3)
+    x = (rng.normal(0, 1, 1100) * np.exp(rng.normal(0, 30, 1100))).view(np.uint64)
+    f64 = fexp_ref.encode_payload(x, 8, 16, 4)  # F64, m = 4: 11 exponent bits and one mantissa bit
+    c["fexp_valid_f64_m4"] = (fx(f64, dtype="F64", shape=(1100,)), "ok")
+    del ml_dtypes
     return c
 
 
