@@ -311,3 +311,42 @@ def test_emulated_kernel_rejects_what_the_cpu_rejects(emu):
             assert err[0] == 0 and np.array_equal(got, want), trial
             clean += 1
     assert flagged >= 20  # most damage is caught (the rest decodes to other valid values, spec 4.4)
+
+
+GUARDED = r"""
+import ctypes, mmap, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import test_gpu_ans_emu as t
+lib = ctypes.CDLL(sys.argv[1])
+hostile = bytes.fromhex(sys.argv[3])
+page = mmap.PAGESIZE
+m = mmap.mmap(-1, 2 * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+addr = ctypes.addressof((ctypes.c_char * (2 * page)).from_buffer(m))
+ctypes.memmove(addr + page - len(hostile), hostile, len(hostile))
+libc = ctypes.CDLL(None)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(addr + page, page, 0) == 0  # the byte after the payload is unreadable
+t._aligned = lambda data: np.frombuffer((ctypes.c_uint8 * len(data)).from_address(addr + page - len(data)), np.uint8)
+for variant in ("default", "v1"):
+    (out,), err = t.emu_decode_many(lib, [dict(payload=hostile, n=512, s=16, step=1.0, center=0, mode="F32")], variant)
+    print(variant, int(err[0]))
+"""
+
+
+def test_lying_word_count_never_reads_past_the_payload(emu, tmp_path):
+    """A last group that declares only its 32 lane states (W = 2A, which the host accepts) but whose states
+    keep asking for words: the CPU decoder refuses it (a read at p >= W); the kernel used to read on, up to
+    3 words a symbol past the payload (a segfault here, with the payload just before an unreadable page,
+    and an illegal address on a GPU for the last payload of a buffer). Now it reads 0 there and flags it."""
+    n, s = 512, 16
+    good = rans_ref.encode_payload(np.ones(n, np.uint32), s, 14, 1, 0, [1, 16383], 0)
+    b = int(np.frombuffer(good, "<u4", 1, 8)[0])
+    h = (12 + b + 3) // 4 * 4
+    hostile = good[:h] + np.array([64], "<u4").tobytes() + np.tile(np.array([0, 1], "<u2"), 32).tobytes()
+    with pytest.raises(FormatError, match="past the group"):
+        rans.decode_into(hostile, n, s, 0, 1.0, np.empty(n, np.float32), "F32")
+    r = subprocess.run([sys.executable, "-c", GUARDED, emu._name, str(ROOT / "tests"), hostile.hex()],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"the emulated kernel crashed ({r.returncode}): {r.stderr[-1500:]}"
+    assert r.stdout.split() == ["default", "4", "v1", "4"]  # ANS_ERR_END

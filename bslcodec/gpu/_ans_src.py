@@ -24,7 +24,10 @@ refilled from registers loaded ~10 steps ahead: slower, 443 against 554 GB/s for
 
 Checks (flags per tensor, or-ed into ``err[tensor]``): a group with fewer words than its lane states,
 an initial state below 2^16, a group that does not end with ``p == W`` and every lane in state 2^16,
-and ``|q| >= 2^24``. Reads never leave the group's words (the host checked every group's extent).
+and ``|q| >= 2^24``. Reads never leave the group's words: the host checked every group's extent, and
+a word index at or past ``W`` (a payload whose states ask for more words than it declares: up to 3 a symbol,
+which ran up to ~200 KB past a group's end, past the buffer for the last one) reads 0 instead; such a
+group cannot end with ``p == W`` and is flagged.
 """
 
 from ._kernel_src import PRELUDE
@@ -182,7 +185,8 @@ __device__ __forceinline__ void ans_decode_many(const i64* __restrict__ desc, co
     {                                                                       \
         const bool need = (ACT) && x < 65536u;                              \
         const u32 b = __ballot_sync(ANS_FULL, need);                        \
-        if (need) x = (x << 16) | (u32)gw16[p + __popc(b & lt)];            \
+        const int wi = p + __popc(b & lt);    /* past W: a lying payload */ \
+        if (need) x = (x << 16) | (wi < W ? (u32)gw16[wi] : 0u);            \
         p += __popc(b);                                                     \
     }
 #define ANS2_STEP(ACT)                                                      \
