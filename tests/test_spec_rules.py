@@ -208,6 +208,11 @@ def test_zstd_chunk_is_exactly_one_frame():
     assert np.array_equal(bslcodec.load(fr.build(doc, [fr.zstd_payload([one])]))["z"], x)
     half = x.tobytes()[:3000], x.tobytes()[3000:]
     two = c.compress(half[0]) + c.compress(half[1])  # two frames in one chunk: same bytes out, refused
+    with_sum = zstandard.ZstdCompressor(write_content_size=True, write_checksum=True).compress(x.tobytes())
+    assert np.array_equal(bslcodec.load(fr.build(doc, [fr.zstd_payload([with_sum])]))["z"], x)
+    bad_sum = with_sum[:-1] + bytes([with_sum[-1] ^ 1])  # a frame checksum present: it is verified
+    with pytest.raises(FormatError, match="checksum"):
+        bslcodec.load(fr.build(doc, [fr.zstd_payload([bad_sum])]))
     skippable = (0x184D2A50).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"abcd"
     for frame in (two, one + b"\0", one + bytes(8), one + one, one + skippable, skippable + one):
         with pytest.raises(FormatError, match="zstd chunk 0"):
