@@ -12,10 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import bslcodec  # noqa: E402
-from bslcodec.files.api import _Source  # noqa: E402
-from bslcodec.torch import RateLoss, save_trained  # noqa: E402
-from bslcodec.torch.rate_dq import dq_reference_bits  # noqa: E402
+import bslcodec
+from bslcodec.files.api import _Source
+from bslcodec.torch import RateLoss, save_trained
+from bslcodec.torch.rate_dq import dq_reference_bits
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -127,7 +127,7 @@ def test_two_ranks_match_one_process(mode, calibrate, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), os.path.join(HERE, "dist_rate_worker.py"), mode, str(tmp_path), calibrate]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sys.path.insert(0, HERE)
     try:

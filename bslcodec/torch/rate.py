@@ -78,7 +78,14 @@ from numba.extending import intrinsic
 from ..codecs import golomb
 from ..container.dtypes import dtype_name
 from ..container.errors import EncodeError
-from ..pipeline.codec import LANE_SYMBOLS, SMALL_1D, LossyTensor, Settings, encode_lossless, resolve_quantizer
+from ..pipeline.codec import (
+    LANE_SYMBOLS,
+    SMALL_1D,
+    LossyTensor,
+    Settings,
+    encode_lossless,
+    resolve_quantizer,
+)
 from ..pipeline.ratecontrol import choose_rel_step
 from ..quantize import ggd
 from . import rate_dq
@@ -682,7 +689,7 @@ class RateLoss:
             target = self._dq.hist_bits()
             for st, t in zip(self.states, target):
                 raw = 8.0 * st.n * st.param.element_size()
-                st.lossless, st.exact_bits = t >= raw, (raw if t >= raw else t)
+                st.lossless, st.exact_bits = t >= raw, min(raw, t)
         for st in self.states:
             st.rel = self.rel
         eng = self._dq_engine()

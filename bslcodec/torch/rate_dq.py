@@ -104,7 +104,7 @@ class DQRate:
             raise EncodeError(f"RateLoss: covered parameters on several devices ({sorted(map(str, dev))})")
         self.device = dev.pop()
         T = len(self.params)
-        f64 = dict(dtype=torch.float64, device=self.device)
+        f64 = {"dtype": torch.float64, "device": self.device}
         self.n = torch.tensor(n, **f64)
         self.rel = torch.tensor(rel, **f64)
         self.delta = torch.zeros(T, **f64)

@@ -44,10 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_rd import file_stats, frontier, ptq_bpc_at, ptq_size_at  # noqa: E402
+from train_rd import file_stats, ptq_bpc_at, ptq_size_at
 
-import bslcodec  # noqa: E402
-from bslcodec.torch import RateLoss, load_trained, save_trained, to_cola  # noqa: E402
+from bslcodec.torch import RateLoss, load_trained, save_trained, to_cola
 
 MARK_BEGIN = "<!-- BEGIN tools/bench/train_gpu.py output -->"
 MARK_END = "<!-- END tools/bench/train_gpu.py output -->"
@@ -273,7 +272,7 @@ def encoded_point(model, data, args, rel_step, fresh, covered):
 
 def run(args):
     T0 = time.perf_counter()
-    left = lambda: args.budget_s - (time.perf_counter() - T0)  # noqa: E731
+    left = lambda: args.budget_s - (time.perf_counter() - T0)
     # compile the encoder's and decoder's Numba kernels in another process while the GPU trains
     warm = subprocess.Popen([sys.executable, "-c", "import numpy as np, bslcodec; b = bslcodec.save({'w': "
                              "np.random.randn(300, 400).astype(np.float32)}, rel_step=1/8); bslcodec.load(b)"],
@@ -460,7 +459,7 @@ def markdown(res) -> str:
             continue
         name = "CoLA λ=0" if key == "cola" else f"dense λ={r['lam']:g}"
         x = an.get(key, {})
-        fmt = lambda v, f: "—" if v is None else f.format(v)  # noqa: E731
+        fmt = lambda v, f: "—" if v is None else f.format(v)
         along = x.get("savings_along_curve") or []
         rng = f"{min(s[3] for s in along):.1f} to {max(s[3] for s in along):.1f} %" if along else "—"
         L.append(f"| {name} | {op['bits_per_weight']:.3f} | {op['covered_bits_per_weight']:.3f} | {op['bpc']:.4f} | "
