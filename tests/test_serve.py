@@ -143,14 +143,15 @@ def _greedy(model, tok, prompt: str) -> str:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
-    encode_checkpoint(MINILM, tmp / "minilm-bsl", progress=False)              # the default setting
-    lm, tok = _tiny_lm(tmp / "lm")
-    encode_checkpoint(tmp / "lm", tmp / "lm-bsl", lossless=["*"], progress=False)
-    expected = {p: _greedy(lm, tok, p) for p in PROMPTS}
     started = []
-    try:
+    try:  # each server starts as soon as its folder exists; the rest is done while it boots
+        encode_checkpoint(MINILM, tmp / "minilm-bsl", progress=False)          # the default setting
         started.append(Server("embed", tmp / "minilm-bsl", tmp / "embed.log"))
+        lm, tok = _tiny_lm(tmp / "lm")
+        encode_checkpoint(tmp / "lm", tmp / "lm-bsl", lossless=["*"], progress=False)
         started.append(Server("generate", tmp / "lm-bsl", tmp / "generate.log"))
+        expected = {p: _greedy(lm, tok, p) for p in PROMPTS}
+        minilm.embed(None, minilm.SENTENCES[:16])                               # load the reference model now
         deadline = time.monotonic() + START_TIMEOUT
         for s in started:
             s.wait_ready(deadline)

@@ -285,8 +285,8 @@ def run_model(name: str, args, work: Path, results: dict) -> dict:
     for fmt, folder in folders.items():  # warm-up: page cache, Numba / CuPy caches
         out["first_run"][fmt] = cold_start(kind, folder, 0, args, work)
         print(f"{name} {fmt} first run {out['first_run'][fmt]['seconds']:.2f} s", flush=True)
-    for rate in [0.0] + [r * 1e9 for r in args.rates]:
-        for rep in range(args.repeats):
+    for rep in range(args.repeats):  # repeats outermost: under --deadline every condition gets a first run
+        for rate in [0.0] + [r * 1e9 for r in args.rates]:
             if args.deadline and time.perf_counter() - args.t_start > args.deadline:
                 print(f"deadline: skipping rate {rate / 1e9:g} GB/s repeat {rep}", flush=True)
                 continue
@@ -302,7 +302,9 @@ def run_model(name: str, args, work: Path, results: dict) -> dict:
 
 
 def _cell(xs):
-    return f"{statistics.median(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f} (n=1)"
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f}–{max(xs):.2f}, n={len(xs)})"
 
 
 def _norm(v) -> float:
@@ -319,8 +321,8 @@ def report(results: dict, args) -> str:
              f"at the starts of the timed runs: {results['load_range']}."
              + (" This 2-core machine is shared with other engineers' jobs: the numbers are noisy."
                 if (m['cores'] or 0) <= 4 else ""), "",
-             "Time from starting the replica process to its first HTTP answer (seconds, median (min–max) of "
-             f"{args.repeats}); the throttled rows include pulling the whole folder at that rate first. "
+             "Time from starting the replica process to its first HTTP answer (seconds, median (min–max, number "
+             "of runs)); the throttled rows include pulling the whole folder at that rate first. "
              f"`.bsl` folders encoded with `{', '.join(f'{k}={v:g}' for k, v in args.setting.items())}`.", "",
              "| model | condition | safetensors s | .bsl s | .bsl / safetensors | pulled MB st → bsl |",
              "|---|---|---|---|---|---|"]
