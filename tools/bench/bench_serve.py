@@ -239,6 +239,31 @@ def cold_start(kind: str, folder: Path, rate: float, args, work: Path) -> dict:
             "answer": text}
 
 
+def load_times(kind: str, folders: dict, args) -> dict:
+    """Seconds to load the model from the page cache in this (warm) process: the part of a cold start
+    that the format changes, without process start-up and imports. Formats alternate, ``--repeats`` each."""
+    import torch
+
+    from bslcodec.serve.models import load_causal_lm, load_encoder
+
+    loader = load_encoder if kind == "embed" else load_causal_lm
+    device = "cuda:0" if args.accelerator == "cuda" else "cpu"
+    times = {fmt: [] for fmt in folders}
+    for rep in range(args.repeats + 1):  # the first round warms caches and is dropped
+        for fmt in (list(folders) if rep % 2 == 0 else list(folders)[::-1]):
+            if device != "cpu":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            model = loader(folders[fmt], device, args.dtype)[0]
+            if device != "cpu":
+                torch.cuda.synchronize()
+            if rep:
+                times[fmt].append(time.perf_counter() - t)
+            del model
+    print(f"in-process load s: {times}", flush=True)
+    return times
+
+
 def machine() -> dict:
     info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version()}
@@ -285,6 +310,7 @@ def run_model(name: str, args, work: Path, results: dict) -> dict:
     for fmt, folder in folders.items():  # warm-up: page cache, Numba / CuPy caches
         out["first_run"][fmt] = cold_start(kind, folder, 0, args, work)
         print(f"{name} {fmt} first run {out['first_run'][fmt]['seconds']:.2f} s", flush=True)
+    out["load_s"] = load_times(kind, folders, args)
     for rep in range(args.repeats):  # repeats outermost: under --deadline every condition gets a first run
         for rate in [0.0] + [r * 1e9 for r in args.rates]:
             if args.deadline and time.perf_counter() - args.t_start > args.deadline:
@@ -337,7 +363,20 @@ def report(results: dict, args) -> str:
                       if rate else "–")
             lines.append(f"| {mod['model']} | {cond} | {_cell(st)} | {_cell(bs)} | "
                          f"{statistics.median(bs) / statistics.median(st):.2f} | {pulled} |")
-    lines += ["", "| model | weights MB safetensors → .bsl | bits/weight | first run s st / bsl (caches cold) "
+    lines += ["", "Loading alone, in a warm process from the page cache (`bslcodec.serve.models`: transformers "
+              "`from_pretrained` for safetensors; `.bsl` decode + `from_pretrained(state_dict=)`), seconds:", "",
+              "| model | safetensors s | .bsl s | .bsl − safetensors s | break-even pull rate |", "|---|---|---|---|---|"]
+    for mod in results["models"]:
+        ld = mod.get("load_s") or {}
+        if not ld.get("safetensors") or not ld.get("bsl"):
+            continue
+        st, bs = statistics.median(ld["safetensors"]), statistics.median(ld["bsl"])
+        saved = mod["folder_bytes"]["safetensors"] - mod["folder_bytes"]["bsl"]
+        even = f"{saved / (bs - st) / 1e9:.2f} GB/s" if bs > st else "any (.bsl loads faster)"
+        lines.append(f"| {mod['model']} | {_cell(ld['safetensors'])} | {_cell(ld['bsl'])} | {bs - st:+.2f} | "
+                     f"{even} |")
+    lines += ["", "Break-even: `.bsl` replicas are ready sooner whenever weights are pulled slower than this "
+              "(the bytes saved, divided by the extra load time).", "", "| model | weights MB safetensors → .bsl | bits/weight | first run s st / bsl (caches cold) "
               "| first answers, .bsl vs safetensors |", "|---|---|---|---|---|"]
     for mod in results["models"]:
         fr = mod["first_run"]
@@ -357,6 +396,7 @@ def report(results: dict, args) -> str:
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "_replica":
         return replica_main(sys.argv[2:])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop replicas
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", choices=["smollm2", "synthetic", "minilm"])
     ap.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda"])
