@@ -23,10 +23,10 @@ def _run(kind: str, folder: str, host: str, port: int, accelerator: str, dtype, 
     except BslError as exc:
         raise click.ClickException(str(exc)) from None
     if kind == "embed":
-        api, spec = EmbeddingAPI(folder, dtype=dtype), ls.OpenAIEmbeddingSpec()
+        api = EmbeddingAPI(folder, dtype=dtype, spec=ls.OpenAIEmbeddingSpec())
     else:
-        api, spec = GenerationAPI(folder, dtype=dtype), ls.OpenAISpec()
-    server = ls.LitServer(api, spec=spec, accelerator=accelerator, workers_per_device=workers, timeout=timeout)
+        api = GenerationAPI(folder, dtype=dtype, spec=ls.OpenAISpec())
+    server = ls.LitServer(api, accelerator=accelerator, workers_per_device=workers, timeout=timeout)
     server.run(host=host, port=port, generate_client_file=False)
 
 

@@ -7,11 +7,11 @@ load the model from a folder (``.bsl`` or safetensors weights, :mod:`bslcodec.se
     import litserve as ls
     from bslcodec.serve.litserve import EmbeddingAPI, GenerationAPI
 
-    server = ls.LitServer(EmbeddingAPI("minilm-bsl"), spec=ls.OpenAIEmbeddingSpec(), accelerator="cpu")
-    server.run(host="127.0.0.1", port=8000)       # POST /v1/embeddings  {"model": "...", "input": [...]}
+    api = EmbeddingAPI("minilm-bsl", spec=ls.OpenAIEmbeddingSpec())
+    ls.LitServer(api, accelerator="cpu").run(host="127.0.0.1", port=8000)   # POST /v1/embeddings
 
-    server = ls.LitServer(GenerationAPI("smollm2-bsl", dtype="bfloat16"), spec=ls.OpenAISpec())
-    server.run(port=8001)                          # POST /v1/chat/completions {"messages": [...]}
+    api = GenerationAPI("smollm2-bsl", dtype="bfloat16", spec=ls.OpenAISpec())
+    ls.LitServer(api, accelerator="cuda").run(port=8001)                     # POST /v1/chat/completions
 
 or from the shell: ``python -m bslcodec.serve embed minilm-bsl --port 8000``. ``GET /health`` answers
 ``ok`` once every worker has loaded its model.
@@ -35,13 +35,13 @@ def _device(device) -> str:
 
 
 class EmbeddingAPI(ls.LitAPI):
-    """Sentence embeddings of a sentence-transformers style folder; use with ``ls.OpenAIEmbeddingSpec()``.
+    """Sentence embeddings of a sentence-transformers style folder; pass ``spec=ls.OpenAIEmbeddingSpec()``.
 
     ``predict`` takes a string or a list of strings and returns a ``(n, hidden)`` float32 tensor, L2
     normalised when the folder's ``modules.json`` says so (all-MiniLM-L6-v2 does).
     """
 
-    def __init__(self, folder, dtype=None, **kwargs):
+    def __init__(self, folder, dtype=None, **kwargs):  # kwargs: LitAPI's (spec=, api_path=...)
         super().__init__(**kwargs)
         self.folder, self.dtype = str(folder), dtype
 
@@ -56,14 +56,14 @@ class EmbeddingAPI(ls.LitAPI):
 
 
 class GenerationAPI(ls.LitAPI):
-    """Chat completions from a causal LM folder; use with ``ls.OpenAISpec()``.
+    """Chat completions from a causal LM folder; pass ``spec=ls.OpenAISpec()``.
 
     The messages go through the tokenizer's chat template (or are joined line by line when it has
     none); ``temperature=0`` decodes greedily, otherwise ``temperature``/``top_p`` sampling. The whole
     completion is produced, then sent (a streaming request gets it as one chunk).
     """
 
-    def __init__(self, folder, dtype=None, **kwargs):
+    def __init__(self, folder, dtype=None, **kwargs):  # kwargs: LitAPI's (spec=, api_path=...)
         super().__init__(**kwargs)
         self.folder, self.dtype = str(folder), dtype
 

@@ -283,11 +283,13 @@ def machine() -> dict:
     except ImportError:
         pass
     try:
-        info["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], text=True,
-                                        capture_output=True).stdout.strip() or "?"
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "bslcodec", "tools/bench"],
-                               text=True, capture_output=True).stdout.strip()
-        info["bslcodec_clean"] = not dirty
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], text=True,
+                              capture_output=True)
+        info["commit"] = head.stdout.strip() or "?"
+        if head.returncode == 0:  # without git metadata (a copied tree) cleanliness is unknown
+            dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "bslcodec", "tools/bench"],
+                                   text=True, capture_output=True).stdout.strip()
+            info["bslcodec_clean"] = not dirty
     except OSError:
         info["commit"] = "?"
     return info
@@ -342,7 +344,7 @@ def report(results: dict, args) -> str:
     where = m.get("gpu") or m["cpu"]
     lines = [f"## Replica cold start: {where} ({args.accelerator})", "",
              f"`tools/bench/bench_serve.py` at commit {m.get('commit')} (bslcodec/ and tools/bench/ "
-             f"{'clean' if m.get('bslcodec_clean') else 'modified'}), {m['cores']} cores ({m['cpu']}), "
+             f"{ {True: 'clean', False: 'modified'}.get(m.get('bslcodec_clean'), 'state unknown')}), {m['cores']} cores ({m['cpu']}), "
              f"torch {m.get('torch')}, Python {m['python']}, dtype {args.dtype}, {results['date']}. Load average "
              f"at the starts of the timed runs: {results['load_range']}."
              + (" This 2-core machine is shared with other engineers' jobs: the numbers are noisy."
