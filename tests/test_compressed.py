@@ -21,7 +21,7 @@ import torch
 
 import bslcodec
 from bslcodec.pipeline import codec as codec_mod
-from bslcodec.torch.compressed import JOB_FIELDS, MULTI_SOURCE, eg_word_offsets, load_compressed
+from bslcodec.torch.compressed import eg_word_offsets, load_compressed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 transformers = pytest.importorskip("transformers")
@@ -57,15 +57,16 @@ def emu(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("bsl_kernel_src_c", ROOT / "bslcodec" / "gpu" / "_kernel_src.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    SOURCE = mod.SOURCE
     d = tmp_path_factory.mktemp("emu")
-    (d / "k.cpp").write_text(SOURCE + MULTI_SOURCE)
+    (d / "k.cpp").write_text(mod.SOURCE + mod.MULTI_SOURCE)
     lib = d / "k.so"
     r = subprocess.run([cxx, "-std=c++14", "-O1", "-ffp-contract=off", "-DBSL_HOST_EMU", "-shared", "-fPIC",
                         str(d / "k.cpp"), "-o", str(lib)], capture_output=True, text=True)
     if r.returncode:
         pytest.skip(f"C++ compiler could not build the emulation: {r.stderr[-500:]}")
-    return ctypes.CDLL(str(lib))
+    lib = ctypes.CDLL(str(lib))
+    lib.job_fields = mod.JOB_FIELDS
+    return lib
 
 
 def test_multi_kernel_emulated(emu, eg_only, tmp_path):
@@ -95,7 +96,7 @@ def test_multi_kernel_emulated(emu, eg_only, tmp_path):
                              head_padded, n_words, step_bits, e.params["center"], out.ctypes.data, first, 0])
                 first += 32 * (offs.size - 1)
         jobs = np.array(rows, np.int64)
-        assert jobs.shape[1] == JOB_FIELDS
+        assert jobs.shape[1] == emu.job_fields
         err = np.zeros(1, np.int32)
         c = ctypes.c_void_p
         emu.emu_multi(ctypes.c_int(mode), c(jobs.ctypes.data), ctypes.c_int(len(rows)), ctypes.c_int64(first),

@@ -262,6 +262,26 @@ def parse_tables(payload, n_elems: int, lane_symbols: int):
     return lens, ks, word_start, words
 
 
+def word_offsets(payload, n_elems: int, lane_symbols: int) -> tuple:
+    """(offs, head_padded, n_words) of an ``eg`` payload: offs[g] = first 64-bit word of group g, offs[G] = W.
+
+    The lighter half of :func:`parse_tables` (no per-lane bounds): what the GPU decoder needs to decode a payload
+    in one launch, computed once on the host.
+    """
+    buf = np.frombuffer(payload, np.uint8)
+    g_count = n_groups(n_elems, lane_symbols)
+    head_padded = table_bytes(g_count)
+    if buf.size < head_padded + 8 or (buf.size - head_padded) % 8:
+        raise FormatError(f"eg payload of {buf.size} bytes cannot hold {g_count} groups")
+    lens = buf[:2 * LANES * g_count].view("<u2").reshape(g_count, LANES)
+    offs = np.zeros(g_count + 1, np.int64)
+    np.cumsum((lens.sum(axis=1, dtype=np.int64) + 63) // 64, out=offs[1:])
+    n_words = (buf.size - head_padded) // 8 - 1
+    if offs[-1] != n_words:
+        raise FormatError(f"eg payload: the lane table gives {int(offs[-1])} words, the payload holds {n_words}")
+    return offs, head_padded, n_words
+
+
 @numba.njit(inline="always")
 def _peek(words, p):
     """The 64 stream bits from bit ``p`` on (branch-free: the double shift is 0 when p is word-aligned)."""

@@ -16,7 +16,7 @@ import torch
 
 from ..container.errors import FormatError, LimitError
 from ..container.limits import LANES, MAX_ELEMENTS, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
-from ._kernel_src import SOURCE
+from ._kernel_src import MULTI_SOURCE, SOURCE
 
 _BLOCK = 256  # the kernels are built with __launch_bounds__(256, 6): 40 registers, 48 warps per SM
 _MAX_GRID = 1 << 20  # kernels loop (grid-stride) past this many blocks
@@ -27,7 +27,9 @@ _ERRORS = ((1, "a code word has too many leading zeros (or the group order is > 
            (2, "code words do not end at a lane's declared length"),
            (4, "a symbol gives |q| >= 2^24"),
            (8, "the lane table's word count does not match the payload length"))
+_MULTI_KERNELS = {torch.float32: "bsl_multi_f32", torch.float16: "bsl_multi_f16", torch.bfloat16: "bsl_multi_bf16"}
 _modules = {}  # device index -> cupy.RawModule
+_multi_modules = {}  # device index -> cupy.RawModule with the multi-tensor entry points (MULTI_SOURCE)
 
 
 def _module(device_index: int):
@@ -38,6 +40,18 @@ def _module(device_index: int):
             for name in ("eg_group_words", *_KERNEL_OF_DTYPE.values()):
                 mod.get_function(name)  # compile and load now, not inside the caller's timing
         _modules[device_index] = mod
+    return mod
+
+
+def multi_module(device_index: int):
+    """The multi-tensor ``eg`` kernels (``bsl_multi_<dtype>``: many payloads, one launch) on a device."""
+    mod = _multi_modules.get(device_index)
+    if mod is None:
+        with cupy.cuda.Device(device_index):
+            mod = cupy.RawModule(code=SOURCE + MULTI_SOURCE, options=("--std=c++14",))
+            for name in _MULTI_KERNELS.values():
+                mod.get_function(name)
+        _multi_modules[device_index] = mod
     return mod
 
 

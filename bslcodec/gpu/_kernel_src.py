@@ -267,3 +267,47 @@ BSL_DECODE_KERNEL(eg_decode_bf16_occ8, 2, 0, 8)
 BSL_DECODE_KERNEL(eg_decode_bf16_occ4, 2, 0, 4)
 #endif
 """
+
+# A multi-tensor entry point over the per-thread decoder above: one launch decodes several payloads (a
+# transformer block's weights for bslcodec.torch.compressed, a staging chunk for bslcodec.gpu.load), thread t
+# belonging to the job whose first thread is the largest one <= t. Jobs start at multiples of 32 threads, so
+# a warp is still one group of one payload. Job fields (int64): 0 payload, 1 n_elems, 2 log2(S), 3 G, 4 offs
+# (G + 1 int64 word offsets), 5 head_padded, 6 n_words, 7 step (binary32 bits), 8 center, 9 out, 10 first
+# thread, 11 unused. Compiled after SOURCE (``SOURCE + MULTI_SOURCE``).
+JOB_FIELDS = 12
+MULTI_SOURCE = r"""
+#define BSL_JOB_FIELDS 12
+template <int MODE>
+BSL_DEV void bsl_multi_thread(i64 t, const i64* BSL_RESTRICT jobs, int n_jobs, int* BSL_RESTRICT err)
+{
+    int lo = 0, hi = n_jobs - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (jobs[mid * BSL_JOB_FIELDS + 10] <= t) lo = mid; else hi = mid - 1;
+    }
+    const i64* J = jobs + lo * BSL_JOB_FIELDS;
+    union { u32 u; float f; } cv;
+    cv.u = (u32)J[7];
+    eg_decode_thread<MODE, 0>(t - J[10], (const unsigned char*)J[0], J[1], (int)J[2], J[3], (const i64*)J[4],
+                              J[5], J[6], cv.f, (int)J[8], (void*)J[9], err);
+}
+#ifdef BSL_HOST_EMU
+extern "C" void emu_multi(int mode, const i64* jobs, int n_jobs, i64 total, int* err) {
+    for (i64 t = 0; t < total; ++t) {
+        if (mode == 0) bsl_multi_thread<0>(t, jobs, n_jobs, err);
+        else if (mode == 1) bsl_multi_thread<1>(t, jobs, n_jobs, err);
+        else bsl_multi_thread<2>(t, jobs, n_jobs, err);
+    }
+}
+#else
+#define BSL_MULTI_KERNEL(NAME, MODE)                                                                        \
+extern "C" __global__ void __launch_bounds__(256, 6) NAME(const i64* __restrict__ jobs, int n_jobs,      \
+                                                           i64 total, int* __restrict__ err) {             \
+    for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x)  \
+        bsl_multi_thread<MODE>(t, jobs, n_jobs, err);                                                      \
+}
+BSL_MULTI_KERNEL(bsl_multi_f32, 0)
+BSL_MULTI_KERNEL(bsl_multi_f16, 1)
+BSL_MULTI_KERNEL(bsl_multi_bf16, 2)
+#endif
+"""

@@ -52,11 +52,12 @@ import torch
 from torch import nn
 
 from ..codecs import transcode as _transcode
+from ..codecs.golomb import word_offsets as eg_word_offsets
 from ..container.errors import BslError, FormatError
 from ..container.limits import LANES
 from ..pipeline import codec as _codec
 
-__all__ = ["load_compressed", "CompressedModel", "MULTI_SOURCE"]
+__all__ = ["load_compressed", "CompressedModel"]
 
 _ALIGN = 256  # byte alignment of payloads and of weights inside a scratch slot
 _MODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # kernel MODE of the output dtype
@@ -68,89 +69,17 @@ _EXTRA_TYPE_NAMES = ("Conv1D",)  # transformers' GPT-2 style Conv1D (weight used
 _BLOCK = 256
 _MAX_GRID = 1 << 20
 
-# A multi-tensor entry point over the per-thread decoder of bslcodec/gpu/_kernel_src.py: one launch decodes
-# several payloads (a transformer block's weights), thread t belonging to the job whose first thread is the
-# largest one <= t. Jobs start at multiples of 32 threads, so a warp is still one group of one payload.
-# Job fields (int64): 0 payload, 1 n_elems, 2 log2(S), 3 G, 4 offs (G + 1 int64 word offsets), 5 head_padded,
-# 6 n_words, 7 step (binary32 bits), 8 center, 9 out, 10 first thread, 11 unused.
-MULTI_SOURCE = r"""
-#define BSL_JOB_FIELDS 12
-template <int MODE>
-BSL_DEV void bsl_multi_thread(i64 t, const i64* BSL_RESTRICT jobs, int n_jobs, int* BSL_RESTRICT err)
-{
-    int lo = 0, hi = n_jobs - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (jobs[mid * BSL_JOB_FIELDS + 10] <= t) lo = mid; else hi = mid - 1;
-    }
-    const i64* J = jobs + lo * BSL_JOB_FIELDS;
-    union { u32 u; float f; } cv;
-    cv.u = (u32)J[7];
-    eg_decode_thread<MODE, 0>(t - J[10], (const unsigned char*)J[0], J[1], (int)J[2], J[3], (const i64*)J[4],
-                              J[5], J[6], cv.f, (int)J[8], (void*)J[9], err);
-}
-#ifdef BSL_HOST_EMU
-extern "C" void emu_multi(int mode, const i64* jobs, int n_jobs, i64 total, int* err) {
-    for (i64 t = 0; t < total; ++t) {
-        if (mode == 0) bsl_multi_thread<0>(t, jobs, n_jobs, err);
-        else if (mode == 1) bsl_multi_thread<1>(t, jobs, n_jobs, err);
-        else bsl_multi_thread<2>(t, jobs, n_jobs, err);
-    }
-}
-#else
-#define BSL_MULTI_KERNEL(NAME, MODE)                                                                        \
-extern "C" __global__ void __launch_bounds__(256, 6) NAME(const i64* __restrict__ jobs, int n_jobs,      \
-                                                           i64 total, int* __restrict__ err) {             \
-    for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x)  \
-        bsl_multi_thread<MODE>(t, jobs, n_jobs, err);                                                      \
-}
-BSL_MULTI_KERNEL(bsl_multi_f32, 0)
-BSL_MULTI_KERNEL(bsl_multi_f16, 1)
-BSL_MULTI_KERNEL(bsl_multi_bf16, 2)
-#endif
-"""
-JOB_FIELDS = 12
-_MULTI_NAMES = ("bsl_multi_f32", "bsl_multi_f16", "bsl_multi_bf16")
-_multi_modules = {}  # device index -> cupy.RawModule with the multi-tensor kernels
+_MULTI_NAMES = ("bsl_multi_f32", "bsl_multi_f16", "bsl_multi_bf16")  # bslcodec/gpu/_kernel_src.py MULTI_SOURCE
 
 
 def _align(n: int, a: int = _ALIGN) -> int:
     return n + (-n % a)
 
 
-def eg_word_offsets(payload, n_elems: int, lane_symbols: int) -> tuple:
-    """(offs, head_padded, n_words) of an ``eg`` payload: offs[g] = first 64-bit word of group g, offs[G] = W.
-
-    What the GPU decoder's first two launches compute; done once on the host so that a decode is one launch.
-    """
-    buf = np.frombuffer(payload, np.uint8)
-    g_count = -(-n_elems // (LANES * lane_symbols))
-    head = 65 * g_count
-    head_padded = _align(head, 8)
-    if buf.size < head_padded + 8 or (buf.size - head_padded) % 8:
-        raise FormatError(f"eg payload of {buf.size} bytes cannot hold {g_count} groups")
-    lens = buf[:64 * g_count].view("<u2").reshape(g_count, LANES)
-    offs = np.zeros(g_count + 1, np.int64)
-    np.cumsum((lens.sum(axis=1, dtype=np.int64) + 63) // 64, out=offs[1:])
-    n_words = (buf.size - head_padded) // 8 - 1
-    if offs[-1] != n_words:
-        raise FormatError(f"eg payload: the lane table gives {int(offs[-1])} words, the payload holds {n_words}")
-    return offs, head_padded, n_words
-
-
 def _multi_module(device_index: int):
-    mod = _multi_modules.get(device_index)
-    if mod is None:
-        import cupy
+    from ..gpu._eg import multi_module
 
-        from ..gpu._kernel_src import SOURCE
-
-        with cupy.cuda.Device(device_index):
-            mod = cupy.RawModule(code=SOURCE + MULTI_SOURCE, options=("--std=c++14",))
-            for name in _MULTI_NAMES:
-                mod.get_function(name)
-        _multi_modules[device_index] = mod
-    return mod
+    return multi_module(device_index)
 
 
 class _Weight:
