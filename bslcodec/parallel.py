@@ -15,8 +15,14 @@ numba aborts the whole process (it cannot raise) when
 
 import os
 import threading
+import types
 
 import numba
+
+# Elements below which a kernel runs its serial twin: starting a parallel region costs tens of microseconds on
+# an idle machine and milliseconds on a loaded one, more than the loop over a few thousand elements itself
+# (a tiny tensor's whole encode is ~1-10 us of work per kernel).
+SERIAL_BELOW = 1 << 15
 
 _LOCK = threading.Lock()
 _LAUNCH_PID = None  # the process that started numba's threading layer
@@ -24,16 +30,24 @@ _LAUNCH_PID = None  # the process that started numba's threading layer
 
 def _reset_after_fork():
     global _LOCK
-    _LOCK = threading.Lock()  # a lock held by another thread at fork() would never be released
+    # Elements below which a kernel runs its serial twin: starting a parallel region costs tens of microseconds on
+# an idle machine and milliseconds on a loaded one, more than the loop over a few thousand elements itself
+# (a tiny tensor's whole encode is ~1-10 us of work per kernel).
+SERIAL_BELOW = 1 << 15
+
+_LOCK = threading.Lock()  # a lock held by another thread at fork() would never be released
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def launch(kernel, serial, *args):
-    """``kernel(*args)``, or ``serial(*args)`` where numba could not run the parallel one safely."""
+def launch(kernel, serial, *args, work=None):
+    """``kernel(*args)``, or ``serial(*args)`` where numba could not run the parallel one safely or where
+    ``work`` (elements the loop touches) is below ``SERIAL_BELOW``."""
     global _LAUNCH_PID
+    if work is not None and work < SERIAL_BELOW:
+        return serial(*args)
     pid = os.getpid()
     if _LAUNCH_PID is None:  # the first launch picks the threading layer: one thread at a time
         with _LOCK:
@@ -52,5 +66,13 @@ def launch(kernel, serial, *args):
 
 def serial_twin(kernel):
     """The serial twin of a ``@numba.njit(parallel=True)`` kernel (``prange`` runs as ``range``), compiled
-    lazily and only where :func:`launch` needs it."""
-    return numba.njit(kernel.py_func)
+    lazily, where :func:`launch` first needs it, and cached on disk like the kernel.
+
+    The twin compiles a copy of the kernel's function named ``<name>_serial``: numba's cache files are named
+    after the function's qualified name and its index does not tell parallel from serial builds, so the
+    original name would make the two overwrite each other's cache entries."""
+    f = kernel.py_func
+    twin = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
+    twin.__qualname__ = f.__qualname__ + "_serial"
+    twin.__module__ = f.__module__
+    return numba.njit(cache=True)(twin)

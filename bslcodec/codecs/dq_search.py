@@ -295,7 +295,7 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
         rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
         st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, np.float32(step),
                     float(step), float(c), float(bound), rel, ab, dtype == "F16", rate, tokbits, model.s,
-                    model.m, out)
+                    model.m, out, work=x.size)
         u, out = out, u
         r.n_bad = int(st[:, 1].sum()) if st.size else 0
         r.max_error = float(st[:, 0].max()) if st.size else 0.0

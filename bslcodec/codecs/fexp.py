@@ -8,6 +8,8 @@ Decoding is one lookup in a 4096-entry table per symbol (``build_lut``, shared w
 Groups are encoded and decoded in parallel (``prange``); per-element work never runs in Python.
 """
 
+import functools
+
 import numba
 import numpy as np
 from numba import prange
@@ -54,6 +56,13 @@ def layout(n: int, itemsize: int, m: int, lane_symbols: int) -> tuple:
     return rest_off, t, t + 64 * g, g
 
 
+def min_payload(n: int, itemsize: int) -> int:
+    """Bytes of the smallest ``fexp`` payload of ``n`` elements whatever their values: its tables, the raw low
+    bits and the closing zero word. Where this is not below ``n * itemsize``, raw storage is smaller."""
+    s = default_lane_symbols(n)
+    return min(layout(n, itemsize, m, s)[2] + 8 for m in range(MAX_M + 1))
+
+
 def canonical(lengths: np.ndarray) -> tuple:
     """(symbols in canonical order, their lengths, their code values) for code lengths (0 = absent)."""
     lengths = np.asarray(lengths, np.int64)
@@ -93,7 +102,13 @@ def build_lut(lengths: np.ndarray) -> np.ndarray:
     ent = (order | (ln << 12)).astype(np.uint16)
     owned = np.repeat(ent, np.left_shift(1, MAX_CODE_LEN - ln))
     by_prefix[:owned.size] = owned
-    return by_prefix[_bitrev(np.arange(LUT_SIZE), MAX_CODE_LEN)]
+    return by_prefix[_lut_order()]
+
+
+@functools.cache
+def _lut_order() -> np.ndarray:
+    """Table index -> 12-bit prefix (bit reversal): the same permutation for every table, computed once."""
+    return _bitrev(np.arange(LUT_SIZE), MAX_CODE_LEN)
 
 
 def parse_header(payload, n: int, itemsize: int, lane_symbols: int, total: int | None = None) -> tuple:
@@ -181,7 +196,7 @@ def _top12(bits: np.ndarray, w: int) -> tuple:
     top = np.empty(bits.size, np.uint16)
     hists = np.zeros((-(-bits.size // _CHUNK), 4096), np.int64)
     if bits.size:
-        launch(_top12_par, _top12_serial, bits, np.int64(w), top, hists)
+        launch(_top12_par, _top12_serial, bits, np.int64(w), top, hists, work=bits.size)
     return top, hists.sum(axis=0) if bits.size else np.zeros(4096, np.int64)
 
 
@@ -244,7 +259,7 @@ def _lane_lengths_serial(sym, lane_symbols, lengths, lens):
 def _lane_lengths(sym: np.ndarray, lane_symbols: int, lengths: np.ndarray) -> np.ndarray:
     lens = np.zeros((-(-sym.size // (LANES * lane_symbols)), LANES), np.int64)
     if sym.size:
-        launch(_lane_lengths_par, _lane_lengths_serial, sym, np.int64(lane_symbols), lengths, lens)
+        launch(_lane_lengths_par, _lane_lengths_serial, sym, np.int64(lane_symbols), lengths, lens, work=sym.size)
     return lens
 
 
@@ -333,13 +348,13 @@ def encode(arr: np.ndarray, lane_symbols: int | None = None, m: int | None = Non
     buf[0] = m
     buf[HEAD_BYTES:rest_off] = lengths[0::2] | (lengths[1::2] << 4)
     if n:
-        launch(_pack_par, _pack_serial, bits, np.int64(w), np.int64(b), buf[rest_off:t].view("<u8"))
+        launch(_pack_par, _pack_serial, bits, np.int64(w), np.int64(b), buf[rest_off:t].view("<u8"), work=n)
         buf[t:w0] = lens.astype("<u2").reshape(-1).view(np.uint8)
         order, ln, code = canonical(lengths)
         rev = np.zeros(lengths.size, np.uint64)
         rev[order] = _bitrev(code, ln).astype(np.uint64)
         launch(_write_par, _write_serial, sym, np.int64(s), lengths.astype(np.int64), rev, word_start,
-               buf[w0:].view("<u8"))
+               buf[w0:].view("<u8"), work=n)
     return {"lane_symbols": s}, buf
 
 
@@ -514,7 +529,7 @@ def decode_into(payload, n: int, itemsize: int, lane_symbols: int, out: np.ndarr
     if status.size:
         launch(_decode_groups, _decode_groups_serial, np.int64(g_first), p["words"], p["lens"], p["word_start"],
                 p["lut"], p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n),
-                np.int64(lane_symbols), out, np.int64(g_first * gsize), status)
+                np.int64(lane_symbols), out, np.int64(g_first * gsize), status, work=out.size)
     if status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"fexp payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")

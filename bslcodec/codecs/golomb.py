@@ -132,7 +132,7 @@ def choose_group_orders(u, lane_symbols, k_lo, k_hi):
     gbits = np.zeros(g_count, np.int64)
     if g_count:
         launch(_choose_orders_fast, _SERIAL["_choose_orders_fast"], np.ascontiguousarray(u), lane_symbols,
-               k_lo, k_hi, ks, gbits)
+               k_lo, k_hi, ks, gbits, work=u.size)
     return ks, gbits
 
 
@@ -140,7 +140,8 @@ def lane_lengths(u, lane_symbols, ks):
     """Lane lengths (int64, groups x 32) of the EG codes of ``u`` with per-group orders ``ks``."""
     lens = np.zeros((ks.size, LANES), np.int64)
     if ks.size:
-        launch(_lane_lengths, _SERIAL["_lane_lengths"], np.ascontiguousarray(u), lane_symbols, ks, lens)
+        launch(_lane_lengths, _SERIAL["_lane_lengths"], np.ascontiguousarray(u), lane_symbols, ks, lens,
+               work=u.size)
     return lens
 
 
@@ -197,7 +198,7 @@ def _write_groups_serial(u, lane_symbols, ks, word_start, words):
 
 
 def _write_groups(u, lane_symbols, ks, word_start, words):
-    launch(_write_groups_par, _write_groups_serial, u, lane_symbols, ks, word_start, words)
+    launch(_write_groups_par, _write_groups_serial, u, lane_symbols, ks, word_start, words, work=u.size)
 
 
 def table_bytes(g_count: int) -> int:
@@ -469,7 +470,8 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     out_base = g_first * gsize
     launch(_decode_groups, _decode_groups_serial, words, lens, ks, word_start, g_first, n_elems, lane_symbols,
-            np.int64(center), out, out_base, MODES[mode], _step32(step), np.float64(step), status)
+            np.int64(center), out, out_base, MODES[mode], _step32(step), np.float64(step), status,
+            work=min(n_elems, g_last * gsize) - out_base)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"eg payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")

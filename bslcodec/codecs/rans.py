@@ -109,7 +109,7 @@ def fine_histogram(u):
 
 
 def fine_hist(u: np.ndarray) -> np.ndarray:
-    return launch(fine_histogram, _SERIAL['fine_histogram'], np.ascontiguousarray(u)).sum(axis=0)
+    return launch(fine_histogram, _SERIAL['fine_histogram'], np.ascontiguousarray(u), work=u.size).sum(axis=0)
 
 
 def _fine_bins():
@@ -596,7 +596,7 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
     rcp = 1.0 / np.maximum(freqs, 1).astype(np.float64)
     tpk = (freqs | (cum << 16)).astype(np.uint64)
     launch(_encode_groups, _SERIAL['_encode_groups'], u, lane_symbols, model.prob_bits, model.s, model.m, tpk, rcp,
-           _token_lut(model.s, model.m), scratch, region_end, first_word, max_nb > 16)
+           _token_lut(model.s, model.m), scratch, region_end, first_word, max_nb > 16, work=u.size)
     W = region_end - first_word
     Wp = W + (W % 2)
     out_start = np.zeros(G + 1, np.int64)
@@ -606,7 +606,7 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
     buf[:len(head)] = np.frombuffer(head, np.uint8)
     buf[len(head):len(head) + 4 * G] = W.astype("<u4").view(np.uint8)
     words = buf[len(head) + 4 * G:].view("<u2")
-    launch(_gather, _SERIAL['_gather'], scratch, first_word, region_end, words, out_start[:-1])
+    launch(_gather, _SERIAL['_gather'], scratch, first_word, region_end, words, out_start[:-1], work=u.size)
     return buf.tobytes()
 
 
@@ -855,7 +855,8 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
            lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
-           np.float64(step), status, has_hi, check, dq)
+           np.float64(step), status, has_hi, check, dq,
+           work=min(n_elems, g_last * LANES * lane_symbols) - g_first * LANES * lane_symbols)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")

@@ -161,7 +161,7 @@ def refine(x: np.ndarray, u0: np.ndarray, step: float, center: int, dtype: str, 
             cost, s, m = ans_costs(u)
         out = np.empty_like(u0)
         st = launch(_rdoq, _rdoq_serial, x, u0, out, float(step), np.float32(step), np.int64(center), mode,
-                    lam, float(bound), rel, ab, cost, np.int64(s), np.int64(m), np.int64(eg_k))
+                    lam, float(bound), rel, ab, cost, np.int64(s), np.int64(m), np.int64(eg_k), work=x.size)
         u = out
         if eg_k >= 0:
             break  # the EG cost does not depend on the histogram

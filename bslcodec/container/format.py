@@ -59,11 +59,13 @@ class Entry:
 
 
 def _no_duplicates(pairs):
-    d = {}
-    for k, v in pairs:
-        if k in d:
-            raise FormatError(f"duplicate key {k!r} in header")
-        d[k] = v
+    d = dict(pairs)
+    if len(d) != len(pairs):  # rare: find the key for the message
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise FormatError(f"duplicate key {k!r} in header")
+            seen.add(k)
     return d
 
 
@@ -139,12 +141,17 @@ def _newer(minor: int) -> str:
     return ""
 
 
+_ENTRY_KEYS = ("name", "dtype", "shape", "codec", "params", "offset", "length", "checksum")
+_ENTRY_KEY_SET = frozenset(_ENTRY_KEYS)
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
 def _entry_from_json(obj, index: int, minor: int = MINOR) -> Entry:
     if not isinstance(obj, dict):
         raise FormatError(f"tensor entry {index} is not an object")
-    for key in ("name", "dtype", "shape", "codec", "params", "offset", "length", "checksum"):
-        if key not in obj:
-            raise FormatError(f"tensor entry {index} lacks the key {key!r}")
+    if not _ENTRY_KEY_SET <= obj.keys():
+        key = next(k for k in _ENTRY_KEYS if k not in obj)
+        raise FormatError(f"tensor entry {index} lacks the key {key!r}")
     name = obj["name"]
     if not isinstance(name, str) or not name or _utf8_len(name) > MAX_NAME_BYTES:
         raise FormatError(f"tensor entry {index}: name must be a string of 1..{MAX_NAME_BYTES} bytes")
@@ -166,13 +173,12 @@ def _entry_from_json(obj, index: int, minor: int = MINOR) -> Entry:
     if not isinstance(obj["params"], dict):
         raise FormatError(f"{where}: params must be an object")
     cs = obj["checksum"]
-    if not isinstance(cs, str) or len(cs) != 16 or any(c not in "0123456789abcdef" for c in cs):
+    if not isinstance(cs, str) or _HEX16.fullmatch(cs) is None:
         raise FormatError(f"{where}: checksum must be 16 lowercase hex digits")
-    known = {"name", "dtype", "shape", "codec", "params", "offset", "length", "checksum"}
     return Entry(name, obj["dtype"], shape, obj["codec"], obj["params"],
                  _int(obj["offset"], f"{where}: offset", 0, 2**63 - 1),
                  _int(obj["length"], f"{where}: length", 0, 2**63 - 1), cs,
-                 {k: v for k, v in obj.items() if k not in known})
+                 {k: v for k, v in obj.items() if k not in _ENTRY_KEY_SET} if len(obj) > 8 else {})
 
 
 def build_header(entries: list, metadata: dict) -> bytes:

@@ -292,7 +292,7 @@ def encode_lossless(arr: np.ndarray) -> tuple:
         arr = arr.view(np.uint8)
     if arr.size:
         best = ("raw", {}, None, arr.nbytes)
-        if dtype_name(arr.dtype) in FLOAT_NAMES:
+        if dtype_name(arr.dtype) in FLOAT_NAMES and fexp.min_payload(arr.size, arr.dtype.itemsize) < arr.nbytes:
             params, payload = fexp.encode(arr)
             if len(payload) < best[3]:
                 best = ("fexp", params, payload, len(payload))

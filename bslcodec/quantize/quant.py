@@ -210,7 +210,7 @@ def moments(x: np.ndarray) -> tuple:
     """(mean, std about the mean, number of non-finite values) of flat ``x``, one parallel pass."""
     if x.size == 0:
         return 0.0, 0.0, 0
-    acc = launch(_moments, _moments_serial, x).sum(axis=0)
+    acc = launch(_moments, _moments_serial, x, work=x.size).sum(axis=0)
     n_bad = int(acc[2])
     n = x.size - n_bad
     if n == 0:
@@ -234,7 +234,7 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, bound: float |
     bound = step / 2 if bound is None else bound
     rel, ab = (0.0, 0.0) if strict else ROUNDING[dtype]
     st = launch(_quantize, _quantize_serial, x, float(step), np.float32(step), np.int64(center),
-                MODE_OF_DTYPE[dtype], bound, rel, ab, r.u)
+                MODE_OF_DTYPE[dtype], bound, rel, ab, r.u, work=x.size)
     r.max_error = float(st[:, 0].max()) if st.size else 0.0
     r.n_bad, r.n_nonfinite, r.n_overflow = (int(v) for v in st[:, 1:].sum(axis=0)) if st.size else (0, 0, 0)
     if dtype == "F16" and x.size and not (r.n_nonfinite or r.n_overflow):
