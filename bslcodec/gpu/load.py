@@ -48,6 +48,17 @@ _pool_lock = threading.Lock()
 _copy_streams = {}  # device index -> torch.cuda.Stream for host-to-device copies
 
 
+def _after_fork():
+    """A forked child has none of the parent's threads or streams: start over (no lock is held: a fresh one)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+    _copy_streams.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def _threads() -> ThreadPoolExecutor:
     """Reader / checksum threads (shared by every load of the process)."""
     global _pool
