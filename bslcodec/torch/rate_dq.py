@@ -127,12 +127,13 @@ class DQRate:
     def _rows(self, locs, idx):
         return torch.stack([locs[i].detach().reshape(-1).float() for i in idx])
 
-    def moments(self, locs):
-        """(mean, var) per tensor of the whole tensors (float64, all ranks equal)."""
+    def moments(self, locs, Ws=None):
+        """(mean, var) per tensor of the whole tensors (float64, all ranks equal). ``Ws``: the groups'
+        stacked rows, if the caller has them already."""
         T = len(self.params)
         s = torch.zeros(T, 2, dtype=torch.float64, device=self.device)
-        for idx, gi in zip(self.groups, self.gidx):
-            W = self._rows(locs, idx)
+        for k, (idx, gi) in enumerate(zip(self.groups, self.gidx)):
+            W = self._rows(locs, idx) if Ws is None else Ws[k]
             s[gi] = torch.stack([W.sum(1, dtype=torch.float64), W.square().sum(1, dtype=torch.float64)], 1)
         _all_reduce(s, self.group)
         mean = s[:, 0] / self.n
@@ -189,7 +190,8 @@ class DQRate:
         """(per-tensor bits incl. calibration [T] float64, gradient context or None). No autograd."""
         locs = self._local() if locs is None else locs
         with torch.no_grad():
-            mean, var = self.moments(locs)
+            Ws = [self._rows(locs, idx) for idx in self.groups]  # stacked once: moments and positions
+            mean, var = self.moments(locs, Ws)
             step, center = self.step_center(mean, var)
             inv = (1.0 / step).float()
             T = len(self.params)
@@ -198,7 +200,7 @@ class DQRate:
             pos = {}  # group -> (W, P0, P1): weights and bin positions y / b (float32 [T_g, n_g])
             hist = torch.zeros(T, nb, dtype=torch.float32, device=self.device)
             for gi, (idx, ix) in enumerate(zip(self.groups, self.gidx)):
-                W = self._rows(locs, idx)
+                W = Ws[gi]
                 v = W * inv[ix, None] - center[ix, None].float()
                 sc = (0.5 / self.bin[ix]).float()[:, None]
                 P0 = (v * sc).clamp_(-K, K)  # y0 / b
@@ -208,6 +210,7 @@ class DQRate:
                     for r, t in enumerate(idx):  # bins centered on -K..K
                         hist[t] += torch.histc(P[r], bins=nb, min=-K - 0.5, max=K + 0.5)
                 pos[gi] = (W, P0, P1) if want_grad else None
+            del Ws
             _all_reduce(hist, self.group)
             # code length per bin: L = log2(2n) - log2(count) + log2(b); the value is the histogram's
             # (half of the two coordinates' total: n x the mixture's entropy), the gradient the slope of L
