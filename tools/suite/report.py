@@ -20,6 +20,7 @@ sys.path.insert(0, HERE)
 
 from harness import LABELS, TARGETS, interp  # noqa: E402
 
+FINDINGS = ("<!-- findings -->", "<!-- /findings -->")
 CURVES = ("default", "max_error", "sens", "nncodec")
 STYLE = {"default": dict(color="C0", marker="o", lw=2), "max_error": dict(color="C8", marker="x", lw=1.2, ls="-."),
          "sens": dict(color="C2", marker="D", lw=1.5), "nncodec": dict(color="C3", marker="^", lw=2),
@@ -147,7 +148,8 @@ def render(d, stem) -> str:
              "(models.py, harness.py, run.py, report.py).", "",
              f"![rate-quality per model]({png})", "",
              "## Headline: bits/weight at equal output cosine (difference to NNCodec)", "",
-             "<!-- suite-headline -->", headline(d), "<!-- /suite-headline -->", ""]
+             "<!-- suite-headline -->", headline(d), "<!-- /suite-headline -->", "",
+             FINDINGS[0], FINDINGS[1], ""]
     parts += [model_section(n, e) for n, e in d["models"].items()]
     return "\n".join(parts)
 
@@ -185,6 +187,11 @@ def main(argv=None):
     text = render(d, stem)
     if not has_png:
         text = text.replace(f"![rate-quality per model]({os.path.basename(stem)}.png)", "(no plot: matplotlib missing)")
+    # a hand-written findings block in an existing report survives re-rendering
+    old = open(stem + ".md").read() if os.path.exists(stem + ".md") else ""
+    a, b = old.find(FINDINGS[0]), old.find(FINDINGS[1])
+    if 0 <= a < b:
+        text = text.replace(FINDINGS[0] + "\n" + FINDINGS[1], old[a:b + len(FINDINGS[1])])
     with open(stem + ".md", "w") as fh:
         fh.write(text)
     print(headline(d))
