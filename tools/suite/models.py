@@ -200,8 +200,11 @@ def effnet(n_views: int = 32, n_calib: int = 4) -> SuiteModel:
 
 # ---------------------------------------------------------------- character-level transformer
 
-CHARLM = {"d": 128, "layers": 2, "heads": 4, "ctx": 64, "batch": 32, "steps": 2000, "lr": 3e-3, "seed": 0}
-CHARLM_TINY = {"d": 32, "layers": 1, "heads": 2, "ctx": 32, "batch": 16, "steps": 150, "lr": 3e-3, "seed": 0}
+# train_rd.py's dense model (its pretraining warms up for steps // 15 = 133 steps; 100 here)
+CHARLM = {"d": 128, "layers": 2, "heads": 4, "ctx": 64, "batch": 32, "steps": 2000, "lr": 3e-3, "warmup": 100,
+          "seed": 0}
+CHARLM_TINY = {"d": 32, "layers": 1, "heads": 2, "ctx": 32, "batch": 16, "steps": 150, "lr": 3e-3, "warmup": 7,
+               "seed": 0}
 
 
 def _charlm_train(cfg: dict, data, threads: int | None = None) -> dict:
@@ -214,7 +217,7 @@ def _charlm_train(cfg: dict, data, threads: int | None = None) -> dict:
     torch.manual_seed(cfg["seed"])
     args = argparse.Namespace(device="cpu", batch=cfg["batch"], verbose=False, eval_chars=0, ctx=cfg["ctx"])
     model = train_rd.CharLM(data.vocab, cfg["d"], cfg["layers"], cfg["heads"], cfg["ctx"])
-    train_rd.train(model, data, args, cfg["steps"], cfg["lr"], max(1, cfg["steps"] // 20), seed=cfg["seed"])
+    train_rd.train(model, data, args, cfg["steps"], cfg["lr"], cfg["warmup"], seed=cfg["seed"])
     return {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
 
 
