@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -68,16 +69,20 @@ def _fail(message: str, code: int):
 
 
 def _set_workers(workers):
-    """``--workers N``: the number of Numba threads (the codec's kernels run groups of 16,384 weights
-    in parallel; the default is every core Numba found)."""
+    """``--workers N``: threads (the encoder's tensor threads and the Numba threads of the codec's kernels,
+    which run groups of weights in parallel); the default: every core Numba found (encode: the cores this
+    process may use less those the machine's load keeps busy)."""
     if workers is None:
         return
     import numba
+
+    from .files import pool
 
     top = numba.config.NUMBA_NUM_THREADS
     if not 1 <= workers <= top:
         raise click.BadParameter(f"must be between 1 and {top} (the cores Numba found)", param_hint="--workers")
     numba.set_num_threads(workers)
+    pool.set_threads(workers)
 
 
 def _size(n: float) -> str:
@@ -107,7 +112,8 @@ def _table(rows: list, header: list, right: set) -> str:
 
 
 workers_option = click.option("--workers", type=int, metavar="N",
-                              help="Threads for the codec's Numba kernels (default: every core).")
+                              help="Threads (encode: tensors coded side by side; the codec's Numba kernels). Default: every "
+                                   "core (encode: those the machine's load leaves idle).")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 
@@ -153,6 +159,8 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
 
     A folder gives a folder: model.bsl (or model-0000i-of-0000n.bsl shards with model.bsl.index.json
     when the input was sharded) plus every non-weight file (config, tokenizer) copied unchanged.
+    Under torchrun (WORLD_SIZE > 1) the ranks share a folder's files (same bytes as one process); the
+    output folder must be on a file system every rank sees.
     Torch files are read with torch.load(weights_only=True): nothing else is unpickled.
     """
     from .files.checkpoint import check_settings, encode_checkpoint
@@ -175,9 +183,16 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
         if not isinstance(sens, dict):
             raise click.BadParameter(f"{sensitivity} must hold a JSON object", param_hint="--sensitivity")
     _set_workers(workers)
-    res = encode_checkpoint(input, output, max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless,
-                            sensitivity=sens, codec=codec, overwrite=overwrite, progress=not quiet, rdoq=rdoq,
-                            quantizer=quantizer)
+    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sens, codec=codec,
+              overwrite=overwrite, progress=not quiet, rdoq=rdoq, quantizer=quantizer)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: this rank's share of the files
+        from .files.distributed import encode_checkpoint_distributed
+
+        res = encode_checkpoint_distributed(input, output, **kw)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+    else:
+        res = encode_checkpoint(input, output, **kw)
     if not quiet:
         if res.skipped:
             click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)

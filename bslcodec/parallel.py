@@ -75,4 +75,4 @@ def serial_twin(kernel):
     twin = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
     twin.__qualname__ = f.__qualname__ + "_serial"
     twin.__module__ = f.__module__
-    return numba.njit(cache=True)(twin)
+    return numba.njit(nogil=True, cache=True)(twin)  # nogil: tensors are coded on several threads

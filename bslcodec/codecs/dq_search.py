@@ -231,7 +231,7 @@ def _groups(x, g0, g1, lane_symbols, center, mode, step32, step64, lam, bound, s
         stats[g, 1] = bad
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate, tokbits,
               s_tok, m_tok, u):
     gsize = LANES * lane_symbols

@@ -180,13 +180,13 @@ def _top12_chunk(c, bits, w, top, hists):
         h[t] += 1
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _top12_par(bits, w, top, hists):
     for c in prange(hists.shape[0]):
         _top12_chunk(c, bits, w, top, hists)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _top12_serial(bits, w, top, hists):
     for c in range(hists.shape[0]):
         _top12_chunk(c, bits, w, top, hists)
@@ -221,13 +221,13 @@ def _pack_chunk(c, bits, w, b, rest_words):
         rest_words[wi] = acc
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _pack_par(bits, w, b, rest_words):
     for c in prange((bits.size + 63) // 64):
         _pack_chunk(c, bits, w, b, rest_words)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _pack_serial(bits, w, b, rest_words):
     for c in range((bits.size + 63) // 64):
         _pack_chunk(c, bits, w, b, rest_words)
@@ -244,13 +244,13 @@ def _lane_lengths_group(g, sym, lane_symbols, lengths, lens):
         lens[g, j] = acc
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _lane_lengths_par(sym, lane_symbols, lengths, lens):
     for g in prange(lens.shape[0]):
         _lane_lengths_group(g, sym, lane_symbols, lengths, lens)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _lane_lengths_serial(sym, lane_symbols, lengths, lens):
     for g in range(lens.shape[0]):
         _lane_lengths_group(g, sym, lane_symbols, lengths, lens)
@@ -286,13 +286,13 @@ def _write_group(g, sym, lane_symbols, lengths, rev, word_start, words):
         words[w] = acc
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _write_par(sym, lane_symbols, lengths, rev, word_start, words):
     for g in prange(word_start.size - 1):
         _write_group(g, sym, lane_symbols, lengths, rev, word_start, words)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _write_serial(sym, lane_symbols, lengths, rev, word_start, words):
     for g in range(word_start.size - 1):
         _write_group(g, sym, lane_symbols, lengths, rev, word_start, words)
@@ -500,13 +500,13 @@ def _decode_group(gi, g_first, words, lens, word_start, lut, rest, b, w, n, lane
             return
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _decode_groups(g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base, status):
     for gi in prange(status.size):
         _decode_group(gi, g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base, status)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _decode_groups_serial(g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base,
                           status):
     for gi in range(status.size):

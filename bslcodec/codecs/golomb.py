@@ -68,7 +68,7 @@ def n_groups(n_elems: int, lane_symbols: int) -> int:
     return -(-n_elems // (LANES * lane_symbols))
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits):
     """Order and bit count of group ``g``: the order in [k_lo, k_hi] with the fewest bits (the first on a
     tie, as ``golomb_ref.choose_orders``). One branch-free pass per order over the group: floor(log2(v)) is the
@@ -92,13 +92,13 @@ def _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits):
     gbits[g] = best_bits
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _choose_orders_fast(u, lane_symbols, k_lo, k_hi, ks, gbits):
     for g in prange(ks.size):
         _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _lane_lengths_group(g, u, lane_symbols, ks, lens):
     n = u.size
     start = g * LANES * lane_symbols
@@ -117,7 +117,7 @@ def _lane_lengths_group(g, u, lane_symbols, ks, lens):
         lens[g, j] = 2 * (acc[j] - 1023 * cnt) + cnt * (1 - k)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _lane_lengths(u, lane_symbols, ks, lens):
     for g in prange(ks.size):
         _lane_lengths_group(g, u, lane_symbols, ks, lens)
@@ -157,7 +157,7 @@ def payload_size_of_groups(gbits: np.ndarray) -> int:
     return table_bytes(gbits.size) + 8 * words
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _write_group(g, u, lane_symbols, ks, word_start, words):
     n = u.size
     start = g * LANES * lane_symbols
@@ -185,13 +185,13 @@ def _write_group(g, u, lane_symbols, ks, word_start, words):
         words[w] = acc
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _write_groups_par(u, lane_symbols, ks, word_start, words):
     for g in prange(ks.size):
         _write_group(g, u, lane_symbols, ks, word_start, words)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _write_groups_serial(u, lane_symbols, ks, word_start, words):
     for g in range(ks.size):
         _write_group(g, u, lane_symbols, ks, word_start, words)
@@ -317,7 +317,7 @@ def _decode_lane(words, pos, end, k, start, stop, center, out, mode, step32, ste
     return pos, 0
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _decode_group_checked(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                   mode, step32, step64, status):
     g = g_first + gi
@@ -361,7 +361,7 @@ def _eg_symbol(words, pos, lim, k):
     return pos + 2 * z + k + 1, (uu >> 1) ^ -(uu & 1), z
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                   mode, step32, step64, status):
     """Decode a group four lanes at a time, so that the four lanes' serial bit-position chains overlap.
@@ -426,7 +426,7 @@ def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbol
                               out_base, mode, step32, step64, status)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                    mode, step32, step64, status):
     for gi in prange(status.size):
@@ -434,7 +434,7 @@ def _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, 
                       mode, step32, step64, status)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _decode_groups_serial(words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                           mode, step32, step64, status):
     for gi in range(status.size):

@@ -95,7 +95,7 @@ def _align4(x: int) -> int:
 _HIST_BLOCK = 1 << 20
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def fine_histogram(u):
     """Counts of the tokens of (s, m) = (12, 4), from which every coarser split is summed."""
     n = u.size
@@ -324,7 +324,7 @@ def header_bytes(model: Model) -> bytes:
     return head + bytes(-len(head) % 4)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _parse_table(tb, K, kq, M, freqs):
     """Fill ``freqs`` from the table bit string; returns (bits read, error code)."""
     nbits = tb.size * 8
@@ -417,7 +417,7 @@ def _token_bits(tok: int, s: int, m: int) -> int:
     return 0 if tok < (1 << s) else s + ((tok - (1 << s)) >> m) - m
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
     """rANS-encode group ``g`` backwards into its region of ``scratch`` (ending at ``region_end[g]``);
     ``first_word[g]`` gets where its words start. Per token ``tpk`` = f | c << 16 and ``rcp`` = 1/f. A
@@ -542,14 +542,14 @@ def _coded_state(xv, e, rcp_f, P):
     return (qt << P) + rt + np.int64(e >> np.uint64(16))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _encode_groups(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
     """rANS-encode every group (``_encode_group``) in parallel."""
     for g in prange(region_end.size):
         _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _gather(scratch, first_word, region_end, out_words, out_start):
     for g in prange(first_word.size):
         w = region_end[g] - first_word[g]
@@ -709,7 +709,7 @@ def _dq_levels(qs, st, lt, c32):
         st[j] = _dq_next(s, k)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
                   mode, step32, step64, status, has_hi, check, dq):
     """Decode group ``g_first + gi`` (spec 4.4); a plain function (not inlined into the parallel loop, where
@@ -811,7 +811,7 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
         status[gi] = _RANGE
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
                    mode, step32, step64, status, has_hi, check, dq):
     for gi in prange(status.size):

@@ -55,7 +55,7 @@ def _sym_bits(uu, cost, s, m, eg_k):
     return cost[-1] + np.float64(nb)  # the last entry is the cost of an unused token
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _rdoq(x, u0, out, step64, step32, center, mode, lam, bound, slack_rel, slack_abs, cost, s, m, eg_k):
     """``out[i]``: ``u0[i]`` or the symbol one level toward ``center``, whichever has the smaller
     ``err^2 + lam * bits`` (the alternative only within the bound). Per block: (max error of the output,

@@ -36,6 +36,7 @@ from ..pipeline import codec as _codec
 from ..pipeline.arrays import _to_framework, as_numpy
 from ..pipeline.codec import LossyTensor, Settings
 from ..pipeline.ratecontrol import choose_rel_step, overhead_guess
+from . import pool as _pool
 
 FRAMEWORKS = ("np", "numpy", "pt", "torch")
 
@@ -43,7 +44,9 @@ FRAMEWORKS = ("np", "numpy", "pt", "torch")
 # ---------------------------------------------------------------- writing
 
 def _check_inputs(tensors, metadata):
-    if not isinstance(tensors, dict):
+    from collections.abc import Mapping
+
+    if not isinstance(tensors, Mapping):
         raise EncodeError(f"tensors must be a dict of name -> array, got {type(tensors).__name__}")
     for name in tensors:
         if not isinstance(name, str) or not name or len(_utf8(name)) > MAX_NAME_BYTES:
@@ -69,10 +72,13 @@ SETTINGS_KEY = "bslcodec.settings"  # metadata key (reserved prefix "bslcodec.")
 
 class _Progress:
     """Per-tensor progress: a tqdm bar for ``progress=True``, or calls of a user callable
-    ``progress(phase, name, nbytes)`` with phase "fit", "encode" (per tensor) or "search" (name "")."""
+    ``progress(phase, name, nbytes)`` with phase "fit", "encode" (per tensor) or "search" (name ""); called
+    from one thread at a time (tensors are encoded on several)."""
 
     def __init__(self, progress, n_tensors):
-        self.fn, self.bar = None, None
+        import threading
+
+        self.fn, self.bar, self.lock = None, None, threading.Lock()
         if callable(progress):
             self.fn = progress
         elif progress:
@@ -81,10 +87,11 @@ class _Progress:
             self.bar = tqdm(total=n_tensors, desc="encode", unit="tensor", file=sys.stderr)
 
     def __call__(self, phase, name="", nbytes=0):
-        if self.fn is not None:
-            self.fn(phase, name, nbytes)
-        elif self.bar is not None and phase == "encode":
-            self.bar.update(1)
+        with self.lock:
+            if self.fn is not None:
+                self.fn(phase, name, nbytes)
+            elif self.bar is not None and phase == "encode":
+                self.bar.update(1)
 
     def close(self):
         if self.bar is not None:
@@ -115,26 +122,40 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     if settings.quantizer == "dq" and codec == "eg":
         raise EncodeError("quantizer='dq' is coded with ans (codec ans-dq): codec='eg' cannot hold it")
     report = _Progress(progress, len(tensors))
+    names = sorted(tensors)
+    weights = [_nbytes(tensors, name) for name in names]
+
+    def prepare(name):
+        """(name, array, dtype, LossyTensor or None): the tensor read (``tensors`` may load lazily) and fitted."""
+        try:
+            arr = as_numpy(tensors[name], name)
+            dt = dtype_name(arr.dtype)
+            report("fit", name, arr.nbytes)
+            lt = None
+            if _codec.wants_lossy(name, arr, dt, settings):
+                lt = LossyTensor(name, arr, dt)
+                if codec is not None:  # None: codec.DEFAULT_CODEC ("auto")
+                    lt.codec = codec
+                lt.rdoq = settings.rdoq
+                lt.quantizer = settings.quantizer
+        except BslError as exc:
+            raise _named(exc, name) from None
+        return name, arr, dt, lt
+
+    def code(item, rel):
+        """(entry, payload) of one prepared tensor at ``rel_step`` ``rel`` (None: the settings' own)."""
+        name, arr, dt, lt = item
+        coded = lt.encode(lt.step_for(settings, rel), settings.max_error) if lt is not None else None
+        if coded is not None:
+            cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
+        else:
+            cname, params, payload = _codec.encode_lossless(arr)
+        entry = Entry(name, dt, arr.shape, cname, params)
+        entry.checksum = checksum(payload)
+        report("encode", name, arr.nbytes)
+        return entry, payload
+
     try:
-        items, lossy = [], {}
-        for name in sorted(tensors):
-            try:
-                arr = as_numpy(tensors[name], name)
-                dt = dtype_name(arr.dtype)
-                report("fit", name, arr.nbytes)
-                if _codec.wants_lossy(name, arr, dt, settings):
-                    lossy[name] = LossyTensor(name, arr, dt)
-                    if codec is not None:  # None: codec.DEFAULT_CODEC ("auto")
-                        lossy[name].codec = codec
-                    lossy[name].rdoq = settings.rdoq
-                    lossy[name].quantizer = settings.quantizer
-            except BslError as exc:
-                raise _named(exc, name) from None
-            items.append((name, arr, dt))
-        if sensitivity is not None:
-            if settings.max_error is not None:
-                raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
-            _codec.apply_sensitivity(lossy, sensitivity)
         used = {k: v for k, v in (("max_error", settings.max_error), ("rel_step", settings.rel_step),
                                   ("bits", settings.bits)) if v is not None}
         if settings.lossless:
@@ -147,26 +168,29 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
             used["rdoq"] = settings.rdoq  # bound: one step (max_error=: max_error), not step/2
         if settings.quantizer != "uniform":
             used["quantizer"] = settings.quantizer  # dq: bound 1.5 steps (bslcodec.quantize.dq)
+        if sensitivity is not None and settings.max_error is not None:
+            raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
+
+        if settings.bits is None and sensitivity is None:
+            # streaming: each tensor read, fitted, coded and let go on its own (bslcodec.files.pool)
+            metadata[SETTINGS_KEY] = json.dumps(used, sort_keys=True)
+            done = _pool.run(lambda name: code(prepare(name), None), names, weights)
+            entries, payloads = [e for e, _ in done], [p for _, p in done]
+            place(entries, [len(p) for p in payloads])
+            return entries, payloads, metadata
+
+        prepared = _pool.run(prepare, names, weights)
+        items = [(name, arr, dt) for name, arr, dt, _ in prepared]
+        lossy = {name: lt for name, _, _, lt in prepared if lt is not None}
+        if sensitivity is not None:
+            _codec.apply_sensitivity(lossy, sensitivity)
 
         def encode_all(rel):
             if rel is not None:
                 used["rel_step"] = rel
             metadata[SETTINGS_KEY] = json.dumps(used, sort_keys=True)
-            entries, payloads = [], []
-            for name, arr, dt in items:
-                coded = None
-                if name in lossy:
-                    lt = lossy[name]
-                    coded = lt.encode(lt.step_for(settings, rel), settings.max_error)
-                if coded is not None:
-                    cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
-                    entries.append(Entry(name, dt, arr.shape, cname, params))
-                else:
-                    cname, params, payload = _codec.encode_lossless(arr)
-                    entries.append(Entry(name, dt, arr.shape, cname, params))
-                entries[-1].checksum = checksum(payload)
-                payloads.append(payload)
-                report("encode", name, arr.nbytes)
+            done = _pool.run(lambda item: code(item, rel), prepared, weights)
+            entries, payloads = [e for e, _ in done], [p for _, p in done]
             end = place(entries, [len(p) for p in payloads])
             return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
 
@@ -187,6 +211,20 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
         return entries, payloads, metadata
     finally:
         report.close()
+
+
+def _nbytes(tensors, name) -> int:
+    """Input bytes of ``tensors[name]`` without loading it where ``tensors`` can say (``.nbytes(name)``)."""
+    if hasattr(tensors, "nbytes") and callable(tensors.nbytes):
+        return int(tensors.nbytes(name))
+    v = tensors[name]
+    nb = getattr(v, "nbytes", None)
+    if isinstance(nb, int):
+        return nb
+    try:  # torch
+        return int(v.numel() * v.element_size())
+    except Exception:  # noqa: BLE001 - anything else: as_numpy will say what is wrong
+        return 0
 
 
 def _write(fh, entries, payloads, metadata):

@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,8 @@ from .writers import WRITERS, output_format, staged_output, write_bsl
 # ---------------------------------------------------------------- progress
 
 class Progress:
-    """A tqdm bar in bytes (per tensor updates, bytes/s), or nothing when disabled."""
+    """A tqdm bar in bytes of input (updated as each tensor finishes): MB/s and the time left, or nothing
+    when disabled."""
 
     def __init__(self, total: int, desc: str, enabled: bool):
         self.bar = None
@@ -55,8 +57,10 @@ class Progress:
             from tqdm.auto import tqdm
 
             # disable=None: no bar when stderr is not a terminal (logs, pipes, CI)
-            self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True,
-                            file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1000,
+                            file=sys.stderr, disable=None, leave=False, dynamic_ncols=True, smoothing=0.05,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
     def start(self, name: str):
         if self.bar is not None:
@@ -126,15 +130,15 @@ def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=Non
     metadata = {k: v for k, v in tf.metadata.items() if isinstance(k, str) and isinstance(v, str)}
     metadata.update(extra_metadata or {})
     metadata[META_PREFIX + "source_format"] = tf.fmt
-    arrays = {n: tf.get(n) for n in tf.keys()}
+    arrays = _LazyTensors(tf)  # each tensor read when its turn comes, and let go once coded
 
     def progress(phase, name, nbytes):
         if phase == "search":
             bar.note(f"search step for {bits:g} bits/weight")
             return
-        bar.note(phase)
-        bar.start(name)
-        bar.update(nbytes)
+        if phase == "encode":  # input bytes done: the bar's rate is MB/s of input
+            bar.start(name)
+            bar.update(nbytes)
 
     try:
         entries, payloads, metadata = api.encode_tensors(
@@ -146,6 +150,25 @@ def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=Non
     chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None
     n_weights = sum(math.prod(e.shape) for e in entries)
     return write_bsl(dest, entries, payloads, metadata), n_weights, chosen
+
+
+class _LazyTensors(Mapping):
+    """The tensors of a file as a read-on-access mapping (``encode_tensors`` streams through it)."""
+
+    def __init__(self, tf: TensorFile):
+        self.tf = tf
+
+    def __iter__(self):
+        return iter(self.tf.keys())
+
+    def __len__(self):
+        return len(self.tf.keys())
+
+    def __getitem__(self, name):
+        return self.tf.get(name)
+
+    def nbytes(self, name) -> int:
+        return self.tf.nbytes(name)
 
 
 def _copy_extras(src: Checkpoint, tmp: Path) -> None:
@@ -182,7 +205,7 @@ def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, los
         kw["rdoq"] = rdoq
     # torch files are read whole: their size stands in for the tensor bytes rather than reading them twice
     total = src.weight_bytes if src.fmt == "pt" else _total_bytes(src)
-    bar = Progress(2 * total, "encode", progress)  # each tensor's bytes count twice: fit, then encode
+    bar = Progress(total, "encode", progress)
     try:
         with staged_output(out, src.folder, overwrite) as tmp:
             n = len(src.files)
@@ -205,13 +228,7 @@ def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, los
                 res.n_tensors += len(tf.keys())
                 res.rel_steps.append(rel)
             if src.folder:
-                if src.sharded:
-                    meta = {"total_size": _total_decoded(tmp, names), "bsl_total_size": res.out_bytes}
-                    with open(tmp / BSL_INDEX, "w", encoding="utf-8") as fh:
-                        json.dump({"metadata": meta, "weight_map": dict(sorted(weight_map.items()))}, fh,
-                                  indent=2)
-                        fh.write("\n")
-                _copy_extras(src, tmp)
+                _finish_staged(src, tmp, names, weight_map, res.out_bytes)
                 res.outputs = [str(out / s) for s in names]
             else:
                 res.outputs = [str(out)]
@@ -219,6 +236,27 @@ def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, los
         bar.close()
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _finish_staged(src: Checkpoint, tmp: Path, names: list, weight_map: dict, out_bytes: int) -> None:
+    """The index (sharded input) and the copied extra files of an encoded folder being staged in ``tmp``."""
+    if src.sharded:
+        meta = {"total_size": _total_decoded(tmp, names), "bsl_total_size": out_bytes}
+        with open(tmp / BSL_INDEX, "w", encoding="utf-8") as fh:
+            json.dump({"metadata": meta, "weight_map": dict(sorted(weight_map.items()))}, fh, indent=2)
+            fh.write("\n")
+    _copy_extras(src, tmp)
+
+
+def finish_folder(src: Checkpoint, stage: Path, out: Path, names: list, weight_map: dict, out_bytes: int,
+                  overwrite: bool = False) -> None:
+    """Move encoded files ``names`` from ``stage`` into the output folder ``out`` (staged, then renamed into
+    place as ``encode_checkpoint`` does), with the index and the extra files; ``stage`` is removed."""
+    with staged_output(out, True, overwrite) as tmp:
+        for s in names:
+            os.replace(stage / s, tmp / s)
+        _finish_staged(src, tmp, names, weight_map, out_bytes)
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def _check_distinct(src: Checkpoint, out: Path) -> None:

@@ -113,6 +113,9 @@ def _encode_task(task: dict) -> dict:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     except Exception:  # noqa: BLE001 - numba without threads: nothing to set
         pass
+    from . import pool
+
+    pool.set_threads(threads)  # this process's share of the cores: tensors side by side within it
     from ..container.errors import BslError
     from . import api
     from .readers import META_PREFIX

@@ -65,7 +65,7 @@ def store_dequant(out, e, q, mode, step32, step64):
         out[e] = q
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _quantize_block(x, b0, b1, inv, step64, step32, center, mode, bound, slack_rel, slack_abs, u, stats, b):
     """The exact per-element quantizer of elements [b0, b1): nearest level, then its neighbours where
     rounding to the output dtype breaks the bound; fills ``stats[b]``."""
@@ -119,7 +119,7 @@ def _fast_tail(xv, qf, xh, cf, lim, bound, slack_rel, slack_abs):
     return ok, np.float64(err).view(np.int64), np.uint32(np.int32(a + a - np.float64(d < 0)))
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _quantize_fast(x, b0, b1, inv, step32, step64, center, mode, bound, slack_rel, slack_abs, u):
     """The quantizer's common case, branch-free so that it vectorizes: nearest level of every element of
     [b0, b1). Returns (max error, number of elements that need ``_quantize_block``: non-finite, out of
@@ -159,7 +159,7 @@ def _quantize_fast(x, b0, b1, inv, step32, step64, center, mode, bound, slack_re
     return np.int64(maxbits).view(np.float64), (b1 - b0) - nok
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _quantize(x, step64, step32, center, mode, bound, slack_rel, slack_abs, u):
     """Fill ``u`` with zigzag symbols; per-block (max error, bad-bound count, non-finite count, overflow).
 
@@ -180,7 +180,7 @@ def _quantize(x, step64, step32, center, mode, bound, slack_rel, slack_abs, u):
     return stats
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _moments(x):
     n = x.size
     nblocks = (n + _BLOCK - 1) // _BLOCK

@@ -1,0 +1,109 @@
+"""Tensor-level parallelism for encoding: many tensors at once on a thread pool, each with one Numba thread,
+instead of one tensor at a time with every Numba thread (nested parallel regions, and OpenMP threads that
+spin against each other on a busy machine).
+
+Numba kernels release the GIL (``nogil=True``), so the pool's threads run side by side. Tensors larger than a
+thread's share of the work run first, one at a time, with all threads (their kernels split them by groups);
+the rest go to the pool, largest first. The bytes of input in flight are capped (``MEMORY_BUDGET``, or the
+largest tensor) so that a checkpoint streams through in bounded memory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+MEMORY_BUDGET = 256 << 20  # bytes of input tensors being encoded at once (each costs ~7x its bytes meanwhile)
+_threads = None  # set by the CLI's --workers (set_threads); None: from the cores and the load
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` threads (None: choose from the cores this process may use and the machine's load)."""
+    global _threads
+    _threads = n
+
+
+def cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads() -> int:
+    """Threads to encode with: as set, else the cores this process may use less those busy with other
+    work (1-minute load average), at least 1: on a loaded machine extra threads only contend."""
+    if _threads is not None:
+        return _threads
+    n = cpus()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover
+        load = 0.0
+    return max(1, min(n, int(n - load + 0.5)))
+
+
+def _numba_threads(n: int) -> None:
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))  # per calling thread
+    except Exception:  # noqa: BLE001 - no numba threading: nothing to set
+        pass
+
+
+class _Budget:
+    """Bytes in flight: ``take(n)`` waits until ``n`` fits (one task always fits)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.cv = limit, 0, threading.Condition()
+
+    def take(self, n: int):
+        with self.cv:
+            while self.used and self.used + n > self.limit:
+                self.cv.wait()
+            self.used += n
+
+    def give(self, n: int):
+        with self.cv:
+            self.used -= n
+            self.cv.notify_all()
+
+
+def run(fn, items: list, weights: list, n_threads: int | None = None, budget: int | None = None) -> list:
+    """``[fn(item) for item in items]`` (results in order), the work spread over threads as the module
+    docstring says; ``weights``: each item's input bytes. The first exception is raised (pending items are
+    not started)."""
+    n = threads() if n_threads is None else max(1, n_threads)
+    if n <= 1 or len(items) <= 1:
+        return [fn(it) for it in items]
+    total = sum(weights) or 1
+    order = sorted(range(len(items)), key=lambda i: (-weights[i], i))
+    big = [i for i in order if weights[i] * n > total]
+    small = [i for i in order if weights[i] * n <= total]
+    out = [None] * len(items)
+    for i in big:  # a thread's share or more: alone, its kernels parallel over groups
+        out[i] = fn(items[i])
+    if not small:
+        return out
+    cap = _Budget(max(budget or MEMORY_BUDGET, max(weights[i] for i in small)))
+    failed = threading.Event()
+
+    def task(i):
+        if failed.is_set():
+            return None
+        cap.take(weights[i])
+        try:
+            return fn(items[i])
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            cap.give(weights[i])
+
+    with ThreadPoolExecutor(min(n, len(small)), initializer=_numba_threads, initargs=(1,)) as ex:
+        futures = [(i, ex.submit(task, i)) for i in small]
+        for i, f in futures:
+            out[i] = f.result()
+    return out

@@ -1,0 +1,73 @@
+"""Tensors encoded side by side (bslcodec.files.pool): the bytes do not depend on the number of threads, errors
+name their tensor, progress reports each tensor once, and the pool's order/budget rules."""
+
+import threading
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import bslcodec
+from bslcodec.container.errors import EncodeError
+from bslcodec.files import pool
+
+
+@pytest.fixture
+def tensors():
+    rng = np.random.default_rng(0)
+    t = {f"l{i}.w": rng.laplace(0, 0.02, (64 + 16 * i, 200)).astype(ml_dtypes.bfloat16) for i in range(9)}
+    t["emb"] = rng.normal(0, 0.02, (1500, 256)).astype(np.float32)  # more than a thread's share: alone first
+    t["norm"] = np.ones(256, np.float32)
+    t["ids"] = np.arange(100)
+    return t
+
+
+@pytest.fixture
+def threads():
+    yield
+    pool.set_threads(None)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(rel_step=1 / 16), dict(bits=4), dict(max_error=1e-3),
+                                dict(lossless=True), dict(quantizer="uniform", codec="eg", rel_step=1 / 16)])
+def test_bytes_do_not_depend_on_threads(tensors, threads, kw):
+    pool.set_threads(1)
+    one = bslcodec.save(tensors, **kw)
+    pool.set_threads(3)
+    assert bslcodec.save(tensors, **kw) == one
+
+
+def test_error_names_the_tensor(tensors, threads):
+    pool.set_threads(3)
+    tensors["l3.w"] = tensors["l3.w"].astype(np.float32)
+    tensors["l3.w"][5, 5] = np.nan
+    with pytest.raises(EncodeError, match="l3.w"):
+        bslcodec.save(tensors)
+
+
+def test_progress_sees_each_tensor_once(tensors, threads):
+    pool.set_threads(3)
+    seen = []
+    bslcodec.files.api.encode_tensors(tensors, progress=lambda phase, name, nb: seen.append((phase, name)))
+    assert sorted(n for p, n in seen if p == "encode") == sorted(tensors)
+
+
+def test_run_keeps_order_and_budget():
+    live, peak, lock = [0], [0], threading.Lock()
+
+    def fn(i):
+        with lock:
+            live[0] += i
+            peak[0] = max(peak[0], live[0])
+        threading.Event().wait(0.01)
+        with lock:
+            live[0] -= i
+        return i * i
+
+    items = list(range(1, 30))
+    assert pool.run(fn, items, items, n_threads=4, budget=40) == [i * i for i in items]
+    assert peak[0] <= 40
+
+
+def test_threads_default_is_at_least_one():
+    assert 1 <= pool.threads() <= pool.cpus()
