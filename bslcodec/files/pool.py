@@ -14,7 +14,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-MEMORY_BUDGET = 256 << 20  # bytes of input tensors being encoded at once (each costs ~7x its bytes meanwhile)
+MEMORY_BUDGET = 128 << 20  # bytes of input tensors being encoded at once (bf16 costs ~7x its bytes meanwhile)
 _threads = None  # set by the CLI's --workers (set_threads); None: from the cores and the load
 
 
