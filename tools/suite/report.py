@@ -79,7 +79,8 @@ def model_section(name, e) -> str:
         r = ns[0]
         out.append(f"- no setting (`save_file(w)`): {r['bpw']:.2f} b/w, output cosine {r['metrics']['cos']:.5f}"
                    + (f", top-1 agreement {100 * r['metrics']['top1']:.1f} %" if "top1" in r["metrics"] else ""))
-    out.append(f"- wall time for this model: {e.get('wall_s')} s")
+    out.append(f"- wall time for this model: {e.get('wall_s')} s"
+               + (f" (CPU time of the process: {e['cpu_s']} s)" if e.get("cpu_s") is not None else ""))
     out.append("")
     mk = sorted({k for r in e["rows"] for k in r["metrics"]} - {"cos", "cos_min"})
     hdr = ["family", "setting", "b/w", "fixed b/w", "cos mean", "cos min"] + mk + ["rel L2", "max abs err", "enc s"]

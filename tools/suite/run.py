@@ -75,7 +75,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
         numba.set_num_threads(args.threads)
     fams = [f for f in args.families.split(",") if f]
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     head, dirty = git_state()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
@@ -91,7 +91,7 @@ def main(argv=None):
         meta["peers"] = {"error": str(exc)}
     out = {"meta": meta, "models": {}}
     for name in [m for m in args.models.split(",") if m]:
-        tm = time.time()
+        tm, cm = time.time(), time.process_time()
         try:
             model = build(name, args.quick)
         except models.Unavailable as exc:
@@ -112,9 +112,11 @@ def main(argv=None):
         entry["rows"] = harness.run_model(model, fams, quick=args.quick, sens=sens, log=log,
                                           max_points=args.max_points)
         entry["wall_s"] = round(time.time() - tm, 1)
+        entry["cpu_s"] = round(time.process_time() - cm, 1)  # this process, all threads: the load-free cost
         out["models"][name] = entry
         del model
     meta["wall_s"] = round(time.time() - t0, 1)
+    meta["cpu_s"] = round(time.process_time() - c0, 1)
     meta["loadavg_end"] = os.getloadavg()
     stem = args.name or ("suite_quick" if args.quick else "suite")
     os.makedirs(args.out, exist_ok=True)
