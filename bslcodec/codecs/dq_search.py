@@ -288,15 +288,15 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     # trellis will mostly pick
     u = np.empty(x.size, np.uint32)
     _q0_symbols(x, float(step), np.int64(center), u)
-    out = np.empty(x.size, np.uint32)
     for _ in range(passes):
         model, _bits_ = rans.build_model(u)
         tokbits = token_bits(model)
         rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
+        # the pass writes its symbols over the ones its model came from (read only by build_model): one
+        # symbol array per tensor, not two
         st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, np.float32(step),
                     float(step), float(c), float(bound), rel, ab, dtype == "F16", rate, tokbits, model.s,
-                    model.m, out, work=x.size)
-        u, out = out, u
+                    model.m, u, work=x.size)
         r.n_bad = int(st[:, 1].sum()) if st.size else 0
         r.max_error = float(st[:, 0].max()) if st.size else 0.0
         if r.n_bad:
