@@ -30,12 +30,7 @@ _LAUNCH_PID = None  # the process that started numba's threading layer
 
 def _reset_after_fork():
     global _LOCK
-    # Elements below which a kernel runs its serial twin: starting a parallel region costs tens of microseconds on
-# an idle machine and milliseconds on a loaded one, more than the loop over a few thousand elements itself
-# (a tiny tensor's whole encode is ~1-10 us of work per kernel).
-SERIAL_BELOW = 1 << 15
-
-_LOCK = threading.Lock()  # a lock held by another thread at fork() would never be released
+    _LOCK = threading.Lock()  # a lock held by another thread at fork() would never be released
 
 
 if hasattr(os, "register_at_fork"):
