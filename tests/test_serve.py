@@ -7,8 +7,9 @@ and answer like the original models.
   causal LM offline that installs quickly) encoded losslessly, served on /v1/chat/completions; greedy
   decoding gives exactly the original model's completion.
 
-Both servers start as subprocesses on free ports at the same time, and are shut down (SIGINT to their
-process group, then SIGKILL) whatever happens. Skipped when LitServe (``bslcodec[serve]``), transformers
+Both servers start as subprocesses on free loopback ports, each as soon as its folder is written (they boot
+while the test prepares the rest), and are shut down (SIGINT to their process group, then SIGKILL) whatever
+happens. About 40 CPU-seconds in all; 2.5-6 min wall on the shared 2-core box at load average 15-20. Skipped when LitServe (``bslcodec[serve]``), transformers
 or the MiniLM package is missing.
 """
 
