@@ -9,8 +9,9 @@ and answer like the original models.
 
 Both servers start as subprocesses on free loopback ports, each as soon as its folder is written (they boot
 while the test prepares the rest), and are shut down (SIGINT to their process group, then SIGKILL) whatever
-happens. 45-85 CPU-seconds measured (test process and servers); 2.5-6 min wall on the shared 2-core box at load average 15-20. Skipped when LitServe (``bslcodec[serve]``), transformers
-or the MiniLM package is missing.
+happens. 45-85 CPU-seconds measured (test process and servers); 2.5-6 min wall on the shared 2-core box
+at load average 15-20. Skipped when LitServe (``bslcodec[serve]``), transformers or the MiniLM package is
+missing.
 """
 
 from __future__ import annotations
