@@ -10,8 +10,9 @@ from . import jitcache  # noqa: E402 - before any kernel module: numba's cache k
 
 jitcache.install()
 
-from .container.errors import BslError, ChecksumError, EncodeError, FormatError, LimitError  # noqa: E402
+from .container.errors import (  # noqa: E402
+    BslError, ChecksumError, EncodeError, FormatError, LimitError, QualityWarning)
 from .files.api import decode, encode, load, load_file, safe_open, save, save_file  # noqa: E402
 
-__all__ = ["save_file", "load_file", "safe_open", "save", "load", "encode", "decode", "BslError",
+__all__ = ["save_file", "load_file", "safe_open", "save", "load", "encode", "decode", "BslError", "QualityWarning",
            "FormatError", "ChecksumError", "LimitError", "EncodeError", "__version__"]

@@ -130,8 +130,12 @@ def main():
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--max-error", type=float, metavar="E", help="Every weight within E of the original.")
-@click.option("--rel-step", type=float, metavar="C", help="Step = C x std of each tensor (default 1/64).")
-@click.option("--bits", type=float, metavar="B", help="Average B bits per weight over each output file.")
+@click.option("--rel-step", type=float, metavar="C",
+              help="Step = C x std of each tensor: the same relative error everywhere (small 1-D tensors exact).")
+@click.option("--bits", type=float, metavar="B",
+              help="Average B bits per weight over each output file, steps split across tensors at equal slope "
+                   "(one step for all at high rate); warns when the weights' relative L2 error exceeds 5 %. "
+                   "Default (no --max-error/--rel-step/--bits): the same allocation at relative L2 error 2^-8.")
 @click.option("--lossless", multiple=True, metavar="PATTERN",
               help="Store tensors whose names match this fnmatch pattern exactly (repeatable).")
 @click.option("--lossless-all", is_flag=True,
@@ -140,8 +144,8 @@ def main():
               help="Entropy stage of quantized tensors: the smaller per tensor, exp-Golomb (fastest decode, "
                    "GPU decoder) or rANS (within 1 % of the entropy).")
 @click.option("--sensitivity", type=click.Path(path_type=Path, exists=True, dir_okay=False), metavar="JSON",
-              help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity): steps follow "
-                   "sqrt(n/s) across tensors at the same average rel-step or bits.")
+              help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity or .fisher): the "
+                   "allocation weighs each tensor's squared error by it (with --rel-step: steps follow sqrt(n/s)).")
 @click.option("--rdoq", type=float, metavar="C",
               help="Rate-distortion optimised quantization of plain rounding, λ = C x step^2 (default: off; "
                    "0.12 is the tested value; implies --quantizer uniform). Error bound: one step instead of half "
@@ -185,14 +189,25 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
     _set_workers(workers)
     kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sens, codec=codec,
               overwrite=overwrite, progress=not quiet, rdoq=rdoq, quantizer=quantizer)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: this rank's share of the files
-        from .files.distributed import encode_checkpoint_distributed
+    import warnings
 
-        res = encode_checkpoint_distributed(input, output, **kw)
-        if int(os.environ.get("RANK", "0")) != 0:
-            return
-    else:
-        res = encode_checkpoint(input, output, **kw)
+    from .container.errors import QualityWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QualityWarning)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: this rank's share of the files
+            from .files.distributed import encode_checkpoint_distributed
+
+            res = encode_checkpoint_distributed(input, output, **kw)
+        else:
+            res = encode_checkpoint(input, output, **kw)
+    for w in caught:  # one line each (shown with --quiet too: the file may be unusable)
+        if issubclass(w.category, QualityWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return
     if not quiet:
         if res.skipped:
             click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)

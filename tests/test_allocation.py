@@ -1,6 +1,7 @@
 """Sensitivity-weighted bit allocation and the calibration probe."""
 
 import doctest
+import math
 
 import numpy as np
 import pytest
@@ -63,3 +64,119 @@ def test_rel_step_keeps_its_average_meaning():
     ratios = [src.entry(n).params["step"] / (0.1 * float(w[n].astype(np.float64).std())) for n in "AB"]
     assert np.isclose(np.exp(np.mean(np.log(ratios))), 1.0, rtol=1e-3)  # geometric mean of step/(c*std) is 1
     assert np.isclose(ratios[0] / ratios[1], 20.0, rtol=1e-2)  # sqrt(400)
+
+
+# ---------------------------------------------------------------- equal-slope allocation (bits=, the default)
+
+def _sse(a, b):
+    return sum(float(((b[k].astype(np.float64) - a[k].astype(np.float64)) ** 2).sum()) for k in a)
+
+
+def _mixed(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"big": rng.laplace(0, 1.0, (256, 256)).astype(np.float32),
+            "mid": rng.normal(0, 0.2, (128, 256)).astype(np.float32),
+            "small": rng.uniform(-0.05, 0.05, (64, 256)).astype(np.float32)}
+
+
+def _match(make, size, lo, hi):
+    """The file of ``make(x)`` whose size is closest to ``size`` for x in [lo, hi] (size falls with x)."""
+    best = None
+    for _ in range(14):
+        x = (lo * hi) ** 0.5
+        blob = make(x)
+        if best is None or abs(len(blob) - size) < abs(len(best) - size):
+            best = blob
+        lo, hi = (x, hi) if len(blob) > size else (lo, x)
+    return best
+
+
+@pytest.mark.parametrize("bits", [1.5, 4.0])
+def test_allocation_beats_one_global_step_and_rel_step(bits, monkeypatch):
+    """At the same size the equal-slope allocation has less total squared error than one relative step
+    (rel_step=) and, without the REL_CAP rule (which spends bits on the small tensor on purpose), no more
+    than one step for all (max_error=): it is the MSE-optimal split of the bits (better at low rate)."""
+    from bslcodec.pipeline import allocation
+
+    t = _mixed()
+    alloc = bslcodec.save(t, bits=bits, quantizer="uniform")
+    sse = _sse(t, bslcodec.load(alloc))
+    rel = _match(lambda c: bslcodec.save(t, rel_step=c, quantizer="uniform"), len(alloc), 1e-3, 50.0)
+    assert len(rel) >= 0.99 * len(alloc) and _sse(t, bslcodec.load(rel)) > 1.5 * sse
+    monkeypatch.setattr(allocation, "REL_CAP", math.inf)
+    alloc = bslcodec.save(t, bits=bits, quantizer="uniform")
+    sse = _sse(t, bslcodec.load(alloc))
+    glob = _match(lambda e: bslcodec.save(t, max_error=e), len(alloc), 1e-5, 10.0)
+    assert len(glob) >= 0.995 * len(alloc)
+    assert sse < (0.99 if bits < 2 else 1.0) * _sse(t, bslcodec.load(glob)), (len(alloc), len(glob))
+
+
+def test_default_meets_its_error_budget():
+    from bslcodec.pipeline.allocation import REL_CAP
+    from bslcodec.pipeline.codec import DEFAULT_REL_ERROR
+
+    t = _mixed(1)
+    t["tiny_scale"] = np.random.default_rng(2).normal(0, 1e-3, (64, 64)).astype(np.float32)
+    blob = bslcodec.save(t)
+    back = bslcodec.load(blob)
+    total = (_sse(t, back) / sum(float((v.astype(np.float64) ** 2).sum()) for v in t.values())) ** 0.5
+    assert 0.85 * DEFAULT_REL_ERROR < total < 1.1 * DEFAULT_REL_ERROR
+    src = bslcodec.files.api._Source(data=blob)
+    for k, v in t.items():
+        x = v.astype(np.float64)
+        rel = (float(((back[k] - x) ** 2).sum()) / float((x ** 2).sum())) ** 0.5
+        assert rel < 1.15 * REL_CAP * total, k  # no tensor far behind the rest (tiny_scale would be zeroed)
+        e = src.entry(k)
+        assert e.codec == "ans-dq" and np.abs(back[k] - x).max() <= 1.5 * e.params["step"] * (1 + 1e-6)
+
+
+def test_too_few_bits_warn():
+    import warnings
+
+    t = _mixed()
+    with pytest.warns(bslcodec.QualityWarning, match="relative L2 error"):
+        bslcodec.save(t, bits=1.0, quantizer="uniform")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bslcodec.QualityWarning)
+        bslcodec.save(t, bits=6.0, quantizer="uniform")
+
+
+def test_bits_encodes_each_tensor_once_and_corrects_a_quarter(monkeypatch):
+    """bits= costs one encode plus, where the prediction misses, the largest tensors holding at most a
+    quarter of the weights once more; the target is still met."""
+    from bslcodec.pipeline import allocation, codec
+
+    rng = np.random.default_rng(3)
+    t = {f"w{i}": (rng.standard_t(4, (128, 256)) * 0.02).astype(np.float32) for i in range(8)}
+    n = sum(v.size for v in t.values())
+    seen = []
+    real = codec.LossyTensor.encode
+    monkeypatch.setattr(codec.LossyTensor, "encode", lambda self, *a, **k: seen.append(self.x.size) or
+                        real(self, *a, **k))
+    blob = bslcodec.save(t, bits=3.0, quantizer="uniform")
+    assert n <= sum(seen) <= 1.25 * n and abs(8 * len(blob) / n - 3.0) <= 0.02 * 3.0
+    seen.clear()
+    monkeypatch.setattr(allocation, "dq_saving", lambda bpw: 0.4)  # a prediction 0.4 b/w too small
+    blob = bslcodec.save(t, bits=3.0)
+    assert n < sum(seen) <= 1.25 * n and abs(8 * len(blob) / n - 3.0) <= 0.02 * 3.0
+
+
+def test_fisher_matches_the_noise_probe():
+    torch = pytest.importorskip("torch")
+    w, x = _model()
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = torch.nn.Parameter(torch.from_numpy(w["A"]).double())
+            self.B = torch.nn.Parameter(torch.from_numpy(w["B"]).double())
+
+        def forward(self, x):
+            return x @ self.A + 20 * (x @ self.B)
+
+    xt = torch.from_numpy(x)
+    s = calibrate.fisher(M(), lambda m: m(xt), names=["A", "B"], probes=64)
+    probe = calibrate.sensitivity(_forward(x), w, repeats=4)
+    assert 300 < s["B"] / s["A"] < 530
+    for k in "AB":  # the same quantity: output MSE per unit of per-element weight error variance
+        assert 0.6 < s[k] / probe[k] < 1.6, (k, s[k], probe[k])

@@ -15,6 +15,7 @@ NAMES = ["default", "max_error", "rel_step", "bits5"]
 U = {"quantizer": "uniform"}
 KWARGS = {"default": U, "max_error": {"max_error": 1e-3}, "rel_step": {"rel_step": 0.25, **U},
           "bits5": {"bits": 5.0, **U}}
+ALLOC = {"alloc_default": {}, "alloc_bits5": {"bits": 5.0}}  # fixtures/v1/alloc (tools/make_fixtures.py alloc)
 DQ = {"dq_rel_step": {"quantizer": "dq", "rel_step": 0.25}, "dq_max_error": {"quantizer": "dq", "max_error": 1e-3}}
 
 
@@ -38,15 +39,47 @@ def test_fixture_decodes_to_expected_values(name):
         assert got[k].tobytes() == v.tobytes(), k
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_encoder_output_is_unchanged(name):
-    """Golden bytes: the encoder still writes exactly these files (determinism across runs/machines)."""
+# The v1.0 "default" and "bits5" files predate the equal-slope allocation (bits= and the default since
+# issue 17): the relative step that wrote them still writes the same payloads.
+REL_STEP_OF = {"default": 1 / 64, "bits5": None}  # None: the rel_step recorded in the file
+
+
+def _inputs():
     with bslcodec.safe_open(FIX / "default.bsl") as f:
         dtypes = {e.name: e.dtype for e in f.entries()}
     inputs = _load_npz(FIX / "inputs.npz", dtypes)
     inputs["scalar"] = inputs["scalar"].reshape(())
-    blob = bslcodec.save(inputs, metadata={"fixture": name}, **KWARGS[name])
-    assert blob == (FIX / f"{name}.bsl").read_bytes()
+    return inputs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_encoder_output_is_unchanged(name, tmp_path):
+    """Golden bytes: the encoder still writes exactly these files (determinism across runs/machines)."""
+    inputs = _inputs()
+    if name not in REL_STEP_OF:
+        blob = bslcodec.save(inputs, metadata={"fixture": name}, **KWARGS[name])
+        assert blob == (FIX / f"{name}.bsl").read_bytes()
+        return
+    import json
+
+    with bslcodec.safe_open(FIX / f"{name}.bsl") as f:
+        old = {e.name: (e.codec, e.params, f.get_tensor(e.name).tobytes()) for e in f.entries()}
+        rel = REL_STEP_OF[name] or json.loads(f.metadata()["bslcodec.settings"])["rel_step"]
+    bslcodec.save_file(inputs, tmp_path / "new.bsl", rel_step=rel, **U)
+    with bslcodec.safe_open(tmp_path / "new.bsl") as f:
+        new = {e.name: (e.codec, e.params, f.get_tensor(e.name).tobytes()) for e in f.entries()}
+    assert new == old
+
+
+@pytest.mark.parametrize("name", sorted(ALLOC))
+def test_allocation_encoder_output_is_unchanged(name):
+    """Golden bytes of files written with the equal-slope allocation (fixtures/v1/alloc)."""
+    blob = bslcodec.save(_inputs(), metadata={"fixture": name}, **ALLOC[name])
+    assert blob == (FIX / "alloc" / f"{name}.bsl").read_bytes()
+    expected = _load_npz(FIX / "alloc" / f"{name}.expected.npz", {"emb.bf16": "BF16"})
+    got = bslcodec.load(blob)
+    for k, v in expected.items():
+        assert got[k].tobytes() == v.tobytes(), k
 
 
 @pytest.mark.parametrize("name", sorted(DQ))

@@ -65,4 +65,4 @@ def test_sharded_folder_and_bits(tmp_path):
     assert sorted(back) == sorted(_tensors(3, 6))
     with bslcodec.safe_open(tmp_path / "bits.bsl") as f:
         settings = json.loads(f.metadata()["bslcodec.settings"])
-    assert settings["bits"] == 4.0 and ("rel_step" in settings or len(settings["rel_step_parts"]) == 2)
+    assert settings["bits"] == 4.0 and settings["allocation"] == "equal-slope"  # each part's own steps

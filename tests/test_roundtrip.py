@@ -75,14 +75,31 @@ def test_encoding_is_deterministic(arr, kw):
 def test_big_tensors_are_lossy_with_small_1d_exact():
     rng = np.random.default_rng(0)
     t = {"w": rng.normal(0, 0.02, (300, 200)).astype(np.float32), "b": rng.normal(size=200).astype(np.float32)}
-    blob = bslcodec.save(t)
+    blob = bslcodec.save(t, rel_step=1 / 64)  # rel_step: small 1-D tensors stay exact
     assert _entry(blob, "w").codec == "ans-dq" and _entry(blob, "b").codec in ("zstd", "raw", "fexp")
     back = bslcodec.load(blob)
     assert back["b"].tobytes() == t["b"].tobytes()
-    # default setting: dq with step = 0.575 std/64, so the error is at most 1.5 steps ~ std/74 (+ rounding)
+    # dq with step = 0.575 std/64, so the error is at most 1.5 steps ~ std/74 (+ rounding)
     step = _entry(blob, "w").params["step"]
     assert np.isclose(step, 0.575 * t["w"].std() / 64, rtol=1e-3)
     assert np.abs(back["w"] - t["w"]).max() <= 1.5 * step * (1 + 1e-6)
+
+
+def test_default_quantizes_small_1d_at_a_fine_step():
+    rng = np.random.default_rng(0)
+    t = {"w": rng.normal(0, 0.02, (300, 200)).astype(np.float32), "b": rng.normal(size=2000).astype(np.float32),
+         "var": rng.uniform(0.5, 2.0, 3000).astype(np.float32), "tiny": np.float32([1.0, 2.0])}
+    blob = bslcodec.save(t)
+    back = bslcodec.load(blob)
+    assert _entry(blob, "w").codec == "ans-dq"
+    for name in ("b", "var"):  # plain rounding at std / 256 (positive: min(std, smallest) / 256)
+        e = _entry(blob, name)
+        assert e.codec in ("eg", "ans") and e.length < 0.5 * t[name].nbytes
+        x = t[name].astype(np.float64)
+        scale = min(x.std(), x.min()) if x.min() > 0 else x.std()
+        assert e.params["step"] <= scale / 256 * (1 + 1e-6)
+        assert np.abs(back[name] - x).max() <= scale / 512 * (1 + 1e-5)
+    assert back["tiny"].tobytes() == t["tiny"].tobytes()  # where quantizing does not pay: exact
 
 
 def test_nan_in_lossy_tensor_is_a_clear_error():

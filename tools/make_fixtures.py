@@ -4,7 +4,8 @@ Run from the repository root: ``python tools/make_fixtures.py``. Every later ver
 these files to exactly the stored values (tests/test_fixtures.py). Re-run only for a deliberate format or
 encoder change, and say so in the commit.
 
-``python tools/make_fixtures.py dq`` writes only the ``ans-dq`` (format 1.1) files in ``fixtures/v1/dq/``
+``python tools/make_fixtures.py alloc`` writes only the files of the equal-slope allocation (``bits=`` and
+the default) in ``fixtures/v1/alloc/``. ``python tools/make_fixtures.py dq`` writes only the ``ans-dq`` (format 1.1) files in ``fixtures/v1/dq/``
 (tests/test_dq.py), from the same inputs.
 
 ``python tools/make_fixtures.py paths`` writes only ``fixtures/v1/paths/`` (issue 20): one file per decoder
@@ -79,6 +80,15 @@ def _write(out: pathlib.Path, files: dict, src: dict) -> None:
         np.savez(out / f"{name}.expected.npz",
                  **{k: (v.view(np.uint16) if v.dtype == ml_dtypes.bfloat16 else v) for k, v in dec.items()})
         print(f"{path.name}: {path.stat().st_size} bytes")
+
+
+# The equal-slope allocation (bits= and the default since issue 17): fixtures/v1/alloc/
+ALLOC_FILES = {"alloc_default": {}, "alloc_bits5": {"bits": 5.0}}
+
+
+def write_alloc() -> None:
+    """The allocation fixtures only."""
+    _write(OUT / "alloc", ALLOC_FILES, inputs())
 
 
 def write_dq() -> None:
@@ -264,6 +274,8 @@ if __name__ == "__main__":
         write_dq()
     elif sys.argv[1:] == ["paths"]:
         write_paths()
+    elif sys.argv[1:] == ["alloc"]:
+        write_alloc()
     else:
         main()
         write_dq()

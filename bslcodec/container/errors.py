@@ -19,3 +19,8 @@ class LimitError(FormatError):
 
 class EncodeError(BslError):
     """The input cannot be encoded as asked (wrong dtype, NaN in a lossy tensor, bad options)."""
+
+
+class QualityWarning(UserWarning):
+    """The file was written as asked, but its weights are far from the original: e.g. ``bits=`` so low that
+    the relative L2 error of the quantized weights is above ``bslcodec.pipeline.allocation.WARN_REL_ERROR``."""

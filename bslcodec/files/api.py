@@ -11,15 +11,17 @@ Example::
 """
 
 import json
+import math
 import mmap
 import os
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 
 from ..container.dtypes import dtype_name
-from ..container.errors import BslError, ChecksumError, EncodeError, FormatError
+from ..container.errors import BslError, ChecksumError, EncodeError, FormatError, QualityWarning
 from ..container.format import (
     PREAMBLE_BYTES,
     Entry,
@@ -33,9 +35,10 @@ from ..container.format import (
 )
 from ..container.limits import MAX_NAME_BYTES
 from ..pipeline import codec as _codec
+from ..pipeline.allocation import K_MAX, K_MIN, WARN_REL_ERROR, Allocation, correction, steps_for
 from ..pipeline.arrays import _to_framework, as_numpy
-from ..pipeline.codec import LossyTensor, Settings
-from ..pipeline.ratecontrol import choose_rel_step, overhead_guess
+from ..pipeline.codec import DEFAULT_REL_ERROR, LossyTensor, Settings
+from ..pipeline.ratecontrol import TOLERANCE, overhead_guess
 from . import pool as _pool
 
 FRAMEWORKS = ("np", "numpy", "pt", "torch")
@@ -67,6 +70,7 @@ def _utf8(s: str) -> bytes:
                           "UTF-8 encodable") from None
 
 
+_INFO = ("gg_nu", "gg_scale", "max_abs_error", "k")  # informational params (spec 4.3), not needed to decode
 SETTINGS_KEY = "bslcodec.settings"  # metadata key (reserved prefix "bslcodec.") with the options used
 
 
@@ -108,8 +112,9 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
                    quantizer: str | None = None) -> tuple:
     """Encode a state dict into (entries, payloads, metadata) without writing anything.
 
-    The metadata gains ``bslcodec.settings``: JSON of the options used (with ``bits=``, also the
-    ``rel_step`` the search chose), which ``bslcodec verify`` reads to know each tensor's bound.
+    The metadata gains ``bslcodec.settings``: JSON of the options used (``bits=`` and the default add
+    ``"allocation": "equal-slope"``; each tensor's step is in its params), which ``bslcodec verify`` reads
+    to know each tensor's bound.
     """
     metadata = _check_inputs(tensors, metadata)
     if lossless is True:  # every tensor stored exactly
@@ -126,26 +131,38 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     weights = [_nbytes(tensors, name) for name in names]
 
     def prepare(name):
-        """(name, array, dtype, LossyTensor or None): the tensor read (``tensors`` may load lazily) and fitted."""
+        """(name, array, dtype, LossyTensor or None, fine or None): the tensor read (``tensors`` may load
+        lazily) and fitted; ``fine``: the (codec, params, payload) of a small 1-D tensor that the allocation
+        modes quantize at a fixed fine step (``codec.wants_fine``)."""
         try:
             arr = as_numpy(tensors[name], name)
             dt = dtype_name(arr.dtype)
             report("fit", name, arr.nbytes)
-            lt = None
+            lt = fine = None
             if _codec.wants_lossy(name, arr, dt, settings):
                 lt = LossyTensor(name, arr, dt)
                 if codec is not None:  # None: codec.DEFAULT_CODEC ("auto")
                     lt.codec = codec
                 lt.rdoq = settings.rdoq
                 lt.quantizer = settings.quantizer
+            elif _codec.wants_fine(name, arr, dt, settings):
+                got = _codec.fine_tensor(name, arr, dt)
+                if got is not None and codec not in (None, "auto"):
+                    got[0].codec = codec  # the entropy stage the user named
+                coded = got[0].encode(got[0].step_at(got[1])) if got is not None else None
+                if coded is not None:  # else stored exactly
+                    # header bytes are most of a small tensor's cost: leave out the informational params
+                    # (GG fit, measured error, EG order; spec 4.3)
+                    fine = (coded[0], {k: v for k, v in coded[1].items() if k not in _INFO}, coded[2])
         except BslError as exc:
             raise _named(exc, name) from None
-        return name, arr, dt, lt
+        return name, arr, dt, lt, fine
 
     def code(item, rel):
         """(entry, payload) of one prepared tensor at ``rel_step`` ``rel`` (None: the settings' own)."""
-        name, arr, dt, lt = item
-        coded = lt.encode(lt.step_for(settings, rel), settings.max_error) if lt is not None else None
+        name, arr, dt, lt, fine = item
+        coded = fine if fine is not None else (
+            lt.encode(lt.step_for(settings, rel), settings.max_error) if lt is not None else None)
         if coded is not None:
             cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
         else:
@@ -156,8 +173,14 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
         return entry, payload
 
     try:
+        allocate = settings.bits is not None or settings.default  # the equal-slope allocation (allocation.py)
         used = {k: v for k, v in (("max_error", settings.max_error), ("rel_step", settings.rel_step),
                                   ("bits", settings.bits)) if v is not None}
+        if allocate:
+            used.pop("rel_step", None)
+            used["allocation"] = "equal-slope"
+            if settings.default:
+                used["rel_error"] = DEFAULT_REL_ERROR
         if settings.lossless:
             used["lossless"] = list(settings.lossless)
         if sensitivity is not None:
@@ -170,44 +193,77 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
             used["quantizer"] = settings.quantizer  # dq: bound 1.5 steps (bslcodec.quantize.dq)
         if sensitivity is not None and settings.max_error is not None:
             raise EncodeError("sensitivity= redistributes steps; it cannot be combined with max_error=")
+        metadata[SETTINGS_KEY] = json.dumps(used, sort_keys=True)
 
-        if settings.bits is None and sensitivity is None:
+        if not allocate and sensitivity is None:
             # streaming: each tensor read, fitted, coded and let go on its own (bslcodec.files.pool)
-            metadata[SETTINGS_KEY] = json.dumps(used, sort_keys=True)
             done = _pool.run(lambda name: code(prepare(name), None), names, weights)
             entries, payloads = [e for e, _ in done], [p for _, p in done]
             place(entries, [len(p) for p in payloads])
             return entries, payloads, metadata
 
         prepared = _pool.run(prepare, names, weights)
-        items = [(name, arr, dt) for name, arr, dt, _ in prepared]
-        lossy = {name: lt for name, _, _, lt in prepared if lt is not None}
+        lossy = {it[0]: it[3] for it in prepared if it[3] is not None}
         if sensitivity is not None:
-            _codec.apply_sensitivity(lossy, sensitivity)
+            if allocate:
+                sensitivity = _codec.check_sensitivity(lossy, sensitivity)
+            else:
+                _codec.apply_sensitivity(lossy, sensitivity)
 
-        def encode_all(rel):
-            if rel is not None:
-                used["rel_step"] = rel
-            metadata[SETTINGS_KEY] = json.dumps(used, sort_keys=True)
-            done = _pool.run(lambda item: code(item, rel), prepared, weights)
-            entries, payloads = [e for e, _ in done], [p for _, p in done]
+        def encode_all(rels=None, only=None, prev=None):
+            """(entries, payloads, file size); ``rels``: name -> rel_step (the allocation) or None (the
+            settings' own); ``only``: code just these names, the others taken from ``prev``."""
+            todo = [i for i, it in enumerate(prepared) if only is None or it[0] in only]
+            done = _pool.run(lambda i: code(prepared[i], None if rels is None else rels.get(prepared[i][0])),
+                             todo, [weights[i] for i in todo])
+            entries = list(prev[0]) if prev else [None] * len(prepared)
+            payloads = list(prev[1]) if prev else [None] * len(prepared)
+            for i, (e, p) in zip(todo, done):
+                entries[i], payloads[i] = e, p
+            if any(e is None for e in entries):
+                return entries, payloads, None
             end = place(entries, [len(p) for p in payloads])
             return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
 
-        if settings.bits is None:
-            entries, payloads, _ = encode_all(None)
+        if not allocate:  # rel_step= with sensitivity=
+            entries, payloads, _ = encode_all()
             return entries, payloads, metadata
-        exact = [(name, arr) for name, arr, dt in items if name not in lossy]
-        n_weights = sum(a.size for _, a, _ in items)
+        alloc = Allocation(lossy, sensitivity)
+        if settings.default:
+            pos, _, _ = alloc.solve(rel_error=DEFAULT_REL_ERROR)
+            entries, payloads, _ = encode_all(steps_for(alloc, pos, lossy))
+            return entries, payloads, metadata
+        n_weights = sum(it[1].size for it in prepared)
+        if n_weights == 0:
+            raise EncodeError("bits= needs at least one element to encode")
         report("search")
-        rel, predicted = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights)
-        entries, payloads, size = encode_all(rel)
-        if abs(8 * size - settings.bits * n_weights) > 0.01 * settings.bits * n_weights:
-            # the header/padding guess was off: search again with the measured overhead
+        # what the allocation does not choose (exact and fine tensors) is coded first: its size is fixed
+        first = encode_all(only={it[0] for it in prepared if it[0] not in alloc.curves})
+        fixed = 8 * sum(len(p) for it, p in zip(prepared, first[1]) if p is not None)
+        fixed += overhead_guess(len(prepared))
+        target = settings.bits * n_weights
+        pos, predicted, _ = alloc.solve(target_bits=target - fixed)
+        if not abs(predicted + fixed - target) <= TOLERANCE * target:
+            lo = alloc.totals({n: K_MAX for n in alloc.curves})[0] + fixed
+            hi = alloc.totals({n: K_MIN for n in alloc.curves})[0] + fixed
+            raise EncodeError(f"bits={settings.bits} is out of reach: this file spans {lo / n_weights:.3f} to "
+                              f"{hi / n_weights:.3f} bits/weight")
+        rels = steps_for(alloc, pos, lossy)
+        entries, payloads, size = encode_all(rels, only=set(alloc.curves), prev=first[:2])
+        miss = target - 8 * size
+        if abs(miss) > TOLERANCE * target and alloc.curves:
+            # the prediction was off: shift the largest tensors' steps to absorb the difference
             report("search")
-            rel, _ = choose_rel_step(list(lossy.values()), exact, settings.bits, n_weights,
-                                     overhead_bits=overhead_guess(len(items)) + 8 * size - predicted)
-            entries, payloads, size = encode_all(rel)
+            actual = {e.name: 8 * len(p) for e, p in zip(entries, payloads) if e.name in alloc.curves}
+            moved = correction(alloc, pos, actual, miss)
+            pos.update(moved)
+            entries, payloads, size = encode_all(steps_for(alloc, pos, lossy), only=set(moved),
+                                                 prev=(entries, payloads))
+        rel_error = math.sqrt(alloc.totals(pos)[1] / alloc.ms_total) if alloc.ms_total > 0 else 0.0
+        if rel_error > WARN_REL_ERROR:
+            warnings.warn(f"bits={settings.bits}: the quantized weights' relative L2 error is about "
+                          f"{100 * rel_error:.1f} % (above {100 * WARN_REL_ERROR:g} %): the model may be broken; "
+                          f"check its outputs or ask for more bits", QualityWarning, stacklevel=3)
         return entries, payloads, metadata
     finally:
         report.close()

@@ -134,7 +134,7 @@ def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=Non
 
     def progress(phase, name, nbytes):
         if phase == "search":
-            bar.note(f"search step for {bits:g} bits/weight")
+            bar.note(f"allocate steps for {bits:g} bits/weight" if bits is not None else "allocate steps")
             return
         if phase == "encode":  # input bytes done: the bar's rate is MB/s of input
             bar.start(name)

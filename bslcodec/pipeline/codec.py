@@ -13,9 +13,12 @@ from ..container.format import Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
 
-DEFAULT_REL_STEP = 1 / 64  # near-lossless default: |x - x̂| <= std/128, relative L2 error ~0.45 %
+DEFAULT_REL_ERROR = 2.0 ** -8  # the default: relative L2 error of all quantized weights ~0.39 % (allocation.py)
+DEFAULT_REL_STEP = 1 / 64  # what rel_step-based callers (torch.rate) use when no setting is given
 LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
-SMALL_1D = 1 << 16  # 1-D float tensors up to this size (norms, biases) stay lossless by default
+SMALL_1D = 1 << 16  # 1-D float tensors up to this size (norms, biases): exact, or (allocation) SMALL_REL_STEP
+SMALL_REL_STEP = 2.0 ** -8  # their plain-rounding step / scale: |x - x̂| <= scale / 512 (scale: std, or for an
+# all-positive tensor such as a BatchNorm variance min(std, smallest value): every element within 0.2 %)
 ANS_LANE_SYMBOLS = 1024  # ans groups of 32 * 1024: lane flushes cost ~24 bits / 1024 symbols (0.02 b/w)
 ANS_MIN_S, ANS_MAX_S = 16, 4096
 LOSSY_CODECS = ("eg", "ans")
@@ -54,6 +57,7 @@ class Settings:
     lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
     rdoq: float | bool | None = None  # RDOQ λ = c·step²: None = default for the mode, True = default c, False/0 = off
     quantizer: str = "uniform"  # "uniform" (plain rounding), "dq" (dependent quantization, codec ans-dq), "auto"
+    default: bool = False  # set when none of the three is given: the near-lossless allocation (allocation.py)
 
     def __post_init__(self):
         given = {k: v for k, v in (("max_error", self.max_error), ("rel_step", self.rel_step),
@@ -67,7 +71,7 @@ class Settings:
             self.lossless = (self.lossless,)
         self.lossless = tuple(self.lossless or ())
         if not self.max_error and not self.bits and not self.rel_step:
-            self.rel_step = DEFAULT_REL_STEP
+            self.default, self.rel_step = True, DEFAULT_REL_STEP
         self.quantizer = resolve_quantizer(self.quantizer, self.max_error, None, self.rdoq)
         if self.quantizer == "dq" and self.rdoq:
             raise EncodeError("rdoq= and quantizer='dq' do not combine: the trellis already chooses the levels")
@@ -80,6 +84,29 @@ def wants_lossy(name: str, arr: np.ndarray, dtype: str, settings: Settings) -> b
     if any(fnmatch.fnmatchcase(name, p) for p in settings.lossless):
         return False
     return not (arr.ndim <= 1 and arr.size <= SMALL_1D)
+
+
+def wants_fine(name: str, arr: np.ndarray, dtype: str, settings: Settings) -> bool:
+    """A small 1-D float tensor (norm, bias, BatchNorm statistic) that the allocation modes (``bits=``, the
+    default) quantize at the fine fixed step ``SMALL_REL_STEP`` instead of storing exactly."""
+    if not (settings.bits is not None or settings.default) or dtype not in FLOAT_NAMES or arr.size < 2:
+        return False
+    if any(fnmatch.fnmatchcase(name, p) for p in settings.lossless):
+        return False
+    return arr.ndim <= 1 and arr.size <= SMALL_1D
+
+
+def fine_tensor(name: str, arr: np.ndarray, dtype: str):
+    """(LossyTensor, rel_step) for a ``wants_fine`` tensor, or None (non-finite values: stored exactly)."""
+    try:
+        lt = LossyTensor(name, arr, dtype)
+    except EncodeError:
+        return None
+    lt.quantizer, lt.codec = "uniform", DEFAULT_CODEC
+    lo = float(np.min(lt.x))
+    if lo > 0 and lo < lt.std:  # all positive (a variance): the step follows the smallest value
+        return lt, SMALL_REL_STEP * lo / lt.std
+    return lt, SMALL_REL_STEP
 
 
 class LossyTensor:
@@ -251,8 +278,23 @@ def _f16_check(x: np.ndarray, u: np.ndarray, center: int, step: float, max_error
 SENSITIVITY_FLOOR = 1e-4  # relative to the median: a tensor that seems unused still keeps some precision
 
 
+def check_sensitivity(lossy: dict, sensitivity: dict) -> dict:
+    """name -> float sensitivity of every quantized tensor; EncodeError naming what is missing or bad."""
+    missing = sorted(n for n in lossy if n not in sensitivity)
+    if missing:
+        raise EncodeError(f"sensitivity= lacks {len(missing)} quantized tensor(s), e.g. {missing[:3]}")
+    s = {}
+    for n in lossy:
+        v = sensitivity[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise EncodeError(f"sensitivity[{n!r}] must be a positive finite number, got {v!r}")
+        s[n] = float(v)
+    return s
+
+
 def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
-    """Equal-slope allocation of steps across tensors from per-tensor sensitivities.
+    """Equal-slope allocation of steps across tensors from per-tensor sensitivities, for ``rel_step=``
+    (``bits=`` and the default use the curves of ``allocation.py`` with the same weights).
 
     ``s_i`` is the model's output distortion per unit of per-element error variance spread over all of
     tensor i (what ``bslcodec.calibrate.sensitivity`` measures). With quantization noise step_i^2 / 12,
@@ -263,15 +305,7 @@ def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
     """
     if not lossy:
         return
-    missing = sorted(n for n in lossy if n not in sensitivity)
-    if missing:
-        raise EncodeError(f"sensitivity= lacks {len(missing)} quantized tensor(s), e.g. {missing[:3]}")
-    s = {}
-    for n in lossy:
-        v = sensitivity[n]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise EncodeError(f"sensitivity[{n!r}] must be a positive finite number, got {v!r}")
-        s[n] = float(v)
+    s = check_sensitivity(lossy, sensitivity)
     live = [n for n, t in lossy.items() if t.std > 0]
     if not live:
         return

@@ -1,0 +1,316 @@
+"""Equal-slope (Lagrangian) step allocation across tensors, predicted from one analysis pass.
+
+Each quantized tensor i gets its own step s_i. With R_i(s) its payload bits and D_i(s) its mean squared
+error per element, the allocation minimises  sum_i R_i(s_i) + lambda * sum_i w_i n_i D_i(s_i): every tensor
+works at the same slope -dR/dD = lambda w_i n_i. ``w_i`` is the distortion weight per weight: 1 by default
+(at high rate that is one step for the whole model, the allocation minimising total squared weight error,
+what NNCodec's global step does) or ``s_i / n_i`` from a measured sensitivity. One constraint on top: no
+tensor's relative error above ``REL_CAP`` times the model's (a tensor whose weights are much smaller than
+the rest would otherwise be quantized to zero at low rates).
+
+The curves are predicted, not encoded: a deterministic sample of each tensor (all of it up to
+``SAMPLE`` elements) is rounded at steps on a grid of ``GRID`` points per octave, lazily, only where the
+search looks. Bits: the entropy of the ans tokens (spec 4.4's finest split: symbols below 4096 coded
+directly, larger ones as exponent/mantissa buckets plus raw bits), plus a table and the lane flushes;
+dq is predicted as plain rounding minus ``dq_saving`` (measured, see ``DQ_SAVING``) at the plain step whose
+MSE it keeps (it stores the step times ``dq.STEP_FACTOR``). D: the sample's mean squared rounding error.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+from ..codecs import rans
+from ..container.limits import MAX_SYMBOL_MAGNITUDE
+from ..container.dtypes import numpy_dtype
+
+GRID = 4  # grid points per octave of step; between them bits and log(MSE) are interpolated linearly
+K_MIN, K_MAX = -20 * GRID, 5 * GRID  # steps from std / 2^20 to 32 std
+_PRIMES = (1_000_003, 999_983, 1_000_033)  # sample strides: i * p mod n visits distinct elements where p ∤ n
+SAMPLE = 1 << 16  # elements whose rounding predicts a tensor's curve (the whole tensor if smaller)
+WARN_REL_ERROR = 0.05  # bits= warns (QualityWarning) when the predicted relative L2 error is above 5 %
+REL_CAP = 4.0  # no tensor's relative L2 error above ~REL_CAP x the whole model's
+# dq's saving against plain rounding at the same MSE, bits per weight, as a function of plain rounding's
+# bits per weight at the same step (piecewise linear). Measured with ans payloads on generalized-Gaussian
+# tensors of shape 1 and 2 and MiniLM's matrices (shape 0.6 saves up to 0.05 less at 1-5 b/w): below ~2.5 b/w
+# dq's files are *larger* at the same step (its MSE is lower there); the correction pass absorbs the rest
+DQ_SAVING = ((0.0, 0.0), (0.1, 0.03), (0.4, -0.04), (0.8, -0.15), (1.25, -0.16), (1.65, -0.11), (2.1, -0.05),
+             (2.55, 0.01), (3.0, 0.05), (3.5, 0.09), (4.0, 0.12), (4.5, 0.145), (5.0, 0.16), (6.0, 0.18),
+             (7.0, 0.19), (8.0, 0.197), (9.0, 0.2), (32.0, 0.2))
+
+
+def dq_saving(bpw: float) -> float:
+    xs, ys = zip(*DQ_SAVING)
+    return float(np.interp(bpw, xs, ys))
+
+
+@numba.njit(cache=True)
+def _round_stats(x, step, hist):
+    """Round ``x`` (float64) at ``step`` as the encoder does (center = rint(mean / step) taken by the
+    caller as x's own); fill ``hist`` with the fine ans tokens of the zigzag symbols; return
+    (sum of squared errors, raw bits, largest |q|)."""
+    sse = 0.0
+    raw = 0
+    qmax = 0.0
+    inv = 1.0 / step
+    n = x.size
+    s0 = 0.0
+    for i in range(n):
+        s0 += x[i]
+    c = np.rint(s0 / n * inv) if n else 0.0
+    for i in range(n):
+        q = np.rint(x[i] * inv)
+        d = x[i] - q * step
+        sse += d * d
+        z = q - c
+        a = max(abs(q), abs(z))
+        if a > qmax:
+            qmax = a
+        if abs(z) < 4194304.0:  # 2^22: the fine tokens cover these (larger: the caller stores exactly)
+            zi = np.int64(z)
+            u = (zi << 1) if zi >= 0 else ((-zi << 1) - 1)
+            tok, nb, r = rans._token(u, rans.FINE_S, rans.FINE_M)
+            hist[tok] += 1
+            raw += nb
+    return sse, raw, qmax
+
+
+class Curve:
+    """Predicted (bits, MSE) of one tensor at steps std * 2^(k / GRID), k integer, computed on demand."""
+
+    def __init__(self, t, weight: float = 1.0):
+        self.t, self.n, self.w = t, int(t.x.size), float(weight)
+        self.dq = t.quantizer == "dq"
+        self.std = float(t.std)
+        self.ms = float(t.std) ** 2 + float(t.mean) ** 2  # mean square: the tensor's share of ||W||^2
+        x = t.x
+        if self.n > SAMPLE:  # a deterministic scattered sample without repeats (a plain stride could
+            p = next(p for p in _PRIMES if self.n % p)  # follow one column)
+            x = x[np.sort(np.arange(SAMPLE, dtype=np.int64) * p % self.n)]
+        self.x = np.ascontiguousarray(x, dtype=np.float64)
+        self.m = int(self.x.size)
+        self.raw_bits = 8.0 * self.n * numpy_dtype(t.dtype).itemsize  # stored exactly instead
+        self._cache = {}
+
+    def step(self, k: float) -> float:
+        return self.std * 2.0 ** (k / GRID)
+
+    def point(self, k: int) -> tuple:
+        """(bits, MSE) at grid point k."""
+        got = self._cache.get(k)
+        if got is None:
+            got = self._cache[k] = self._eval(k)
+        return got
+
+    def _eval(self, k: int) -> tuple:
+        s = self.step(k)
+        hist = np.zeros(rans.FINE_K, np.int64)
+        sse, raw, qmax = _round_stats(self.x, s, hist)
+        if not qmax < (MAX_SYMBOL_MAGNITUDE >> 2):  # too fine (or NaN): the encoder stores the tensor exactly
+            return self.raw_bits, 0.0
+        live = hist[hist > 0].astype(np.float64)
+        m = self.m
+        ent = float(-(live * np.log2(live / m)).sum())
+        if m < self.n:  # Miller-Madow: the plug-in entropy of a sample is low by ~(K-1)/(2 m ln 2)
+            ent += (live.size - 1) / (2 * math.log(2))
+        per = (ent + raw) / m
+        # + the frequency table: ~9 bits a used token, but the coder then picks a coarser split than
+        # these fine tokens, with at most ~600 used
+        model = per * self.n + 9 * min(live.size, 600) + 96
+        if self.dq:
+            model -= dq_saving(per) * self.n
+        bits = rans.estimate_bits(model, self.n, 1024)  # + lane flushes and the group table
+        if bits >= self.raw_bits:
+            return self.raw_bits, 0.0
+        return bits, sse / m
+
+    def slope(self, k: int) -> float:
+        """Bits saved per unit of weighted squared error added going from grid point k to k + 1."""
+        b0, d0 = self.point(k)
+        b1, d1 = self.point(k + 1)
+        dd = (d1 - d0) * self.n * self.w
+        if dd <= 0:  # no error added (both stored exactly): coarsening is free
+            return math.inf if b1 <= b0 else 0.0
+        return max(b0 - b1, 0.0) / dd
+
+    def at(self, lam: float, k0: int | None = None) -> float:
+        """The (fractional) grid position where this tensor's slope equals ``lam``."""
+        if k0 is None:  # start where the high-rate model puts it: slope = 12 / (GRID s^2 (2^(2/GRID) - 1) w)
+            s2 = 12 / (GRID * lam * self.w * (2 ** (2 / GRID) - 1))
+            k0 = round(GRID * 0.5 * math.log2(s2 / self.std ** 2)) if s2 > 0 and math.isfinite(s2) else 0
+        k = min(max(k0, K_MIN), K_MAX - 1)
+        while k < K_MAX - 1 and self.slope(k) >= lam:
+            k += 1
+        while k > K_MIN and self.slope(k - 1) < lam:
+            k -= 1
+        # slope(k-1) >= lam > slope(k): the optimum lies near grid point k; interpolate log slope between
+        # the segment midpoints k - 1/2 and k + 1/2
+        if k == K_MIN or k == K_MAX - 1:
+            return float(k)
+        a, b = self.slope(k - 1), self.slope(k)
+        if not (math.isfinite(a) and a > 0 and b > 0):
+            return float(k)
+        f = (math.log(a) - math.log(lam)) / (math.log(a) - math.log(b)) if a != b else 0.5
+        return k - 0.5 + min(max(f, 0.0), 1.0)
+
+    def within(self, mse_cap: float, kf: float) -> float:
+        """The coarsest position at or below ``kf`` whose MSE is at most ``mse_cap``."""
+        if self.bits_mse(kf)[1] <= mse_cap:
+            return kf
+        k = math.floor(kf)
+        while k > K_MIN and self.point(k)[1] > mse_cap:
+            k -= 1
+        d0, d1 = self.point(k)[1], self.bits_mse(min(k + 1, kf))[1]
+        if d0 > mse_cap or not (d1 > d0 > 0):
+            return float(k)
+        return k + math.log(mse_cap / d0) / math.log(d1 / d0) * (min(k + 1, kf) - k)
+
+    def bits_mse(self, kf: float) -> tuple:
+        """(bits, MSE) at fractional grid position kf: bits linear, log MSE linear in between."""
+        k = math.floor(kf)
+        f = kf - k
+        b0, d0 = self.point(k)
+        if f == 0:
+            return b0, d0
+        b1, d1 = self.point(k + 1)
+        d = d0 * (d1 / d0) ** f if d0 > 0 and d1 > 0 else d0 + f * (d1 - d0)
+        return b0 + f * (b1 - b0), d
+
+
+def weights(lossy: dict, sensitivity: dict | None = None) -> dict:
+    """name -> distortion weight per weight: 1 (one step for the whole model at high rate), or with
+    ``sensitivity`` (output distortion per unit per-element squared error, spread over the tensor)
+    s_i / n_i, floored at ``SENSITIVITY_FLOOR`` x the median."""
+    live = {n: t for n, t in lossy.items() if t.std > 0}
+    if not live:
+        return {}
+    if sensitivity is not None:
+        from .codec import SENSITIVITY_FLOOR
+
+        floor = SENSITIVITY_FLOOR * float(np.median([sensitivity[n] for n in live]))
+        return {n: max(float(sensitivity[n]), floor) / t.x.size for n, t in live.items()}
+    return {n: 1.0 for n in live}
+
+
+class Allocation:
+    """The curves of a file's quantized tensors and the search for lambda."""
+
+    def __init__(self, lossy: dict, sensitivity: dict | None = None):
+        w = weights(lossy, sensitivity)
+        self.curves = {n: Curve(lossy[n], w[n]) for n in sorted(w)}
+        self.ms_total = sum(c.n * c.ms for c in self.curves.values())
+
+    def positions(self, lam: float) -> dict:
+        """Equal-slope positions at ``lam``, then every tensor whose relative error would exceed
+        ``REL_CAP`` x the model's moved to a finer step (a common step would otherwise quantize a tensor
+        of much smaller weights than the rest to zero at low rates)."""
+        pos = {n: c.at(lam) for n, c in self.curves.items()}
+        if self.ms_total > 0 and len(pos) > 1:
+            for _ in range(3):  # clamping lowers the model's error, which tightens the cap: iterate
+                e2 = self.totals(pos)[1] / self.ms_total
+                for n, c in self.curves.items():
+                    pos[n] = c.within(REL_CAP ** 2 * e2 * c.ms, pos[n])
+        return pos
+
+    def totals(self, pos: dict) -> tuple:
+        """(predicted bits, predicted sum of squared errors) at grid positions ``pos``."""
+        bits = sse = 0.0
+        for n, c in self.curves.items():
+            b, d = c.bits_mse(pos[n])
+            bits, sse = bits + b, sse + d * c.n
+        return bits, sse
+
+    def solve(self, target_bits: float | None = None, rel_error: float | None = None) -> tuple:
+        """(grid positions, predicted bits, predicted relative L2 error) for a bits target or a relative
+        L2 error budget (error of all quantized weights over their norm)."""
+        if not self.curves:
+            return {}, 0.0, 0.0
+
+        def value(pos):
+            b, sse = self.totals(pos)
+            return pos, b, math.sqrt(sse / self.ms_total) if self.ms_total > 0 else 0.0
+
+        def err_of(r):
+            if target_bits is not None:
+                return abs(r[1] - target_bits) / max(target_bits, 1e-300)
+            return abs(r[2] - rel_error) / rel_error if rel_error > 0 else 0.0
+
+        def too_coarse(r):  # at larger lambda the steps get finer: more bits, less error
+            _, b, e = r
+            return b < target_bits if target_bits is not None else e > rel_error
+
+        # lambda in bits per unit of weighted squared error: bracket it in log space, then bisect
+        scale = sum(c.n for c in self.curves.values()) / max(self.ms_total, 1e-300)
+        lo, hi = math.log(scale) - 40, math.log(scale) + 60
+        r_lo = r_hi = best = None
+        for _ in range(48):
+            mid = 0.5 * (lo + hi)
+            r = value(self.positions(math.exp(mid)))
+            if best is None or err_of(r) < err_of(best):
+                best = r
+            if err_of(r) < 1e-4 or hi - lo < 1e-6:
+                break
+            if too_coarse(r):
+                lo, r_lo = mid, r
+            else:
+                hi, r_hi = mid, r
+        if err_of(best) > 1e-3 and r_lo is not None and r_hi is not None:
+            # the curves are not convex at low rates (the total jumps where a tensor's optimum moves from
+            # one local minimum to another): go continuously from one bracket's positions to the other's
+            a, b = 0.0, 1.0
+            for _ in range(40):
+                t = 0.5 * (a + b)
+                r = value({n: (1 - t) * r_lo[0][n] + t * r_hi[0][n] for n in self.curves})
+                if err_of(r) < err_of(best):
+                    best = r
+                if too_coarse(r):
+                    a = t
+                else:
+                    b = t
+        return best
+
+    def step(self, name: str, kf: float) -> float:
+        """The plain-rounding step at position kf (the caller applies dq's STEP_FACTOR)."""
+        return self.curves[name].step(kf)
+
+
+def steps_for(alloc: Allocation, pos: dict, lossy: dict) -> dict:
+    """name -> rel_step (step = rel_step x unit, the unit being the std) of every quantized tensor; the
+    constant ones (not in the allocation) get 1 and are stored exactly by the encoder."""
+    return {n: (2.0 ** (pos[n] / GRID) if n in pos else 1.0) for n in lossy}
+
+
+def correction(alloc: Allocation, pos: dict, actual_bits: dict, missing_bits: float, share: float = 0.25) -> dict:
+    """New grid positions for the largest tensors (holding up to ``share`` of the weights, at least one),
+    shifted together so that, with their curves moved by what the encode measured (actual - predicted),
+    they take ``missing_bits`` more (or fewer, if negative). The rest keep what they were encoded with:
+    re-encoding only these keeps a ``bits=`` encode within 1 + ``share`` times one encode."""
+    names = sorted(alloc.curves, key=lambda n: -alloc.curves[n].n)
+    n_all = sum(c.n for c in alloc.curves.values())
+    chosen, held = [], 0
+    for n in names:
+        if chosen and held + alloc.curves[n].n > share * n_all:
+            break
+        chosen.append(n)
+        held += alloc.curves[n].n
+    # what the encode measured minus what was predicted, per weight: taken as constant along the curve
+    off = {n: (actual_bits[n] - alloc.curves[n].bits_mse(pos[n])[0]) / alloc.curves[n].n for n in chosen}
+    want = sum(actual_bits[n] for n in chosen) + missing_bits
+
+    def bits(shift):
+        total = 0.0
+        for n in chosen:
+            c = alloc.curves[n]
+            total += max(c.bits_mse(min(max(pos[n] + shift, K_MIN), K_MAX))[0] + off[n] * c.n, 0.0)
+        return total
+
+    lo, hi = -4.0 * GRID * 8, 4.0 * GRID * 8  # +-8 octaves
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if bits(mid) > want:
+            lo = mid
+        else:
+            hi = mid
+    shift = 0.5 * (lo + hi)
+    return {n: min(max(pos[n] + shift, K_MIN), K_MAX) for n in chosen}
