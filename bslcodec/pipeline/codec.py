@@ -102,7 +102,10 @@ def fine_tensor(name: str, arr: np.ndarray, dtype: str):
         lt = LossyTensor(name, arr, dtype)
     except EncodeError:
         return None
-    lt.quantizer, lt.codec = "uniform", DEFAULT_CODEC
+    # eg below 2^14 elements: an ans table and lane flushes cost more there, and building the ans model
+    # (~40 ms on a loaded box) would be most of the tensor's encode time
+    lt.quantizer, lt.order_from_symbols = "uniform", True
+    lt.codec = "eg" if lt.x.size < 1 << 14 else DEFAULT_CODEC
     lo = float(np.min(lt.x))
     if lo > 0 and lo < lt.std:  # all positive (a variance): the step follows the smallest value
         return lt, SMALL_REL_STEP * lo / lt.std
@@ -125,6 +128,7 @@ class LossyTensor:
         self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"
         self.rdoq = 0.0  # RDOQ strength c (λ = c·step², bslcodec.codecs.rdoq); 0: plain rounding
         self.quantizer = "uniform"  # or "dq": dependent quantization, stored as ans-dq (bslcodec.quantize.dq)
+        self.order_from_symbols = False  # EG order window from the symbols' mean instead of the GG fit
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
         """The stored step: 2·max_error (dq: max_error / 1.5, its bound being 1.5 steps), or
@@ -200,7 +204,10 @@ class LossyTensor:
         if done is None:
             return None
         step, center, qr = done
-        k0 = ggd.best_order(self.nu, self.alpha, step)
+        if self.order_from_symbols:  # small tensors: the GG fit's order costs ~40 ms (scipy), the data ~1 us
+            k0 = int(min(MAX_EG_ORDER, max(0, math.floor(math.log2(float(qr.u.mean()) + 1.0))))) if qr.u.size else 0
+        else:
+            k0 = ggd.best_order(self.nu, self.alpha, step)
         if self.rdoq:  # rate-distortion optimised levels within the mode's bound; the decoder is unchanged
             qr.u, qr.max_error = rdoq.apply(self, qr, step, center, max_error, k0)
         ks, lens = golomb.choose_group_orders(qr.u, LANE_SYMBOLS, max(0, k0 - 2), min(MAX_EG_ORDER, k0 + 2))
