@@ -7,19 +7,24 @@
     bslcodec encode ./my-hf-model ./my-hf-model-bsl          # a folder in gives a folder out
     bslcodec decode model.bsl model.safetensors              # or .pt / .npz, by the suffix
     bslcodec info model.bsl [--json]
-    bslcodec verify model.bsl [--against model.safetensors]
+    bslcodec verify model.bsl [--against model.safetensors [--max-error E | --rel-step C]]
 
 Errors print one line (``bslcodec: error: ...``) and exit non-zero; outputs are staged and renamed into
-place, so a failed run leaves nothing behind. Exit codes: 0 success, 1 error or failed verification,
-2 bad usage, 130 interrupted.
+place, so a failed, interrupted (Ctrl-C) or terminated (SIGTERM, SIGHUP) run leaves nothing behind, and a
+run killed outright (SIGKILL) leaves a ``.<output>.<pid>-<random>.bsl-tmp`` that the next run to the same
+output removes. Exit codes: 0 success, 1 error or failed verification, 2 bad usage, 130 interrupted,
+143 terminated (129 hung up).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -34,12 +39,40 @@ META = "bslcodec."
 
 # ---------------------------------------------------------------- error handling
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like KeyboardInterrupt, so staged outputs are removed."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    """SIGTERM/SIGHUP raise _Terminated (their default action kills the process on the spot, leaving the
+    staged output behind); the previous handlers come back afterwards. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            old[sig] = signal.signal(sig, _raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 class _Cli(click.Group):
     """A click group whose every error is one line on stderr and a non-zero exit (no traceback)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args, prog_name or "bslcodec", complete_var, standalone_mode=False, **extra)
+            with _signals_unwind():
+                rv = super().main(args, prog_name or "bslcodec", complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             _fail(f"{exc.format_message()}{hint}", exc.exit_code)
@@ -49,6 +82,8 @@ class _Cli(click.Group):
             _fail("interrupted", 130)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except _Terminated as exc:
+            _fail("terminated", 128 + int(exc.args[0]))
         except BslError as exc:
             _fail(str(exc), 1)
         except MemoryError:
@@ -94,11 +129,17 @@ def _size(n: float) -> str:
 
 
 def _g(x, digits=4) -> str:
+    """A number for a table; "?" for what a (hostile) file put where a number belongs."""
     if x is None:
         return "-"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "?"
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
-    return f"{x:.{digits}g}"
+    try:
+        return f"{x:.{digits}g}"
+    except OverflowError:  # a JSON integer beyond binary64
+        return "?"
 
 
 def _table(rows: list, header: list, right: set) -> str:
@@ -325,41 +366,64 @@ def info(file, as_json):
 
 # ---------------------------------------------------------------- verify
 
-def _bound_ok(e, x, xh, settings: dict):
-    """(bound shown, every element within it) for a decoded tensor against its original."""
+def _bound_ok(e, x, xh, settings: dict, user: dict):
+    """(bound shown, every element within it) for a decoded tensor against its original.
+
+    ``user``: the bound the user gives (``max_error`` E: every element within E; ``rel_step`` C: within
+    C x std of the original, the loosest bound any quantizer gives at that rel_step (one step, with RDOQ),
+    plus the rounding of the dtype). Without one, the bound the file records in its settings and steps,
+    which a tampered file can inflate: the summary line says which was used.
+    """
     import numpy as np
 
+    from .pipeline.codec import finite_float
     from .quantize.quant import ROUNDING
 
     if e.codec not in QUANTIZED_CODECS:  # raw / zstd / fexp: bit-exact
         same = x.shape == xh.shape and x.dtype == xh.dtype and x.tobytes() == xh.tobytes()
         return 0.0, same
-    err = np.abs(x.astype(np.float64) - xh.astype(np.float64))
-    if settings.get("max_error") is not None:
-        bound = float(settings["max_error"])
-        return bound, bool(np.all(err <= bound))
+    x64 = x.astype(np.float64)
+    err = np.abs(x64 - xh.astype(np.float64))
     rel, ab = ROUNDING[e.dtype]
+    if user.get("max_error") is not None:
+        bound = user["max_error"]
+        return bound, bool(np.all(err <= bound))
+    if user.get("rel_step") is not None:
+        finite = x64[np.isfinite(x64)]
+        bound = user["rel_step"] * float(finite.std()) * (1 + 1e-6) if finite.size else 0.0
+        return bound, bool(np.all(err <= bound + rel * (2 * np.abs(x64) + err) + ab))
+    if settings.get("max_error") is not None:
+        bound = finite_float(settings["max_error"])
+        return bound, bool(bound >= 0 and np.all(err <= bound))
+    step = finite_float(e.params.get("step"))
     if e.codec == "ans-dq":
-        bound = float(e.params["step"]) * DQ_BOUND_FACTOR  # dependent quantization: 1.5 steps (bslcodec.quantize.dq)
+        bound = step * DQ_BOUND_FACTOR  # dependent quantization: 1.5 steps (bslcodec.quantize.dq)
     else:
-        bound = float(e.params["step"]) / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.codecs.rdoq)
-    allowed = bound + rel * (2 * np.abs(x.astype(np.float64)) + err) + ab
-    return bound, bool(np.all(err <= allowed))
+        bound = step / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.codecs.rdoq)
+    allowed = bound + rel * (2 * np.abs(x64) + err) + ab
+    return bound, bool(bound >= 0 and np.all(err <= allowed))
 
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--against", type=click.Path(path_type=Path), metavar="ORIGINAL",
               help="Compare with the original checkpoint (file or folder, any input format).")
+@click.option("--max-error", type=float, metavar="E",
+              help="With --against: every quantized weight must be within E of the original.")
+@click.option("--rel-step", type=float, metavar="C",
+              help="With --against: every quantized weight must be within C x std of its original tensor "
+                   "(the loosest bound of an encode with --rel-step C), plus the rounding of its dtype.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @workers_option
 @quiet_option
-def verify(file, against, as_json, workers, quiet):
+def verify(file, against, max_error, rel_step, as_json, workers, quiet):
     """Check every checksum of FILE (.bsl or encoded folder) and decode every tensor.
 
     With --against, also print each tensor's max abs error and relative L2 error and whether it is
-    within the bound recorded in the file (--max-error when it was encoded with one, else step/2 (1.5
-    steps for ans-dq tensors) plus the rounding of the tensor's dtype; exact for losslessly stored tensors). Exit code 1 on any failure.
+    within the bound you give (--max-error or --rel-step, the settings you encoded with). Without one,
+    the bound is the one FILE records (its --max-error, else step/2 (1.5 steps for ans-dq tensors) plus
+    the rounding of the tensor's dtype), which a tampered file can inflate: give your own to trust the
+    result. Losslessly stored tensors must be bit-exact. Exit code 1 on any failure.
     """
     import numpy as np
 
@@ -368,6 +432,14 @@ def verify(file, against, as_json, workers, quiet):
     from .files.readers import BslFile, bsl_files
     from .pipeline.arrays import as_numpy
 
+    user = {k: v for k, v in (("max_error", max_error), ("rel_step", rel_step)) if v is not None}
+    if len(user) > 1:
+        raise click.UsageError("give at most one of --max-error, --rel-step")
+    for k, v in user.items():
+        if not (math.isfinite(v) and v > 0):
+            raise click.BadParameter(f"must be a positive number, not {v}", param_hint="--" + k.replace("_", "-"))
+    if user and against is None:
+        raise click.UsageError("--max-error / --rel-step need --against ORIGINAL (the tensors to compare with)")
     _set_workers(workers)
     files = bsl_files(file)
     orig = TensorLookup(against) if against is not None else None
@@ -417,7 +489,7 @@ def verify(file, against, as_json, workers, quiet):
                     x64, d = x.astype(np.float64), xh.astype(np.float64) - x.astype(np.float64)
                     err2, x2 = float(np.sum(d * d)), float(np.sum(x64 * x64))
                     mae = float(np.max(np.abs(d))) if d.size else 0.0
-                    bound, ok = _bound_ok(e, x, xh, settings)
+                    bound, ok = _bound_ok(e, x, xh, settings, user)
                     worst = max(worst, mae)
                     if e.dtype in FLOAT_NAMES:  # the overall relative error is over the float weights
                         sum_err2, sum_x2 = sum_err2 + err2, sum_x2 + x2
@@ -438,7 +510,9 @@ def verify(file, against, as_json, workers, quiet):
     if as_json:
         click.echo(json.dumps({"ok": not failures, "tensors": rows, "missing": missing, "failures": failures,
                                "max_abs_error": worst if orig is not None else None,
-                               "rel_l2_error": rel_total if orig is not None else None}, indent=2))
+                               "rel_l2_error": rel_total if orig is not None else None,
+                               "bounds": ("yours: " + json.dumps(user) if user else "the file's own")
+                               if orig is not None else None}, indent=2))
     else:
         if orig is not None and not quiet:
             table = [[r["name"], r["codec"], _g(r["max_abs_error"]), _g(r["rel_l2_error"]), _g(r["bound"]),
@@ -447,7 +521,13 @@ def verify(file, against, as_json, workers, quiet):
                               right={2, 3, 4}))
         for msg in failures:
             click.echo(f"FAIL {msg}", err=True)
-        what = "within their bounds" if orig is not None else "checksums match, decoded"
+        if orig is None:
+            what = "checksums match, decoded"
+        elif user:
+            what = "within " + ", ".join(f"--{k.replace('_', '-')} {_g(v)}" for k, v in user.items())
+        else:
+            what = ("within the bounds the file itself records (a tampered file can inflate them: pass "
+                    "--max-error or --rel-step to check yours)")
         stats = f" (max abs error {_g(worst)}, relative L2 error {_g(rel_total)})" if orig is not None else ""
         if failures:
             click.echo(f"verify FAILED: {len(failures)} problem(s); {n_ok} of {len(rows)} tensors ok{stats}")

@@ -294,7 +294,9 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
         rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
         # the pass writes its symbols over the ones its model came from (read only by build_model): one
         # symbol array per tensor, not two
-        st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, np.float32(step),
+        with np.errstate(over="ignore"):  # float64 steps beyond binary32 (F64 tensors use the float64 one)
+            step32 = np.float32(step)
+        st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, step32,
                     float(step), float(c), float(bound), rel, ab, dtype == "F16", rate, tokbits, model.s,
                     model.m, u, work=x.size)
         r.n_bad = int(st[:, 1].sum()) if st.size else 0

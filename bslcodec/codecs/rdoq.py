@@ -120,7 +120,8 @@ def resolve(value, strict: bool) -> float:
         return DEFAULT_C
     if value is False:
         return 0.0
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0:
         raise EncodeError(f"rdoq= must be True, False or a finite number c >= 0 (λ = c·step²), got {value!r}")
     return float(value)
 

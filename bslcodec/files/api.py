@@ -14,6 +14,7 @@ import json
 import math
 import mmap
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -54,6 +55,8 @@ def _check_inputs(tensors, metadata):
     for name in tensors:
         if not isinstance(name, str) or not name or len(_utf8(name)) > MAX_NAME_BYTES:
             raise EncodeError(f"tensor names must be non-empty strings of at most {MAX_NAME_BYTES} bytes: {name!r}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise EncodeError(f"metadata must be a dict of str -> str, got {type(metadata).__name__}")
     metadata = dict(metadata or {})
     for k, v in metadata.items():
         if not isinstance(k, str) or not isinstance(v, str):
@@ -356,14 +359,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_OLD_SUFFIX = ".bsl-old"  # a folder output being replaced (--overwrite) is moved into one of these first
+
+
+def lock_temp(fd: int) -> None:
+    """Mark a temp file or folder (its open ``fd``) as live for :func:`remove_stale_temps`: LOCK_EX held
+    until ``fd`` is closed."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass
+
+
 def remove_stale_temps(path) -> list:
-    """Delete temp files that an interrupted :func:`atomic_write` to ``path`` left behind (a killed
-    process cannot clean up after itself). A temp file is deleted only when no writer holds its lock and
-    its writer process is gone (or it is older than ``_STALE_AFTER_S``). Returns the deleted paths."""
+    """Delete temp files and folders that an interrupted write to ``path`` left behind (a process killed
+    by SIGKILL or a power loss cannot clean up after itself): ``.<name>.<pid>-<random>.bsl-tmp`` of
+    :func:`atomic_write` and the CLI's staged outputs, and ``.bsl-old`` folders of an interrupted
+    ``--overwrite`` (whose old output is put back where no new one arrived). One is deleted only when no
+    writer holds its lock and its writer process is gone (or it is older than ``_STALE_AFTER_S``).
+    Returns the deleted paths."""
     try:
         import fcntl
     except ImportError:  # no flock (Windows): leave them; they are named .<file>.<pid>-<random>.bsl-tmp
         return []
+    import shutil
     import time
 
     path = os.path.abspath(os.fspath(path))
@@ -371,7 +392,7 @@ def remove_stale_temps(path) -> list:
     prefix = f".{base}."
     removed = []
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)]
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith((_TMP_SUFFIX, _OLD_SUFFIX))]
     except OSError:
         return removed
     for name in names:
@@ -386,11 +407,18 @@ def remove_stale_temps(path) -> list:
             os.close(fd)
             continue
         try:
-            pid = name[len(prefix):-len(_TMP_SUFFIX)].split("-")[0]
-            age = time.time() - os.fstat(fd).st_mtime
-            if (pid.isdigit() and not _pid_alive(int(pid))) or age > _STALE_AFTER_S:
+            pid = name[len(prefix):].split("-")[0]
+            st = os.fstat(fd)
+            if not ((pid.isdigit() and not _pid_alive(int(pid))) or time.time() - st.st_mtime > _STALE_AFTER_S):
+                continue
+            if not stat.S_ISDIR(st.st_mode):
                 os.unlink(tmp)
-                removed.append(tmp)
+            else:
+                old = os.path.join(tmp, "x")
+                if name.endswith(_OLD_SUFFIX) and os.path.lexists(old) and not os.path.lexists(path):
+                    os.rename(old, path)  # killed between moving the old output aside and the new one in
+                shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
         except OSError:
             pass
         finally:
@@ -410,15 +438,13 @@ def atomic_write(path, write) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}-", suffix=_TMP_SUFFIX,
-                               dir=folder)
     try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)  # marks the temp file live for remove_stale_temps
-        except (ImportError, OSError):
-            pass
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}-", suffix=_TMP_SUFFIX,
+                                   dir=folder)
+    except OSError as exc:  # a missing folder, no permission, a file where the folder should be
+        raise BslError(f"{path}: cannot write into {folder}: {exc.strerror}") from None
+    try:
+        lock_temp(fd)  # marks the temp file live for remove_stale_temps
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model gets the usual file mode
@@ -453,10 +479,16 @@ class _Source:
         where = f"{path}" if path is not None else "<bytes>"
         if path is not None:
             try:
-                self._fh = open(path, "rb")
+                # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+                self._fh = open(fd, "rb")
             except OSError as exc:
                 raise BslError(f"{path}: cannot open: {exc.strerror}") from None
-            size = os.fstat(self._fh.fileno()).st_size
+            st = os.fstat(self._fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                self.close()
+                raise BslError(f"{path}: not a regular file")
+            size = st.st_size
             if size == 0:
                 self.close()
                 raise FormatError(f"{path}: empty file, not a .bsl file")
@@ -554,6 +586,8 @@ class _Slice:
         if not e.shape:
             return self._h._out(self._h._src.tensor(e.name)[key])
         first, rest = key[0], key[1:]
+        if isinstance(first, (bool, np.bool_)):  # a[True] is a new axis in numpy, not row 1
+            raise BslError("get_slice takes an int or a slice on the first dimension, not a bool")
         if isinstance(first, (int, np.integer)):
             i = int(first) + (e.shape[0] if first < 0 else 0)
             if not 0 <= i < e.shape[0]:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from .readers import (
     CheckpointError,
     TensorFile,
     bsl_files,
+    copyable,
     open_checkpoint,
     open_file,
     shard_name,
@@ -172,10 +174,20 @@ class _LazyTensors(Mapping):
 
 
 def _copy_extras(src: Checkpoint, tmp: Path) -> None:
+    """Copy the folder's other files: regular files, or links to regular files inside it (or into its
+    Hugging Face cache blobs); checked again here, and the copy reads only what ``fstat`` says is a
+    regular file, so a file swapped for a FIFO or a link out after the scan is refused too."""
     for rel in src.extra:
+        real = copyable(src.path, rel)
         target = tmp / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src.path / rel, target)  # follows symlinks (Hugging Face cache snapshots)
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        with open(fd, "rb") as fin:
+            if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+                raise CheckpointError(f"{src.path / rel}: not a regular file; bslcodec copies only regular files")
+            with open(target, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+        shutil.copystat(real, target)
 
 
 def _total_bytes(src: Checkpoint) -> int:

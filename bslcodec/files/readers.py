@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import stat
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -193,6 +194,11 @@ class NpzFile(TensorFile):
             raise CheckpointError(f"{path}: not a readable .npz file: {_first_line(exc)}") from None
         if not isinstance(self._z, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path}: a single .npy array, not an .npz archive of named arrays")
+        odd = [n for n in self._z.zip.namelist() if not n.endswith(".npy")]
+        if odd:  # np.load hands such members out as bytes (a torch zip checkpoint named .npz, say)
+            self._z.close()
+            raise CheckpointError(f"{path}: not an .npz archive of arrays: member {odd[0]!r} is not a .npy array "
+                                  "(a torch checkpoint? name it .pt)")
         self._keys = sorted(self._z.files)
 
     def keys(self):
@@ -346,12 +352,53 @@ def _read_index(folder: Path, name: str) -> tuple:
     return index, [folder / f for f in sorted(files)]
 
 
+def _link_roots(folder: Path) -> list:
+    """Where a symlink in ``folder`` may point for its file to be copied: inside the folder, and for a
+    Hugging Face cache snapshot (``models--org--name/snapshots/<rev>/``, whose files are links to
+    ``../../blobs/<hash>``) that model's ``blobs`` folder."""
+    real = folder.resolve()
+    roots = [real]
+    if real.parent.name == "snapshots" and (real.parent.parent / "blobs").is_dir():
+        roots.append((real.parent.parent / "blobs").resolve())
+    return roots
+
+
+def copyable(folder: Path, rel: str, roots: list | None = None) -> Path:
+    """The real path of the file ``folder/rel`` to copy along, or CheckpointError: only regular files, and
+    symlinks to regular files inside the folder (see :func:`_link_roots`) are copied. A link out of the
+    folder (to an SSH key, say) would publish that file with the model; ``/dev/zero`` or a FIFO would
+    never end."""
+    path = folder / rel
+    roots = roots or _link_roots(folder)
+    why = None
+    try:
+        if path.is_symlink():
+            target = path.resolve(strict=True)
+            if not any(target == r or r in target.parents for r in roots):
+                why = f"a symlink to {target}, outside the folder"
+            path = target
+        if why is None and not stat.S_ISREG(os.stat(path).st_mode):
+            why = "not a regular file (a FIFO, device, socket or folder)"
+    except (OSError, RuntimeError) as exc:  # dangling link, link loop
+        why = f"a symlink that does not resolve ({getattr(exc, 'strerror', None) or exc})"
+    if why:
+        raise CheckpointError(f"{folder / rel}: {why}; bslcodec copies only regular files inside the model "
+                              "folder: remove it or copy the file in")
+    return path
+
+
 def _extras(folder: Path, used: set) -> tuple:
-    """(files to copy, weight files left out): every file but the weights; hidden folders skipped."""
+    """(files to copy, weight files left out): every file but the weights; hidden folders skipped.
+    CheckpointError for anything else (see :func:`copyable`), before any work is done."""
     extra, skipped = [], []
+    roots = _link_roots(folder)
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel_root = Path(root).relative_to(folder)
+        for d in dirs:  # os.walk lists a symlinked folder here and does not enter it
+            if (Path(root) / d).is_symlink():
+                raise CheckpointError(f"{Path(root) / d}: a symlink to a folder; bslcodec copies only regular "
+                                      "files inside the model folder: remove it or copy the files in")
         for f in sorted(files):
             rel = rel_root / f
             if rel_root == Path(".") and f in used:
@@ -359,8 +406,9 @@ def _extras(folder: Path, used: set) -> tuple:
             if rel_root == Path(".") and (f.lower().endswith(WEIGHT_SUFFIXES) or f.endswith(".index.json")):
                 skipped.append(str(rel))  # another copy of the weights (e.g. pytorch_model.bin)
                 continue
-            if f.startswith(".bsl-") or f.endswith(".bsl-tmp"):
+            if f.startswith(".bsl-") or f.endswith((".bsl-tmp", ".bsl-old")):
                 continue  # a temporary file of ours
+            copyable(folder, str(rel), roots)
             extra.append(str(rel))
     return extra, skipped
 

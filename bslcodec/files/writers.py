@@ -55,15 +55,18 @@ def staged_output(path, folder: bool, overwrite: bool = False):
                                   f"the output here is a {'folder' if folder else 'file'}")
     if not parent.is_dir():
         raise CheckpointError(f"{parent}: output folder does not exist")
+    api.remove_stale_temps(path)  # what a killed run (SIGKILL, power loss) to the same output left
+    prefix = f".{path.name}.{os.getpid()}-"  # the pid tells remove_stale_temps whose it is
     try:
         if folder:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".bsl-tmp", dir=parent))
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".bsl-tmp", dir=parent))
+            lock = os.open(tmp, os.O_RDONLY)
         else:
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bsl-tmp", dir=parent)
-            os.close(fd)
+            lock, name = tempfile.mkstemp(prefix=prefix, suffix=".bsl-tmp", dir=parent)
             tmp = Path(name)
     except OSError as exc:
         raise CheckpointError(f"{parent}: cannot write here: {exc.strerror}") from None
+    api.lock_temp(lock)  # held until the output is in place or removed
 
     def remove(p):
         if p.is_dir() and not p.is_symlink():
@@ -82,7 +85,7 @@ def staged_output(path, folder: bool, overwrite: bool = False):
                     _fsync_file(os.path.join(root, f))
                 _fsync_dir(root)
             if path.exists():  # --overwrite: move the old folder aside, then swap
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".bsl-old", dir=parent))
+                old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".bsl-old", dir=parent))
                 os.rename(path, old / "x")
                 try:
                     os.rename(tmp, path)
@@ -100,6 +103,8 @@ def staged_output(path, folder: bool, overwrite: bool = False):
     except BaseException:
         remove(tmp)
         raise
+    finally:
+        os.close(lock)
 
 
 # ---------------------------------------------------------------- writers (to a final or staged path)
@@ -142,13 +147,32 @@ def write_pt(path, tensors: dict, metadata: dict | None = None) -> None:
     torch.save({wrapper: sd} if wrapper else sd, str(path))
 
 
+def _npz_member(name: str) -> str:
+    """The zip member of tensor ``name`` (``name.npy``, as ``np.savez`` names them), or CheckpointError for a
+    name that is not a safe relative path inside an archive (``unzip`` would write ``a/../../b`` outside)."""
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts) or \
+            (len(parts[0]) >= 2 and parts[0][1] == ":"):
+        raise CheckpointError(f"tensor {name!r}: its name is not a safe path inside an .npz archive (absolute, "
+                              "'..', '.', empty parts or a backslash); decode to .safetensors or .pt instead")
+    return name + ".npy"
+
+
 def write_npz(path, tensors: dict, metadata: dict | None = None) -> None:
+    """``np.savez`` layout (one ``<name>.npy`` member per tensor, stored), written member by member:
+    ``np.savez(fh, **tensors)`` would take a tensor named ``file`` or ``allow_pickle`` as its own argument."""
+    import zipfile
+
+    members = {}
     for k, v in tensors.items():
         if v.dtype == NUMPY_DTYPES["BF16"]:
             raise CheckpointError(f"tensor {k!r} is bfloat16, which .npz cannot hold; "
                                   "decode to .safetensors or .pt instead")
-    with open(path, "wb") as fh:
-        np.savez(fh, **tensors)
+        members[k] = _npz_member(k)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for k, v in tensors.items():
+            with zf.open(members[k], "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(v), allow_pickle=False)
 
 
 WRITERS = {"safetensors": (write_safetensors, ".safetensors"), "pt": (write_pt, ".pt"),

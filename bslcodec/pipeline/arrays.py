@@ -13,6 +13,14 @@ def as_numpy(value, name: str = "tensor") -> np.ndarray:
     if mod.startswith("torch"):
         import torch
 
+        if not isinstance(value, torch.Tensor):
+            raise EncodeError(f"tensor {name!r}: expected a numpy array or torch tensor, got {type(value).__name__}")
+        if value.layout != torch.strided or getattr(value, "is_nested", False):
+            kind = "nested" if getattr(value, "is_nested", False) else str(value.layout).replace("torch.", "")
+            raise EncodeError(f"tensor {name!r}: a {kind} tensor; only dense (strided) tensors can be stored: "
+                              "convert it first (e.g. .to_dense())")
+        if value.device.type == "meta":
+            raise EncodeError(f"tensor {name!r}: a meta tensor has no data to store")
         t = value.detach()
         if t.device.type != "cpu":
             t = t.cpu()

@@ -13,6 +13,7 @@ from ..container.format import Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
 
+_F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
 DEFAULT_REL_ERROR = 2.0 ** -8  # the default: relative L2 error of all quantized weights ~0.39 % (allocation.py)
 DEFAULT_REL_STEP = 1 / 64  # what rel_step-based callers (torch.rate) use when no setting is given
 LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
@@ -65,11 +66,17 @@ class Settings:
         if len(given) > 1:
             raise EncodeError(f"give at most one of max_error=, rel_step=, bits= (got {', '.join(given)})")
         for k, v in given.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if not finite_float(v) > 0:  # numpy scalars (np.float32(1e-3)) count as numbers
                 raise EncodeError(f"{k}= must be a positive finite number, got {v!r}")
+            setattr(self, k, float(v))
         if isinstance(self.lossless, str):
             self.lossless = (self.lossless,)
-        self.lossless = tuple(self.lossless or ())
+        if self.lossless is False or self.lossless is None:
+            self.lossless = ()
+        if not isinstance(self.lossless, (tuple, list)) or not all(isinstance(p, str) for p in self.lossless):
+            raise EncodeError(f"lossless= must be True, a name pattern or a list of name patterns, "
+                              f"got {self.lossless!r}")
+        self.lossless = tuple(self.lossless)
         if not self.max_error and not self.bits and not self.rel_step:
             self.default, self.rel_step = True, DEFAULT_REL_STEP
         self.quantizer = resolve_quantizer(self.quantizer, self.max_error, None, self.rdoq)
@@ -163,7 +170,7 @@ class LossyTensor:
 
     def _params(self, step: float, center: int, lane_symbols: int, max_abs_error: float) -> dict:
         return {"step": step, "center": center, "lane_symbols": lane_symbols, "gg_nu": round(self.nu, 6),
-                "gg_scale": float(np.float32(self.alpha)), "max_abs_error": max_abs_error}
+                "gg_scale": float(np.float32(min(self.alpha, _F32_MAX))), "max_abs_error": max_abs_error}
 
     def _code_dq(self, step: float, max_error: float | None):
         """``code()`` for the dq quantizer: (params, None, None, u) or None."""
@@ -287,13 +294,15 @@ SENSITIVITY_FLOOR = 1e-4  # relative to the median: a tensor that seems unused s
 
 def check_sensitivity(lossy: dict, sensitivity: dict) -> dict:
     """name -> float sensitivity of every quantized tensor; EncodeError naming what is missing or bad."""
+    if not isinstance(sensitivity, dict):
+        raise EncodeError(f"sensitivity= must be a dict of tensor name -> number, got {type(sensitivity).__name__}")
     missing = sorted(n for n in lossy if n not in sensitivity)
     if missing:
         raise EncodeError(f"sensitivity= lacks {len(missing)} quantized tensor(s), e.g. {missing[:3]}")
     s = {}
     for n in lossy:
         v = sensitivity[n]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+        if not finite_float(v) > 0:
             raise EncodeError(f"sensitivity[{n!r}] must be a positive finite number, got {v!r}")
         s[n] = float(v)
     return s
@@ -310,6 +319,8 @@ def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
     so that the size-weighted geometric mean of step_i / std_i is 1: ``rel_step=c`` keeps its average
     meaning and only redistributes the error.
     """
+    if not isinstance(sensitivity, dict):
+        raise EncodeError(f"sensitivity= must be a dict of tensor name -> number, got {type(sensitivity).__name__}")
     if not lossy:
         return
     s = check_sensitivity(lossy, sensitivity)
@@ -347,15 +358,27 @@ def encode_lossless(arr: np.ndarray) -> tuple:
 
 # ---------------------------------------------------------------- decoding
 
+def finite_float(v) -> float:
+    """``v`` as a float if it is a number (not a bool) that a binary64 holds as a finite value, else NaN.
+
+    A JSON integer can be far beyond binary64 (``2**1024 - 1`` rounds to 2**1024): ``float()`` of it raises
+    OverflowError, so every number read from a file goes through here before any arithmetic."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return math.nan
+    try:
+        f = float(v)
+    except OverflowError:
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
 def _check_quantized_params(e: Entry, where: str, s_min: int, s_max: int) -> tuple:
     """(step, center, S) of an ``eg`` or ``ans`` entry: both share the quantization of spec 4.3."""
     p, name = e.params, e.codec
     if e.dtype not in FLOAT_NAMES:
         raise FormatError(f"{where}: codec {name} is only for float dtypes, not {e.dtype}")
     step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
-    if isinstance(step, int) and not isinstance(step, bool) and step.bit_length() > 1024:
-        step = math.inf  # a JSON integer too big for a binary64 (float() would raise OverflowError)
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (finite_float(step) > 0):
         raise FormatError(f"{where}: {name} step must be a positive finite number, found {step!r}")
     if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
         raise FormatError(f"{where}: {name} step {step!r} is not a binary32 value")

@@ -30,6 +30,10 @@ def sample(x: np.ndarray) -> np.ndarray:
 def fit(x: np.ndarray) -> tuple:
     """(nu, alpha) of the zero-mean GG fitted to ``x - mean(x)``; (2.0, 0.0) for a constant tensor."""
     s = sample(x)
+    big = float(np.max(np.abs(s))) if s.size else 0.0
+    if not big > 0 or not math.isfinite(big):
+        return 2.0, 0.0
+    s = s / big  # values up to 1e308 (float64): sums and squares would overflow
     s = s - s.mean()
     m1 = np.abs(s).mean()
     m2 = (s * s).mean()
@@ -52,7 +56,7 @@ def fit(x: np.ndarray) -> tuple:
     from scipy import special
 
     alpha = math.sqrt(m2 * math.exp(special.gammaln(1 / nu) - special.gammaln(3 / nu)))
-    return nu, alpha
+    return nu, min(alpha * big, float(np.finfo(np.float64).max))
 
 
 def symbol_probabilities(nu: float, alpha: float, step: float, max_symbol: int = 1 << 16) -> np.ndarray:
@@ -63,11 +67,12 @@ def symbol_probabilities(nu: float, alpha: float, step: float, max_symbol: int =
         p[0] = 1.0
         return p
     # Enough symbols to hold all but ~1e-12 of the mass, capped.
-    tail = alpha * (30.0 ** (1 / nu))
-    m = int(min(max_symbol, max(2, math.ceil(tail / step) + 1)))
+    tail = (alpha / step) * (30.0 ** (1 / nu))  # in steps; inf for float64 tensors near 1e308
+    m = max_symbol if not tail < max_symbol else int(max(2, math.ceil(tail) + 1))
     from scipy import stats
 
-    edges = (np.arange(m + 1) + 0.5) * step
+    with np.errstate(over="ignore"):  # edges past float64 (steps near 1e308) are +inf: cdf 1
+        edges = (np.arange(m + 1) + 0.5) * step
     cdf = stats.gennorm.cdf(edges, nu, scale=alpha)
     p = np.empty(m + 1)
     p[0] = 2 * cdf[0] - 1
@@ -100,6 +105,6 @@ def best_order(nu: float, alpha: float, step: float) -> int:
     """The EG order with the smallest expected length under the fitted GG."""
     if alpha <= 0:
         return 0
-    guess = int(np.clip(round(math.log2(max(alpha / step, 1.0))), 0, MAX_EG_ORDER))
+    guess = int(np.clip(round(math.log2(min(max(alpha / step, 1.0), 2.0**MAX_EG_ORDER))), 0, MAX_EG_ORDER))
     cands = range(max(0, guess - 3), min(MAX_EG_ORDER, guess + 3) + 1)
     return min(cands, key=lambda k: expected_bits(nu, alpha, step, k))

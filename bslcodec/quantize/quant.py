@@ -210,13 +210,22 @@ def moments(x: np.ndarray) -> tuple:
     """(mean, std about the mean, number of non-finite values) of flat ``x``, one parallel pass."""
     if x.size == 0:
         return 0.0, 0.0, 0
-    acc = launch(_moments, _moments_serial, x, work=x.size).sum(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflowing sums are handled below
+        acc = launch(_moments, _moments_serial, x, work=x.size).sum(axis=0)
     n_bad = int(acc[2])
     n = x.size - n_bad
     if n == 0:
         return 0.0, 0.0, n_bad
-    mean = acc[0] / n
-    return float(mean), float(np.sqrt(max(acc[1] / n - mean * mean, 0.0))), n_bad
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = acc[0] / n
+        std = np.sqrt(max(acc[1] / n - mean * mean, 0.0))
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        # sums of huge finite values (float64 near 1e308, squares beyond 1e154) overflowed: again on x / max|x|;
+        # mean and std of the scaled values are at most 1, so scaling back cannot overflow
+        big = float(np.max(np.abs(x[np.isfinite(x)]).astype(np.float64)))
+        m, sd, _ = moments(x.astype(np.float64) / big)
+        return m * big, sd * big, n_bad
+    return float(mean), float(std), n_bad
 
 
 class QuantResult:
@@ -233,7 +242,9 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, bound: float |
     r.u = np.empty(x.size, np.uint32)
     bound = step / 2 if bound is None else bound
     rel, ab = (0.0, 0.0) if strict else ROUNDING[dtype]
-    st = launch(_quantize, _quantize_serial, x, float(step), np.float32(step), np.int64(center),
+    with np.errstate(over="ignore"):  # float64 steps beyond binary32 (F64 tensors use the float64 one)
+        step32 = np.float32(step)
+    st = launch(_quantize, _quantize_serial, x, float(step), step32, np.int64(center),
                 MODE_OF_DTYPE[dtype], bound, rel, ab, r.u, work=x.size)
     r.max_error = float(st[:, 0].max()) if st.size else 0.0
     r.n_bad, r.n_nonfinite, r.n_overflow = (int(v) for v in st[:, 1:].sum(axis=0)) if st.size else (0, 0, 0)
