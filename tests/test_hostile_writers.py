@@ -430,3 +430,72 @@ def test_a_killed_overwrite_swap_puts_the_old_output_back(tmp_path):
 
     assert remove_stale_temps(tmp_path / "out") == [str(old)]
     assert (tmp_path / "out" / "model.bsl").read_text() == "the old output" and not old.exists()
+
+
+# ---------------------------------------------------------------- 4: GPU eg allocation bounded by the payload
+
+def _tables_only_eg(groups=1000, s=1024):
+    """An eg file of ``groups`` full groups whose payload is the group tables and the zero word only: about
+    65 bytes a group declaring 32·S elements each (the CPU reader refuses it from the lane table)."""
+    from bslcodec.codecs import golomb
+
+    n = groups * 32 * s
+    payload = bytes(golomb.table_bytes(groups) + 8)
+    return fr.eg_file(np.zeros(32 * 16, np.uint32), lane_symbols=s, shape=[n], payload=payload), payload, n
+
+
+def test_eg_layout_bounds_the_output_by_the_payload(monkeypatch):
+    """The host-side check of bslcodec.gpu._eg, run on the CPU: torch.cuda and CuPy stubbed for the import
+    (eg_layout is plain Python and runs before decode_eg allocates anything)."""
+    import importlib
+    import types
+
+    torch = pytest.importorskip("torch")
+    if "bslcodec.gpu._eg" not in sys.modules:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        if "cupy" not in sys.modules:
+            monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+        for m in [m for m in sys.modules if m.startswith("bslcodec.gpu")]:
+            monkeypatch.delitem(sys.modules, m)
+        try:
+            eg = importlib.import_module("bslcodec.gpu._eg")
+        except Exception as exc:  # noqa: BLE001 - a module that needs more of CuPy at import
+            pytest.skip(f"bslcodec.gpu._eg does not import with a stub CuPy: {exc}")
+        finally:
+            for m in [m for m in sys.modules if m.startswith("bslcodec.gpu")]:
+                monkeypatch.delitem(sys.modules, m, raising=False)
+    else:
+        eg = sys.modules["bslcodec.gpu._eg"]
+    _, payload, n = _tables_only_eg()
+    with pytest.raises(bslcodec.container.errors.FormatError, match="at most 0"):
+        eg.eg_layout(len(payload), n, 1024)
+    # a real payload passes, and the bound is 64 elements per code word
+    u = np.zeros(32 * 512 * 3, np.uint32)
+    from bslcodec.codecs import golomb_ref
+
+    p = golomb_ref.encode_payload(u, 512, np.zeros(3, np.uint8))
+    g, head, words = eg.eg_layout(len(p), u.size, 512)
+    assert g == 3 and u.size <= 64 * words
+    with pytest.raises(bslcodec.container.errors.FormatError):
+        eg.eg_layout(len(p), 64 * words + 1, 512)
+
+
+def test_gpu_eg_refuses_before_allocating():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("cupy", reason="bslcodec.gpu needs CuPy")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    data, payload, n = _tables_only_eg()
+    with pytest.raises(bslcodec.container.errors.FormatError):
+        bslcodec.load(data)  # the CPU reader: from the lane table
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with pytest.raises(bslcodec.container.errors.FormatError):
+        bslcodec.load(data, framework="pt", device="cuda")
+    from bslcodec.gpu import decode_eg
+
+    with pytest.raises(bslcodec.container.errors.FormatError):
+        decode_eg(payload, n, 1024, 0.5, 0, "F32")
+    peak = torch.cuda.max_memory_allocated() - base
+    assert peak <= 64 * len(payload) + (1 << 20), f"peak {peak} bytes for a {len(payload)}-byte payload"

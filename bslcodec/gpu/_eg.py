@@ -71,14 +71,23 @@ def _cupy_stream(stream: torch.cuda.Stream):
 
 
 def eg_layout(payload_len: int, n_elems: int, lane_symbols: int):
-    """(G, head_padded, n_words) of an ``eg`` payload; FormatError where the length cannot hold it."""
+    """(G, head_padded, n_words) of an ``eg`` payload; FormatError where the length cannot hold it.
+
+    Checked before the output is allocated (spec 7): every code word is at least one bit, so the
+    ``n_words`` 64-bit words of code hold at most ``64 * n_words`` elements, and the output is at most
+    64x the payload in bytes (F64; 32x for F32). Group tables alone (65 bytes a group) would otherwise
+    let a 1.3 MB file make the GPU allocate gigabytes before the kernel flags the payload."""
     g_count = -(-n_elems // (LANES * lane_symbols))
     head = 65 * g_count
     head_padded = head + (-head % 8)
     if payload_len < head_padded + 8 or (payload_len - head_padded) % 8:
         raise FormatError(f"eg payload of {payload_len} bytes cannot hold {g_count} groups "
                           f"(tables {head_padded} bytes, then whole 64-bit words and a zero word)")
-    return g_count, head_padded, (payload_len - head_padded) // 8 - 1
+    n_words = (payload_len - head_padded) // 8 - 1
+    if n_elems > 64 * n_words:
+        raise FormatError(f"eg payload of {payload_len} bytes cannot hold {n_elems} elements: its {n_words} "
+                          f"words of code hold at most {64 * n_words} (a code word is at least one bit)")
+    return g_count, head_padded, n_words
 
 
 def _check_params(n_elems, lane_symbols, step, center):
