@@ -498,6 +498,12 @@ def corpus_cases() -> dict:
     c["eg_shape_one_more_group"] = (eg_file(u, shape=[u.size + 32 * 16]), "FormatError")
     c["eg_shape_one_less"] = (eg_file(u, shape=[u.size - 1]), "FormatError")
     c["eg_step_huge_int"] = (eg_file(u, step=10**400), "FormatError")
+    # issue 20: an integer step just below 2^1024 (bit_length 1024) still overflows float(); and eg group
+    # tables with no code words (65 bytes a group declaring 32·1024 elements: the GPU decoder used to
+    # allocate the output before noticing)
+    c["eg_step_int_2_1024_minus_1"] = (eg_file(u, step=2**1024 - 1), "FormatError")
+    c["eg_tables_only_1000_groups"] = (eg_file(np.zeros(n, np.uint32), lane_symbols=1024, shape=[1000 * 32 * 1024],
+                                               payload=bytes(golomb.table_bytes(1000) + 8)), "FormatError")
     c["eg_step_not_binary32"] = (eg_file(u, step=0.1), "FormatError")
     c["eg_step_bool"] = (eg_file(u, step=True), "FormatError")
     c["eg_lane_symbols_2048"] = (_patch_params(good, lane_symbols=2048), "FormatError")

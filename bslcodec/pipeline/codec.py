@@ -68,7 +68,8 @@ class Settings:
         for k, v in given.items():
             if not finite_float(v) > 0:  # numpy scalars (np.float32(1e-3)) count as numbers
                 raise EncodeError(f"{k}= must be a positive finite number, got {v!r}")
-            setattr(self, k, float(v))
+            if not isinstance(v, (int, float)):
+                setattr(self, k, float(v))  # np.float32 -> float (JSON of the settings); ints stay as given
         if isinstance(self.lossless, str):
             self.lossless = (self.lossless,)
         if self.lossless is False or self.lossless is None:
