@@ -499,3 +499,26 @@ def test_gpu_eg_refuses_before_allocating():
         decode_eg(payload, n, 1024, 0.5, 0, "F32")
     peak = torch.cuda.max_memory_allocated() - base
     assert peak <= 64 * len(payload) + (1 << 20), f"peak {peak} bytes for a {len(payload)}-byte payload"
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("kw", [{"rdoq": 1.0, "codec": "eg"}, {"rdoq": 1.0, "codec": "ans"},
+                                {"rdoq": True, "max_error": 1e290, "codec": "eg"}])
+def test_rdoq_with_float64_steps_whose_square_overflows(kw):
+    # found by tools/fuzz_writer.py: lambda = c * step**2 raised OverflowError for steps near 1e298
+    x = np.random.default_rng(5).normal(0, 1e300, (5, 4097))
+    err = _roundtrip_within(x, **kw)
+    if "max_error" in kw:
+        assert err.max() <= kw["max_error"]
+
+
+@pytest.mark.parametrize("kw", [{"codec": "ans", "rdoq": 0}, {"codec": "eg"}, {}, {"rdoq": 0.5, "codec": "ans"},
+                                {"quantizer": "dq"}])
+def test_no_level_decodes_to_inf_for_a_finite_input(kw):
+    # found by tools/fuzz_writer.py: -DBL_MAX among values ~1e30 took the level below it, which decodes to
+    # -inf; the rounding slack (relative to |x̂|) was then inf too, so the bound check passed
+    x = np.random.default_rng(1).normal(0, 1e30, (64, 64))
+    x[0, 0] = -np.finfo(np.float64).max
+    data = bslcodec.save({"t0": x}, **kw)
+    back = bslcodec.load(data)["t0"]
+    assert np.all(np.isfinite(back))

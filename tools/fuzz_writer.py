@@ -283,8 +283,10 @@ def checkpoints(draw):
     tens = draw(tensors(max_tensors=3))
     layout = draw(st.sampled_from(["file", "file", "folder", "sharded"]))
     fmt = draw(st.sampled_from(["safetensors", "pt", "npz"] if layout == "file" else ["safetensors", "pt"]))
-    extras = draw(st.lists(st.sampled_from(["config.json", "sub/tok.txt", ".hidden/x", "link_in", "link_out",
-                                            "link_dir", "dangling", "a b.txt"]), max_size=4, unique=True))
+    extras = draw(st.lists(st.sampled_from(["config.json", "sub/tok.txt", ".hidden/x", "link_in", "a b.txt"]),
+                           max_size=4, unique=True))
+    if draw(st.integers(0, 3)) == 0:  # one that must be refused, in a quarter of the folders
+        extras.append(draw(st.sampled_from(["link_out", "link_dir", "dangling", "fifo"])))
     opts = []
     which = draw(st.sampled_from(["", "--max-error", "--rel-step", "--bits"]))
     if which:
@@ -368,6 +370,8 @@ def check_cli(case, folder: Path) -> str:
                 p.symlink_to(folder)
             elif x == "dangling":
                 p.symlink_to(folder / "nowhere")
+            elif x == "fifo":
+                os.mkfifo(p)
             else:
                 p.write_text("{}")
     if not written:
@@ -380,6 +384,9 @@ def check_cli(case, folder: Path) -> str:
         if out.exists():
             raise Finding(f"encode {opts} failed ({text.strip()}) but wrote {out}")
         return "refused"
+    hostile = sorted({"link_out", "link_dir", "dangling", "fifo"} & set(extras)) if layout != "file" else []
+    if hostile:
+        raise Finding(f"encode accepted a folder with {hostile}")
     if layout != "file":
         for p in out.rglob("*"):
             if p.is_symlink():

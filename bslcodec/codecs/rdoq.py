@@ -78,7 +78,7 @@ def _rdoq(x, u0, out, step64, step32, center, mode, lam, bound, slack_rel, slack
                 ua = (da << 1) ^ (da >> 63)
                 xa = _dequant(center + da, mode, step32, step64)
                 ea = xa - xv
-                if abs(ea) <= bound + slack_rel * (abs(xv) + abs(xa)) + slack_abs:
+                if abs(ea) < np.inf and abs(ea) <= bound + slack_rel * (abs(xv) + abs(xa)) + slack_abs:
                     j0 = e0 * e0 + lam * _sym_bits(uu, cost, s, m, eg_k)
                     ja = ea * ea + lam * _sym_bits(ua, cost, s, m, eg_k)
                     if ja < j0:
@@ -152,7 +152,11 @@ def refine(x: np.ndarray, u0: np.ndarray, step: float, center: int, dtype: str, 
         return r
     bound = step if bound is None else bound
     rel, ab = (0.0, 0.0) if strict else quant.ROUNDING[dtype]
-    lam = float(c) * float(step) ** 2
+    lam = float(c) * float(step) * float(step)  # inf, not OverflowError, where step^2 leaves float64
+    if not math.isfinite(lam):
+        return r  # F64 steps beyond 1e154: squared errors overflow too; plain rounding stands
+    with np.errstate(over="ignore"):  # F64 steps beyond binary32 (the kernel uses the float64 one)
+        step32 = np.float32(step)
     mode = quant.MODE_OF_DTYPE[dtype]
     u = u0
     for _ in range(max(1, passes)):
@@ -161,7 +165,7 @@ def refine(x: np.ndarray, u0: np.ndarray, step: float, center: int, dtype: str, 
         else:
             cost, s, m = ans_costs(u)
         out = np.empty_like(u0)
-        st = launch(_rdoq, _rdoq_serial, x, u0, out, float(step), np.float32(step), np.int64(center), mode,
+        st = launch(_rdoq, _rdoq_serial, x, u0, out, float(step), step32, np.int64(center), mode,
                     lam, float(bound), rel, ab, cost, np.int64(s), np.int64(m), np.int64(eg_k), work=x.size)
         u = out
         if eg_k >= 0:
@@ -181,7 +185,8 @@ def _fix_f16(x, u0, r, step, center, bound, rel, ab):
     q = center + ((uu >> 1) ^ -(uu & 1))
     xv = x[ch].astype(np.float64)
     xh = (q.astype(np.float32) * np.float32(step)).astype(np.float16).astype(np.float64)
-    bad = np.abs(xh - xv) > bound + rel * (np.abs(xv) + np.abs(xh)) + ab
+    err = np.abs(xh - xv)
+    bad = (err == np.inf) | (err > bound + rel * (np.abs(xv) + np.abs(xh)) + ab)
     r.u[ch[bad]] = u0[ch[bad]]
     r.n_changed = int(ch.size - bad.sum())
     ua = r.u.astype(np.int64)

@@ -89,14 +89,14 @@ def _quantize_block(x, b0, b1, inv, step64, step32, center, mode, bound, slack_r
         xh = _dequant(q, mode, step32, step64)
         err = abs(xh - xv)
         allowed = bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs
-        if err > allowed:
+        if err > allowed or err == np.inf:  # a level that decodes to +-inf (F64 near 1e308) serves no finite x
             for cand in (q - 1, q + 1):
                 if abs(cand) < MAX_SYMBOL_MAGNITUDE and abs(cand - center) < MAX_SYMBOL_MAGNITUDE:
                     e2 = abs(_dequant(cand, mode, step32, step64) - xv)
                     if e2 < err:
                         err = e2
                         q = cand
-            if err > bound + slack_rel * (abs(xv) + abs(xv) + err) + slack_abs:
+            if err == np.inf or err > bound + slack_rel * (abs(xv) + abs(xv) + err) + slack_abs:
                 nbad += 1
         if err > maxerr:
             maxerr = err
@@ -113,7 +113,8 @@ def _fast_tail(xv, qf, xh, cf, lim, bound, slack_rel, slack_abs):
     """What ``_quantize_fast`` keeps of one element whose decoded value is ``xh``: (within its bound and
     range, its error's bits (err >= 0: integer order is float order), its zigzag symbol), branch-free."""
     err = abs(xh - xv)
-    ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (abs(qf) < lim) & (abs(qf - cf) < lim)
+    ok = (err <= bound + slack_rel * (abs(xv) + abs(xh)) + slack_abs) & (err < np.inf) & (abs(qf) < lim) & \
+        (abs(qf - cf) < lim)  # err inf: the level decodes to +-inf, whose slack would be inf too
     d = qf - cf
     a = abs(d)
     return ok, np.float64(err).view(np.int64), np.uint32(np.int32(a + a - np.float64(d < 0)))
