@@ -444,7 +444,8 @@ def verify(file, against, max_error, rel_step, as_json, workers, quiet):
     files = bsl_files(file)
     orig = TensorLookup(against) if against is not None else None
     rows, failures, seen = [], [], set()
-    sum_err2 = sum_x2 = 0.0
+    sum_err2 = sum_x2 = 0.0  # sums of squares over total_scale^2
+    total_scale = 0.0
     worst = 0.0
     try:
         for path in files:
@@ -486,13 +487,23 @@ def verify(file, against, max_error, rel_step, as_json, workers, quiet):
                         row.update(ok=False, problem=problem)
                         failures.append(f"{e.name}: {problem}")
                         continue
-                    x64, d = x.astype(np.float64), xh.astype(np.float64) - x.astype(np.float64)
-                    err2, x2 = float(np.sum(d * d)), float(np.sum(x64 * x64))
-                    mae = float(np.max(np.abs(d))) if d.size else 0.0
+                    x64, xh64 = x.astype(np.float64), xh.astype(np.float64)
+                    with np.errstate(all="ignore"):  # inf - inf, NaN, squares past 1e154: handled here
+                        same = (x64 == xh64) | (np.isnan(x64) & np.isnan(xh64))
+                        d = np.where(same, 0.0, xh64 - x64)
+                        ad, ax = np.abs(d), np.abs(x64[np.isfinite(x64)])
+                        mae = float(np.max(ad)) if d.size else 0.0
+                        # sums of squares of x / scale: no overflow for float64 values near 1e308
+                        scale = max(float(ax.max()) if ax.size else 0.0, float(ad[np.isfinite(ad)].max())
+                                    if np.isfinite(ad).any() else 0.0) or 1.0
+                        err2, x2 = float(np.sum((d / scale) ** 2)), float(np.sum((ax / scale) ** 2))
+                    if e.dtype in FLOAT_NAMES:  # the overall relative error is over the float weights
+                        top = max(total_scale, scale)  # sums kept over top^2: no overflow
+                        r_old, r_new = (total_scale / top) ** 2, (scale / top) ** 2
+                        sum_err2, sum_x2 = sum_err2 * r_old + err2 * r_new, sum_x2 * r_old + x2 * r_new
+                        total_scale = top
                     bound, ok = _bound_ok(e, x, xh, settings, user)
                     worst = max(worst, mae)
-                    if e.dtype in FLOAT_NAMES:  # the overall relative error is over the float weights
-                        sum_err2, sum_x2 = sum_err2 + err2, sum_x2 + x2
                     row.update(max_abs_error=mae, bound=bound, ok=ok,
                                rel_l2_error=math.sqrt(err2 / x2) if x2 else (0.0 if err2 == 0 else math.inf))
                     if not ok:

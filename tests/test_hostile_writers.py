@@ -418,8 +418,10 @@ def test_a_later_folder_run_removes_a_killed_folder_temp(tmp_path):
     stale = tmp_path / ".out.999999999-abc.bsl-tmp"  # pid 999999999: no such process
     stale.mkdir()
     (stale / "model.bsl").write_text("partial")
+    other = tmp_path / ".out.bsl.999999999-abc.bsl-tmp"  # a dead writer's temp of "out.bsl", not of "out"
+    other.write_text("x")
     assert cli("encode", d, tmp_path / "out", "-q").exit_code == 0
-    assert not stale.exists() and (tmp_path / "out" / "model.bsl").exists()
+    assert not stale.exists() and (tmp_path / "out" / "model.bsl").exists() and other.exists()
 
 
 def test_a_killed_overwrite_swap_puts_the_old_output_back(tmp_path):
@@ -522,3 +524,14 @@ def test_no_level_decodes_to_inf_for_a_finite_input(kw):
     data = bslcodec.save({"t0": x}, **kw)
     back = bslcodec.load(data)["t0"]
     assert np.all(np.isfinite(back))
+
+
+@pytest.mark.filterwarnings("error")
+def test_verify_sums_of_squares_of_huge_values(tmp_path):
+    # found by tests/test_fuzz_writer.py: verify's L2 sums overflowed (RuntimeWarning; a crash under -W error)
+    x = np.random.default_rng(2).normal(0, 1e300, (64, 64))
+    np.savez(tmp_path / "m.npz", w=x, small=weights())
+    assert cli("encode", tmp_path / "m.npz", tmp_path / "m.bsl", "-q").exit_code == 0
+    data = json.loads(cli("verify", tmp_path / "m.bsl", "--against", tmp_path / "m.npz", "--json").output)
+    assert data["ok"] and 0 < data["rel_l2_error"] < 0.01
+    assert all(0 <= t["rel_l2_error"] < 0.01 for t in data["tensors"])

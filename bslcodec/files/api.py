@@ -392,7 +392,8 @@ def remove_stale_temps(path) -> list:
     prefix = f".{base}."
     removed = []
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith((_TMP_SUFFIX, _OLD_SUFFIX))]
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith((_TMP_SUFFIX, _OLD_SUFFIX))
+                 and "." not in n[len(prefix):-len(_TMP_SUFFIX)]]  # not ".out.bsl.<pid>-..." for "out"
     except OSError:
         return removed
     for name in names:
@@ -407,7 +408,7 @@ def remove_stale_temps(path) -> list:
             os.close(fd)
             continue
         try:
-            pid = name[len(prefix):].split("-")[0]
+            pid = name[len(prefix):-len(_TMP_SUFFIX)].split("-")[0]
             st = os.fstat(fd)
             if not ((pid.isdigit() and not _pid_alive(int(pid))) or time.time() - st.st_mtime > _STALE_AFTER_S):
                 continue
