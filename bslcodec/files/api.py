@@ -277,7 +277,10 @@ def _nbytes(tensors, name) -> int:
     if hasattr(tensors, "nbytes") and callable(tensors.nbytes):
         return int(tensors.nbytes(name))
     v = tensors[name]
-    nb = getattr(v, "nbytes", None)
+    try:
+        nb = getattr(v, "nbytes", None)  # a torch sparse tensor raises RuntimeError here
+    except Exception:  # noqa: BLE001 - as_numpy will say what is wrong
+        nb = None
     if isinstance(nb, int):
         return nb
     try:  # torch
