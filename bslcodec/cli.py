@@ -400,7 +400,8 @@ def _bound_ok(e, x, xh, settings: dict, user: dict):
         bound = step * DQ_BOUND_FACTOR  # dependent quantization: 1.5 steps (bslcodec.quantize.dq)
     else:
         bound = step / (1 if settings.get("rdoq") else 2)  # RDOQ: one step (bslcodec.codecs.rdoq)
-    allowed = bound + rel * (2 * np.abs(x64) + err) + ab
+    with np.errstate(over="ignore"):  # values near the float64 limit: an infinite allowance is still right
+        allowed = bound + rel * (2 * np.abs(x64) + err) + ab
     return bound, bool(bound >= 0 and np.all(err <= allowed))
 
 

@@ -164,8 +164,11 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
     def code(item, rel):
         """(entry, payload) of one prepared tensor at ``rel_step`` ``rel`` (None: the settings' own)."""
         name, arr, dt, lt, fine = item
+        # in the allocation modes a tensor the allocation left out (constant, or a mean square beyond float64:
+        # allocation.weights) has no step: stored exactly
+        no_step = rel is None and (settings.bits is not None or settings.default)
         coded = fine if fine is not None else (
-            lt.encode(lt.step_for(settings, rel), settings.max_error) if lt is not None else None)
+            lt.encode(lt.step_for(settings, rel), settings.max_error) if lt is not None and not no_step else None)
         if coded is not None:
             cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
         else:

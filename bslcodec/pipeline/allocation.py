@@ -83,7 +83,7 @@ class Curve:
         self.t, self.n, self.w = t, int(t.x.size), float(weight)
         self.dq = t.quantizer == "dq"
         self.std = float(t.std)
-        self.ms = float(t.std) ** 2 + float(t.mean) ** 2  # mean square: the tensor's share of ||W||^2
+        self.ms = _mean_square(t)  # mean square: the tensor's share of ||W||^2
         x = t.x
         if self.n > SAMPLE:  # a deterministic scattered sample without repeats (a plain stride could
             p = next(p for p in _PRIMES if self.n % p)  # follow one column)
@@ -178,11 +178,21 @@ class Curve:
         return b0 + f * (b1 - b0), d
 
 
+def _mean_square(t) -> float:
+    """std² + mean² of a tensor, or 0 where that is not a finite float (values near the float64 limit): such
+    a tensor has no place in an allocation over squared errors and is stored exactly."""
+    try:
+        ms = float(t.std) ** 2 + float(t.mean) ** 2
+    except OverflowError:
+        return 0.0
+    return ms if math.isfinite(ms) else 0.0
+
+
 def weights(lossy: dict, sensitivity: dict | None = None) -> dict:
     """name -> distortion weight per weight: 1 (one step for the whole model at high rate), or with
     ``sensitivity`` (output distortion per unit per-element squared error, spread over the tensor)
     s_i / n_i, floored at ``SENSITIVITY_FLOOR`` x the median."""
-    live = {n: t for n, t in lossy.items() if t.std > 0}
+    live = {n: t for n, t in lossy.items() if t.std > 0 and _mean_square(t) > 0}  # the rest: stored exactly
     if not live:
         return {}
     if sensitivity is not None:
@@ -276,9 +286,10 @@ class Allocation:
 
 
 def steps_for(alloc: Allocation, pos: dict, lossy: dict) -> dict:
-    """name -> rel_step (step = rel_step x unit, the unit being the std) of every quantized tensor; the
-    constant ones (not in the allocation) get 1 and are stored exactly by the encoder."""
-    return {n: (2.0 ** (pos[n] / GRID) if n in pos else 1.0) for n in lossy}
+    """name -> rel_step (step = rel_step x unit, the unit being the std) of every tensor in the allocation; the
+    others (constant, or a mean square beyond float64: ``weights``) get none and the encoder stores them
+    exactly."""
+    return {n: 2.0 ** (pos[n] / GRID) for n in lossy if n in pos}
 
 
 def correction(alloc: Allocation, pos: dict, actual_bits: dict, missing_bits: float, share: float = 0.25) -> dict:
