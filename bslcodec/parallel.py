@@ -43,6 +43,8 @@ def launch(kernel, serial, *args, work=None):
     global _LAUNCH_PID
     if work is not None and work < SERIAL_BELOW:
         return serial(*args)
+    if numba.get_num_threads() <= 1:  # one thread asked for (the encode pool's threads): no parallel region
+        return serial(*args)
     pid = os.getpid()
     if _LAUNCH_PID is None:  # the first launch picks the threading layer: one thread at a time
         with _LOCK:
@@ -53,10 +55,11 @@ def launch(kernel, serial, *args, work=None):
     layer = numba.threading_layer()
     if layer == "omp" and pid != _LAUNCH_PID:
         return serial(*args)
-    if layer == "workqueue":
-        with _LOCK:
-            return kernel(*args)
-    return kernel(*args)
+    # one parallel region at a time: regions entered from several Python threads at once crashed the process
+    # (two pool threads, SIGSEGV inside a parallel dq kernel, found by tools/fuzz_writer.py); workqueue
+    # cannot run them at all
+    with _LOCK:
+        return kernel(*args)
 
 
 def serial_twin(kernel):
