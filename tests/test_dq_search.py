@@ -73,3 +73,18 @@ def test_lanes_without_a_path_are_counted():
     fast = dq_search.quantize(x, 0.001, 0, "F32", 16)
     _, _, n_bad = dq_search_ref.quantize(x, 0.001, 0, "F32", 16)
     assert fast.n_bad == n_bad == 2
+
+
+def test_index_whose_zigzag_overflows_does_not_crash():
+    """x/Δ near 1e19 (dq with a tiny max_error): the candidate indices are near 2^62, whose zigzag symbol
+    overflows int64; the search once read its bit table at index ~-2^63 (SIGSEGV, found by
+    tools/fuzz_writer.py). Run in a child so a regression fails this test instead of killing the run."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, bslcodec\n"
+            "x = np.full((64, 64), 0.0667); x[0, 0] = 0.05; x[1, 1] = 0.07\n"
+            "b = bslcodec.save({'w': x}, quantizer='dq', max_error=1e-20)\n"
+            "assert np.abs(bslcodec.load(b)['w'] - x).max() <= 1e-20\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -25,6 +25,8 @@ _NO_TOKEN_BITS = 24.0  # cost of a token the current model lacks (the next model
 def _bits(k, tokbits, s_tok, m_tok):
     """Ideal code length of index k (zigzag symbol u) under the token model: token bits + raw bits."""
     u = np.int64((k << 1) ^ (k >> 63))
+    if u < 0:  # |k| >= 2^62 (x/Δ near 1e19): the zigzag overflows; such an index is far out of range (its
+        return _NO_TOKEN_BITS + 64.0  # distance is +inf, so it never wins) and must not index the table
     if u < (np.int64(1) << s_tok):
         return tokbits[u] if u < tokbits.size else _NO_TOKEN_BITS
     e = 63 - np.int64(_ctlz(np.uint64(u)))
