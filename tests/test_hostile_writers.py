@@ -541,3 +541,13 @@ def test_verify_sums_of_squares_of_huge_values(tmp_path):
     data = json.loads(cli("verify", tmp_path / "m.bsl", "--against", tmp_path / "m.npz", "--json").output)
     assert data["ok"] and 0 < data["rel_l2_error"] < 0.01
     assert all(0 <= t["rel_l2_error"] < 0.01 for t in data["tensors"])
+
+
+def test_sensitivity_with_float64_values_near_the_limit():
+    # found by tools/fuzz_writer.py: the sensitivity unit exp(...) overflowed (OverflowError) for such tensors
+    rng = np.random.default_rng(5)
+    x = rng.choice([-1.79769313e308, -1.79589544e308, -8.98846567e307, 8.98846567e307, 1.79589544e308,
+                    1.79769313e308], (64, 64))
+    data = bslcodec.save({"a": x, "b": x.copy()}, rel_step=0.5, sensitivity={"a": 1.0, "b": 2.0})
+    back = bslcodec.load(data)
+    assert all(np.all(np.isfinite(v)) and v.shape == x.shape for v in back.values())

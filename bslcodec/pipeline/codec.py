@@ -334,7 +334,7 @@ def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
     log_ratio = np.array([raw[n] - math.log(lossy[n].std) for n in live])
     shift = float((sizes * log_ratio).sum() / sizes.sum())
     for n in live:
-        lossy[n].unit = math.exp(raw[n] - shift)
+        lossy[n].unit = math.exp(min(raw[n] - shift, 709.0))  # values near the float64 limit: no overflow
 
 
 def encode_lossless(arr: np.ndarray) -> tuple:
