@@ -55,11 +55,10 @@ def launch(kernel, serial, *args, work=None):
     layer = numba.threading_layer()
     if layer == "omp" and pid != _LAUNCH_PID:
         return serial(*args)
-    # one parallel region at a time: regions entered from several Python threads at once crashed the process
-    # (two pool threads, SIGSEGV inside a parallel dq kernel, found by tools/fuzz_writer.py); workqueue
-    # cannot run them at all
-    with _LOCK:
-        return kernel(*args)
+    if layer == "workqueue":  # it cannot run regions from two Python threads at once
+        with _LOCK:
+            return kernel(*args)
+    return kernel(*args)
 
 
 def serial_twin(kernel):
