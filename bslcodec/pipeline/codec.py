@@ -19,7 +19,8 @@ DEFAULT_REL_STEP = 1 / 64  # what rel_step-based callers (torch.rate) use when n
 LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
 SMALL_1D = 1 << 16  # 1-D float tensors up to this size (norms, biases): exact, or (allocation) SMALL_REL_STEP
 SMALL_REL_STEP = 2.0 ** -8  # their plain-rounding step / scale: |x - x̂| <= scale / 512 (scale: std, or for an
-# all-positive tensor such as a BatchNorm variance min(std, smallest value): every element within 0.2 %)
+# all-positive tensor such as a BatchNorm variance min(std, smallest value): every element within 0.2 %;
+# non-negative with zeros: the smallest positive value, the zeros stay exact)
 ANS_LANE_SYMBOLS = 1024  # ans groups of 32 * 1024: lane flushes cost ~24 bits / 1024 symbols (0.02 b/w)
 ANS_MIN_S, ANS_MAX_S = 16, 4096
 LOSSY_CODECS = ("eg", "ans")
@@ -115,6 +116,9 @@ def fine_tensor(name: str, arr: np.ndarray, dtype: str):
     lt.quantizer, lt.order_from_symbols = "uniform", True
     lt.codec = "eg" if lt.x.size < 1 << 14 else DEFAULT_CODEC
     lo = float(np.min(lt.x))
+    if lo == 0:  # non-negative with zeros (a BatchNorm variance with dead channels): the zeros stay exact,
+        pos = lt.x[lt.x > 0]  # the step follows the smallest positive value
+        lo = float(np.min(pos)) if pos.size else 0.0
     if lo > 0 and lo < lt.std:  # all positive (a variance): the step follows the smallest value
         return lt, SMALL_REL_STEP * lo / lt.std
     return lt, SMALL_REL_STEP
