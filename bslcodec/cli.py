@@ -2,8 +2,9 @@
 
 ::
 
-    bslcodec encode model.safetensors model.bsl [--max-error X | --rel-step X | --bits X] [--lossless PAT]...
-    bslcodec encode model.safetensors model.bsl --lossless-all
+    bslcodec encode model.safetensors model.bsl [--bits B | --rel-error R | --max-error E] [--exact PAT]...
+    bslcodec encode model.safetensors model.bsl --exact '*'              # every tensor bit-exact
+    bslcodec encode model.safetensors model.bsl --bits 4 --expert codec=eg
     bslcodec encode ./my-hf-model ./my-hf-model-bsl          # a folder in gives a folder out
     bslcodec decode model.bsl model.safetensors              # or .pt / .npz, by the suffix
     bslcodec info model.bsl [--json]
@@ -167,40 +168,79 @@ def main():
 
 # ---------------------------------------------------------------- encode / decode
 
-@main.command()
+def _expert_value(key: str, value: str):
+    """The value of ``--expert KEY=VALUE`` as save_file's ``expert=`` takes it."""
+    if key in ("quantizer", "codec"):
+        return value
+    if key == "rdoq" and value.lower() in ("on", "true", "off", "false"):
+        return value.lower() in ("on", "true")
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{key} takes a number, not {value!r}", param_hint="--expert") from None
+
+
+def _parse_expert(items) -> dict:
+    from .pipeline.knobs import EXPERT_KEYS
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in EXPERT_KEYS:
+            raise click.BadParameter(f"{item!r}: give KEY=VALUE with KEY one of {', '.join(EXPERT_KEYS)}",
+                                     param_hint="--expert")
+        if key in out:
+            raise click.BadParameter(f"{key} given twice", param_hint="--expert")
+        out[key] = _expert_value(key, value)
+    return out
+
+
+# old flag -> (expert key or None for --exact, its new spelling); hidden in --help, one warning line each
+_OLD_FLAGS = {"rel_step": ("--rel-step", "--expert rel_step=C"), "lossless": ("--lossless", "--exact PATTERN"),
+              "lossless_all": ("--lossless-all", "--exact '*'"), "codec": ("--codec", "--expert codec=NAME"),
+              "rdoq": ("--rdoq", "--expert rdoq=C"), "quantizer": ("--quantizer", "--expert quantizer=NAME")}
+
+
+@main.command(epilog="Expert keys (--expert KEY=VALUE, repeatable): quantizer=auto|uniform|dq (auto: dq, the "
+                     "dependent (trellis) quantization, codec ans-dq, ~0.17 bits/weight smaller at the same mean "
+                     "squared error, error <= 1.5 steps; plain rounding (error <= step/2) with --max-error, a named "
+                     "codec or rdoq); codec=auto|eg|ans (auto: the smaller per tensor; eg: exp-Golomb, the GPU's "
+                     "layer-by-layer format); rdoq=C (rate-distortion optimised plain rounding, lambda = C x "
+                     "step^2, 0.12 tested; bound one step; off by default); rel_step=C (no allocation: every "
+                     "tensor's step = C x its std; no target then). The old flags --rel-step, --lossless, "
+                     "--lossless-all, --codec, --rdoq and --quantizer still work (deprecated).")
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--max-error", type=float, metavar="E", help="Every weight within E of the original.")
-@click.option("--rel-step", type=float, metavar="C",
-              help="Step = C x std of each tensor: the same relative error everywhere (small 1-D tensors exact).")
 @click.option("--bits", type=float, metavar="B",
-              help="Average B bits per weight over each output file, steps split across tensors at equal slope "
-                   "(one step for all at high rate); warns when the weights' relative L2 error exceeds 5 %. "
-                   "Default (no --max-error/--rel-step/--bits): the same allocation at relative L2 error 2^-8.")
-@click.option("--lossless", multiple=True, metavar="PATTERN",
-              help="Store tensors whose names match this fnmatch pattern exactly (repeatable).")
-@click.option("--lossless-all", is_flag=True,
-              help="Store every tensor exactly (floats as fexp where it beats zstd); same as --lossless '*'.")
-@click.option("--codec", type=click.Choice(["auto", "eg", "ans"]), default="auto", show_default=True,
-              help="Entropy stage of quantized tensors: the smaller per tensor, exp-Golomb (fastest decode, "
-                   "GPU decoder) or rANS (within 1 % of the entropy).")
+              help="Target size: average B bits per weight over each output file, steps split across tensors at "
+                   "equal slope (one step for all at high rate); warns when the weights' relative L2 error "
+                   "exceeds 5 %.")
+@click.option("--rel-error", type=float, metavar="R",
+              help="Target quality: the same allocation at relative L2 error R of all quantized weights "
+                   "(default, with no target: 2^-8 = 0.0039).")
+@click.option("--max-error", type=float, metavar="E", help="Guarantee: every weight within E of the original.")
+@click.option("--exact", multiple=True, metavar="PATTERN",
+              help="Store tensors whose names match this fnmatch pattern bit-exact (repeatable; '*': every "
+                   "tensor, floats as fexp where it beats zstd).")
 @click.option("--sensitivity", type=click.Path(path_type=Path, exists=True, dir_okay=False), metavar="JSON",
               help="JSON {tensor name: sensitivity} (from bslcodec.calibrate.sensitivity or .fisher): the "
-                   "allocation weighs each tensor's squared error by it (with --rel-step: steps follow sqrt(n/s)).")
-@click.option("--rdoq", type=float, metavar="C",
-              help="Rate-distortion optimised quantization of plain rounding, λ = C x step^2 (default: off; "
-                   "0.12 is the tested value; implies --quantizer uniform). Error bound: one step instead of half "
-                   "a step (--max-error still holds exactly).")
-@click.option("--quantizer", type=click.Choice(["auto", "uniform", "dq"]), default="auto", show_default=True,
-              help="dq: dependent (trellis) quantization, codec ans-dq, ~0.17 bits/weight smaller at the same mean "
-                   "squared error (error <= 1.5 steps); uniform: plain rounding (error <= step/2); auto: dq, "
-                   "except uniform with --max-error, --codec eg|ans or --rdoq.")
+                   "allocation weighs each tensor's squared error by it (with rel_step: steps follow sqrt(n/s)).")
+@click.option("--expert", multiple=True, metavar="KEY=VALUE",
+              help="Escape hatch (repeatable): quantizer, codec, rdoq or rel_step; see below.")
+@click.option("--rel-step", type=float, hidden=True)
+@click.option("--lossless", multiple=True, hidden=True)
+@click.option("--lossless-all", is_flag=True, default=None, hidden=True)
+@click.option("--codec", type=click.Choice(["auto", "eg", "ans"]), hidden=True)
+@click.option("--rdoq", type=float, hidden=True)
+@click.option("--quantizer", type=click.Choice(["auto", "uniform", "dq"]), hidden=True)
 @workers_option
 @overwrite_option
 @quiet_option
-def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, codec, sensitivity, rdoq, quantizer,
-           workers, overwrite, quiet):
+def encode(input, output, bits, rel_error, max_error, exact, sensitivity, expert, workers, overwrite, quiet,
+           **old):
     """Encode INPUT (.safetensors, torch .pt/.bin, .npz, or a Hugging Face model folder) to OUTPUT.
+
+    At most one target: --bits, --rel-error or --max-error (default: --rel-error 2^-8).
 
     A folder gives a folder: model.bsl (or model-0000i-of-0000n.bsl shards with model.bsl.index.json
     when the input was sharded) plus every non-weight file (config, tokenizer) copied unchanged.
@@ -210,15 +250,28 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
     """
     from .files.checkpoint import check_settings, encode_checkpoint
 
-    given = [n for n, v in (("--max-error", max_error), ("--rel-step", rel_step), ("--bits", bits)) if v is not None]
+    old = {k: v for k, v in old.items() if v is not None and v is not False and v != ()}
+    # after a successful run (an error stays one line), not with --quiet
+    notes = [f"warning: {_OLD_FLAGS[k][0]} is deprecated; use {_OLD_FLAGS[k][1]}" for k in old]
+    expert = _parse_expert(expert)
+    for k, flag in (("rel_step", "--rel-step"), ("codec", "--codec"), ("rdoq", "--rdoq"),
+                    ("quantizer", "--quantizer")):
+        if k in old:
+            if k in expert:
+                raise click.UsageError(f"give --expert {k}=... or {flag}, not both")
+            expert[k] = old[k]
+    exact = list(exact) + list(old.get("lossless", ())) + (["*"] if old.get("lossless_all") else [])
+    given = [n for n, v in (("--bits", bits), ("--rel-error", rel_error), ("--max-error", max_error),
+                            ("--expert rel_step", expert.get("rel_step"))) if v is not None]
     if len(given) > 1:
-        raise click.UsageError(f"give at most one of --max-error, --rel-step, --bits (got {' and '.join(given)})")
-    for name, v in (("--max-error", max_error), ("--rel-step", rel_step), ("--bits", bits)):
+        raise click.UsageError(f"give at most one of --bits, --rel-error, --max-error (or --expert rel_step), "
+                               f"got {' and '.join(given)}")
+    for name, v in (("--max-error", max_error), ("--rel-error", rel_error), ("--bits", bits),
+                    ("--expert rel_step", expert.get("rel_step"))):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise click.BadParameter(f"must be a positive number, not {v}", param_hint=name)
-    if lossless_all:
-        lossless = ("*",)
-    check_settings(max_error, rel_step, bits, lossless, rdoq, quantizer)
+    knobs = check_settings(bits=bits, rel_error=rel_error, max_error=max_error, exact=tuple(exact),
+                           expert=expert)
     sens = None
     if sensitivity is not None:
         try:
@@ -228,8 +281,7 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
         if not isinstance(sens, dict):
             raise click.BadParameter(f"{sensitivity} must hold a JSON object", param_hint="--sensitivity")
     _set_workers(workers)
-    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sens, codec=codec,
-              overwrite=overwrite, progress=not quiet, rdoq=rdoq, quantizer=quantizer)
+    kw = dict(knobs.new_kwargs(), sensitivity=sens, overwrite=overwrite, progress=not quiet)
     import warnings
 
     from .container.errors import QualityWarning
@@ -250,6 +302,8 @@ def encode(input, output, max_error, rel_step, bits, lossless, lossless_all, cod
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
         return
     if not quiet:
+        for note in notes:
+            click.echo(note, err=True)
         if res.skipped:
             click.echo(f"note: not copied (other copies of the weights): {', '.join(res.skipped)}", err=True)
         extra = ""

@@ -43,7 +43,7 @@ def ask(path, body):
 
 def main():
     if not FOLDER.is_dir():
-        res = encode_checkpoint(minilm.model_dir(), FOLDER, progress=False)   # default: rel_step 1/64, dq
+        res = encode_checkpoint(minilm.model_dir(), FOLDER, progress=False)   # default: rel_error 2^-8, dq
         print(f"encoded {minilm.model_dir()} -> {FOLDER}: {res}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     server = subprocess.Popen([sys.executable, "-m", "bslcodec.serve", "embed", str(FOLDER), "--port", str(PORT)],

@@ -11,8 +11,8 @@
 
 Usage::
 
-    python tools/demo.py                      # default setting (rel_step 1/64)
-    python tools/demo.py --bits 4             # or --rel-step C / --max-error E
+    python tools/demo.py                      # default setting (relative L2 error 2^-8)
+    python tools/demo.py --bits 4             # or --rel-error R / --max-error E
     python tools/demo.py --keep out/          # keep the encoded and decoded folders in out/
 
 Runs in about 20-30 s on 2 CPU cores.
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--bits", type=float)
-    group.add_argument("--rel-step", type=float)
+    group.add_argument("--rel-error", type=float)
     group.add_argument("--max-error", type=float)
     ap.add_argument("--keep", type=Path, help="folder to keep the encoded and decoded models in")
     args = ap.parse_args(argv)
@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     except minilm.ModelNotInstalledError as exc:
         raise SystemExit(f"demo: {exc}")
     opts = []
-    for flag, value in (("--bits", args.bits), ("--rel-step", args.rel_step), ("--max-error", args.max_error)):
+    for flag, value in (("--bits", args.bits), ("--rel-error", args.rel_error), ("--max-error", args.max_error)):
         if value is not None:
             opts += [flag, value]
 

@@ -38,7 +38,8 @@ from ..container.limits import MAX_NAME_BYTES
 from ..pipeline import codec as _codec
 from ..pipeline.allocation import K_MAX, K_MIN, WARN_REL_ERROR, Allocation, correction, steps_for
 from ..pipeline.arrays import _to_framework, as_numpy
-from ..pipeline.codec import DEFAULT_REL_ERROR, LossyTensor, Settings
+from ..pipeline import knobs as _knobs
+from ..pipeline.codec import LossyTensor
 from ..pipeline.ratecontrol import TOLERANCE, overhead_guess
 from . import pool as _pool
 
@@ -110,25 +111,23 @@ def _named(exc: BslError, name: str) -> BslError:
     return type(exc)(msg if repr(name) in msg else f"tensor {name!r}: {msg}")
 
 
-def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-                   sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
-                   quantizer: str | None = None) -> tuple:
-    """Encode a state dict into (entries, payloads, metadata) without writing anything.
+def encode_tensors(tensors: dict, *, metadata=None, bits=None, rel_error=None, max_error=None, sensitivity=None,
+                   exact=None, expert=None, progress=False, **deprecated) -> tuple:
+    """Encode a state dict into (entries, payloads, metadata) without writing anything; the options are
+    :func:`save_file`'s.
 
-    The metadata gains ``bslcodec.settings``: JSON of the options used (``bits=`` and the default add
-    ``"allocation": "equal-slope"``; each tensor's step is in its params), which ``bslcodec verify`` reads
-    to know each tensor's bound.
+    The metadata gains ``bslcodec.settings``: JSON of the options used (``bits=``, ``rel_error=`` and the
+    default add ``"allocation": "equal-slope"``; each tensor's step is in its params), which ``bslcodec
+    verify`` reads to know each tensor's bound.
     """
+    knobs = _knobs.resolve(bits, rel_error, max_error, exact, expert, deprecated, where="encode_tensors")
+    return _encode_tensors(tensors, metadata, knobs, sensitivity, progress)
+
+
+def _encode_tensors(tensors, metadata, knobs, sensitivity, progress) -> tuple:
     metadata = _check_inputs(tensors, metadata)
-    if lossless is True:  # every tensor stored exactly
-        lossless = ("*",)
-    quantizer = _codec.resolve_quantizer(quantizer, max_error, codec, rdoq)
-    settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless or (), rdoq=rdoq,
-                        quantizer=quantizer)
-    if codec is not None and codec not in _codec.CODEC_CHOICES:
-        raise EncodeError(f"codec= must be one of {', '.join(_codec.CODEC_CHOICES)}, not {codec!r}")
-    if settings.quantizer == "dq" and codec == "eg":
-        raise EncodeError("quantizer='dq' is coded with ans (codec ans-dq): codec='eg' cannot hold it")
+    settings = knobs.settings()
+    codec = knobs.codec
     report = _Progress(progress, len(tensors))
     names = sorted(tensors)
     weights = [_nbytes(tensors, name) for name in names]
@@ -186,7 +185,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
             used.pop("rel_step", None)
             used["allocation"] = "equal-slope"
             if settings.default:
-                used["rel_error"] = DEFAULT_REL_ERROR
+                used["rel_error"] = settings.rel_error
         if settings.lossless:
             used["lossless"] = list(settings.lossless)
         if sensitivity is not None:
@@ -236,7 +235,7 @@ def encode_tensors(tensors: dict, *, metadata=None, max_error=None, rel_step=Non
             return entries, payloads, metadata
         alloc = Allocation(lossy, sensitivity)
         if settings.default:
-            pos, _, _ = alloc.solve(rel_error=DEFAULT_REL_ERROR)
+            pos, _, _ = alloc.solve(rel_error=settings.rel_error)
             entries, payloads, _ = encode_all(steps_for(alloc, pos, lossy))
             return entries, payloads, metadata
         n_weights = sum(it[1].size for it in prepared)
@@ -303,51 +302,49 @@ def _write(fh, entries, payloads, metadata):
         pos = e.offset + e.length
 
 
-def save(tensors: dict, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-         sensitivity=None, codec: str | None = None, rdoq=None, quantizer: str | None = None) -> bytes:
-    """Encode ``tensors`` into the bytes of a ``.bsl`` file (see :func:`save_file`)."""
+def save(tensors: dict, *, metadata=None, bits=None, rel_error=None, max_error=None, sensitivity=None, exact=None,
+         expert=None, **deprecated) -> bytes:
+    """Encode ``tensors`` into the bytes of a ``.bsl`` file (the options are :func:`save_file`'s)."""
     import io
 
-    entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
-                                                 rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 sensitivity=sensitivity, codec=codec, rdoq=rdoq,
-                                                 quantizer=quantizer)
+    knobs = _knobs.resolve(bits, rel_error, max_error, exact, expert, deprecated, where="save")
+    entries, payloads, metadata = _encode_tensors(tensors, metadata, knobs, sensitivity, False)
     buf = io.BytesIO()
     _write(buf, entries, payloads, metadata)
     return buf.getvalue()
 
 
-def save_file(tensors: dict, path, *, metadata=None, max_error=None, rel_step=None, bits=None, lossless=None,
-              sensitivity=None, codec: str | None = None, progress=False, rdoq=None,
-              quantizer: str | None = None) -> None:
+def save_file(tensors: dict, path, *, metadata=None, bits=None, rel_error=None, max_error=None, sensitivity=None,
+              exact=None, expert=None, progress=False, **deprecated) -> None:
     """Write ``tensors`` (name -> numpy array or torch tensor) to ``path`` as a ``.bsl`` file.
 
-    Float tensors are quantized with a step set by exactly one of ``max_error`` (|x - x̂| <= max_error for
-    every element), ``rel_step`` (the mean squared error of plain rounding at step = rel_step * std of the
-    tensor; |x - x̂| <= 0.86 rel_step * std, or rel_step * std / 2 with ``quantizer="uniform"``) or ``bits``
-    (average bits per weight of the whole file, within 2 %); none gives ``rel_step=1/64``. Integer and
-    bool tensors, small 1-D float tensors and names matching a ``lossless`` pattern are stored exactly
-    (``lossless=True``: every tensor, floats with the ``fexp`` codec where it is smallest).
+    Float tensors are quantized to at most one target (docs/using.md):
+
+    - ``bits=B``: size; the file averages B bits/weight (within 2 %), steps split across tensors at equal
+      slope; a :class:`~bslcodec.QualityWarning` when the weights' relative L2 error comes out above 5 %.
+    - ``rel_error=r``: quality; the same allocation at a relative L2 error ‖W − Ŵ‖/‖W‖ of all quantized
+      weights of about ``r`` (no tensor's above ~4 r). The default (no target): ``r = 2^-8`` (0.39 %).
+    - ``max_error=E``: a guarantee; ``|x - x̂| <= E`` for every element (plain rounding, one step).
+
     ``sensitivity`` (name -> output distortion per unit squared weight error, e.g. from
-    :func:`bslcodec.calibrate.sensitivity`) redistributes the steps across tensors (step ~ 1/sqrt(s))
-    at the same average ``rel_step``/``bits``. ``codec`` picks the entropy stage of quantized tensors:
-    ``"auto"`` (the default: per tensor the smaller of ``ans`` and ``eg``), ``"ans"`` (within 1 % of the entropy) or
-    ``"eg"`` (exp-Golomb: faster to decode, and the one the GPU decoder reads today). ``rdoq`` (off by
-    default; ``True`` = c 0.12) picks each level by squared error + λ·bits with λ = c·step²
-    (:mod:`bslcodec.codecs.rdoq`): the ``rel_step``/``bits`` bound becomes one step instead of step/2, the
-    ``max_error`` bound still holds exactly; it pays only below ~3 bits/weight (``results/rdoq.md``).
-    ``quantizer``: ``"dq"`` (dependent quantization, codec ``ans-dq``, :mod:`bslcodec.quantize.dq`) chooses the
-    levels of each lane with an 8-state trellis: ~0.17 bits/weight smaller at the same mean squared error;
-    the bound becomes 1.5 steps (``max_error`` still holds exactly), and at the same ``rel_step`` the step
-    is 0.575x plain's, so the mean squared error stays about the same. Files with it are .bsl 1.1.
-    ``"uniform"``: plain rounding. ``"auto"`` / None (the default): dq, except plain rounding with
-    ``max_error``, a named ``codec`` ("eg" or "ans") or ``rdoq``.
+    :func:`bslcodec.calibrate.sensitivity`) weighs each tensor's error in the allocation (not with
+    ``max_error``). ``exact``: fnmatch patterns of tensor names stored bit-exact, or True for every
+    tensor (floats with the ``fexp`` codec where it is smallest); integer and bool tensors are always
+    exact, and small 1-D float tensors (norms, biases) are quantized at a fine fixed step (std/256) or
+    stored exactly where that is smaller.
+
+    ``expert``: a dict for the escape hatch, any of ``quantizer`` (``"auto"``: dependent quantization,
+    codec ``ans-dq``, except plain rounding with ``max_error``, a named ``codec`` or ``rdoq``;
+    ``"uniform"``; ``"dq"``), ``codec`` (``"auto"``: ans or ans-dq, whichever is smaller per tensor;
+    ``"eg"``: exp-Golomb, the GPU's layer-by-layer format; ``"ans"``), ``rdoq`` (c: rate-distortion
+    optimised plain rounding, λ = c·step², bound one step) and ``rel_step`` (no allocation: every tensor's
+    step = rel_step x its std; then no target). The old keywords ``lossless``, ``rel_step``,
+    ``quantizer``, ``codec``, ``rdoq`` still work, with a ``DeprecationWarning``.
+    ``progress``: True for a tqdm bar, or a callable ``progress(phase, name, nbytes)``.
     The write is atomic: a temporary file in the same folder, fsync, then rename.
     """
-    entries, payloads, metadata = encode_tensors(tensors, metadata=metadata, max_error=max_error,
-                                                 rel_step=rel_step, bits=bits, lossless=lossless,
-                                                 sensitivity=sensitivity, codec=codec, progress=progress,
-                                                 rdoq=rdoq, quantizer=quantizer)
+    knobs = _knobs.resolve(bits, rel_error, max_error, exact, expert, deprecated, where="save_file")
+    entries, payloads, metadata = _encode_tensors(tensors, metadata, knobs, sensitivity, progress)
     atomic_write(path, lambda fh: _write(fh, entries, payloads, metadata))
 
 
@@ -666,11 +663,20 @@ class safe_open:
         return _Slice(self, name)
 
 
-def encode(array, *, max_error=None, rel_step=None, lossless: bool = False, codec: str | None = None,
-           rdoq=None, quantizer: str | None = None) -> bytes:
-    """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``)."""
-    return save({"tensor": array}, max_error=max_error, rel_step=rel_step,
-                lossless=("tensor",) if lossless else None, codec=codec, rdoq=rdoq, quantizer=quantizer)
+def encode(array, *, bits=None, rel_error=None, max_error=None, exact: bool = False, expert=None,
+           **deprecated) -> bytes:
+    """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``); the options are
+    :func:`save_file`'s (``exact=True``: stored bit-exact)."""
+    if deprecated.get("lossless") is not None:  # the old bool: True -> this tensor
+        deprecated["lossless"] = ("tensor",) if deprecated["lossless"] else False
+    knobs = _knobs.resolve(bits, rel_error, max_error, ("tensor",) if exact else None, expert, deprecated,
+                           where="encode")
+    entries, payloads, metadata = _encode_tensors({"tensor": array}, None, knobs, None, False)
+    import io
+
+    buf = io.BytesIO()
+    _write(buf, entries, payloads, metadata)
+    return buf.getvalue()
 
 
 def decode(data) -> np.ndarray:

@@ -112,27 +112,40 @@ class Result:
         return self.in_bytes / self.out_bytes if self.out_bytes else float("inf")
 
 
-def check_settings(max_error=None, rel_step=None, bits=None, lossless=(), rdoq=None, quantizer=None) -> None:
-    """Raise EncodeError for conflicting or bad options (before any work is done)."""
-    from ..pipeline.codec import Settings
+def check_settings(**kw):
+    """The :class:`~bslcodec.pipeline.knobs.Knobs` of an encode's options (new or old spelling, no
+    warning); raises EncodeError for conflicting or bad options before any work is done."""
+    from ..pipeline import knobs
 
-    Settings(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()), rdoq=rdoq,
-             quantizer=quantizer)
+    new = {k: kw.pop(k) for k in ("bits", "rel_error", "max_error", "exact", "expert") if k in kw}
+    return knobs.resolve(**new, deprecated=kw, where="encode_checkpoint", warn=False)
 
 
-def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None,
-                codec="auto", bar=None, extra_metadata=None, rdoq=None, quantizer=None) -> tuple:
-    """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with ``api.encode_tensors``.
+def resolve_kw(kw: dict, where: str, stacklevel: int = 4):
+    """(Knobs, sensitivity) of a front end's ``**kw`` (the new keywords plus deprecated ones: one
+    DeprecationWarning at the caller's caller)."""
+    from ..pipeline import knobs
+
+    kw = dict(kw)
+    sensitivity = kw.pop("sensitivity", None)
+    new = {k: kw.pop(k) for k in ("bits", "rel_error", "max_error", "exact", "expert") if k in kw}
+    return knobs.resolve(**new, deprecated=kw, where=where, stacklevel=stacklevel), sensitivity
+
+
+def encode_file(tf: TensorFile, dest, *, knobs, sensitivity=None, bar=None, extra_metadata=None) -> tuple:
+    """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with the options ``knobs``
+    (:func:`bslcodec.pipeline.knobs.resolve`).
 
     Returns (file size, number of elements, the rel_step chosen for ``bits=`` or None). The file's
     metadata keeps the source file's metadata, plus ``bslcodec.source_format`` and the core's
-    ``bslcodec.settings`` (JSON of the options; ``bits=`` adds the rel_step it found) for ``verify``.
+    ``bslcodec.settings`` (JSON of the options) for ``verify``.
     """
     bar = bar or Progress(0, "", False)
     metadata = {k: v for k, v in tf.metadata.items() if isinstance(k, str) and isinstance(v, str)}
     metadata.update(extra_metadata or {})
     metadata[META_PREFIX + "source_format"] = tf.fmt
     arrays = _LazyTensors(tf)  # each tensor read when its turn comes, and let go once coded
+    bits = knobs.bits
 
     def progress(phase, name, nbytes):
         if phase == "search":
@@ -143,10 +156,7 @@ def encode_file(tf: TensorFile, dest, *, max_error=None, rel_step=None, bits=Non
             bar.update(nbytes)
 
     try:
-        entries, payloads, metadata = api.encode_tensors(
-            arrays, metadata=metadata, max_error=max_error, rel_step=rel_step, bits=bits,
-            lossless=tuple(lossless or ()), sensitivity=sensitivity, codec=codec, progress=progress, rdoq=rdoq,
-            quantizer=quantizer)
+        entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, progress)
     except BslError as exc:
         raise type(exc)(f"{tf.path}: {exc}") from None
     chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None
@@ -198,23 +208,22 @@ def _total_bytes(src: Checkpoint) -> int:
     return total
 
 
-def encode_checkpoint(inp, out, *, max_error=None, rel_step=None, bits=None, lossless=(), sensitivity=None, codec="auto",
-                      overwrite=False, progress=True, rdoq=None, quantizer=None) -> Result:
-    """Encode a checkpoint file or model folder to a ``.bsl`` file or folder (see the module docstring).
+def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, sensitivity=None, exact=None,
+                      expert=None, overwrite=False, progress=True, **deprecated) -> Result:
+    """Encode a checkpoint file or model folder to a ``.bsl`` file or folder (see the module docstring);
+    the options are :func:`bslcodec.save_file`'s.
 
     With ``bits=`` the target holds for each output file (so for the whole folder too); each shard gets
     its own step.
     """
     t0 = time.perf_counter()
-    check_settings(max_error, rel_step, bits, lossless, quantizer=quantizer)
+    knobs, sensitivity = resolve_kw(dict(bits=bits, rel_error=rel_error, max_error=max_error, exact=exact,
+                                         expert=expert, sensitivity=sensitivity, **deprecated), "encode_checkpoint")
     src = open_checkpoint(inp, "weights")
     out = Path(out)
     _check_distinct(src, out)
     res = Result([str(f) for f in src.files], [], in_bytes=src.weight_bytes, skipped=list(src.skipped))
-    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=lossless, sensitivity=sensitivity,
-              codec=codec, quantizer=quantizer)
-    if rdoq is not None:  # None: the codec's default for the mode (bslcodec.codecs.rdoq.DEFAULT_ON)
-        kw["rdoq"] = rdoq
+    kw = dict(knobs=knobs, sensitivity=sensitivity)
     # torch files are read whole: their size stands in for the tensor bytes rather than reading them twice
     total = src.weight_bytes if src.fmt == "pt" else _total_bytes(src)
     bar = Progress(total, "encode", progress)

@@ -38,8 +38,8 @@ def encode_checkpoint_distributed(inp, out, *, overwrite=False, progress=False, 
         Progress,
         Result,
         _check_distinct,
-        check_settings,
         encode_file,
+        resolve_kw,
         finish_folder,
     )
     from .api import safe_open
@@ -49,8 +49,7 @@ def encode_checkpoint_distributed(inp, out, *, overwrite=False, progress=False, 
         dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     t0 = time.perf_counter()
-    check_settings(kw.get("max_error"), kw.get("rel_step"), kw.get("bits"), kw.get("lossless", ()),
-                   quantizer=kw.get("quantizer"))
+    knobs, sensitivity = resolve_kw(kw, "encode_checkpoint_distributed")
     src = open_checkpoint(inp, "weights")
     out = Path(out)
     _check_distinct(src, out)
@@ -77,7 +76,7 @@ def encode_checkpoint_distributed(inp, out, *, overwrite=False, progress=False, 
     try:
         for i in mine:
             with src.open(i) as tf:
-                size, n_w, rel = encode_file(tf, stage / names[i], bar=bar, **kw)
+                size, n_w, rel = encode_file(tf, stage / names[i], knobs=knobs, sensitivity=sensitivity, bar=bar)
                 res.out_bytes += size
                 res.n_weights += n_w
                 res.n_tensors += len(tf.keys())

@@ -13,8 +13,9 @@ that has started Numba's threads), each with ``cpu_count // workers`` Numba thre
 
 The output has the same layout as :func:`bslcodec.files.checkpoint.encode_checkpoint` (``bslcodec encode``): a file
 for a file, a folder (``model.bsl`` or ``.bsl`` shards + ``model.bsl.index.json``, other files copied) for a
-folder. With ``max_error=`` or ``rel_step=`` (the default) the bytes are identical to the serial encode: each
-tensor's encoding depends only on the tensor and the settings. With ``bits=`` each *part* meets the target
+folder. With ``max_error=`` or ``expert={"rel_step": c}`` the bytes are identical to the serial encode: each
+tensor's encoding depends only on the tensor and the settings. With ``bits=``, ``rel_error=`` and the default
+(the equal-slope allocation) each *part* is allocated on its own; with ``bits=`` each *part* meets the target
 (so each file does too, within 2 %), with its own step, as shards already do in the serial encode; the file's
 ``bslcodec.settings`` then lists the parts' steps as ``rel_step_parts``. ``sensitivity=`` likewise equalises
 slopes within each part only.
@@ -85,24 +86,6 @@ def _open(path, fmt):
     return _MmapTorchFile(path)
 
 
-def _set_codec(codec, kw):
-    """Entropy stage for this process: ``encode_tensors(codec=)`` where it exists, else the codec default."""
-    if codec is None:
-        return
-    import inspect
-
-    from ..container.errors import EncodeError
-    from ..pipeline import codec as codec_mod
-    from . import api
-
-    if "codec" in inspect.signature(api.encode_tensors).parameters:
-        kw["codec"] = codec
-    elif hasattr(codec_mod, "DEFAULT_CODEC"):
-        codec_mod.DEFAULT_CODEC = codec
-    elif codec != "eg":
-        raise EncodeError(f"codec={codec!r}: this bslcodec only has the eg codec")
-
-
 def _encode_task(task: dict) -> dict:
     """Worker: encode the tensors ``task["names"]`` of ``task["src"]`` into the ``.bsl`` file ``task["dest"]``."""
     t0 = time.perf_counter()
@@ -121,8 +104,7 @@ def _encode_task(task: dict) -> dict:
     from .readers import META_PREFIX
     from .writers import write_bsl
 
-    kw = dict(task["kw"])
-    _set_codec(task.get("codec"), kw)
+    kw = dict(task["kw"])  # the options in the new spelling (knobs.Knobs.new_kwargs) and sensitivity
     tf = _open(Path(task["src"]), task["fmt"])
     try:
         names = task["names"] if task["names"] is not None else tf.keys()
@@ -180,35 +162,35 @@ def _merge(parts: list, dest) -> int:
     return size
 
 
-def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, max_error=None, rel_step=None, bits=None,
-                               lossless=(), sensitivity=None, codec: str | None = None, overwrite: bool = False,
-                               split: bool = True, progress: bool = False, quantizer: str | None = None):
-    """Encode a checkpoint file or model folder like ``bslcodec encode``, with ``workers`` processes.
+def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, bits=None, rel_error=None, max_error=None,
+                               sensitivity=None, exact=None, expert=None, overwrite: bool = False, split: bool = True,
+                               progress: bool = False, **deprecated):
+    """Encode a checkpoint file or model folder like ``bslcodec encode``, with ``workers`` processes; the
+    options are :func:`bslcodec.save_file`'s (e.g. ``expert={"codec": "eg"}``, the GPU's layer-by-layer
+    format).
 
     ``workers``: processes (default: the CPUs this process may use); each gets ``cpus // workers`` Numba
-    threads. ``split``: let a file be split into parts when there are fewer files than workers. ``codec``:
-    the lossy entropy stage in the workers (e.g. ``"eg"``, the one the GPU decoder reads), where this bslcodec
-    has a choice. ``quantizer``: as in ``bslcodec.save_file`` ("dq": dependent quantization). Returns a :class:`bslcodec.files.checkpoint.Result` (``rel_steps``: one per part with ``bits=``).
+    threads. ``split``: let a file be split into parts when there are fewer files than workers. Returns a
+    :class:`bslcodec.files.checkpoint.Result` (``rel_steps``: one per part with ``bits=``).
     """
     import multiprocessing as mp
     import shutil
     import sys
 
-    from .checkpoint import Result, _check_distinct, _copy_extras, _total_decoded, check_settings
+    from .checkpoint import Result, _check_distinct, _copy_extras, _total_decoded, resolve_kw
     from .readers import BSL_INDEX, BSL_SINGLE, open_checkpoint, shard_name
     from .writers import staged_output
 
     t0 = time.perf_counter()
-    check_settings(max_error, rel_step, bits, lossless, quantizer=quantizer)
+    knobs, sensitivity = resolve_kw(dict(bits=bits, rel_error=rel_error, max_error=max_error, exact=exact,
+                                         expert=expert, sensitivity=sensitivity, **deprecated),
+                                    "encode_checkpoint_parallel")
     src = open_checkpoint(inp, "weights")
     out = Path(out)
     _check_distinct(src, out)
     cpus = _cpus()
     workers = max(1, int(workers or cpus))
-    kw = dict(max_error=max_error, rel_step=rel_step, bits=bits, lossless=tuple(lossless or ()),
-              sensitivity=sensitivity)
-    if quantizer is not None:
-        kw["quantizer"] = quantizer
+    kw = dict(knobs.new_kwargs(), sensitivity=sensitivity)
     n = len(src.files)
     sizes = []
     for i in range(n):
@@ -232,7 +214,7 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, max_erro
             for j, names in enumerate(groups):
                 part = dest if len(groups) == 1 else work / f".{dest.name}.part{j:04d}.bsl-tmp"
                 tasks.append({"src": str(src.files[i]), "fmt": src.fmt, "names": names, "dest": str(part),
-                              "kw": kw, "codec": codec, "threads": max(1, cpus // workers), "file": i,
+                              "kw": kw, "threads": max(1, cpus // workers), "file": i,
                               "part": j, "bytes": sum(sizes[i][k] for k in (names or sizes[i]))})
         tasks.sort(key=lambda t: -t["bytes"])
         done = []

@@ -51,7 +51,8 @@ def resolve_quantizer(quantizer, max_error=None, codec=None, rdoq=None) -> str:
 
 @dataclass
 class Settings:
-    """How float tensors are quantized; exactly one of the three is set (or none: the default)."""
+    """How float tensors are quantized: at most one of ``max_error``, ``rel_step``, ``bits``, ``rel_error``
+    (none: ``rel_error=DEFAULT_REL_ERROR``). Internal: users spell these as in :mod:`.knobs`."""
 
     max_error: float | None = None
     rel_step: float | None = None
@@ -59,13 +60,14 @@ class Settings:
     lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
     rdoq: float | bool | None = None  # RDOQ λ = c·step²: None = default for the mode, True = default c, False/0 = off
     quantizer: str = "uniform"  # "uniform" (plain rounding), "dq" (dependent quantization, codec ans-dq), "auto"
-    default: bool = False  # set when none of the three is given: the near-lossless allocation (allocation.py)
+    rel_error: float | None = None  # the allocation at this relative L2 error (the default: DEFAULT_REL_ERROR)
+    default: bool = False  # set with rel_error (given, or none of the four): the allocation by error (allocation.py)
 
     def __post_init__(self):
         given = {k: v for k, v in (("max_error", self.max_error), ("rel_step", self.rel_step),
-                                   ("bits", self.bits)) if v is not None}
+                                   ("bits", self.bits), ("rel_error", self.rel_error)) if v is not None}
         if len(given) > 1:
-            raise EncodeError(f"give at most one of max_error=, rel_step=, bits= (got {', '.join(given)})")
+            raise EncodeError(f"give at most one of max_error=, rel_step=, bits=, rel_error= (got {', '.join(given)})")
         for k, v in given.items():
             if not finite_float(v) > 0:  # numpy scalars (np.float32(1e-3)) count as numbers
                 raise EncodeError(f"{k}= must be a positive finite number, got {v!r}")
@@ -81,6 +83,8 @@ class Settings:
         self.lossless = tuple(self.lossless)
         if not self.max_error and not self.bits and not self.rel_step:
             self.default, self.rel_step = True, DEFAULT_REL_STEP
+            if self.rel_error is None:
+                self.rel_error = DEFAULT_REL_ERROR
         self.quantizer = resolve_quantizer(self.quantizer, self.max_error, None, self.rdoq)
         if self.quantizer == "dq" and self.rdoq:
             raise EncodeError("rdoq= and quantizer='dq' do not combine: the trellis already chooses the levels")
@@ -134,7 +138,7 @@ class LossyTensor:
         self.mean, self.std, bad = quant.moments(self.x)
         if bad:
             raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
-                              f"store it exactly with lossless=[{name!r}]")
+                              f"store it exactly with exact=[{name!r}]")
         self.nu, self.alpha = ggd.fit(self.x)
         self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
         self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"

@@ -1,9 +1,9 @@
 """Differentiable rate of ``.bsl`` codecs for training (the BackSlash regulariser, arXiv 2504.16968).
 
-:class:`RateLoss` takes ``quantizer=`` as ``save_file`` does. The default (``"auto"``: dependent
-quantization with ``rel_step``/``bits``, the codec ``ans-dq`` that ``save_file`` writes by default) is
-estimated by :mod:`bslcodec.torch.rate_dq` (torch operations on the parameters' device, DDP and FSDP2);
-this module's exp-Golomb surrogate below serves ``quantizer="uniform"`` (plain rounding, and ``max_error``).
+:class:`RateLoss` takes ``expert={"quantizer": q}`` as ``save_file`` does. The default (``"auto"``:
+dependent quantization with ``bits`` or a ``rel_step``, the codec ``ans-dq`` that ``save_file`` writes by
+default) is estimated by :mod:`bslcodec.torch.rate_dq` (torch operations on the parameters' device, DDP and
+FSDP2); this module's exp-Golomb surrogate below serves ``"uniform"`` (plain rounding, and ``max_error``).
 
 The encoder (spec 4.3) spends on a tensor ``W`` with step ``s``::
 
@@ -49,15 +49,15 @@ is usually ``ans``, ~3-11 % below ``eg`` (``results/entropy_stage.md``). The sur
   ``refresh_every`` bounds it (tests and ``results/training.md``: ~0.1 % at the end of training with a
   refresh every 50 steps; up to 10 % 50 steps after a refresh while strong lambda reshapes the weights).
 
-The step is the encoder's: ``max_error`` fixes it (``float32(2 max_error)``); with ``rel_step=c`` it is
+The step is the encoder's: ``max_error`` fixes it (``float32(2 max_error)``); with rel_step ``c`` it is
 ``c * std(W)`` (std about the mean, recomputed every step) and the gradient flows through the std as well
 (``detach_std=False``), so the rate is, like the real file, invariant to the tensor's scale: it rewards a
 peakier distribution, not smaller weights. ``bits=B`` picks, at each refresh, the one ``c`` for which the
-covered tensors' payload is ``B`` bits/weight, and then behaves like ``rel_step=c``.
+covered tensors' payload is ``B`` bits/weight, and then behaves like rel_step ``c``.
 
 Usage::
 
-    rate = RateLoss(model, lam=0.05, rel_step=1/8)            # lam: loss units per bit/weight (dq: ans-dq)
+    rate = RateLoss(model, lam=0.05, expert={"rel_step": 1/8})  # lam: loss units per bit/weight (dq: ans-dq)
     loss = task_loss + rate()                                 # or: rate.attach() (gradient hooks)
     rate.bits(), rate.total_bits, rate.bits_per_weight        # logging
     save_trained(model, "model.bsl", rate=rate)               # encode with exactly these parameters
@@ -84,8 +84,8 @@ from ..pipeline.codec import (
     LossyTensor,
     Settings,
     encode_lossless,
-    resolve_quantizer,
 )
+from ..pipeline import knobs
 from ..pipeline.ratecontrol import choose_rel_step
 from ..quantize import ggd
 from . import rate_dq
@@ -567,6 +567,9 @@ class _TensorState:
         self.delta, self.exact_bits, self.lossless, self.last, self.rel = 0.0, 0.0, False, None, None
 
 
+RATE_EXPERT = ("rel_step", "quantizer")  # the expert keys the rate loss models
+
+
 class RateLoss:
     """BackSlash rate term: ``lam`` x (estimated ``.bsl`` payload bits per weight of the covered tensors).
 
@@ -575,9 +578,12 @@ class RateLoss:
     quantizes (float, not a small 1-D tensor: ``bslcodec.pipeline.codec.wants_lossy``). ``lam`` is in loss units per
     bit/weight: ``rate()`` returns ``lam * bits / n_weights`` (a 0-d tensor with a gradient).
 
-    Step: exactly one of ``rel_step``, ``max_error``, ``bits`` (as in ``bslcodec.save``; default rel_step
-    1/64). ``quantizer``: as ``save_file``'s (``"auto"``: dependent quantization, the default codec
-    ``ans-dq``, with ``rel_step``/``bits``; plain rounding with ``max_error``). With dq the estimate is
+    Step: at most one of ``bits``, ``max_error`` (as in ``bslcodec.save_file``) or ``expert={"rel_step": c}``;
+    none gives rel_step 1/64 (the rate loss models one relative step for every covered tensor, not the
+    encoder's default allocation, so ``rel_error=`` is not taken). ``expert={"quantizer": q}``: as
+    ``save_file``'s (``"auto"``: dependent quantization, the default codec ``ans-dq``, unless
+    ``max_error``; ``"uniform"``: plain rounding). The old keywords ``rel_step=``, ``quantizer=`` still
+    work with a DeprecationWarning. With dq the estimate is
     :mod:`bslcodec.torch.rate_dq`'s (torch operations on the parameters' device; DDP and FSDP2 DTensor
     shards supported); with ``"uniform"`` it is this module's exp-Golomb surrogate (one process).
     ``refresh_every``: steps between re-estimations (GG fit, orders, calibration). ``calibrate``:
@@ -590,13 +596,14 @@ class RateLoss:
     about 0.2 ms per 1k weights, so ``refresh_every`` sets its share of the step time.
     """
 
-    def __init__(self, model, lam: float = 0.0, *, rel_step=None, max_error=None, bits=None, include=None,
-                 exclude=None, refresh_every: int = 100, calibrate: str = "exact", eps: float = 0.5,
-                 detach_std: bool = False, fused: bool = True, quantizer: str = "auto"):
-        self.quantizer = resolve_quantizer(quantizer, max_error)
+    def __init__(self, model, lam: float = 0.0, *, bits=None, max_error=None, include=None, exclude=None,
+                 refresh_every: int = 100, calibrate: str = "exact", eps: float = 0.5, detach_std: bool = False,
+                 fused: bool = True, expert=None, **deprecated):
+        k = knobs.resolve(bits, None, max_error, None, expert, deprecated, where="RateLoss", allowed=RATE_EXPERT)
+        self.quantizer = k.quantizer
         if self.quantizer == "dq" and max_error is not None:
-            raise EncodeError("RateLoss: quantizer='dq' with max_error= is not modelled (use rel_step= or bits=)")
-        self.settings = Settings(max_error=max_error, rel_step=rel_step, bits=bits, quantizer=self.quantizer)
+            raise EncodeError("RateLoss: quantizer='dq' with max_error= is not modelled (use bits= or rel_step)")
+        self.settings = Settings(max_error=k.max_error, rel_step=k.rel_step, bits=k.bits, quantizer=self.quantizer)
         ok = ("exact", "hist") if self.quantizer == "dq" else ("exact", "gg")
         if calibrate not in ok:
             raise ValueError(f"calibrate must be one of {ok} with quantizer={self.quantizer!r}, not {calibrate!r}")
@@ -632,7 +639,7 @@ class RateLoss:
         if self.quantizer == "uniform" and any(rate_dq.local_and_group(st.param)[1] is not None
                                                for st in self.states):
             raise EncodeError("RateLoss: sharded (DTensor) parameters need quantizer='dq' (the default with "
-                              "rel_step= or bits=)")
+                              "bits= or a rel_step)")
 
     # ------------------------------------------------------------ refresh (no gradient)
 
@@ -985,7 +992,9 @@ class RateLoss:
                 for st in self.states]
 
     def encode_settings(self, refresh: bool = True) -> dict:
-        """The ``bslcodec.save`` keyword arguments that reproduce this rate loss's parameters."""
+        """The options that reproduce this rate loss's parameters, as the file's metadata records them
+        (``encoded_with``): ``{"max_error": E}``, or ``{"rel_step": c, "quantizer": q}``, which is
+        ``save_file``'s ``expert=``."""
         if self.settings.max_error is not None:
             return {"max_error": self.settings.max_error}
         if self.settings.bits is not None and refresh:
@@ -993,12 +1002,13 @@ class RateLoss:
         return {"rel_step": self.rel, "quantizer": self.quantizer}
 
 
-def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=None, max_error=None, bits=None,
-                 include=None, lossless=None, metadata=None, quantizer="auto"):
+def save_trained(model, path=None, *, rate: RateLoss | None = None, bits=None, max_error=None, include=None,
+                 exact=None, metadata=None, expert=None, **deprecated):
     """Encode trained weights with exactly the parameters a :class:`RateLoss` assumed.
 
     ``model``: an ``nn.Module`` (its ``state_dict()``) or a dict name -> tensor. Give the ``rate`` used in
-    training, or the same ``rel_step`` / ``max_error`` / ``bits`` (and ``include``) it was built with.
+    training, or the same ``bits`` / ``max_error`` / ``expert`` (and ``include``) it was built with;
+    ``exact``: name patterns stored bit-exact (as in ``save_file``).
     ``bits=`` resolves, as the rate loss does, to the one ``rel_step`` at which the covered tensors meet
     the target, and the whole file is then written with that ``rel_step`` (the encoder's step, center and
     orders are then those the rate loss computed). A CoLA model's layer layout is stored in the metadata,
@@ -1007,16 +1017,17 @@ def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=Non
     from ..files import api
     from .cola import COLA_METADATA_KEY, cola_spec
 
+    given = knobs.resolve(bits, None, max_error, exact, expert, deprecated, where="save_trained",
+                          allowed=RATE_EXPERT)
+    rate_kw = {k: v for k, v in given.new_kwargs().items() if k != "exact"}
     if isinstance(model, torch.nn.Module):
         tensors = dict(model.state_dict())
         if rate is None:
-            rate = RateLoss(model, 0.0, rel_step=rel_step, max_error=max_error, bits=bits, include=include,
-                            quantizer=quantizer)
+            rate = RateLoss(model, 0.0, include=include, **rate_kw)
     else:
         tensors = dict(model)
         if rate is None:
-            rate = RateLoss(list((k, v) for k, v in tensors.items()), 0.0, rel_step=rel_step,
-                            max_error=max_error, bits=bits, include=include, quantizer=quantizer)
+            rate = RateLoss(list((k, v) for k, v in tensors.items()), 0.0, include=include, **rate_kw)
     kw = rate.encode_settings(refresh=True)
     meta = dict(metadata or {})
     meta[METADATA_KEY] = json.dumps({"lam": rate.lam, **{k: v for k, v in (
@@ -1027,7 +1038,9 @@ def save_trained(model, path=None, *, rate: RateLoss | None = None, rel_step=Non
         if spec:
             meta[COLA_METADATA_KEY] = json.dumps(spec)
     tensors = {k: rate_dq.full_tensor(v).detach() for k, v in tensors.items()}  # FSDP: whole tensors
+    # the new spelling of encode_settings(): max_error=, or expert rel_step and quantizer
+    save_kw = {"max_error": kw["max_error"]} if "max_error" in kw else {"expert": kw}
     if path is None:
-        return api.save(tensors, metadata=meta, lossless=lossless, **kw)
-    api.save_file(tensors, path, metadata=meta, lossless=lossless, **kw)
+        return api.save(tensors, metadata=meta, exact=given.exact, **save_kw)
+    api.save_file(tensors, path, metadata=meta, exact=given.exact, **save_kw)
     return None

@@ -232,7 +232,7 @@ def methods_for(ck: "Ckpt", have_nnc: bool, have_zipnn: bool, args, sens=None):
 def nnc_qps_for(sd: dict, sens: dict, c: float) -> tuple:
     """NNCodec's qp per tensor for bslcodec's sensitivity steps at rel_step c (qp_density 2: step 2^(qp/4),
     so each step is rounded to the nearest 2^(1/4)). Returns (qp of the largest tensor, {name: qp})."""
-    from bslcodec.files.api import Settings
+    from bslcodec.pipeline.codec import Settings
     from bslcodec.pipeline import codec as _codec
 
     st = Settings(max_error=None, rel_step=c, bits=None, lossless=(), rdoq=None)
