@@ -15,7 +15,7 @@ function's own file *plus* a digest of the package version and of every file of 
 may compile in: ``container/``, ``quantize/``, ``codecs/`` and ``parallel.py``. Any change to any of them
 makes every cached bslcodec kernel stale, and numba recompiles it (once) instead of loading it. Edits to
 ``pipeline/``, ``files/``, the CLI or other leaves do not invalidate anything: no kernel may compile in
-code from those (their own file's stamp covers kernels defined there, e.g. ``torch/rate.py``).
+code from those (their own file's stamp covers kernels defined there, e.g. ``torch/rate_eg.py``).
 
 numba's locator classes are not public API (``InTreeCacheLocator`` / ``CacheImpl`` since numba 0.60-ish,
 ``_InTreeCacheLocator`` / ``_CacheImpl`` before); where neither exists :func:`install` returns False and

@@ -12,9 +12,11 @@ package import the GPU decoder).
 
 from .cola import CoLALinear, cola_spec, load_trained, to_cola
 from .compressed import CompressedModel, load_compressed
-from .rate import RateLoss, exact_lengths, save_trained, soft_bits
+from .rate import RateLoss
+from .rate_eg import exact_lengths, soft_bits
 from .state_dict import load_state_dict
 from .tp import LLAMA_PLAN, shard_state_dict
+from .trained import save_trained
 
 __all__ = ["RateLoss", "save_trained", "soft_bits", "exact_lengths", "CoLALinear", "to_cola", "cola_spec",
            "load_trained", "load_state_dict", "load_compressed", "CompressedModel", "shard_state_dict",
