@@ -167,6 +167,7 @@ class RateLoss:
         self._batch = None  # the lossy tensors as one _Batch (CPU float32), rebuilt at a refresh
         self._hook_grads = None  # hook mode: state -> rate gradient of the current backward pass
         self._dq = None  # dq: the rate_dq.DQRate of the lossy tensors, rebuilt when that set changes
+        self._dq_cls = rate_dq.DQRate  # (rate_dq_ref.DQRateRef: the per-tensor reference, for comparisons)
         if self.quantizer == "uniform" and any(rate_dq.local_and_group(st.param)[1] is not None
                                                for st in self.states):
             raise EncodeError("RateLoss: sharded (DTensor) parameters need quantizer='dq' (the default with "
@@ -250,7 +251,7 @@ class RateLoss:
             self._dq = None
             return None
         if self._dq is None or [id(p) for p in self._dq.params] != [id(st.param) for st in lossy]:
-            self._dq = rate_dq.DQRate([st.param for st in lossy], [st.n for st in lossy],
+            self._dq = self._dq_cls([st.param for st in lossy], [st.n for st in lossy],
                                       [self.rel] * len(lossy))
             self._dq.through_std = not self.detach_std
         self._dq.rel.fill_(self.rel)

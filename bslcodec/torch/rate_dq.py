@@ -42,6 +42,8 @@ from ..pipeline.codec import ANS_LANE_SYMBOLS
 from ..quantize import dq
 
 HALF_BINS = 2048  # histogram bins each side of the center (4097 x 4 bytes fits a CUDA block's shared memory)
+ROW = 4096  # elements per row of the flat layout (a tensor is padded to whole rows)
+BACKEND = "auto"  # "auto": Triton kernels on CUDA when Triton imports, else eager torch; "torch"; "triton"
 _SMOOTH = 0.5  # pseudo-count per bin: an empty bin costs log2(4n) bits, not infinity
 _FINE_S, _FINE_M = rans.FINE_S, rans.FINE_M
 
@@ -87,7 +89,15 @@ def _tokens(k):
 
 
 class DQRate:
-    """The estimate for a fixed list of (global numel, parameter) of one device; ``rel`` per tensor."""
+    """The estimate for a fixed list of (global numel, parameter) of one device; ``rel`` per tensor.
+
+    Flat layout: every step the local tensors are copied, each padded with zeros to whole rows of ``ROW``
+    elements, into one float32 buffer ``F`` of shape [rows, ROW]; a row belongs to one tensor (``row_t``),
+    so per-tensor numbers broadcast over rows and every pass covers all tensors at once. The number of
+    kernels a step does not grow with the number of tensors. On CUDA with Triton the passes are four fused
+    kernels (:mod:`bslcodec.torch.rate_dq_triton`: moments; histogram; slopes and their sum with ``w``;
+    the gradient in place); elsewhere they are eager torch operations on ``F``. The gradients are views
+    of one flat buffer. :class:`bslcodec.torch.rate_dq_ref.DQRateRef` is the per-tensor reference."""
 
     def __init__(self, params, n, rel):
         self.params = list(params)
@@ -111,31 +121,65 @@ class DQRate:
         self.bin = torch.ones(T, **f64)  # bin width in indices (a power of two)
         self.last = None  # per-tensor bits of the last call (a device tensor)
         self.through_std = True  # the gradient's std term (RateLoss(detach_std=True) turns it off)
-        # same local numel: one stacked [T_g, n_g] pass (a transformer has a handful of shapes)
-        by_numel = {}
-        for i, (lt, _) in enumerate(locals_groups):
-            if lt.numel():
-                by_numel.setdefault(lt.numel(), []).append(i)
-        self.groups = list(by_numel.values())
-        # the groups' rows as device index tensors: indexing a CUDA tensor with a Python list copies the
-        # list from pageable memory, which waits for the stream (a sync every step)
-        self.gidx = [torch.tensor(idx, dtype=torch.long, device=self.device) for idx in self.groups]
+        # the flat layout: tensor t has local numel m_t, rows [r0_t, r1_t), pad_t zeros after its elements
+        m = [lt.numel() for lt, _ in locals_groups]
+        rows = [-(-k // ROW) for k in m]
+        r1 = np.cumsum(rows, dtype=np.int64)
+        r0 = r1 - np.asarray(rows, dtype=np.int64)
+        self.local_numel, self.pad = m, [r * ROW - k for r, k in zip(rows, m)]
+        self.row_start, self.rows = r0.tolist(), int(r1[-1]) if T else 0
+        dl = {"dtype": torch.long, "device": self.device}
+        self.row_t = torch.repeat_interleave(torch.arange(T, **dl), torch.tensor(rows, **dl))  # [R]
+        self.row_t32 = self.row_t.to(torch.int32)
+        valid = np.full(self.rows, ROW, dtype=np.int32)
+        last = r1[np.asarray(rows) > 0] - 1
+        valid[last] = (np.asarray(m)[np.asarray(rows) > 0] - (last - r0[np.asarray(rows) > 0]) * ROW)
+        self.row_valid = torch.tensor(valid, dtype=torch.int32, device=self.device)  # [R] elements in use
+        self.last_rows = torch.tensor(last, **dl)  # the rows that hold padding (or none)
+        self.last_rows_t = self.row_t[self.last_rows]
+        self.seg = (torch.tensor(r0, **dl), torch.tensor(r1, **dl))  # rows of a tensor, for segment sums
+        self.npad = torch.tensor(self.pad, **f64)
+        self._zeros = torch.zeros(max(self.pad, default=0), dtype=torch.float32, device=self.device)
+        self.backend = "torch"
+        if self.device.type == "cuda" and BACKEND in ("auto", "triton") or BACKEND == "triton":
+            try:
+                from . import rate_dq_triton  # noqa: F401  (Triton present)
+
+                self.backend = "triton"
+            except ImportError:
+                if BACKEND == "triton":
+                    raise
 
     def _local(self):
         return [local_and_group(p)[0] for p in self.params]
 
-    def _rows(self, locs, idx):
-        return torch.stack([locs[i].detach().reshape(-1).float() for i in idx])
+    def flat(self, locs):
+        """The local tensors as float32 [rows, ROW], each padded with zeros to whole rows (one copy)."""
+        parts = []
+        for lt, pad in zip(locs, self.pad):
+            if lt.numel():
+                parts.append(lt.detach().reshape(-1).float())
+            if pad:
+                parts.append(self._zeros[:pad])
+        if not parts:
+            return torch.zeros(0, ROW, dtype=torch.float32, device=self.device)
+        return torch.cat(parts).view(self.rows, ROW)
 
-    def moments(self, locs, Ws=None):
-        """(mean, var) per tensor of the whole tensors (float64, all ranks equal). ``Ws``: the groups'
-        stacked rows, if the caller has them already."""
-        T = len(self.params)
-        s = torch.zeros(T, 2, dtype=torch.float64, device=self.device)
-        for k, (idx, gi) in enumerate(zip(self.groups, self.gidx)):
-            W = self._rows(locs, idx) if Ws is None else Ws[k]
-            s[gi] = torch.stack([W.sum(1, dtype=torch.float64), W.square().sum(1, dtype=torch.float64)], 1)
-        _all_reduce(s, self.group)
+    def _segment_sum(self, x):
+        """Per-row float64 values [R, k] -> per-tensor sums [T, k] (rows of a tensor are consecutive;
+        a difference of prefix sums: deterministic, one kernel)."""
+        cs = torch.cat([torch.zeros_like(x[:1]), x.cumsum(0)]) if x.shape[0] else x.new_zeros(1, x.shape[1])
+        return cs[self.seg[1]] - cs[self.seg[0]]
+
+    def moments(self, F):
+        """(mean, var) per tensor of the whole tensors (float64, all ranks equal)."""
+        if self.backend == "triton":
+            from . import rate_dq_triton
+
+            s = rate_dq_triton.row_moments(F)
+        else:
+            s = torch.stack([F.sum(1, dtype=torch.float64), F.square().sum(1, dtype=torch.float64)], 1)
+        s = _all_reduce(self._segment_sum(s), self.group)
         mean = s[:, 0] / self.n
         var = (s[:, 1] / self.n - mean * mean).clamp_min(1e-30)
         return mean, var
@@ -146,17 +190,23 @@ class DQRate:
 
     # ------------------------------------------------------------ refresh-time statistics (no gradient)
 
+    def _v64(self, F, step, center):
+        """v = w / step - center in float64 [R, ROW] (refresh only)."""
+        return F.double().div_(step[self.row_t, None]).sub_(center[self.row_t, None])
+
     @torch.no_grad()
     def set_bins(self):
         """Bin widths: the smallest power of two for which twice the largest |y| fits HALF_BINS bins."""
-        locs = self._local()
-        mean, var = self.moments(locs)
+        F = self.flat(self._local())
+        mean, var = self.moments(F)
         step, center = self.step_center(mean, var)
+        v = self._v64(F, step, center).abs_()
+        if len(self.last_rows):  # the padding of a tensor's last row is not one of its elements
+            cols = torch.arange(ROW, device=self.device)
+            v[self.last_rows] *= cols[None, :] < self.row_valid[self.last_rows, None]
         mx = torch.zeros(len(self.params), dtype=torch.float64, device=self.device)
-        for idx, gi in zip(self.groups, self.gidx):
-            W = self._rows(locs, idx).double()
-            v = W / step[gi, None] - center[gi, None]
-            mx[gi] = v.abs().amax(1) * 0.5 + 1.0
+        mx.scatter_reduce_(0, self.row_t, v.amax(1) if len(v) else v.new_zeros(0), "amax")
+        mx = mx * 0.5 + 1.0
         import torch.distributed as dist
 
         _all_reduce(mx, self.group, dist.ReduceOp.MAX if self.group is not None else None)
@@ -166,90 +216,138 @@ class DQRate:
     def hist_bits(self):
         """Per tensor: the ans coder's estimate (bits) of the mixture of the Q0 and Q1 index histograms,
         from the fine token histogram (``rans.estimate_size``): the payload without running the trellis."""
-        locs = self._local()
-        mean, var = self.moments(locs)
+        F = self.flat(self._local())
+        mean, var = self.moments(F)
         step, center = self.step_center(mean, var)
         T = len(self.params)
-        h = torch.zeros(T, rans.FINE_K, dtype=torch.float64, device=self.device)
-        for idx, gi in zip(self.groups, self.gidx):
-            W = self._rows(locs, idx).double()
-            v = W / step[gi, None] - center[gi, None]
-            lim = float(1 << 23)
-            for y in (0.5 * v, 0.5 * (v + torch.sign(v))):
-                tok = _tokens(torch.round(y).clamp(-lim, lim).long())
-                tok = tok + torch.arange(len(idx), device=self.device)[:, None] * rans.FINE_K
-                h[gi] += torch.bincount(tok.reshape(-1), minlength=len(idx) * rans.FINE_K
-                                         ).view(len(idx), rans.FINE_K).double()
-        h = _all_reduce(h, self.group).cpu().numpy().astype(np.int64)
+        v = self._v64(F, step, center)
+        del F
+        lim = float(1 << 23)
+        off = (self.row_t * rans.FINE_K)[:, None]
+        h = torch.zeros(T * rans.FINE_K, dtype=torch.float64, device=self.device)
+        vp = -center  # the padding zeros' v
+        for y, yp in ((0.5 * v, 0.5 * vp), (0.5 * (v + torch.sign(v)), 0.5 * (vp + torch.sign(vp)))):
+            tok = _tokens(torch.round(y).clamp_(-lim, lim).long()).add_(off)
+            h += torch.bincount(tok.reshape(-1), minlength=T * rans.FINE_K).double()
+            del tok
+            tp = _tokens(torch.round(yp).clamp(-lim, lim).long()) + torch.arange(T, device=self.device) * rans.FINE_K
+            h.index_add_(0, tp, -self.npad)
+        h = _all_reduce(h.view(T, rans.FINE_K), self.group).cpu().numpy().astype(np.int64)
         return [8.0 * rans.estimate_size(hist=h[t], lane_symbols=ANS_LANE_SYMBOLS) / 2 if h[t].sum() else 0.0
                 for t in range(T)]
 
     # ------------------------------------------------------------ the estimate
 
+    def _positions(self, F, inv, center, sc, rt=None):
+        """P0, P1 = y0 / b, y1 / b clamped to [-K, K] (float32 [R, ROW]; eager path). ``rt``: the rows'
+        tensors (default the layout's)."""
+        K = HALF_BINS
+        rt = self.row_t if rt is None else rt
+        v = F * inv[rt, None]
+        v -= center[rt, None]
+        s = sc[rt, None]
+        P0 = (v * s).clamp_(-K, K)
+        P1 = v.add_(torch.sign(v)).mul_(s).clamp_(-K, K)
+        return P0, P1
+
+    def _hist(self, F, inv, center, sc):
+        """Counts of round(P0) and round(P1) per tensor and bin (float64 [T, 2K+1]), padding excluded."""
+        T, K = len(self.params), HALF_BINS
+        nb = 2 * K + 1
+        if self.backend == "triton":
+            from . import rate_dq_triton
+
+            return rate_dq_triton.histogram(F, self.row_t32, self.row_valid, inv, center, sc, T).double()
+        h = torch.zeros(T * nb, dtype=torch.float64, device=self.device)
+        off = (self.row_t * nb)[:, None]
+        for P in self._positions(F, inv, center, sc):
+            idx = P.add_(K + 0.5).floor_().long().add_(off)  # histc's bins: floor(P - (-K - 0.5)) in float32
+            h += torch.bincount(idx.reshape(-1), minlength=T * nb).double()
+            del idx
+        # the padding zeros (v = -center) were counted: take them out
+        tix = torch.arange(T, device=self.device)
+        for P in self._positions(torch.zeros(T, 1, dtype=torch.float32, device=self.device), inv, center, sc, tix):
+            h.index_add_(0, P.add_(K + 0.5).floor_().long().view(-1) + tix * nb, -self.npad)
+        return h.view(T, nb)
+
+    def _slopes(self, F, inv, center, sc, L, gscale):
+        """G = d bits / d w without the std term (float32 [R, ROW]) and per-row sums of G * w (float64)."""
+        K = HALF_BINS
+        nb = 2 * K + 1
+        if self.backend == "triton":
+            from . import rate_dq_triton
+
+            return rate_dq_triton.slopes(F, self.row_t32, self.row_valid, inv, center, sc, L, gscale)
+        Lf = L.reshape(-1)
+        off = (self.row_t * nb + K)[:, None]
+        G = None
+        for P in self._positions(F, inv, center, sc):
+            i0 = P.floor_().clamp_(max=K - 1).long().add_(off)
+            slope = Lf[i0 + 1].sub_(Lf[i0])  # bits per bin
+            G = slope if G is None else G.add_(slope)
+            del i0
+        G.mul_(gscale[self.row_t, None])
+        return G, (G * F).sum(1, dtype=torch.float64)
+
     def compute(self, want_grad, locs=None):
         """(per-tensor bits incl. calibration [T] float64, gradient context or None). No autograd."""
         locs = self._local() if locs is None else locs
         with torch.no_grad():
-            Ws = [self._rows(locs, idx) for idx in self.groups]  # stacked once: moments and positions
-            mean, var = self.moments(locs, Ws)
-            step, center = self.step_center(mean, var)
-            inv = (1.0 / step).float()
-            T = len(self.params)
-            K = HALF_BINS
-            nb = 2 * K + 1
-            pos = {}  # group -> (W, P0, P1): weights and bin positions y / b (float32 [T_g, n_g])
-            hist = torch.zeros(T, nb, dtype=torch.float32, device=self.device)
-            for gi, (idx, ix) in enumerate(zip(self.groups, self.gidx)):
-                W = Ws[gi]
-                v = W * inv[ix, None] - center[ix, None].float()
-                sc = (0.5 / self.bin[ix]).float()[:, None]
-                P0 = (v * sc).clamp_(-K, K)  # y0 / b
-                P1 = torch.addcmul(v, torch.sign(v), torch.ones_like(sc)).mul_(sc).clamp_(-K, K)  # y1 / b
-                del v
-                for P in (P0, P1):
-                    for r, t in enumerate(idx):  # bins centered on -K..K
-                        hist[t] += torch.histc(P[r], bins=nb, min=-K - 0.5, max=K + 0.5)
-                pos[gi] = (W, P0, P1) if want_grad else None
-            del Ws
-            _all_reduce(hist, self.group)
-            # code length per bin: L = log2(2n) - log2(count) + log2(b); the value is the histogram's
-            # (half of the two coordinates' total: n x the mixture's entropy), the gradient the slope of L
-            # linear between bin centers (the first-order change of that total when a weight moves)
-            L = (torch.log2(2 * self.n) + torch.log2(self.bin)).float()[:, None] - torch.log2(hist + _SMOOTH)
-            total = (hist.double() * L.double()).sum(1)
-            gw = torch.zeros(T, dtype=torch.float64, device=self.device)
-            ctx = {}
-            for gi, ix in enumerate(self.gidx if want_grad else ()):
-                W, P0, P1 = pos.pop(gi)
-                Lg = L[ix]
-                G = None
-                for P in (P0, P1):
-                    i0 = P.floor().clamp_(max=K - 1)
-                    i0 = i0.long().add_(K)
-                    slope = torch.gather(Lg, 1, i0 + 1).sub_(torch.gather(Lg, 1, i0))  # bits per bin
-                    G = slope if G is None else G.add_(slope)
-                    del i0
-                # d bits / d w = ½ (s0 + s1) · d y / d w, d y / d w = 1 / (2 Δ), per bin: / b
-                G.mul_((0.25 / self.bin[ix] * inv[ix].double()).float()[:, None])
-                gw[ix] = (G * W).sum(1, dtype=torch.float64)
-                ctx[gi] = (W, G)
-            bits = 0.5 * total + self.n * self.delta
-            self.last = bits
-            if not want_grad:
-                return bits, None
-            return bits, (ctx, _all_reduce(gw, self.group), mean, var)
+            try:
+                return self._compute(want_grad, locs)
+            except Exception as e:  # a Triton that cannot compile here: warn once, run the torch path
+                if self.backend != "triton" or BACKEND == "triton":
+                    raise
+                import warnings
+
+                warnings.warn(f"RateLoss: the Triton kernels failed ({type(e).__name__}: {e}); "
+                              "using eager torch operations", RuntimeWarning, stacklevel=3)
+                self.backend = "torch"
+                return self._compute(want_grad, locs)
+
+    def _compute(self, want_grad, locs):
+        F = self.flat(locs)
+        mean, var = self.moments(F)
+        step, center = self.step_center(mean, var)
+        inv = (1.0 / step).float()
+        c32 = center.float()
+        sc = (0.5 / self.bin).float()
+        hist = _all_reduce(self._hist(F, inv, c32, sc), self.group)
+        # code length per bin: L = log2(2n) - log2(count) + log2(b); the value is the histogram's (half
+        # of the two coordinates' total: n x the mixture's entropy), the gradient the slope of L linear
+        # between bin centers (the first-order change of that total when a weight moves)
+        h32 = hist.float()
+        L = (torch.log2(2 * self.n) + torch.log2(self.bin)).float()[:, None] - torch.log2(h32 + _SMOOTH)
+        total = (hist * L.double()).sum(1)
+        bits = 0.5 * total + self.n * self.delta
+        self.last = bits
+        if not want_grad:
+            return bits, None
+        # d bits / d w = ½ (s0 + s1) · d y / d w, d y / d w = 1 / (2 Δ), per bin: / b
+        gscale = (0.25 / self.bin * inv.double()).float()
+        G, gw_rows = self._slopes(F, inv, c32, sc, L.contiguous(), gscale)
+        gw = _all_reduce(self._segment_sum(gw_rows[:, None])[:, 0], self.group)
+        return bits, (F, G, gw, mean, var)
 
     def grads(self, c, scale):
-        """Per covered parameter: ``scale`` x d(total bits)/d(local shard), local shapes (None: empty)."""
-        ctx, gw, mean, var = c
-        beta = (gw / (self.n * var)).float() * scale * float(self.through_std)  # the std term: Δ ∝ std(W)
+        """Per covered parameter: ``scale`` x d(total bits)/d(local shard), local shapes (None: empty).
+        Views of one flat buffer (the context's slopes, overwritten)."""
+        F, G, gw, mean, var = c
+        scale = torch.as_tensor(scale, device=self.device)
+        beta = (gw / (self.n * var)).float() * scale.float() * float(self.through_std)  # the std term
+        m32 = mean.float()
+        if self.backend == "triton":
+            from . import rate_dq_triton
+
+            rate_dq_triton.gradient(F, G, self.row_t32, scale.float().reshape(1), beta, m32)
+        else:
+            G.mul_(scale.float()).sub_(F.sub_(m32[self.row_t, None]).mul_(beta[self.row_t, None]))
+        flat = G.view(-1)
         locs = self._local()
         out = [None] * len(self.params)
-        for gi, (idx, ix) in enumerate(zip(self.groups, self.gidx)):
-            W, G = ctx[gi]
-            g = G.mul_(scale).sub_(W.sub_(mean[ix].float()[:, None]).mul_(beta[ix, None]))
-            for r, t in enumerate(idx):
-                out[t] = g[r].view(locs[t].shape).to(locs[t].dtype)
+        for t, (lt, r0, m) in enumerate(zip(locs, self.row_start, self.local_numel)):
+            if m:
+                out[t] = flat[r0 * ROW: r0 * ROW + m].view(lt.shape).to(lt.dtype)
         return out
 
 
