@@ -144,3 +144,133 @@ def test_two_ranks_match_one_process(mode, calibrate, tmp_path):
             for name, g in want["grads"].items():
                 scale = float(g.abs().max())
                 assert torch.allclose(got["grads"][name], g, rtol=1e-4, atol=1e-5 * scale), (mode, name)
+
+
+def _several():
+    """Tensors of several shapes: smaller than a row, not a multiple of a row, 1-D beyond SMALL_1D, a
+    nonzero mean (center != 0), heavy tails (bins wider than 1 at small steps), exact zeros."""
+    ws = [gg(1.0, (200, 300), 1), gg(0.5, (400, 500), 3), gg(2.0, (70, 100), 4),
+          gg(1.0, (5000, 70), 5) * 0.5 + 0.5, gg(0.8, (3, 4096), 6), gg(1.0, (70000,), 7)]
+    ws[1][0, :10] = 0.0
+    return ws
+
+
+def _run_engine(ws, cls, rel, steps=1):
+    ps = [torch.nn.Parameter(w.clone()) for w in ws]
+    rate = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 3.0, rel_step=rel, calibrate="hist",
+                    refresh_every=10**6)
+    rate._dq_cls = cls
+    out = []
+    for _ in range(steps):
+        for p in ps:
+            p.grad = None
+        r = rate()
+        r.backward()
+        out.append((float(r.detach()), [p.grad.clone() for p in ps], rate.bits()))
+        with torch.no_grad():
+            for p, g in zip(ps, out[-1][1]):
+                p.sub_(g * (1e-3 / float(g.abs().max())))  # the same small move for both engines
+    return out, rate
+
+
+def _close(ga, gb):
+    """Gradients equal but for weights that float32 rounding put on the other side of a bin edge."""
+    for a, b in zip(ga, gb):
+        differ = (a - b).abs() > 1e-5 * b.abs().max()
+        assert int(differ.sum()) <= max(2, 1e-3 * b.numel()), (int(differ.sum()), b.numel())
+
+
+@pytest.mark.parametrize("rel", [1 / 8, 1 / 64])
+def test_flat_engine_matches_the_per_tensor_reference(rel):
+    """The flat-layout engine (rate_dq.DQRate, eager torch here) gives the per-tensor reference engine's
+    values, per-tensor bits and gradients, over several steps, on tensors of many shapes."""
+    from bslcodec.torch import rate_dq, rate_dq_ref
+
+    ws = _several()
+    ref, rr = _run_engine(ws, rate_dq_ref.DQRateRef, rel, steps=3)
+    new, rn = _run_engine(ws, rate_dq.DQRate, rel, steps=3)
+    assert rn._dq.backend == "torch" and float(rn._dq.bin.max()) == float(rr._dq.bin.max())
+    if rel == 1 / 64:
+        assert float(rn._dq.bin.max()) > 1  # wide bins exercised
+    for (va, ga, ba), (vb, gb, bb) in zip(ref, new):
+        assert vb == pytest.approx(va, rel=1e-6)
+        assert bb == pytest.approx(ba, rel=1e-6)
+        _close(ga, gb)
+
+
+def _counted_ops(rate):
+    """Top-level aten calls of one rate() + backward that do work (views, reshapes and no-op casts left
+    out; an operation's own inner calls, which depend on the sizes, not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    free = {"aten::view", "aten::reshape", "aten::detach", "aten::slice", "aten::as_strided", "aten::alias",
+            "aten::to", "aten::_reshape_alias", "aten::lift_fresh", "aten::t", "aten::expand", "aten::unsqueeze",
+            "aten::select", "aten::empty", "aten::empty_strided", "aten::result_type", "aten::is_nonzero",
+            "aten::item", "aten::_local_scalar_dense"}
+    for st in rate.states:
+        st.param.grad = None
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        rate().backward()
+
+    def top(e):
+        return e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")
+
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name not in free and top(e))
+
+
+def test_flat_engine_op_count_does_not_grow_with_tensors():
+    """All covered tensors go through the same passes together: 4 or 16 tensors cost the same number of
+    (non-view) torch operations a step; the per-tensor reference's count grows."""
+    from bslcodec.torch import rate_dq_ref
+
+    def counts(k, cls=None):
+        torch.manual_seed(k)
+        ps = [torch.nn.Parameter(torch.randn(40 + 7 * i, 90) * 0.02) for i in range(k)]
+        rate = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 1.0, rel_step=1 / 8, calibrate="hist")
+        if cls is not None:
+            rate._dq_cls = cls
+        rate().backward()
+        return _counted_ops(rate)
+
+    assert counts(4) == counts(16)
+    assert counts(16, rate_dq_ref.DQRateRef) > counts(4, rate_dq_ref.DQRateRef) + 24
+
+
+TRITON_CHECK = r"""
+import os, sys
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+from bslcodec.torch import RateLoss, rate_dq, rate_dq_ref
+torch.manual_seed(0)
+ws = [torch.randn(70, 90) * 0.02, torch.randn(50, 100) * 0.01 + 0.3, torch.randn(3, 4096) * 0.05,
+      torch.distributions.Laplace(0.0, 0.02).sample((90, 200))]
+out = {}
+for name in ("ref", "triton"):
+    rate_dq.BACKEND = "triton" if name == "triton" else "torch"
+    ps = [torch.nn.Parameter(w.clone()) for w in ws]
+    r = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 2.0, rel_step=float(sys.argv[1]), calibrate="hist")
+    if name == "ref":
+        r._dq_cls = rate_dq_ref.DQRateRef
+    v = r()
+    v.backward()
+    assert name == "ref" or r._dq.backend == "triton"
+    out[name] = (float(v.detach()), [p.grad for p in ps], r.bits())
+(va, ga, ba), (vb, gb, bb) = out["ref"], out["triton"]
+assert abs(va - vb) <= 1e-6 * abs(va), (va, vb)
+assert all(abs(ba[k] - bb[k]) <= 1e-6 * ba[k] for k in ba), (ba, bb)
+for a, b in zip(ga, gb):
+    differ = (a - b).abs() > 1e-5 * a.abs().max()
+    assert int(differ.sum()) <= 2, int(differ.sum())
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("rel", ["0.125", "0.015625"])
+def test_triton_kernels_match_the_reference_in_the_interpreter(rel):
+    """The CUDA path's Triton kernels, run by Triton's CPU interpreter (TRITON_INTERPRET=1), give the
+    reference engine's value, bits and gradients (skipped where Triton is not installed)."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", TRITON_CHECK, rel], env=env, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
