@@ -157,7 +157,7 @@ def _several():
 
 def _run_engine(ws, cls, rel, steps=1):
     ps = [torch.nn.Parameter(w.clone()) for w in ws]
-    rate = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 3.0, rel_step=rel, calibrate="hist",
+    rate = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 3.0, expert={"rel_step": rel}, calibrate="hist",
                     refresh_every=10**6)
     rate._dq_cls = cls
     out = []
@@ -226,7 +226,7 @@ def test_flat_engine_op_count_does_not_grow_with_tensors():
     def counts(k, cls=None):
         torch.manual_seed(k)
         ps = [torch.nn.Parameter(torch.randn(40 + 7 * i, 90) * 0.02) for i in range(k)]
-        rate = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 1.0, rel_step=1 / 8, calibrate="hist")
+        rate = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 1.0, expert={"rel_step": 1 / 8}, calibrate="hist")
         if cls is not None:
             rate._dq_cls = cls
         rate().backward()
@@ -248,7 +248,8 @@ out = {}
 for name in ("ref", "triton"):
     rate_dq.BACKEND = "triton" if name == "triton" else "torch"
     ps = [torch.nn.Parameter(w.clone()) for w in ws]
-    r = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 2.0, rel_step=float(sys.argv[1]), calibrate="hist")
+    r = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 2.0, expert={"rel_step": float(sys.argv[1])},
+                 calibrate="hist")
     if name == "ref":
         r._dq_cls = rate_dq_ref.DQRateRef
     v = r()

@@ -36,7 +36,7 @@ from bslcodec.torch import RateLoss, rate_dq, rate_dq_ref
 
 def make_rate(model, args, engine):
     """A RateLoss whose dq engine is ``engine`` ("new", "new-torch", "old"), refreshed once."""
-    rate = RateLoss(model, args.lam, rel_step=args.rel_step, refresh_every=10**9, calibrate="hist")
+    rate = RateLoss(model, args.lam, expert={"rel_step": args.rel_step}, refresh_every=10**9, calibrate="hist")
     if engine == "old":
         rate._dq_cls = rate_dq_ref.DQRateRef
     saved = rate_dq.BACKEND
