@@ -349,7 +349,8 @@ def recode(input, output, codec, workers, overwrite, quiet):
     """Re-code the lossy tensors of the .bsl file INPUT with another entropy stage into OUTPUT.
 
     The quantized values stay exactly the same (no second quantization): decoding OUTPUT gives the bytes
-    that decoding INPUT gives. Lossless tensors and metadata are copied.
+    that decoding INPUT gives. Lossless tensors, ans-dq tensors (the default quantizer's; they have no eg
+    form) and metadata are copied.
     """
     import time
 
@@ -467,7 +468,7 @@ def _bound_ok(e, x, xh, settings: dict, user: dict):
               help="With --against: every quantized weight must be within E of the original.")
 @click.option("--rel-step", type=float, metavar="C",
               help="With --against: every quantized weight must be within C x std of its original tensor "
-                   "(the loosest bound of an encode with --rel-step C), plus the rounding of its dtype.")
+                   "(the loosest bound of an encode with --expert rel_step=C), plus the rounding of its dtype.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @workers_option
 @quiet_option
@@ -475,10 +476,10 @@ def verify(file, against, max_error, rel_step, as_json, workers, quiet):
     """Check every checksum of FILE (.bsl or encoded folder) and decode every tensor.
 
     With --against, also print each tensor's max abs error and relative L2 error and whether it is
-    within the bound you give (--max-error or --rel-step, the settings you encoded with). Without one,
-    the bound is the one FILE records (its --max-error, else step/2 (1.5 steps for ans-dq tensors) plus
-    the rounding of the tensor's dtype), which a tampered file can inflate: give your own to trust the
-    result. Losslessly stored tensors must be bit-exact. Exit code 1 on any failure.
+    within the bound you give (--max-error E, or --rel-step C for a file encoded with --expert
+    rel_step=C). Without one, the bound is the one FILE records (its --max-error, else step/2 (1.5 steps
+    for ans-dq tensors, one step with rdoq) plus the rounding of the tensor's dtype), which a tampered file
+    can inflate: give your own to trust the result. Losslessly stored tensors must be bit-exact. Exit code 1 on any failure.
     """
     import numpy as np
 
