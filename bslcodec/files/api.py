@@ -64,8 +64,8 @@ def save_file(tensors: dict, path, *, metadata=None, bits=None, rel_error=None, 
     :func:`bslcodec.calibrate.sensitivity`) weighs each tensor's error in the allocation (not with
     ``max_error``). ``exact``: fnmatch patterns of tensor names stored bit-exact, or True for every
     tensor (floats with the ``fexp`` codec where it is smallest); integer and bool tensors are always
-    exact, and small 1-D float tensors (norms, biases) are quantized at a fine fixed step (std/256) or
-    stored exactly where that is smaller.
+    exact, and small 1-D float tensors (norms, biases) are quantized at a fine fixed step (about
+    std/256) by the allocation targets, else stored exactly (also where that is smaller).
 
     ``expert``: a dict for the escape hatch, any of ``quantizer`` (``"auto"``: dependent quantization,
     codec ``ans-dq``, except plain rounding with ``max_error``, a named ``codec`` or ``rdoq``;
