@@ -85,6 +85,20 @@ def test_known_answer_canonical_code():
     assert (fexp_ref.decode_payload(p, 3, 2, 16) == x).all()
 
 
+def test_compiled_lut_matches_reference():
+    """``build_lut`` (a counting sort, compiled) equals the numpy ``build_lut_ref`` (lexsort) for optimal
+    codes of random histograms, incomplete codes (Kraft sum below 1) and a single symbol."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        k = int(rng.choice([256, 512, 1024, 4096]))
+        counts = rng.geometric(rng.uniform(0.002, 0.5), k) * (rng.random(k) < rng.uniform(0.01, 1))
+        counts[int(rng.integers(0, k))] += 1
+        lengths = fexp_ref.code_lengths(counts).astype(np.uint8)
+        assert np.array_equal(fexp.build_lut(lengths), fexp.build_lut_ref(lengths))
+        lengths[lengths > 0] = np.minimum(12, lengths[lengths > 0] + rng.integers(0, 2, int((lengths > 0).sum())))
+        assert np.array_equal(fexp.build_lut(lengths), fexp.build_lut_ref(lengths))  # incomplete code
+
+
 def test_code_lengths_optimal_and_limited():
     rng = np.random.default_rng(0)
     for t in range(60):

@@ -134,11 +134,8 @@ class _Prepared:
         if head.size != H + 4 * G + 2 * int(start[-1]):
             raise FormatError("length")
         self.P, self.groups = P, G
-        self.table = rans.slot_table(P, sp, m, freqs)
-        t = self.table.view(np.uint64)
-        lo = t & np.uint64((1 << 29) - 1)
-        hi = ((t >> np.uint64(29)) & np.uint64(31)) | ((t >> np.uint64(34)) << np.uint64(5))
-        self.gpu_table = (lo | (hi << np.uint64(32))).view(np.int64)
+        self.table = rans.slot_table(P, sp, m, freqs)  # variants v1 and ring
+        self.gpu_table = rans.gpu_table(P, sp, m, freqs)  # as _ans.Prepared
         self.wstart = start[:-1]
         self.wcount_off, self.words_off = H, H + 4 * G
 

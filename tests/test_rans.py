@@ -161,6 +161,30 @@ def test_table_cost_matches_written_table():
         assert bits == min(len(rans_ref.table_bits(list(q), k)) for k in range(16))
 
 
+def test_direct_tables_match_the_slot_table():
+    """``tables`` and ``gpu_table`` (built from the frequencies in one pass) equal what the packed 2^P-slot
+    ``slot_table`` gives through ``decode_tables`` and the GPU repacking, for random valid tables of every
+    split, token counts up to and past 256 (tos as uint8 / uint16) and tokens with more than 16 raw bits."""
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        s = int(rng.integers(0, rans.MAX_SPLIT + 1))
+        m = int(rng.integers(0, min(s, rans.MAX_MSB) + 1))
+        P = int(rng.integers(1, rans.MAX_PROB_BITS + 1))
+        K = int(rng.integers(1, min(rans_ref.k_max(s, m), 1 << P, 700) + 1))
+        counts = rng.geometric(rng.uniform(0.01, 0.5), K) * (rng.random(K) < rng.uniform(0.3, 1))
+        counts[int(rng.integers(0, K))] += 1
+        freqs = rans.quantize_freqs(counts, P)
+        table = rans.slot_table(P, s, m, freqs)
+        want = rans.decode_tables(table)
+        got = rans.tables(P, s, m, freqs)
+        assert got[0].dtype == want[0].dtype and np.array_equal(got[0], want[0])
+        assert np.array_equal(got[1], want[1]) and got[2:] == want[2:]
+        t = table.view(np.uint64)
+        lo = t & np.uint64((1 << 29) - 1)
+        hi = ((t >> np.uint64(29)) & np.uint64(31)) | ((t >> np.uint64(34)) << np.uint64(5))
+        assert np.array_equal(rans.gpu_table(P, s, m, freqs), (lo | (hi << np.uint64(32))).view(np.int64))
+
+
 def test_quantized_frequencies_are_valid_and_near_optimal():
     rng = np.random.default_rng(6)
     for P in (1, 4, 11, 14):

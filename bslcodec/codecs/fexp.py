@@ -84,17 +84,67 @@ def _bitrev(x: np.ndarray, nbits) -> np.ndarray:
     return out
 
 
+@numba.njit(nogil=True, cache=True)
+def _kraft(lengths):
+    """(longest code length, sum of 2^(12 - l) over the present symbols); lengths over 12 count 0."""
+    top, total = np.int64(0), np.int64(0)
+    for i in range(lengths.size):
+        ln = np.int64(lengths[i])
+        top = max(top, ln)
+        if 0 < ln <= MAX_CODE_LEN:
+            total += np.int64(1) << (MAX_CODE_LEN - ln)
+    return top, total
+
+
 def check_lengths(lengths: np.ndarray) -> None:
-    if lengths.size and int(lengths.max()) > MAX_CODE_LEN:
-        raise FormatError(f"fexp code length {int(lengths.max())} is over {MAX_CODE_LEN}")
-    ln = lengths[lengths > 0].astype(np.int64)
-    if int(np.left_shift(1, MAX_CODE_LEN - ln).sum()) > LUT_SIZE:
+    top, total = _kraft(np.ascontiguousarray(lengths))
+    if top > MAX_CODE_LEN:
+        raise FormatError(f"fexp code length {int(top)} is over {MAX_CODE_LEN}")
+    if total > LUT_SIZE:
         raise FormatError("fexp code lengths break the Kraft inequality (sum of 2^-l over 1)")
 
 
 def build_lut(lengths: np.ndarray) -> np.ndarray:
     """The 4096-entry decoding table: entry i = symbol | length << 12 for the code word whose bits, in stream
     order, are the low ``length`` bits of i (first bit least significant); 0 where no code word matches."""
+    check_lengths(lengths)
+    return _lut(lengths)
+
+
+def _lut(lengths: np.ndarray) -> np.ndarray:
+    """``build_lut`` of lengths that ``check_lengths`` accepted."""
+    lut = np.empty(LUT_SIZE, np.uint16)
+    _fill_lut(np.ascontiguousarray(lengths), _lut_order(), lut)
+    return lut
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_lut(lengths, order, lut):
+    """``build_lut``'s table in one pass (Kraft-checked ``lengths``): canonical order is by (length,
+    symbol), so a counting sort by length gives each symbol's first 12-bit prefix; symbol k owns the next
+    2^(12 - l_k) prefixes; ``order`` maps a table index to its prefix (bit reversal)."""
+    first = np.zeros(MAX_CODE_LEN + 2, np.int64)  # first prefix of each length, in code order
+    for sym in range(lengths.size):
+        ln = np.int64(lengths[sym])
+        if ln:
+            first[ln + 1] += np.int64(1) << (MAX_CODE_LEN - ln)
+    for ln in range(1, MAX_CODE_LEN + 2):
+        first[ln] += first[ln - 1]
+    by_prefix = np.zeros(LUT_SIZE, np.uint16)
+    for sym in range(lengths.size):
+        ln = np.int64(lengths[sym])
+        if ln:
+            span = np.int64(1) << (MAX_CODE_LEN - ln)
+            p = first[ln]
+            for q in range(p, p + span):
+                by_prefix[q] = np.uint16(sym | (ln << 12))
+            first[ln] = p + span
+    for i in range(LUT_SIZE):
+        lut[i] = by_prefix[order[i]]
+
+
+def build_lut_ref(lengths: np.ndarray) -> np.ndarray:
+    """``build_lut`` in numpy (canonical order by lexsort): the reference the compiled one is tested on."""
     check_lengths(lengths)
     order, ln, _ = canonical(lengths)
     # in code (MSB-first) order, symbol k owns the next 2^(12 - l_k) of the 4096 12-bit prefixes
@@ -137,28 +187,43 @@ def parse_header(payload, n: int, itemsize: int, lane_symbols: int, total: int |
     return m, lengths, rest_off, t, w0, g
 
 
+@numba.njit(nogil=True, cache=True)
+def _lane_table(lens, n, lane_symbols, word_start):
+    """Check that every lane of c symbols holds c..12c bits and fill ``word_start`` (first 64-bit word of
+    each group, then the total); returns g * 32 + j of the first bad lane, or -1."""
+    G = lens.shape[0]
+    n_last = n - (G - 1) * LANES * lane_symbols
+    word_start[0] = 0
+    for g in range(G):
+        bits = np.int64(0)
+        for j in range(LANES):
+            cnt = np.int64(lane_symbols) if g < G - 1 else max(np.int64(0), (n_last - j + LANES - 1) // LANES)
+            ln = np.int64(lens[g, j])
+            if ln < cnt or ln > MAX_CODE_LEN * cnt:
+                return g * LANES + j
+            bits += ln
+        word_start[g + 1] = word_start[g] + (bits + 63) // 64
+    return -1
+
+
 def parse(payload, n: int, itemsize: int, lane_symbols: int) -> dict:
     """Everything a decoder needs, checked: sizes, code, lane table, word offsets."""
     m, lengths, rest_off, t, w0, g = parse_header(payload, n, itemsize, lane_symbols)
     buf = np.frombuffer(payload, np.uint8)
     lens = buf[t:t + 64 * g].view("<u2").reshape(g, LANES)
-    if g:
-        # a lane of c symbols holds c..12c bits: bounds the element count by the payload before decoding
-        cnt = np.full((g, LANES), lane_symbols, np.int64)
+    word_start = np.empty(g + 1, np.int64)
+    # a lane of c symbols holds c..12c bits: bounds the element count by the payload before decoding
+    bad = _lane_table(lens, n, lane_symbols, word_start)
+    if bad >= 0:
+        gi, j = divmod(bad, LANES)
         n_last = n - (g - 1) * LANES * lane_symbols
-        cnt[-1] = np.maximum(0, (n_last - np.arange(LANES) + LANES - 1) // LANES)
-        bad = (lens < cnt) | (lens > MAX_CODE_LEN * cnt)
-        if bad.any():
-            gi, j = (int(i) for i in np.argwhere(bad)[0])
-            raise FormatError(f"fexp group {gi} lane {j}: {int(lens[gi, j])} bits cannot hold "
-                              f"{int(cnt[gi, j])} code words of 1..{MAX_CODE_LEN} bits")
-    group_words = (lens.sum(axis=1, dtype=np.int64) + 63) // 64
-    word_start = np.zeros(g + 1, np.int64)
-    np.cumsum(group_words, out=word_start[1:])
+        cnt = lane_symbols if gi < g - 1 else max(0, (n_last - j + LANES - 1) // LANES)
+        raise FormatError(f"fexp group {gi} lane {j}: {int(lens[gi, j])} bits cannot hold "
+                          f"{cnt} code words of 1..{MAX_CODE_LEN} bits")
     expect = w0 + 8 * (int(word_start[-1]) + 1)
     if buf.size != expect:
         raise FormatError(f"fexp payload is {buf.size} bytes, its lane table says {expect}")
-    return {"m": m, "lengths": lengths, "lut": build_lut(lengths), "lens": lens, "word_start": word_start,
+    return {"m": m, "lengths": lengths, "lut": _lut(lengths), "lens": lens, "word_start": word_start,
             "words": buf[w0:].view("<u8"), "rest": buf[rest_off:t + 8].view("<u8"), "rest_bits": rest_bits(itemsize, m),
             "groups": g}
 

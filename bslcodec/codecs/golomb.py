@@ -229,6 +229,30 @@ def payload_size(lane_symbols: int, lens: np.ndarray) -> int:
     return table_bytes(lens.shape[0]) + 8 * words
 
 
+@numba.njit(nogil=True, cache=True)
+def _lane_table(lens, ks, n_elems, lane_symbols, word_start):
+    """Check every lane's bit count against its symbol count and fill ``word_start`` (first 64-bit word of
+    each group, then the total); returns the flat index g * 32 + j of the first bad lane, or -1.
+
+    Every code word of order k is k+1 .. 51-k bits long, so a lane of c symbols is c(k+1) .. c(51-k) bits.
+    Checking this bounds the element count by the payload size (>= 1 bit per element) before anyone
+    allocates the output, and rejects inconsistent tables without decoding."""
+    G = ks.size
+    n_last = n_elems - (G - 1) * LANES * lane_symbols
+    word_start[0] = 0
+    for g in range(G):
+        k = np.int64(ks[g])
+        bits = np.int64(0)
+        for j in range(LANES):
+            cnt = np.int64(lane_symbols) if g < G - 1 else max(np.int64(0), (n_last - j + LANES - 1) // LANES)
+            ln = np.int64(lens[g, j])
+            if ln < cnt * (k + 1) or ln > cnt * (MAX_CODE_BITS - k):
+                return g * LANES + j
+            bits += ln
+        word_start[g + 1] = word_start[g] + (bits + 63) // 64
+    return -1
+
+
 def parse_tables(payload, n_elems: int, lane_symbols: int):
     """Split a payload into (lane lengths, orders, word offsets per group, words); checks sizes."""
     buf = np.frombuffer(payload, np.uint8)
@@ -240,22 +264,14 @@ def parse_tables(payload, n_elems: int, lane_symbols: int):
     ks = buf[2 * LANES * g_count: 2 * LANES * g_count + g_count]
     if g_count and int(ks.max()) > MAX_EG_ORDER:
         raise FormatError(f"eg order {int(ks.max())} is over {MAX_EG_ORDER}")
-    if g_count:
-        # Every code word of order k is k+1 .. 51-k bits long, so a lane of c symbols is c(k+1) .. c(51-k)
-        # bits. Checking this here bounds the element count by the payload size (>= 1 bit per element)
-        # before anyone allocates the output, and rejects inconsistent tables without decoding.
-        cnt = np.full((g_count, LANES), lane_symbols, np.int64)
+    word_start = np.empty(g_count + 1, np.int64)
+    bad = _lane_table(lens, ks, n_elems, lane_symbols, word_start)
+    if bad >= 0:
+        g, j = divmod(bad, LANES)
         n_last = n_elems - (g_count - 1) * LANES * lane_symbols
-        cnt[-1] = np.maximum(0, (n_last - np.arange(LANES) + LANES - 1) // LANES)
-        k = ks.astype(np.int64)[:, None]
-        bad = (lens < cnt * (k + 1)) | (lens > cnt * (MAX_CODE_BITS - k))
-        if bad.any():
-            g, j = (int(i) for i in np.argwhere(bad)[0])
-            raise FormatError(f"eg payload group {g} lane {j}: {int(lens[g, j])} bits cannot hold "
-                              f"{int(cnt[g, j])} code words of order {int(ks[g])}")
-    group_words = (lens.sum(axis=1, dtype=np.int64) + 63) // 64
-    word_start = np.zeros(g_count + 1, np.int64)
-    np.cumsum(group_words, out=word_start[1:])
+        cnt = lane_symbols if g < g_count - 1 else max(0, (n_last - j + LANES - 1) // LANES)
+        raise FormatError(f"eg payload group {g} lane {j}: {int(lens[g, j])} bits cannot hold "
+                          f"{cnt} code words of order {int(ks[g])}")
     expect = head + 8 * (int(word_start[-1]) + 1)
     if buf.size != expect:
         raise FormatError(f"eg payload is {buf.size} bytes, its lane table says {expect}")

@@ -397,6 +397,74 @@ def parse_header(buf: np.ndarray) -> tuple:
     return P, s, m, freqs, _align4(12 + B)
 
 
+@numba.njit(inline="always")
+def _nb_base(tok, s, m):
+    """(raw bit count, smallest symbol) of token ``tok`` under split (s, m) (spec 4.4)."""
+    if tok < (np.int64(1) << s):
+        return np.int64(0), tok
+    i = tok - (np.int64(1) << s)
+    nb = s + (i >> m) - m
+    return nb, ((np.int64(1) << m) + (i & ((np.int64(1) << m) - 1))) << nb
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_tables(P, s, m, freqs, tos, tinfo):
+    """The decoder's tables straight from the frequency table (what ``decode_tables(slot_table(...))``
+    gives, without the 2^P-entry packed table in between): ``tos[slot]`` the live token of each slot,
+    ``tinfo[live token]`` = f | c << 16 | nb << 32 | base << 37. Returns (live tokens, any nb > 16, largest
+    symbol any live token can give). ``freqs`` sums to 2^P (``parse_header`` checked it)."""
+    c = np.int64(0)
+    live = 0
+    hi = False
+    u_max = np.int64(0)
+    for tok in range(freqs.size):
+        f = freqs[tok]
+        if f <= 0:
+            continue
+        nb, base = _nb_base(np.int64(tok), s, m)
+        tinfo[live] = np.uint64(f | (c << 16) | (nb << 32) | (base << 37))
+        for j in range(c, c + f):
+            tos[j] = live
+        hi |= nb > 16
+        u_max = max(u_max, base + (np.int64(1) << nb) - 1)
+        c += f
+        live += 1
+    return live, hi, u_max
+
+
+def tables(P: int, s: int, m: int, freqs: np.ndarray) -> tuple:
+    """(tos, tinfo, has_hi, d_max) for the decoder (see ``decode_tables``), from the parsed header: one
+    compiled call, a few microseconds (a small tensor's load is mostly such fixed costs)."""
+    live = int(np.count_nonzero(freqs))
+    tos = np.empty(1 << P, np.uint8 if live <= 256 else np.uint16)
+    tinfo = np.empty(live, np.uint64)
+    _, hi, u_max = _fill_tables(P, s, m, freqs, tos, tinfo)
+    return tos, tinfo, bool(hi), (int(u_max) + 1) >> 1 if live else 0
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_gpu_table(P, s, m, freqs, out):
+    """``out[slot]`` = (f | (slot - c) << 15) | (nb | base << 5) << 32: the GPU kernel's packing of
+    ``slot_table`` (bslcodec/gpu/_ans.py), built in one pass."""
+    c = np.int64(0)
+    for tok in range(freqs.size):
+        f = freqs[tok]
+        if f <= 0:
+            continue
+        nb, base = _nb_base(np.int64(tok), s, m)
+        hi = (nb | (base << 5)) << 32
+        for j in range(f):
+            out[c + j] = f | (j << 15) | hi
+        c += f
+
+
+def gpu_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
+    """The default GPU kernel's slot table (int64, 2^P entries), see ``_fill_gpu_table``."""
+    out = np.empty(1 << P, np.int64)
+    _fill_gpu_table(P, s, m, np.asarray(freqs, np.int64), out)
+    return out
+
+
 def slot_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
     """Per slot, packed: f (15 bits) | slot - c (14 bits) << 15 | raw bits (5) << 29 | symbol base << 34."""
     K = freqs.size
@@ -623,7 +691,7 @@ def min_length(header: int, n_elems: int, lane_symbols: int) -> int:
 
 
 def parse(payload, n_elems: int, lane_symbols: int):
-    """(P, s, m, slot table, word counts, word offsets per group, words); checks all sizes."""
+    """(P, s, m, frequency table, word counts, word offsets per group, words); checks all sizes."""
     buf = np.frombuffer(payload, np.uint8)
     P, s, m, freqs, H = parse_header(buf)
     G = n_groups(n_elems, lane_symbols)
@@ -638,7 +706,7 @@ def parse(payload, n_elems: int, lane_symbols: int):
     if buf.size != expect:
         raise FormatError(f"ans payload is {buf.size} bytes, its group table says {expect}")
     words = buf[H + 4 * G:].view("<u2")
-    return P, s, m, slot_table(P, s, m, freqs), W, start, words
+    return P, s, m, freqs, W, start, words
 
 
 _U16, _U32 = np.uint64(16), np.uint64(32)
@@ -820,7 +888,8 @@ def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbo
 
 
 def decode_tables(table: np.ndarray) -> tuple:
-    """(tos, tinfo, has_hi, d_max) for the decoder from ``slot_table``'s packed per-slot entries: the
+    """(tos, tinfo, has_hi, d_max) for the decoder from ``slot_table``'s packed per-slot entries (the slow
+    reference of ``tables``, which builds them from the frequencies directly): the
     (live) token of each slot, per token f | c << 16 | nb << 32 | base << 37, whether a token has more
     than 16 raw bits, and the largest |d| any token can give."""
     t = np.asarray(table, np.int64)
@@ -846,10 +915,10 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     ``mode``: "F32" (out float32), "BF16" (out uint16 bf16 bits), "F64" (out float64), "Q" (int64 q).
     ``parsed``: ``parse()``'s result for this payload, when the caller already has it.
     """
-    P, s, m, table, W, wstart, words = parsed if parsed is not None else parse(payload, n_elems, lane_symbols)
+    P, s, m, freqs, W, wstart, words = parsed if parsed is not None else parse(payload, n_elems, lane_symbols)
     if g_last is None:
         g_last = W.size
-    tos, tinfo, has_hi, d_max = decode_tables(table)
+    tos, tinfo, has_hi, d_max = tables(P, s, m, freqs)
     # else no level of the table is out of range (dq levels reach 2 |index|)
     check = abs(int(center)) + (2 * d_max if dq else d_max) >= MAX_SYMBOL_MAGNITUDE
     status = np.zeros(max(0, g_last - g_first), np.uint8)

@@ -99,6 +99,7 @@ def _parse_float(s: str) -> float:
     return float(s)
 
 
+_NUMBER_RUN = re.compile(rb"[-+.0-9eE]{%d}" % (MAX_NUMBER_CHARS + 1))  # could hold an over-long number token
 # a lone surrogate can only come from a \uD800-\uDFFF escape (the UTF-8 decoder refuses encoded ones)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -244,9 +245,14 @@ def parse_header(header: bytes, hsum: int, minor: int, file_size: int) -> Index:
     """Parse and validate header bytes against the file size (spec 3)."""
     if xxhash.xxh3_64_intdigest(header) != hsum:
         raise ChecksumError("header checksum mismatch: the file is corrupted")
+    # the number hooks only enforce MAX_NUMBER_CHARS (int() and float() parse as json does without them): a
+    # header with no run of that many number characters anywhere has no such number, and is parsed without
+    # one Python call per number
+    long_number = _NUMBER_RUN.search(header) is not None
     try:
         doc = json.loads(bytes(header).decode("utf-8"), object_pairs_hook=_no_duplicates,
-                         parse_constant=_no_constant, parse_int=_parse_int, parse_float=_parse_float)
+                         parse_constant=_no_constant, parse_int=_parse_int if long_number else None,
+                         parse_float=_parse_float if long_number else None)
     except RecursionError:  # deeper than Python's parser goes: far over MAX_JSON_DEPTH
         raise FormatError(f"header nests arrays/objects deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as exc:

@@ -2,7 +2,8 @@
 
 The host parses what is small and must be checked before any kernel runs: the model header and frequency
 table (``rans.parse_header``), the per-group word counts, and the payload length (every group's words lie
-inside the payload). It builds the slot table with the CPU decoder's own function (``rans.slot_table``).
+inside the payload). It builds the slot table with ``rans.gpu_table`` (tested equal to the CPU decoder's
+``rans.slot_table``, repacked).
 Then one kernel launch decodes every tensor given (``decode_ans_many``), on torch's current stream; the
 decoded values are those of ``bslcodec.load_file`` bit for bit (``fl32(q * step)``, RNE to F16 / BF16).
 """
@@ -54,7 +55,7 @@ def _module(device_index: int):
 class Prepared:
     """Host-side facts of one ``ans`` payload, checked: model, slot table and group extents."""
 
-    __slots__ = ("P", "table", "gpu_table", "wstart", "words_off", "wcount_off", "groups", "length")
+    __slots__ = ("P", "_model", "gpu_table", "wstart", "words_off", "wcount_off", "groups", "length")
 
     def __init__(self, payload, n_elems: int, lane_symbols: int):
         if not 0 <= n_elems <= MAX_ELEMENTS:
@@ -82,13 +83,16 @@ class Prepared:
         if plen != expect:
             raise FormatError(f"ans payload is {plen} bytes, its group table says {expect}")
         self.P, self.groups, self.length = P, G, plen
-        self.table = rans.slot_table(P, s, m, freqs)  # the CPU decoder's packing (kernel variants v1, ring)
-        t = self.table.view(np.uint64)
-        lo = t & np.uint64((1 << 29) - 1)  # f | (slot - c) << 15
-        hi = ((t >> np.uint64(29)) & np.uint64(31)) | ((t >> np.uint64(34)) << np.uint64(5))  # nb | base << 5
-        self.gpu_table = (lo | (hi << np.uint64(32))).view(np.int64)  # the default kernel's packing
+        self._model = (P, s, m, freqs)
+        # the default kernel's packing: per slot (f | (slot - c) << 15) | (nb | base << 5) << 32, in one pass
+        self.gpu_table = rans.gpu_table(P, s, m, freqs)
         self.wstart = start[:-1]
         self.wcount_off, self.words_off = H, H + 4 * G
+
+    @property
+    def table(self) -> np.ndarray:
+        """The CPU decoder's packed slot table (``rans.slot_table``), read by the kernel variants v1 and ring."""
+        return rans.slot_table(*self._model)
 
 
 def _check_step(step, center):

@@ -418,7 +418,7 @@ def _decode_quantized_range(e: Entry, payload, where: str, g0: int, g1: int) -> 
     """Groups [g0, g1) of an ``eg`` or ``ans`` tensor, flat, in its dtype."""
     step, center, s = (_check_eg_params if e.codec == "eg" else _check_ans_params)(e, where)
     n = e.numel
-    count = min(n, g1 * LANES * s) - g0 * LANES * s
+    count = n if g1 is None else min(n, g1 * LANES * s) - g0 * LANES * s  # g1 None: to the end
     mode = {"F32": "F32", "F16": "F32", "BF16": "BF16", "F64": "F64"}[e.dtype]
     try:
         # the tables are checked first: they bound n by the payload's size, so `out` is never allocated
@@ -456,7 +456,7 @@ def _decode_fexp_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.nd
     n, isz = e.numel, numpy_dtype(e.dtype).itemsize
     try:
         parsed = fexp.parse(payload, n, isz, s)  # checks sizes (>= 4 bits an element) before allocating
-        out = np.empty(min(n, g1 * LANES * s) - g0 * LANES * s, fexp.UINTS[isz])
+        out = np.empty(n if g1 is None else min(n, g1 * LANES * s) - g0 * LANES * s, fexp.UINTS[isz])
         fexp.decode_into(payload, n, isz, s, out, g0, g1, parsed=parsed)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
@@ -489,6 +489,8 @@ def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None 
             raise FormatError(f"{where}: raw payload is {len(payload)} bytes, expected {n * dtype.itemsize}")
         raw = np.frombuffer(payload, np.uint8, (stop - start) * dtype.itemsize, start * dtype.itemsize)
         out = raw.view(dtype if e.dtype != "BOOL" else np.uint8).copy()
+    elif start == 0 and stop == n and e.codec != "zstd":  # the whole tensor: every group (params checked once)
+        out = (_decode_fexp_range if e.codec == "fexp" else _decode_quantized_range)(e, payload, where, 0, None)
     else:
         unit = _unit(e, where)
         u0, u1 = start // unit, -(-stop // unit)
