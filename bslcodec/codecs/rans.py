@@ -181,8 +181,53 @@ def _eg_len(v, k):
     return 2 * e - k + 1
 
 
+@numba.njit(nogil=True, cache=True)
+def _table_cost(f):
+    """``table_cost`` compiled: the same integer arithmetic and the same choice (the first cheapest kq)."""
+    nz = 0
+    for v in f:
+        nz += v > 0
+    nzv = np.empty(nz, np.int64)
+    j = 0
+    runs, run_bits = 0, 0
+    i = 0
+    while i < f.size:
+        if f[i] > 0:
+            nzv[j] = f[i]
+            j += 1
+            i += 1
+        else:
+            r = 0
+            while i < f.size and f[i] == 0:
+                r += 1
+                i += 1
+            runs += 1
+            run_bits += 2 * (63 - np.int64(_ctlz(np.uint64(r)))) + 1  # EG-0 of r - 1: 2 floor(log2 r) + 1
+    mid = 0
+    if nz:
+        srt = np.sort(nzv)
+        med = float(srt[nz // 2]) if nz % 2 else (float(srt[nz // 2 - 1]) + float(srt[nz // 2])) / 2.0
+        mid = math.frexp(med)[1] - 1  # EG-k is cheapest near log2(f)
+    best_bits, best_kq = np.int64(-1), -1
+    for kq in range(max(0, mid - 6), min(15, mid + 2) + 1):
+        bits = np.int64(runs * (kq + 1) + run_bits)
+        for v in nzv:
+            e = 63 - np.int64(_ctlz(np.uint64(v + (np.int64(1) << kq))))
+            bits += 2 * e - kq + 1
+        if best_kq < 0 or bits < best_bits:
+            best_bits, best_kq = bits, kq
+    return best_bits, best_kq
+
+
 def table_cost(freqs: np.ndarray) -> tuple:
-    """(bits, kq) of the cheapest table bit string for ``freqs``."""
+    """(bits, kq) of the cheapest table bit string for ``freqs``: per nonzero frequency its EG-kq code, per
+    run of zeros a 0 in EG-kq and the run length - 1 in EG-0; kq searched near log2 of the median."""
+    bits, kq = _table_cost(np.ascontiguousarray(freqs, np.int64))
+    return int(bits), int(kq)
+
+
+def _table_cost_ref(freqs: np.ndarray) -> tuple:
+    """``table_cost`` in numpy (the reference of the compiled one)."""
     f = np.asarray(freqs, np.int64)
     nzv = f[f > 0]
     # zero runs
@@ -199,8 +244,96 @@ def table_cost(freqs: np.ndarray) -> tuple:
     return best
 
 
+# every split's token map stacked (one row per (s, m) of _MAPS), for _candidates
+_SPLITS = list(_MAPS)
+_TOK = np.ascontiguousarray(np.stack([_MAPS[k][0] for k in _SPLITS]))
+_NB = np.ascontiguousarray(np.stack([_MAPS[k][1] for k in _SPLITS]))
+_SPLITS_S, _SPLITS_M = np.array([k[0] for k in _SPLITS]), np.array([k[1] for k in _SPLITS])
+
+
+@numba.njit(nogil=True, cache=True)
+def _split_counts(used, h, tok, nb):
+    """For every split i (row of ``tok``/``nb``) over the used fine bins ``used`` with counts ``h``: its
+    token counts ``counts[off[i]:off[i + 1]]`` (K_i = last used token + 1 of them), raw bits, number of
+    live tokens, and the live counts of all splits one after the other (as float64)."""
+    S = tok.shape[0]
+    off = np.zeros(S + 1, np.int64)
+    for i in range(S):
+        off[i + 1] = off[i] + tok[i, used[-1]] + 1  # tokens are non-decreasing in the fine bin
+    counts = np.zeros(off[S], np.int64)
+    raws = np.zeros(S, np.int64)
+    n_live = np.zeros(S, np.int64)
+    for i in range(S):
+        for j in range(used.size):
+            counts[off[i] + tok[i, used[j]]] += h[j]
+            raws[i] += h[j] * nb[i, used[j]]
+        for t in range(off[i], off[i + 1]):
+            n_live[i] += counts[t] > 0
+    live = np.empty(n_live.sum(), np.float64)
+    k = 0
+    for t in range(off[S]):
+        if counts[t] > 0:
+            live[k] = counts[t]
+            k += 1
+    return off, counts, raws, n_live, live
+
+
+@numba.njit(nogil=True, cache=True)
+def _pairwise(a, lo, n):
+    """numpy's pairwise summation of a[lo:lo + n] (``pairwise_sum`` in its loops: 8 accumulators up to 128
+    elements, halves at multiples of 8 above), so the sum is the same float as ``a[lo:lo + n].sum()``."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r = a[lo:lo + 8].copy()
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += a[lo + i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
+
+
+@numba.njit(nogil=True, cache=True)
+def _segment_sums(a, ends):
+    """[a[ends[i - 1]:ends[i]].sum() for each i] (ends[-1] = 0), the same floats as numpy's."""
+    out = np.empty(ends.size)
+    lo = 0
+    for i in range(ends.size):
+        out[i] = 0.0 + _pairwise(a, lo, ends[i] - lo)
+        lo = ends[i]
+    return out
+
+
 def _candidates(hist: np.ndarray) -> list:
-    """(estimated bits, s, m, token counts, raw bits) for every split, cheapest first."""
+    """(estimated bits, s, m, token counts, raw bits) for every split, cheapest first.
+
+    All splits in one compiled pass over the used fine bins only: the token counts and raw bits are the
+    same integers as split by split (``_candidates_ref``), the entropy terms the same numbers (numpy's
+    log2), summed per split in numpy's order, so the ranking is the same."""
+    N = int(hist.sum())
+    used = np.flatnonzero(hist)
+    off, counts, raws, n_live, live = _split_counts(used, hist[used], _TOK, _NB)
+    ent = -_segment_sums(live * np.log2(live / N), np.cumsum(n_live))
+    # the reference's float additions, elementwise in the same order: the same numbers
+    est = ent + raws + 9 * n_live + 4 * (np.diff(off) > n_live) + 96  # + table: ~9 bits a used token
+    order = np.lexsort((_SPLITS_M, _SPLITS_S, est))  # by (est, s, m)
+    return [(float(est[i]), _SPLITS[i][0], _SPLITS[i][1], counts[off[i]:off[i + 1]], int(raws[i]))
+            for i in order.tolist()]
+
+
+def _candidates_ref(hist: np.ndarray) -> list:
+    """``_candidates`` split by split (the reference)."""
     N = int(hist.sum())
     used = np.flatnonzero(hist)
     out = []
@@ -244,7 +377,7 @@ def build_model(u: np.ndarray = None, hist: np.ndarray = None, prob_bits_choices
     """
     hist = _hist_of(u, hist)
     cands = _candidates(hist)
-    few = [c for c in cands[n_splits:] if int((c[3] > 0).sum()) <= 128][:2]
+    few = [c for c in cands[n_splits:] if np.count_nonzero(c[3]) <= 128][:2]
     top = max(prob_bits_choices)
     best = None
     for est, s, m, counts, raw in cands[:n_splits] + few:

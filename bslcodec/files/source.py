@@ -94,7 +94,9 @@ def _load(src: _Source, framework: str, device) -> dict:
         from ..gpu import load_to_cuda  # leaf module: imported only when asked for
 
         return load_to_cuda(src, device)
-    return {name: _to_framework(src.tensor(name), framework, device) for name in src.entries}
+    from .loader import decode_all
+
+    return decode_all(src, list(src.entries), lambda arr: _to_framework(arr, framework, device))
 
 
 class _Slice:

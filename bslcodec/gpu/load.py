@@ -7,9 +7,11 @@ at most ``CHUNK_BYTES``, or one larger payload)::
 
     host (this thread + reader threads)   copy stream          torch's current stream
     read chunk i into pinned slot i%2  -> H2D into device   -> wait for it; host-built tables (one small
-    (parallel preadv), queue checksums    slot i%2             copy); one launch per codec for chunk i
-    on reader threads, parse and check
-    the tables of chunk i on the host
+    (parallel preadv) while this thread   slot i%2             copy); one launch per codec for chunk i
+    parses and checks its tables (from
+    the memory map); queue checksums on
+    reader threads; launch; start the
+    read of chunk i+1
 
 Two pinned host slots and two device slots are reused: slot ``i % 2`` is refilled only after chunk ``i - 2``
 has left it (an event per slot on each side), so while chunk ``i`` is decoded chunk ``i + 1`` is copied
@@ -141,8 +143,9 @@ def _chunks(items):
     return out
 
 
-def _read(src, host: np.ndarray, lo: int, hi: int, pool) -> None:
-    """File bytes [lo, hi) into ``host`` (pinned): parallel preadv from the file, or copies from the buffer."""
+def _read(src, host: np.ndarray, lo: int, hi: int, pool) -> list:
+    """Start reading file bytes [lo, hi) into ``host`` (pinned) on the reader threads: parallel preadv from
+    the file, or copies from the buffer. Returns the futures to wait for."""
     n = hi - lo
     fd = src._fh.fileno() if getattr(src, "_fh", None) is not None and hasattr(os, "preadv") else None
 
@@ -159,11 +162,7 @@ def _read(src, host: np.ndarray, lo: int, hi: int, pool) -> None:
                                   "(changed since it was opened?)")
             got += k
 
-    if n <= _READ_PIECE:
-        piece(0)
-        return
-    for f in [pool.submit(piece, a) for a in range(0, n, _READ_PIECE)]:
-        f.result()
+    return [pool.submit(piece, a) for a in range(0, n, _READ_PIECE)]
 
 
 def _verify(view: np.ndarray, it: _Item) -> bool:
@@ -186,12 +185,14 @@ class _Loader:
         self.cs = _cupy_stream(self.stream)
 
     # ------------------------------------------------------------ per chunk: host tables and launches
-    def _prepare(self, items, host, lo, meta):
-        """Check each payload's tables on the host; returns the launch plans (tables added to ``meta``)."""
+    def _prepare(self, items, data, lo, meta):
+        """Check each payload's tables on the host; returns the launch plans (tables added to ``meta``).
+        ``data``: the file's bytes from ``lo`` on (the memory map, read while the reader threads fill the
+        pinned slot from the same pages)."""
         ans, eg, fexp = [], {}, {}
         for it in items:
             e, rel = it.e, it.start - lo
-            view = host[rel:rel + e.length]
+            view = data[rel:rel + e.length]
             try:
                 if it.kind == "ans":
                     _ans._check_step(it.step, it.center)
@@ -301,14 +302,17 @@ class _Loader:
         hbuf = [torch.empty(cap, dtype=torch.uint8, pin_memory=True) for _ in range(slots)]
         dbuf = [torch.empty(cap, dtype=torch.uint8, device=self.dev) for _ in range(slots)]
         copied, decoded, pending = [None] * slots, [None] * slots, [[] for _ in range(slots)]
+        reading = []
         try:
+            reading = _read(self.src, hbuf[0].numpy(), *chunks[0][:2], self.pool) if chunks else []
             for ci, (lo, hi, group) in enumerate(chunks):
                 s = ci % 2
-                if copied[s] is not None:
-                    copied[s].synchronize()  # chunk ci-2 has left pinned slot s
-                    wait(pending[s])  # and its checksums have read it
                 host = hbuf[s].numpy()
-                _read(self.src, host, lo, hi, self.pool)
+                # the host tables of chunk ci from the memory map while the reader threads fill slot s
+                meta = _Meta()
+                plans = self._prepare(group, np.frombuffer(self.src.buf[lo:hi], np.uint8), lo, meta)
+                for f in reading:
+                    f.result()
                 with torch.cuda.stream(self.copy):
                     if decoded[s] is not None:
                         self.copy.wait_event(decoded[s])  # chunk ci-2's kernels are done with device slot s
@@ -322,16 +326,23 @@ class _Loader:
                     futs.append(f)
                     self.checks.append((f, it))
                 pending[s] = futs
-                meta = _Meta()
-                plans = self._prepare(group, host, lo, meta)
                 self.stream.wait_event(copied[s])
                 self._launch(plans, dbuf[s].data_ptr(), meta)
                 decoded[s] = torch.cuda.Event()
                 decoded[s].record(self.stream)
+                reading = []
+                if ci + 1 < len(chunks):  # start reading chunk ci+1; its tables are prepared meanwhile
+                    n = (ci + 1) % 2
+                    if copied[n] is not None:
+                        copied[n].synchronize()  # chunk ci-1 has left pinned slot n
+                        wait(pending[n])  # and its checksums have read it
+                    reading = _read(self.src, hbuf[n].numpy(), *chunks[ci + 1][:2], self.pool)
             out = {name: None for name in names}
             self._cpu_tensors(cpu, out)
             self._finish()
         except BaseException:
+            for f in reading:  # no reader thread may still write into a pinned slot
+                f.cancel() or f.exception()
             self.copy.synchronize()
             self.stream.synchronize()
             raise

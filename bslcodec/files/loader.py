@@ -1,0 +1,64 @@
+"""Decoding every tensor of a file on the CPU with all cores (``load_file``, ``load``; issue 19).
+
+Two kinds of parallelism, as the encoder's pool (:mod:`bslcodec.files.pool`) does it:
+
+* a tensor of at least a thread's share of the file's output decodes alone, its kernel spread over the
+  groups on every numba thread; while it does, the checksum of the next such tensor runs on a helper
+  thread (xxhash releases the GIL), so the one serial pass over each payload is off the critical path;
+* the smaller tensors decode side by side on a thread pool, one numba thread each (their kernels run
+  their serial twins: no parallel region per tiny tensor).
+
+A file of less than ``PARALLEL_BYTES`` of output, or of one tensor, is decoded tensor after tensor on the
+calling thread: starting threads costs more than such a load. Checksums are verified before a tensor's
+payload is decoded, in every case; a mismatch raises :class:`ChecksumError` naming the tensor.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ..container.dtypes import NUMPY_DTYPES
+from ..container.errors import ChecksumError
+from ..container.format import checksum
+from ..pipeline import codec as _codec
+from . import pool as _pool
+
+#: Bytes of decoded output below which a file is decoded on the calling thread alone
+PARALLEL_BYTES = 16 << 20
+
+
+def _out_bytes(e) -> int:
+    return e.numel * NUMPY_DTYPES[e.dtype].itemsize
+
+
+def decode_all(src, names: list, convert) -> dict:
+    """name -> ``convert(array)`` for ``names`` of an open ``_Source``, decoded with every core."""
+    weights = [_out_bytes(src.entry(n)) for n in names]
+    n_threads = _pool.threads()
+    if n_threads <= 1 or len(names) <= 1 or sum(weights) < PARALLEL_BYTES:
+        return {n: convert(src.tensor(n)) for n in names}
+    total = sum(weights)
+    big = [n for n, w in zip(names, weights) if w * n_threads > total]
+    out = dict.fromkeys(names)
+    if big:
+        ex = ThreadPoolExecutor(1, thread_name_prefix="bslcodec-checksum")
+        try:
+            sums = [ex.submit(_sum, src, n) for n in big]  # in order: the next one is ready in time
+            for n, f in zip(big, sums):
+                if not f.result():
+                    raise ChecksumError(f"{src.where}: tensor {n!r}: payload checksum mismatch (corrupted file)")
+                e = src.entry(n)
+                out[n] = convert(_codec.decode(e, src.payload(e, verify=False), f"{src.where}: tensor {n!r}"))
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)  # no thread reads the file once this returns
+    small = [(n, w) for n, w in zip(names, weights) if w * n_threads <= total]
+    if small:
+        done = _pool.run(lambda n: convert(src.tensor(n)), [n for n, _ in small], [w for _, w in small],
+                         n_threads=n_threads)
+        out.update(zip((n for n, _ in small), done))
+    return out
+
+
+def _sum(src, name) -> bool:
+    e = src.entry(name)
+    return checksum(src.payload(e, verify=False)) == e.checksum
