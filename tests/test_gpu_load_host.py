@@ -18,6 +18,7 @@ import pytest
 import bslcodec
 from bslcodec.files import api
 from bslcodec.pipeline import codec
+from bslcodec.pipeline.arrays import _to_framework
 
 torch = pytest.importorskip("torch")
 
@@ -90,10 +91,10 @@ def _loader(mod, src, launches):
                 arr = codec.decode(it.e, raw, it.where)
             except bslcodec.BslError:  # a kernel flags it; the loader reports checksums first
                 continue
-            it.out.copy_(api._to_framework(arr, "pt", "cpu").reshape(-1))
+            it.out.copy_(_to_framework(arr, "pt", "cpu").reshape(-1))
 
     def cpu_tensors(names, out):
-        out.update({n: api._to_framework(src.tensor(n), "pt", "cpu") for n in names})
+        out.update({n: _to_framework(src.tensor(n), "pt", "cpu") for n in names})
 
     ld._launch, ld._cpu_tensors = launch, cpu_tensors
     return ld
@@ -117,7 +118,7 @@ def test_host_pipeline_feeds_each_launch_its_bytes(gpu_load, tmp_path, kw):
     try:
         launches = []
         got = _loader(gpu_load, src, launches).run(list(src.entries))
-        want = {n: api._to_framework(src.tensor(n), "pt", "cpu") for n in src.entries}
+        want = {n: _to_framework(src.tensor(n), "pt", "cpu") for n in src.entries}
     finally:
         src.close()
     assert len(launches) >= 3  # several chunks went through the two slots

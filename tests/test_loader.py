@@ -7,6 +7,7 @@ import pytest
 
 import bslcodec
 from bslcodec.files import api, loader, pool
+from bslcodec.pipeline.arrays import _to_framework
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def _tensors():
 def _one_by_one(src_path, framework="np"):
     src = api._Source(path=str(src_path))
     try:
-        return {n: api._to_framework(src.tensor(n), framework, "cpu") for n in src.entries}
+        return {n: _to_framework(src.tensor(n), framework, "cpu") for n in src.entries}
     finally:
         src.close()
 
