@@ -174,12 +174,15 @@ def cpu_scaling(r, torch, reps):
         load = lambda: st.load_file(r["path"])
     else:
         load = lambda: bslcodec.load_file(r["path"], framework="pt")
+    from bslcodec.files import pool
+
     top = numba.config.NUMBA_NUM_THREADS
     out, k = {}, 1
     try:
         while True:
             numba.set_num_threads(min(k, top))
             torch.set_num_threads(min(k, top))
+            pool.set_threads(min(k, top))  # the loader's tensor-level threads (default: from the load average)
             load()
             ts = []
             for _ in range(max(1, reps // 2)):
@@ -192,6 +195,39 @@ def cpu_scaling(r, torch, reps):
             k *= 2
     finally:
         numba.set_num_threads(top)
+        pool.set_threads(None)
+
+
+def cpu_only_bench(args, res, tmp):
+    """``--cpu-only``: the files of ``files_bench`` (``--weights``, ``--only``) loaded on the CPU alone at 1, 2, 4
+    ... threads, safetensors in the same process (no GPU needed)."""
+    import safetensors.torch as st
+    import torch
+
+    import bslcodec
+
+    rng = np.random.default_rng(0)
+    side = args.side
+    n_mat = max(1, args.weights // (side * side))
+    tensors = {f"layers.{i}.weight": bf16(torch, gg(rng, side * side, args.beta).reshape(side, side))
+               for i in range(n_mat)}
+    n = sum(t.numel() for t in tensors.values())
+    rows = [{"what": "safetensors", "path": os.path.join(tmp, "w.safetensors")}]
+    st.save_file(tensors, rows[0]["path"])
+    rows[0]["bpw"] = 8 * os.path.getsize(rows[0]["path"]) / n
+    for label, kw in SETTINGS:
+        if args.only and not any(o in label for o in args.only):
+            continue
+        p = os.path.join(tmp, f"w{len(rows)}.bsl")
+        t0 = time.perf_counter()
+        bslcodec.save_file(tensors, p, **kw)
+        rows.append({"what": label, "path": p, "bpw": 8 * os.path.getsize(p) / n, "encode_s": time.perf_counter() - t0})
+        print(f"encoded {label}: {rows[-1]['bpw']:.3f} b/w in {rows[-1]['encode_s']:.1f} s", flush=True)
+    for r in rows:
+        r["cpu"] = cpu_scaling(r, torch, args.reps)
+        print(r["what"], "CPU", r["cpu"], flush=True)
+        r.pop("path")
+    res["files"] = {"n": n, "rows": rows}
 
 
 # label -> (one tensor, save_file settings)
@@ -317,6 +353,18 @@ def report(res) -> str:
          f"{res['rate']} GB/s by a rate-capped reader, then loaded by the library's file loader, times summed (both "
          "sides)."), ""]
     f = res.get("files")
+    if f and res.get("cpu_only"):
+        ks = list(f["rows"][0]["cpu"])
+        L = [(f"`python tools/bench/bench_load.py --cpu-only` on {res['device']} ({res['cpus']} CPUs, load average "
+              f"{res['load']} at the start, {res.get('load_end', '?')} at the end), torch {res['torch']}, commit "
+              f"{res['commit']}: `load_file(framework=\"pt\")` (safetensors: `safetensors.torch.load_file`) of "
+              f"{f['n']:,} bf16 GG weights, page cache warm, GB/s of bf16 output (median of {max(1, args_reps(res))} "
+              "runs) by threads (numba and the loader's pool). Goal (16 cores): >= 8 GB/s."), "",
+             "| file | bits/w | " + " | ".join(f"{k} thr" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+        for r in f["rows"]:
+            L.append(f"| {r['what']} | {r['bpw']:.2f} | " + " | ".join(f"{2 * f['n'] / r['cpu'][k] / 1e9:.2f}"
+                                                                  for k in ks) + " |")
+        return "\n".join(L) + "\n"
     if f:
         base = f["rows"][0]
         L += [(f"**File -> CUDA tensors**: {f['n']:,} bf16 GG(shape {res['beta']}) weights "
@@ -355,6 +403,10 @@ def report(res) -> str:
     return "\n".join(L) + "\n"
 
 
+def args_reps(res) -> int:
+    return res.get("reps", 7) // 2
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=int, default=134_217_728)
@@ -365,6 +417,8 @@ def main(argv=None):
     ap.add_argument("--folder", action="store_true", help="also the 1.1B LLaMA folder")
     ap.add_argument("--cpu", action="store_true", help="also CPU load_file at 1, 2, 4 ... numba threads")
     ap.add_argument("--skip-files", action="store_true")
+    ap.add_argument("--cpu-only", action="store_true", help="only the CPU load at 1, 2, 4 ... threads (no GPU)")
+    ap.add_argument("--side", type=int, default=4096, help="--cpu-only: matrices of side x side weights")
     ap.add_argument("--folder-settings", nargs="*", default=["codec=\"eg\", bits=4", "rel_step=1/16 (ans-dq)"])
     ap.add_argument("--small", type=int, default=0, help="only the per-tensor cost of this many small tensors (CPU)")
     ap.add_argument("--small-reps", type=int, default=3, help="runs of each --small measurement (median and min)")
@@ -386,6 +440,15 @@ def main(argv=None):
     if args.report:
         with open(args.report) as f:
             res = json.load(f)
+    elif args.cpu_only:
+        import torch
+
+        res = {"device": f"CPU only ({platform.node() or '?'})", "torch": torch.__version__, "cpus": os.cpu_count(),
+               "load": " ".join(f"{x:.1f}" for x in os.getloadavg()), "commit": args.commit or "unknown",
+               "rate": args.rate, "beta": args.beta, "host": platform.node(), "cpu_only": True, "reps": args.reps}
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            cpu_only_bench(args, res, tmp)
+        res["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     else:
         import torch
 
