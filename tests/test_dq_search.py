@@ -88,3 +88,18 @@ def test_index_whose_zigzag_overflows_does_not_crash():
             "assert np.abs(bslcodec.load(b)['w'] - x).max() <= 1e-20\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_first_pass_symbols_parallel_equal_serial():
+    """The Q0 rounding that seeds the first model gives the same symbols in its parallel and serial builds
+    (blocks of 2^16 elements, a partial last block, values out of range clipped)."""
+    rng = np.random.default_rng(5)
+    x = (rng.laplace(size=(1 << 18) + 77) * 0.03).astype(np.float32)
+    x[::1001] *= 1e9  # beyond |k| < 2^24: clipped
+    a = np.empty(x.size, np.uint32)
+    b = np.empty(x.size, np.uint32)
+    dq_search._q0_symbols(x, 0.004, np.int64(3), a)
+    dq_search._q0_symbols_serial(x, 0.004, np.int64(3), b)
+    assert np.array_equal(a, b)
+    k = np.clip(np.rint((x.astype(np.float64) / 0.004 - 3) * 0.5), -(2**24 - 1), 2**24 - 1).astype(np.int64)
+    assert np.array_equal(a, ((k << 1) ^ (k >> 63)).astype(np.uint32))

@@ -54,3 +54,19 @@ def test_fast_pass_matches_exact_loop(dtype, case):
     assert np.array_equal(st, st_ref)
     st = quant._quantize_serial(x, *_args(x, step, center, dtype, bound, strict), u)
     assert np.array_equal(u, u_ref) and np.array_equal(st, st_ref)
+
+
+def test_bf16_widening_is_astype_for_every_bit_pattern():
+    """as_float32 widens bf16 by its bits (in parallel): every one of the 65536 patterns (NaNs, infinities,
+    subnormals, -0) gives numpy's astype(float32) bit for bit, on the parallel path (2^17 elements) and the
+    serial one (a short tensor), and a strided view."""
+    import ml_dtypes
+
+    pats = np.arange(1 << 16, dtype=np.uint16)
+    for bits in (np.tile(pats, 2), pats[:1000], np.tile(pats, 2)[::3]):
+        b = bits.view(ml_dtypes.bfloat16)
+        got = quant.as_float32(b)
+        assert got.dtype == np.float32 and got.shape == b.shape
+        assert np.array_equal(got.view(np.uint32), b.astype(np.float32).view(np.uint32))
+    h = pats.view(np.float16)  # F16 keeps numpy's cast
+    assert np.array_equal(quant.as_float32(h).view(np.uint32), h.astype(np.float32).view(np.uint32))

@@ -248,16 +248,24 @@ def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_r
 _quantize_serial = serial_twin(_quantize)
 
 
-@numba.njit(nogil=True, cache=True)
+_Q0_BLOCK = 1 << 16
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _q0_symbols(x, step, center, u):
     """Zigzag symbols of plain Q0 rounding, k = rint((x / Δ − center) / 2) clipped to |k| < 2^24: the first
-    pass's model (what the trellis mostly picks). One pass, no float64 copy of ``x``."""
+    pass's model (what the trellis mostly picks). One pass, no float64 copy of ``x``; blocks in parallel."""
     lim = MAX_SYMBOL_MAGNITUDE - 1
-    for i in range(x.size):
-        k = np.rint((np.float64(x[i]) / step - center) * 0.5)
-        k = min(max(k, -lim), lim)
-        ki = np.int64(k)
-        u[i] = np.uint32((ki << 1) ^ (ki >> 63))
+    n = x.size
+    for b in prange((n + _Q0_BLOCK - 1) // _Q0_BLOCK):
+        for i in range(b * _Q0_BLOCK, min(n, (b + 1) * _Q0_BLOCK)):
+            k = np.rint((np.float64(x[i]) / step - center) * 0.5)
+            k = min(max(k, -lim), lim)
+            ki = np.int64(k)
+            u[i] = np.uint32((ki << 1) ^ (ki >> 63))
+
+
+_q0_symbols_serial = serial_twin(_q0_symbols)
 
 
 def token_bits(model) -> np.ndarray:
@@ -289,7 +297,7 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     # pass 0: the model of plain Q0 rounding (k = round(v / 2)), whose symbols are what the first
     # trellis will mostly pick
     u = np.empty(x.size, np.uint32)
-    _q0_symbols(x, float(step), np.int64(center), u)
+    launch(_q0_symbols, _q0_symbols_serial, x, float(step), np.int64(center), u, work=x.size)
     for _ in range(passes):
         model, _bits_ = rans.build_model(u)
         tokbits = token_bits(model)

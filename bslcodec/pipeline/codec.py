@@ -134,7 +134,7 @@ class LossyTensor:
     def __init__(self, name: str, arr: np.ndarray, dtype: str):
         self.name, self.dtype, self.shape, self.arr = name, dtype, arr.shape, arr
         flat = arr.reshape(-1)
-        self.x = flat if dtype in ("F32", "F64") else flat.astype(np.float32)
+        self.x = flat if dtype in ("F32", "F64") else quant.as_float32(flat)
         self.mean, self.std, bad = quant.moments(self.x)
         if bad:
             raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
