@@ -180,16 +180,19 @@ def _close(ga, gb):
         assert int(differ.sum()) <= max(2, 1e-3 * b.numel()), (int(differ.sum()), b.numel())
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("rel", [1 / 8, 1 / 64])
-def test_flat_engine_matches_the_per_tensor_reference(rel):
-    """The flat-layout engine (rate_dq.DQRate, eager torch here) gives the per-tensor reference engine's
-    values, per-tensor bits and gradients, over several steps, on tensors of many shapes."""
+def test_flat_engine_matches_the_per_tensor_reference(rel, backend, monkeypatch):
+    """The flat-layout engine (rate_dq.DQRate: its Numba kernels, and eager torch) gives the per-tensor
+    reference engine's values, per-tensor bits and gradients, over several steps, on tensors of many
+    shapes."""
     from bslcodec.torch import rate_dq, rate_dq_ref
 
+    monkeypatch.setattr(rate_dq, "BACKEND", backend)
     ws = _several()
     ref, rr = _run_engine(ws, rate_dq_ref.DQRateRef, rel, steps=3)
     new, rn = _run_engine(ws, rate_dq.DQRate, rel, steps=3)
-    assert rn._dq.backend == "torch" and float(rn._dq.bin.max()) == float(rr._dq.bin.max())
+    assert rn._dq.backend == backend and float(rn._dq.bin.max()) == float(rr._dq.bin.max())
     if rel == 1 / 64:
         assert float(rn._dq.bin.max()) > 1  # wide bins exercised
     for (va, ga, ba), (vb, gb, bb) in zip(ref, new):
@@ -218,10 +221,13 @@ def _counted_ops(rate):
     return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name not in free and top(e))
 
 
-def test_flat_engine_op_count_does_not_grow_with_tensors():
+def test_flat_engine_op_count_does_not_grow_with_tensors(monkeypatch):
     """All covered tensors go through the same passes together: 4 or 16 tensors cost the same number of
-    (non-view) torch operations a step; the per-tensor reference's count grows."""
-    from bslcodec.torch import rate_dq_ref
+    (non-view) torch operations a step (eager torch, the path of a GPU without Triton); the per-tensor
+    reference's count grows."""
+    from bslcodec.torch import rate_dq, rate_dq_ref
+
+    monkeypatch.setattr(rate_dq, "BACKEND", "torch")
 
     def counts(k, cls=None):
         torch.manual_seed(k)

@@ -43,7 +43,8 @@ from ..quantize import dq
 
 HALF_BINS = 2048  # histogram bins each side of the center (4097 x 4 bytes fits a CUDA block's shared memory)
 ROW = 4096  # elements per row of the flat layout (a tensor is padded to whole rows)
-BACKEND = "auto"  # "auto": Triton kernels on CUDA when Triton imports, else eager torch; "torch"; "triton"
+BACKEND = "auto"  # "auto": Numba kernels on CPU, Triton on CUDA when it imports, else eager torch; or one of
+#                   "numba", "triton", "torch" (eager torch on the flat layout) for every engine made after
 _SMOOTH = 0.5  # pseudo-count per bin: an empty bin costs log2(4n) bits, not infinity
 _FINE_S, _FINE_M = rans.FINE_S, rans.FINE_M
 
@@ -141,7 +142,11 @@ class DQRate:
         self.npad = torch.tensor(self.pad, **f64)
         self._zeros = torch.zeros(max(self.pad, default=0), dtype=torch.float32, device=self.device)
         self.backend = "torch"
-        if self.device.type == "cuda" and BACKEND in ("auto", "triton") or BACKEND == "triton":
+        if self.device.type == "cpu" and BACKEND in ("auto", "numba"):
+            self.backend = "numba"
+            self._np = {"row_t": self.row_t.numpy(), "row0": np.ascontiguousarray(r0),
+                        "row1": np.ascontiguousarray(r1), "valid": valid}
+        elif self.device.type == "cuda" and BACKEND in ("auto", "triton") or BACKEND == "triton":
             try:
                 from . import rate_dq_triton  # noqa: F401  (Triton present)
 
@@ -177,6 +182,10 @@ class DQRate:
             from . import rate_dq_triton
 
             s = rate_dq_triton.row_moments(F)
+        elif self.backend == "numba":
+            from . import rate_dq_cpu
+
+            s = torch.from_numpy(rate_dq_cpu.row_moments(F.numpy()))
         else:
             s = torch.stack([F.sum(1, dtype=torch.float64), F.square().sum(1, dtype=torch.float64)], 1)
         s = _all_reduce(self._segment_sum(s), self.group)
@@ -258,6 +267,12 @@ class DQRate:
             from . import rate_dq_triton
 
             return rate_dq_triton.histogram(F, self.row_t32, self.row_valid, inv, center, sc, T).double()
+        if self.backend == "numba":
+            from . import rate_dq_cpu
+
+            a = self._np
+            return torch.from_numpy(rate_dq_cpu.histogram(F.numpy(), a["row0"], a["row1"], a["valid"], inv.numpy(),
+                                                          center.numpy(), sc.numpy())).double()
         h = torch.zeros(T * nb, dtype=torch.float64, device=self.device)
         off = (self.row_t * nb)[:, None]
         for P in self._positions(F, inv, center, sc):
@@ -278,6 +293,12 @@ class DQRate:
             from . import rate_dq_triton
 
             return rate_dq_triton.slopes(F, self.row_t32, self.row_valid, inv, center, sc, L, gscale)
+        if self.backend == "numba":
+            from . import rate_dq_cpu
+
+            G, gw = rate_dq_cpu.slopes(F.numpy(), self._np["row_t"], self._np["valid"], inv.numpy(), center.numpy(),
+                                       sc.numpy(), L.numpy(), gscale.numpy())
+            return torch.from_numpy(G), torch.from_numpy(gw)
         Lf = L.reshape(-1)
         off = (self.row_t * nb + K)[:, None]
         G = None
@@ -340,6 +361,10 @@ class DQRate:
             from . import rate_dq_triton
 
             rate_dq_triton.gradient(F, G, self.row_t32, scale.float().reshape(1), beta, m32)
+        elif self.backend == "numba":
+            from . import rate_dq_cpu
+
+            rate_dq_cpu.gradient(F.numpy(), G.numpy(), self._np["row_t"], float(scale), beta.numpy(), m32.numpy())
         else:
             G.mul_(scale.float()).sub_(F.sub_(m32[self.row_t, None]).mul_(beta[self.row_t, None]))
         flat = G.view(-1)
