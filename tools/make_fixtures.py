@@ -57,17 +57,17 @@ def inputs() -> dict:
 
 # The .bsl 1.0 files: plain rounding, the default when they were made (dq became the default later)
 FILES = {
-    "default": {"quantizer": "uniform"},
+    "default": {"expert": {"quantizer": "uniform"}},
     "max_error": {"max_error": 1e-3},
-    "rel_step": {"rel_step": 0.25, "quantizer": "uniform"},
-    "bits5": {"bits": 5.0, "quantizer": "uniform"},
+    "rel_step": {"expert": {"rel_step": 0.25, "quantizer": "uniform"}},
+    "bits5": {"bits": 5.0, "expert": {"quantizer": "uniform"}},
 }
 
 
 # Dependent quantization (codec ans-dq, .bsl 1.1): the same inputs, in fixtures/v1/dq/
 DQ_FILES = {
-    "dq_rel_step": {"quantizer": "dq", "rel_step": 0.25},
-    "dq_max_error": {"quantizer": "dq", "max_error": 1e-3},
+    "dq_rel_step": {"expert": {"quantizer": "dq", "rel_step": 0.25}},
+    "dq_max_error": {"max_error": 1e-3, "expert": {"quantizer": "dq"}},
 }
 
 
@@ -110,11 +110,11 @@ def _bits(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1).view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[x.dtype.itemsize])
 
 
-def _one(name: str, x: np.ndarray, **kw) -> tuple:
-    """(entry, payload) of ``x`` as the library's writer codes it with ``kw``."""
-    src = _Source(data=bslcodec.save({name: x}, **kw))
+def _one(name: str, x: np.ndarray, max_error=None, **expert) -> tuple:
+    """(entry, payload) of ``x`` as the library's writer codes it with ``max_error`` and ``expert``."""
+    src = _Source(data=bslcodec.save({name: x}, max_error=max_error, expert=expert))
     e = src.entry(name)
-    assert e.codec == ("ans-dq" if kw.get("quantizer") == "dq" else kw.get("codec")), (name, e.codec)
+    assert e.codec == ("ans-dq" if expert.get("quantizer") == "dq" else expert.get("codec")), (name, e.codec)
     return Entry(e.name, e.dtype, e.shape, e.codec, e.params), bytes(src.payload(e))
 
 
