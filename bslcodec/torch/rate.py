@@ -2,8 +2,8 @@
 
 :class:`RateLoss` takes ``expert={"quantizer": q}`` as ``save_file`` does. The default (``"auto"``:
 dependent quantization with ``bits`` or a ``rel_step``, the codec ``ans-dq`` that ``save_file`` writes by
-default) is estimated by :mod:`bslcodec.torch.rate_dq` (torch operations on the parameters' device, DDP and
-FSDP2); the exp-Golomb surrogate of :mod:`bslcodec.torch.rate_eg` (its math, fused kernels and
+default) is estimated by :mod:`bslcodec.torch.rate_dq` (on the parameters' device, all tensors in four fused
+passes; DDP and FSDP2); the exp-Golomb surrogate of :mod:`bslcodec.torch.rate_eg` (its math, fused kernels and
 calibration) serves ``"uniform"`` (plain rounding, and ``max_error``). This module holds the rate loss
 itself: which parameters it covers, the refresh (the encoder's own analysis) and the estimate and its
 gradient. :func:`bslcodec.torch.save_trained` (:mod:`bslcodec.torch.trained`) writes the file with the
@@ -115,14 +115,14 @@ class RateLoss:
     ``save_file``'s (``"auto"``: dependent quantization, the default codec ``ans-dq``, unless
     ``max_error``; ``"uniform"``: plain rounding). The old keywords ``rel_step=``, ``quantizer=`` still
     work with a DeprecationWarning. With dq the estimate is
-    :mod:`bslcodec.torch.rate_dq`'s (torch operations on the parameters' device; DDP and FSDP2 DTensor
-    shards supported); with ``"uniform"`` it is this module's exp-Golomb surrogate (one process).
+    :mod:`bslcodec.torch.rate_dq`'s (on the parameters' device, Triton kernels on CUDA, Numba on CPU; DDP
+    and FSDP2 DTensor shards supported); with ``"uniform"`` it is this module's exp-Golomb surrogate (one process).
     ``refresh_every``: steps between re-estimations (GG fit, orders, calibration). ``calibrate``:
     "exact" (the encoder's own size at each refresh; with FSDP every rank gathers and encodes every
     tensor), "gg" (plain rounding: the GG model only) or "hist" (dq: the ans estimate of the modelled
     index histogram, computed on the device; no encoder run). ``eps``: surrogate smoothing width, in steps.
-    ``fused``: CPU float32 tensors go through batched Numba kernels, three calls a step for all tensors
-    together (else, and on GPU, torch operations a tensor). A refresh runs the encoder's own analysis
+    ``fused`` (``"uniform"``): CPU float32 tensors go through batched Numba kernels, three calls a step
+    for all tensors together (else, and on GPU, torch operations a tensor). A refresh runs the encoder's own analysis
     (GG fit, quantization, order choice and, for ``codec="auto"``, the ans size estimate) on every tensor:
     about 0.2 ms per 1k weights, so ``refresh_every`` sets its share of the step time.
     """

@@ -1,5 +1,5 @@
-"""Differentiable rate of the default codec (dependent quantization + rANS, ``ans-dq``, spec 4.6), in torch
-operations on the parameters' own device, for one process, DDP and FSDP2 (DTensor-sharded parameters).
+"""Differentiable rate of the default codec (dependent quantization + rANS, ``ans-dq``, spec 4.6), computed
+on the parameters' own device, for one process, DDP and FSDP2 (DTensor-sharded parameters).
 
 Model. ``save_file``'s default quantizes a tensor ``W`` (n elements) with step ``Δ = rel_step · 0.575 · std(W)``
 and center ``c = rint(mean / Δ)``; with ``v = w / Δ - c`` the trellis (``bslcodec.codecs.dq_search``) stores
@@ -29,6 +29,14 @@ the same step, histogram, code lengths and loss as one process would, and each r
 one-process gradient of its shard (no communication in backward: the one global sum the std term needs is
 taken in forward). Under DDP every rank holds whole parameters and computes the same numbers without
 communication; DDP then averages identical rate gradients.
+
+Kernels. All covered tensors are handled together (:class:`DQRate`'s flat layout: one padded float32 copy
+of them a step), in four passes whatever their number: moments; histogram; slopes of ``L`` and their sum
+with ``w``; the gradient in place. On CUDA these are Triton kernels (``rate_dq_triton``, when Triton
+imports), on CPU Numba kernels (``rate_dq_cpu``), elsewhere eager torch on the flat buffer (``BACKEND``
+below picks one). ``rate_dq_ref.DQRateRef`` is the per-tensor engine they replaced, kept as the reference
+(same values and gradients: ``tests/test_torch_rate_dq.py``); the step-time overhead of both is
+``tools/bench/rate_overhead.py``'s (``results/training.md``).
 """
 
 import math
