@@ -98,6 +98,9 @@ def test_allocation_beats_one_global_step_and_rel_step(bits, monkeypatch):
     than one step for all (max_error=): it is the MSE-optimal split of the bits (better at low rate)."""
     from bslcodec.pipeline import allocation
 
+    real = allocation.weights  # one distortion weight per weight (the default weighs by 1 / size)
+    monkeypatch.setattr(allocation, "weights", lambda lossy, sensitivity=None:
+                        real(lossy, {n: float(t.x.size) for n, t in lossy.items()}))
     t = _mixed()
     alloc = bslcodec.save(t, bits=bits, quantizer="uniform")
     sse = _sse(t, bslcodec.load(alloc))
@@ -109,6 +112,26 @@ def test_allocation_beats_one_global_step_and_rel_step(bits, monkeypatch):
     glob = _match(lambda e: bslcodec.save(t, max_error=e), len(alloc), 1e-5, 10.0)
     assert len(glob) >= 0.995 * len(alloc)
     assert sse < (0.99 if bits < 2 else 1.0) * _sse(t, bslcodec.load(glob)), (len(alloc), len(glob))
+
+
+def test_default_weighs_each_tensor_by_its_mean_squared_error():
+    """Without sensitivity= the allocation minimises size + lambda * (sum of the tensors' mean squared
+    errors): at high rate two tensors of the same distribution get steps in proportion to sqrt(size), and
+    the small one's error costs the model less than one global step's would."""
+    rng = np.random.default_rng(4)
+    t = {"big": rng.normal(0, 0.1, (512, 256)).astype(np.float32),
+         "small": rng.normal(0, 0.1, (128, 128)).astype(np.float32)}
+    blob = bslcodec.save(t, bits=6.0, quantizer="uniform")
+    src = bslcodec.files.api._Source(data=blob)
+    ratio = src.entry("big").params["step"] / src.entry("small").params["step"]
+    assert 0.85 * 8 ** 0.5 < ratio < 1.15 * 8 ** 0.5, ratio  # (the small one's frequency table bends its curve)
+    back = bslcodec.load(blob)
+    mse = {k: float(((back[k] - t[k].astype(np.float64)) ** 2).mean()) for k in t}
+    glob = _match(lambda e: bslcodec.save(t, max_error=e), len(blob), 1e-5, 1.0)
+    assert len(glob) >= 0.99 * len(blob)
+    gb = bslcodec.load(glob)
+    gmse = {k: float(((gb[k] - t[k].astype(np.float64)) ** 2).mean()) for k in t}
+    assert mse["big"] + mse["small"] < 0.8 * (gmse["big"] + gmse["small"])
 
 
 def test_default_meets_its_error_budget():
