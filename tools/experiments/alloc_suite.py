@@ -2,8 +2,9 @@
 old per-tensor relative step (rel_step=) and, where installed, NNCodec: bits/weight at output cosine
 0.999 / 0.9995 for each, in one process.
 
-Run: ``python tools/experiments/alloc_suite.py --models effnet,charlm [--families bits,rel,nncodec]``
--> ``results/allocation_suite.md`` (+ .json).
+Run: ``python tools/experiments/alloc_suite.py --models effnet,charlm [--families bits,bitsens,rel,nncodec]
+[--reuse results/allocation_suite.json]`` -> ``results/allocation_suite.md`` (+ .json). ``bitsens``: ``bits=``
+with ``sensitivity=`` measured on the model's calibration inputs.
 """
 
 import argparse
@@ -24,20 +25,20 @@ import run as suite_run  # noqa: E402
 
 class Codecs(harness.Codecs):
     def setting(self, fam, k):
-        if fam == "bits":
+        if fam in ("bits", "bitsens"):
             return {"bits": k}
         if fam == "rel":
             return {"rel_step": 2.0 ** -k, "log2_inv": k}
         return super().setting(fam, k)
 
     def run(self, fam, k, w):
-        if fam == "bits":
+        if fam in ("bits", "bitsens"):
             import numpy as np
 
             import bslcodec
 
             t0 = time.perf_counter()
-            blob = bslcodec.save(w, bits=k)
+            blob = bslcodec.save(w, bits=k, sensitivity=self.sens if fam == "bitsens" else None)
             t1 = time.perf_counter()
             back = bslcodec.load(blob)
             t2 = time.perf_counter()
@@ -51,6 +52,9 @@ def main():
     ap.add_argument("--families", default="bits,rel,nncodec")
     ap.add_argument("--points", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "results" / "allocation_suite.md"))
+    ap.add_argument("--reuse", default=None,
+                    help="an earlier run's .json: its curves of the families not run now are shown beside (sizes "
+                         "and cosines do not depend on the machine's load), with that run's commit")
     args = ap.parse_args()
     import numba
     import torch
@@ -61,9 +65,17 @@ def main():
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "commit": head.strip(),
            "load_before": os.getloadavg()[0], "models": {}}
     fams = args.families.split(",")
+    old = json.loads(pathlib.Path(args.reuse).read_text()) if args.reuse else None
     for name in args.models.split(","):
         model = suite_run.build(name, quick=True)
-        codecs = Codecs()
+        sens = None
+        if "bitsens" in fams:  # calibrated on the model's calibration inputs (disjoint from the evaluation)
+            from bslcodec.calibrate import sensitivity
+
+            t0 = time.perf_counter()
+            sens = sensitivity(model.calib_forward, model.weights)
+            res.setdefault("calibration_s", {})[name] = round(time.perf_counter() - t0, 1)
+        codecs = Codecs(sens)
         curves = {}
         for fam in fams:
             if fam == "nncodec" and codecs.nnc() is None:
@@ -73,7 +85,7 @@ def main():
             def get(k, fam=fam):
                 return harness.point(model, codecs, fam, k)
 
-            if fam == "bits":
+            if fam in ("bits", "bitsens"):
                 curves[fam] = harness.sweep(get, 6.0, 1.0, 0.5, 1.0, 16.0, args.points)
             elif fam == "rel":
                 curves[fam] = harness.sweep(get, 5.0, 1.0, 0.5, 0.0, 14.0, args.points)
@@ -83,6 +95,11 @@ def main():
         res["models"][name] = {fam: {"rows": list(c.values()),
                                      "bpw_at": {str(t): harness.interp(list(c.values()), t) for t in (0.999, 0.9995)}}
                                for fam, c in curves.items()}
+        if old and name in old["models"]:
+            for fam, v in old["models"][name].items():
+                key = fam if fam not in res["models"][name] else f"{fam} before"  # the same family, earlier
+                if key not in res["models"][name] and "before" not in fam:
+                    res["models"][name][key] = dict(v, reused=v.get("reused", old["commit"]))
         print(name, {f: v["bpw_at"] for f, v in res["models"][name].items()}, flush=True)
     res["load_after"] = os.getloadavg()[0]
     out = pathlib.Path(args.out)
@@ -96,12 +113,16 @@ def main():
          "(linear in log(1 - cos); '-' outside the measured range).", "",
          "| model | setting family | b/w at cos 0.999 | at 0.9995 |", "|---|---|---|---|"]
     label = {"bits": "`bits=` (equal-slope allocation)", "rel": "`rel_step=` (one relative step)",
-             "nncodec": "NNCodec (one global step, DQ)"}
+             "nncodec": "NNCodec (one global step, DQ)", "bitsens": "`bits=` + `sensitivity=`"}
     for name, fams_ in res["models"].items():
         for fam, v in fams_.items():
             a, b = v["bpw_at"]["0.999"], v["bpw_at"]["0.9995"]
-            L.append(f"| {name} | {label.get(fam, fam)} | {'-' if a is None else f'{a:.2f}'} | "
+            src = f" (run at {v['reused']})" if v.get("reused") else ""
+            L.append(f"| {name} | {label.get(fam, fam)}{src} | {'-' if a is None else f'{a:.2f}'} | "
                      f"{'-' if b is None else f'{b:.2f}'} |")
+    if res.get("calibration_s"):
+        L += ["", "Calibration (`bslcodec.calibrate.sensitivity`, 1 thread, loaded box): " + ", ".join(
+            f"{k} {v} s" for k, v in res["calibration_s"].items()) + "."]
     out.write_text("\n".join(L) + "\n")
     print("wrote", out)
 
