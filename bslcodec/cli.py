@@ -213,11 +213,11 @@ _OLD_FLAGS = {"rel_step": ("--rel-step", "--expert rel_step=C"), "lossless": ("-
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--bits", type=float, metavar="B",
               help="Target size: average B bits per weight over each output file, steps split across tensors at "
-                   "equal slope (one step for all at high rate); warns when the weights' relative L2 error "
-                   "exceeds 5 %.")
+                   "equal slope (each tensor's mean squared error counted once); warns when the weights' relative "
+                   "L2 error exceeds 5 %.")
 @click.option("--rel-error", type=float, metavar="R",
-              help="Target quality: the same allocation at relative L2 error R of all quantized weights "
-                   "(default, with no target: 2^-8 = 0.0039).")
+              help="Target quality: the same allocation with the root mean square over tensors of each "
+                   "tensor's relative L2 error at R (default, with no target: 2^-8 = 0.0039).")
 @click.option("--max-error", type=float, metavar="E", help="Guarantee: every weight within E of the original.")
 @click.option("--exact", multiple=True, metavar="PATTERN",
               help="Store tensors whose names match this fnmatch pattern bit-exact (repeatable; '*': every "

@@ -56,8 +56,9 @@ def save_file(tensors: dict, path, *, metadata=None, bits=None, rel_error=None, 
 
     - ``bits=B``: size; the file averages B bits/weight (within 2 %), steps split across tensors at equal
       slope; a :class:`~bslcodec.QualityWarning` when the weights' relative L2 error comes out above 5 %.
-    - ``rel_error=r``: quality; the same allocation at a relative L2 error ‖W − Ŵ‖/‖W‖ of all quantized
-      weights of about ``r`` (no tensor's above ~4 r). The default (no target): ``r = 2^-8`` (0.39 %).
+    - ``rel_error=r``: quality; the same allocation with the root mean square over tensors of each tensor's
+      relative L2 error ‖W_i − Ŵ_i‖/‖W_i‖ at about ``r`` (no tensor's above ~4x the relative error of all
+      quantized weights together). The default (no target): ``r = 2^-8`` (0.39 %).
     - ``max_error=E``: a guarantee; ``|x - x̂| <= E`` for every element (plain rounding, one step).
 
     ``sensitivity`` (name -> output distortion per unit squared weight error, e.g. from

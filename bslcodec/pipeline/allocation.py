@@ -241,15 +241,22 @@ class Allocation:
             bits, sse = bits + b, sse + d * c.n
         return bits, sse
 
+    def tensor_error(self, pos: dict) -> float:
+        """The root mean square over tensors of each tensor's relative L2 error, sqrt(mean_i D_i / ms_i):
+        every tensor counted once, as the default distortion weights count it (the plain relative error of
+        all weights is dominated by the largest tensors, which those weights quantize coarser)."""
+        rel = [c.bits_mse(pos[n])[1] / c.ms for n, c in self.curves.items() if c.ms > 0]
+        return math.sqrt(sum(rel) / len(rel)) if rel else 0.0
+
     def solve(self, target_bits: float | None = None, rel_error: float | None = None) -> tuple:
-        """(grid positions, predicted bits, predicted relative L2 error) for a bits target or a relative
-        L2 error budget (error of all quantized weights over their norm)."""
+        """(grid positions, predicted bits, predicted relative error) for a bits target or a budget on
+        the tensors' relative L2 errors (``tensor_error``: their root mean square)."""
         if not self.curves:
             return {}, 0.0, 0.0
 
         def value(pos):
-            b, sse = self.totals(pos)
-            return pos, b, math.sqrt(sse / self.ms_total) if self.ms_total > 0 else 0.0
+            b, _ = self.totals(pos)
+            return pos, b, self.tensor_error(pos)
 
         def err_of(r):
             if target_bits is not None:

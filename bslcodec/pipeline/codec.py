@@ -14,7 +14,7 @@ from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL
 from ..quantize import dq, ggd, quant
 
 _F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
-DEFAULT_REL_ERROR = 2.0 ** -8  # the default: relative L2 error of all quantized weights ~0.39 % (allocation.py)
+DEFAULT_REL_ERROR = 2.0 ** -8  # the default: RMS over tensors of each one's relative L2 error ~0.39 % (allocation.py)
 DEFAULT_REL_STEP = 1 / 64  # what rel_step-based callers (torch.rate) use when no setting is given
 LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
 SMALL_1D = 1 << 16  # 1-D float tensors up to this size (norms, biases): exact, or (allocation) SMALL_REL_STEP
@@ -60,7 +60,8 @@ class Settings:
     lossless: tuple = ()  # fnmatch patterns of tensor names stored exactly
     rdoq: float | bool | None = None  # RDOQ λ = c·step²: None = default for the mode, True = default c, False/0 = off
     quantizer: str = "uniform"  # "uniform" (plain rounding), "dq" (dependent quantization, codec ans-dq), "auto"
-    rel_error: float | None = None  # the allocation at this relative L2 error (the default: DEFAULT_REL_ERROR)
+    rel_error: float | None = None  # the allocation at this RMS over tensors of their relative L2 errors (default:
+    # DEFAULT_REL_ERROR)
     default: bool = False  # set with rel_error (given, or none of the four): the allocation by error (allocation.py)
 
     def __post_init__(self):

@@ -4,7 +4,7 @@ Every front end (``save_file``/``save``/``encode``/``encode_tensors``, ``encode_
 ``bslcodec.torch``) takes the same spelling and turns it into a :class:`Knobs` with :func:`resolve`:
 
 - a target, at most one of ``bits=`` (size: average bits/weight of the file), ``rel_error=`` (quality:
-  relative L2 error of all quantized weights, the equal-slope allocation; the default is
+  the root mean square over tensors of each one's relative L2 error, the equal-slope allocation; the default is
   ``DEFAULT_REL_ERROR``) or ``max_error=`` (a guarantee: every element within it);
 - ``exact=``: fnmatch patterns of tensor names stored bit-exact, or True for every tensor;
 - ``expert=``: a dict with any of ``EXPERT_KEYS`` (``quantizer``, ``codec``, ``rdoq``, ``rel_step``).
