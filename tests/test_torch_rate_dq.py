@@ -281,3 +281,25 @@ def test_triton_kernels_match_the_reference_in_the_interpreter(rel):
     r = subprocess.run([sys.executable, "-c", TRITON_CHECK, rel], env=env, capture_output=True, text=True,
                        timeout=600, check=False)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_refresh_token_histogram_numba_equals_eager(monkeypatch):
+    """calibrate="hist" refresh: the Numba token histogram gives the eager path's ans estimates exactly
+    (rounding half to even, big tokens of a far outlier, a nonzero center, wide bins)."""
+    from bslcodec.torch import rate_dq
+
+    torch.manual_seed(0)
+    ws = [torch.randn(300, 500) * 0.02, torch.distributions.Laplace(0.0, 0.02).sample((400, 300)),
+          torch.randn(70, 90) * 0.01 + 0.3]
+    ws[1][0, 0] = 5.0
+    for rel in (1 / 8, 1 / 64):
+        got = {}
+        for backend in ("torch", "numba"):
+            monkeypatch.setattr(rate_dq, "BACKEND", backend)
+            ps = [torch.nn.Parameter(w.clone()) for w in ws]
+            rate = RateLoss([(f"w{i}", p) for i, p in enumerate(ps)], 1.0, expert={"rel_step": rel},
+                            calibrate="hist")
+            rate.refresh()
+            assert rate._dq.backend == backend
+            got[backend] = rate._dq.hist_bits()
+        assert got["numba"] == got["torch"]

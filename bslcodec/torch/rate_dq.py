@@ -237,6 +237,13 @@ class DQRate:
         mean, var = self.moments(F)
         step, center = self.step_center(mean, var)
         T = len(self.params)
+        if self.backend == "numba":
+            from . import rate_dq_cpu
+
+            a = self._np
+            h = torch.from_numpy(rate_dq_cpu.token_histogram(F.numpy(), a["row0"], a["row1"], a["valid"], step.numpy(),
+                                                             center.numpy()))
+            return self._estimate(_all_reduce(h.double(), self.group))
         v = self._v64(F, step, center)
         del F
         lim = float(1 << 23)
@@ -249,9 +256,13 @@ class DQRate:
             del tok
             tp = _tokens(torch.round(yp).clamp(-lim, lim).long()) + torch.arange(T, device=self.device) * rans.FINE_K
             h.index_add_(0, tp, -self.npad)
-        h = _all_reduce(h.view(T, rans.FINE_K), self.group).cpu().numpy().astype(np.int64)
+        return self._estimate(_all_reduce(h.view(T, rans.FINE_K), self.group))
+
+    @staticmethod
+    def _estimate(h):
+        h = h.cpu().numpy().astype(np.int64)
         return [8.0 * rans.estimate_size(hist=h[t], lane_symbols=ANS_LANE_SYMBOLS) / 2 if h[t].sum() else 0.0
-                for t in range(T)]
+                for t in range(h.shape[0])]
 
     # ------------------------------------------------------------ the estimate
 

@@ -14,12 +14,14 @@ import numba
 import numpy as np
 from numba import prange
 
+from ..codecs import rans
 from ..parallel import launch, serial_twin
 from .rate_dq import HALF_BINS
 from .rate_eg import _keep_torch_threads
 
 _K = HALF_BINS
 _NB = 2 * HALF_BINS + 1
+_FINE_S, _FINE_M = rans.FINE_S, rans.FINE_M
 
 
 @numba.njit(inline="always")
@@ -98,7 +100,35 @@ def _gradient(F, G, row_t, scale, beta, mean):
             G[r, i] = G[r, i] * scale - (F[r, i] - mu) * be
 
 
+@numba.njit(inline="always")
+def _token(y):
+    """The ans coder's fine token (``rate_dq._tokens``) of the index round(y) (half to even, |y| <= 2^23)."""
+    k = np.int64(np.rint(min(max(y, -8388608.0), 8388608.0)))
+    u = 2 * k if k >= 0 else -2 * k - 1
+    if u < (1 << _FINE_S):
+        return u
+    e = _FINE_S
+    while (u >> (e + 1)) > 0:  # floor(log2 u)
+        e += 1
+    return (1 << _FINE_S) + ((e - _FINE_S) << _FINE_M) + ((u >> max(e - _FINE_M, 0)) - (1 << _FINE_M))
+
+
+@numba.njit(parallel=True, cache=True)
+def _token_hist(F, row0, row1, row_valid, step, center, hist):
+    for t in prange(row0.size):
+        st, ce = step[t], center[t]
+        h = hist[t]
+        for r in range(row0[t], row1[t]):
+            row = F[r]
+            for i in range(row_valid[r]):
+                v = np.float64(row[i]) / st - ce
+                sg = np.float64(v > 0) - np.float64(v < 0)
+                h[_token(0.5 * v)] += 1
+                h[_token(0.5 * (v + sg))] += 1
+
+
 _moments_serial = serial_twin(_moments)
+_token_hist_serial = serial_twin(_token_hist)
 _hist_serial = serial_twin(_hist)
 _slopes_serial = serial_twin(_slopes)
 _gradient_serial = serial_twin(_gradient)
@@ -120,6 +150,14 @@ def histogram(F, row0, row1, row_valid, inv, cen, sc) -> np.ndarray:
     """[T, 2K+1] int64 counts of round(P0) and round(P1) of the real elements (histc's bins)."""
     hist = np.zeros((row0.size, _NB), dtype=np.int64)
     _run(_hist, _hist_serial, F, row0, row1, row_valid, inv, cen, sc, hist, work=F.size)
+    return hist
+
+
+def token_histogram(F, row0, row1, row_valid, step, center) -> np.ndarray:
+    """[T, FINE_K] int64: the fine token histogram of both index coordinates of the real elements (refresh,
+    ``calibrate="hist"``), in float64 as ``DQRate.hist_bits``'s eager path computes it."""
+    hist = np.zeros((row0.size, rans.FINE_K), dtype=np.int64)
+    _run(_token_hist, _token_hist_serial, F, row0, row1, row_valid, step, center, hist, work=F.size)
     return hist
 
 
