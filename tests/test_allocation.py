@@ -207,3 +207,19 @@ def test_fisher_matches_the_noise_probe():
     assert 300 < s["B"] / s["A"] < 530
     for k in "AB":  # the same quantity: output MSE per unit of per-element weight error variance
         assert 0.6 < s[k] / probe[k] < 1.6, (k, s[k], probe[k])
+
+
+def test_prepared_bf16_tensor_holds_no_float32_copy():
+    """A prepared bf16 tensor keeps its own 2-byte values (a bits= search holds every tensor of a shard at
+    once: a float32 copy each would be 2x the shard on top of it); the binary32 values are widened on use and
+    equal numpy's cast."""
+    import ml_dtypes
+
+    from bslcodec.pipeline import codec
+
+    a = (np.random.default_rng(3).laplace(size=(300, 700)) * 0.02).astype(ml_dtypes.bfloat16)
+    lt = codec.LossyTensor("w", a, "BF16")
+    held = [v for v in vars(lt).values() if isinstance(v, np.ndarray)]
+    assert held and all(v.dtype.itemsize == 2 and v.nbytes <= a.nbytes for v in held)
+    assert lt.n == a.size
+    assert np.array_equal(lt.x, a.reshape(-1).astype(np.float32))

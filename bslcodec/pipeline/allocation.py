@@ -81,11 +81,11 @@ class Curve:
     """Predicted (bits, MSE) of one tensor at steps std * 2^(k / GRID), k integer, computed on demand."""
 
     def __init__(self, t, weight: float = 1.0):
-        self.t, self.n, self.w = t, int(t.x.size), float(weight)
+        self.t, self.n, self.w = t, int(t.n), float(weight)
         self.dq = t.quantizer == "dq"
         self.std = float(t.std)
         self.ms = _mean_square(t)  # mean square: the tensor's share of ||W||^2
-        x = t.x
+        x = t.flat  # the sample is taken from the tensor's own values (widening all of it would cost more)
         if self.n > SAMPLE:  # a deterministic scattered sample without repeats (a plain stride could
             p = next(p for p in _PRIMES if self.n % p)  # follow one column)
             x = x[np.sort(np.arange(SAMPLE, dtype=np.int64) * p % self.n)]
@@ -208,9 +208,9 @@ def weights(lossy: dict, sensitivity: dict | None = None) -> dict:
         from .codec import SENSITIVITY_FLOOR
 
         floor = SENSITIVITY_FLOOR * float(np.median([sensitivity[n] for n in live]))
-        return {n: max(float(sensitivity[n]), floor) / t.x.size for n, t in live.items()}
-    mid = float(np.median([t.x.size for t in live.values()]))
-    return {n: mid / t.x.size for n, t in live.items()}
+        return {n: max(float(sensitivity[n]), floor) / t.n for n, t in live.items()}
+    mid = float(np.median([t.n for t in live.values()]))
+    return {n: mid / t.n for n, t in live.items()}
 
 
 class Allocation:

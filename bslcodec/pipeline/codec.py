@@ -119,10 +119,11 @@ def fine_tensor(name: str, arr: np.ndarray, dtype: str):
     # eg below 2^14 elements: an ans table and lane flushes cost more there, and building the ans model
     # (~40 ms on a loaded box) would be most of the tensor's encode time
     lt.quantizer, lt.order_from_symbols = "uniform", True
-    lt.codec = "eg" if lt.x.size < 1 << 14 else DEFAULT_CODEC
-    lo = float(np.min(lt.x))
+    lt.codec = "eg" if lt.n < 1 << 14 else DEFAULT_CODEC
+    x = lt.x
+    lo = float(np.min(x))
     if lo == 0:  # non-negative with zeros (a BatchNorm variance with dead channels): the zeros stay exact,
-        pos = lt.x[lt.x > 0]  # the step follows the smallest positive value
+        pos = x[x > 0]  # the step follows the smallest positive value
         lo = float(np.min(pos)) if pos.size else 0.0
     if lo > 0 and lo < lt.std:  # all positive (a variance): the step follows the smallest value
         return lt, SMALL_REL_STEP * lo / lt.std
@@ -134,18 +135,26 @@ class LossyTensor:
 
     def __init__(self, name: str, arr: np.ndarray, dtype: str):
         self.name, self.dtype, self.shape, self.arr = name, dtype, arr.shape, arr
-        flat = arr.reshape(-1)
-        self.x = flat if dtype in ("F32", "F64") else quant.as_float32(flat)
-        self.mean, self.std, bad = quant.moments(self.x)
+        self.flat = arr.reshape(-1)
+        self.n = int(self.flat.size)  # elements
+        x = self.x
+        self.mean, self.std, bad = quant.moments(x)
         if bad:
             raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
                               f"store it exactly with exact=[{name!r}]")
-        self.nu, self.alpha = ggd.fit(self.x)
+        self.nu, self.alpha = ggd.fit(x)
         self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
         self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"
         self.rdoq = 0.0  # RDOQ strength c (λ = c·step², bslcodec.codecs.rdoq); 0: plain rounding
         self.quantizer = "uniform"  # or "dq": dependent quantization, stored as ans-dq (bslcodec.quantize.dq)
         self.order_from_symbols = False  # EG order window from the symbols' mean instead of the GG fit
+
+    @property
+    def x(self) -> np.ndarray:
+        """The values as the quantizers read them (1-D): F32/F64 the tensor itself; BF16/F16 widened to
+        binary32 on each use (~0.5 ns an element, in parallel) and let go after it, so that the tensors a
+        ``bits=`` search holds cost their own 2 bytes a weight, not 6 (issue 18's peak-memory bound)."""
+        return self.flat if self.dtype in ("F32", "F64") else quant.as_float32(self.flat)
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
         """The stored step: 2·max_error (dq: max_error / 1.5, its bound being 1.5 steps), or
@@ -184,11 +193,13 @@ class LossyTensor:
 
     def _code_dq(self, step: float, max_error: float | None):
         """``code()`` for the dq quantizer: (params, None, None, u) or None."""
+        x = self.x
+
         def attempt(step, center):
-            r = dq_search.quantize(self.x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
-                            strict=max_error is not None)
+            r = dq_search.quantize(x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
+                                   strict=max_error is not None)
             if not r.n_bad and self.dtype == "F16":  # the error of the F16 values (and inf where they overflow)
-                r.max_error, r.n_bad = _f16_check(self.x, r.u, center, step, max_error)
+                r.max_error, r.n_bad = _f16_check(x, r.u, center, step, max_error)
             # (without max_error an element without an admissible level has |q| >= 2^24: stored exactly)
             return r, int(r.n_bad > 0)
 
@@ -212,8 +223,10 @@ class LossyTensor:
         if self.quantizer == "dq":
             return self._code_dq(step, max_error)
 
+        x = self.x
+
         def attempt(step, center):
-            qr = quant.quantize(self.x, step, center, self.dtype, bound=max_error, strict=max_error is not None)
+            qr = quant.quantize(x, step, center, self.dtype, bound=max_error, strict=max_error is not None)
             # overflow: step too fine for this tensor's range, lossless is the right answer
             return qr, 2 if qr.n_overflow else int(qr.n_bad > 0)
 
@@ -253,7 +266,7 @@ class LossyTensor:
         if coded is None:
             return None
         codec, params, payload = entropy_code(coded, self.codec)
-        if len(payload) >= self.x.size * numpy_dtype(self.dtype).itemsize:
+        if len(payload) >= self.n * numpy_dtype(self.dtype).itemsize:
             return None  # not worth it: lossless storage is smaller and exact
         return codec, params, payload
 
@@ -338,8 +351,8 @@ def apply_sensitivity(lossy: dict, sensitivity: dict) -> None:
     if not live:
         return
     floor = SENSITIVITY_FLOOR * float(np.median([s[n] for n in live]))
-    raw = {n: 0.5 * (math.log(lossy[n].x.size) - math.log(max(s[n], floor))) for n in live}
-    sizes = np.array([lossy[n].x.size for n in live], np.float64)
+    raw = {n: 0.5 * (math.log(lossy[n].n) - math.log(max(s[n], floor))) for n in live}
+    sizes = np.array([lossy[n].n for n in live], np.float64)
     log_ratio = np.array([raw[n] - math.log(lossy[n].std) for n in live])
     shift = float((sizes * log_ratio).sum() / sizes.sum())
     for n in live:
