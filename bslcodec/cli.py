@@ -391,7 +391,10 @@ def info(file, as_json):
     files, out = bsl_files(file), []
     for path in files:
         with BslFile(path) as f:
+            ix = f._f._src.index
             out.append({"path": str(path), "size": os.path.getsize(path), "metadata": f.metadata,
+                        "version": f"1.{ix.minor}", "header_bytes": ix.data_start,
+                        "header_json_bytes": ix.json_bytes, "header_compressed": bool(ix.flags & 1),
                         "tensors": [_tensor_info(e) for e in f.entries()]})
     tensors = [t for f in out for t in f["tensors"]]
     n_el = sum(t["elements"] for t in tensors)
@@ -404,7 +407,9 @@ def info(file, as_json):
         click.echo(json.dumps({"files": out, "total": total}, indent=2))
         return
     for f in out:
-        click.echo(f"{f['path']}: {_size(f['size'])}, {len(f['tensors'])} tensors")
+        how = f"zstd, {_size(f['header_json_bytes'])} of JSON" if f["header_compressed"] else "JSON"
+        click.echo(f"{f['path']}: {_size(f['size'])}, {len(f['tensors'])} tensors, .bsl {f['version']}, "
+                   f"preamble + header {_size(f['header_bytes'])} ({how})")
         settings = f["metadata"].get(META + "settings")
         if settings:
             click.echo(f"settings: {settings}")

@@ -177,3 +177,38 @@ def test_path_fixtures_cover_every_path():
     assert ("fexp", "F64", 4) in seen and ("fexp", "F64", 0) in seen
     for d in ("I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "BOOL"):
         assert ("raw", d) in seen and ("zstd", d) in seen, d
+
+
+# ---------------------------------------------------------------- fixtures/v1/compact: compressed headers (1.2)
+
+COMPACT = {"compact_default": {}, "compact_max_error": {"max_error": 1e-3}}  # tools/make_fixtures.py compact
+
+
+def _compact_inputs():
+    with np.load(FIX / "compact" / "inputs.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("name", sorted(COMPACT))
+def test_compact_header_fixture(name):
+    """A header over 4 KiB is stored as a zstd frame (spec 2.1, .bsl 1.2): the file decodes to its stored
+    values, and the encoder still writes exactly these bytes."""
+    import struct
+
+    import zstandard
+
+    path = FIX / "compact" / f"{name}.bsl"
+    data = path.read_bytes()
+    minor, flags, hlen = struct.unpack_from("<HIQ", data, 10)
+    assert (minor, flags) == (2, 1)
+    jlen, flen = struct.unpack_from("<QQ", data, 32)  # the header region, read without the library
+    text = zstandard.ZstdDecompressor().decompress(data[48:48 + flen], max_output_size=jlen)
+    assert len(text) == jlen and not any(data[48 + flen:32 + hlen]) and (32 + hlen) % 64 == 0
+    doc = __import__("json").loads(text)
+    assert doc["metadata"]["fixture"] == name and len(doc["tensors"]) == 40
+    expected = _load_npz(FIX / "compact" / f"{name}.expected.npz", {})
+    got = bslcodec.load_file(path)
+    assert sorted(got) == sorted(expected)
+    for k, v in expected.items():
+        assert got[k].tobytes() == v.tobytes(), k
+    assert bslcodec.save(_compact_inputs(), metadata={"fixture": name}, **COMPACT[name]) == data

@@ -144,6 +144,43 @@ def test_every_header_bit_flip_is_detected():
                 assert isinstance(ei.value, ChecksumError) and "header" in str(ei.value)
 
 
+def test_compressed_header_bit_flips_are_detected():
+    """A compressed header (spec 2.1): any flipped bit of its region is a header checksum error; clearing
+    the flag reads the frame as JSON and setting another flag bit is refused: FormatError, never a crash."""
+    data = SEEDS["zstd_header"]
+    minor, flags, hlen = struct.unpack_from("<HIQ", data, 10)
+    assert (minor, flags) == (2, 1)
+    for byte in range(PREAMBLE_BYTES, PREAMBLE_BYTES + hlen):
+        bad = bytearray(data)
+        bad[byte] ^= 1 << (byte % 8)
+        with pytest.raises(ChecksumError, match="header"):
+            bslcodec.load(bytes(bad))
+    for f in (0, 2, 3, 1 << 31):
+        bad = bytearray(data)
+        struct.pack_into("<I", bad, 12, f)
+        with pytest.raises(FormatError):
+            bslcodec.load(bytes(bad))
+
+
+def test_compressed_header_bomb_is_refused_before_allocating():
+    """A small file whose header declares 100 MB of JSON (the most a header may hold) from a frame of about
+    1 KB: LimitError, with nothing near that allocated."""
+    doc, payloads, _ = fr.split(SEEDS["zstd_header"])
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    plain = fr.build(doc, payloads)
+    region = plain[PREAMBLE_BYTES + struct.unpack_from("<Q", plain, 16)[0]:]
+    data = fr.assemble(fr.zstd_header(raw, jlen=MAX_HEADER_BYTES), region, minor=2, flags=1)
+    assert len(data) < 10_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitError, match="over 64x"):
+            bslcodec.load(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
 def _payload_spans(data):
     doc, _, _ = fr.split(data)
     d0 = PREAMBLE_BYTES + struct.unpack_from("<Q", data, 16)[0]

@@ -47,10 +47,29 @@ CORPUS = ROOT / "fixtures" / "corpus"
 # ---------------------------------------------------------------- building files by hand
 
 
+def header_json(data: bytes) -> bytes:
+    """The JSON text of a file's header (spec 2.1: a compressed header is unpacked; trusts the sizes)."""
+    _, _, _, flags, hlen, _ = PREAMBLE.unpack(data[:PREAMBLE_BYTES])
+    region = data[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen]
+    if not flags & 1:
+        return region
+    import zstandard
+    jlen, flen = struct.unpack_from("<QQ", region, 0)
+    return zstandard.ZstdDecompressor().decompress(region[16:16 + flen], max_output_size=jlen)
+
+
+def zstd_header(raw: bytes, *, jlen=None, flen=None, frame=None, pad=None) -> bytes:
+    """A compressed header region (spec 2.1) for JSON ``raw``; each part may be overridden (hostile cases)."""
+    import zstandard
+    frame = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw) if frame is None else frame
+    body = struct.pack("<QQ", len(raw) if jlen is None else jlen, len(frame) if flen is None else flen) + frame
+    return body + (bytes(align(PREAMBLE_BYTES + len(body)) - PREAMBLE_BYTES - len(body)) if pad is None else pad)
+
+
 def split(data: bytes) -> tuple:
     """(doc, payloads, minor) of a well-formed file (trusts it: use on seeds only)."""
     _, _, minor, _, hlen, _ = PREAMBLE.unpack(data[:PREAMBLE_BYTES])
-    doc = json.loads(data[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen].decode("utf-8"))
+    doc = json.loads(header_json(data).decode("utf-8"))
     d0 = PREAMBLE_BYTES + hlen
     payloads = [data[d0 + t["offset"]:d0 + t["offset"] + t["length"]] for t in doc["tensors"]]
     return doc, payloads, minor
@@ -96,7 +115,7 @@ def rechecksum(data: bytes) -> bytes:
     try:
         _, _, minor, flags, hlen, _ = PREAMBLE.unpack(data[:PREAMBLE_BYTES])
         header = data[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen]
-        doc = json.loads(header.decode("utf-8"))
+        doc = json.loads(header_json(data).decode("utf-8"))
         d0 = PREAMBLE_BYTES + hlen
         changed = False
         for t in doc["tensors"]:
@@ -106,8 +125,9 @@ def rechecksum(data: bytes) -> bytes:
                 t["checksum"], changed = cs, True
         if changed:
             raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-            if len(pad_header(raw)) == hlen:  # same length: keep offsets valid
-                header = pad_header(raw)
+            new = zstd_header(raw) if flags & 1 else pad_header(raw)
+            if len(new) == hlen:  # same length: keep offsets valid
+                header = new
         return assemble(header, data[d0:], minor=minor, flags=flags, hlen=hlen)
     except Exception:  # noqa: BLE001 - not parseable any more: fix only the header checksum
         if len(data) < PREAMBLE_BYTES:
@@ -142,6 +162,9 @@ def seeds() -> dict:
     out["zeros"] = bslcodec.save({"z": np.zeros(5000, np.float32), "o": np.ones((70, 70), np.float32)},
                                  lossless=["z", "o"])
     out["empty"] = bslcodec.save({})
+    # a header of over 4 KiB: written compressed (spec 2.1, .bsl 1.2)
+    out["zstd_header"] = bslcodec.save({f"layer.{i}.{k}": rng.normal(0, 1, 8 + i).astype(np.float32)
+                                        for i in range(24) for k in ("weight", "bias")}, rel_step=1 / 16)
     return out
 
 
@@ -584,6 +607,7 @@ def corpus_cases() -> dict:
     c["header_len_huge"] = (PREAMBLE.pack(MAGIC, 1, 0, 0, 2**64 - 32, 0) + bytes(32), "LimitError")
     c["header_len_unaligned"] = (PREAMBLE.pack(MAGIC, 1, 0, 0, 31, 0) + bytes(31), "FormatError")
     c["header_len_past_eof"] = (PREAMBLE.pack(MAGIC, 1, 0, 0, 32 + 64 * 1000, 0) + bytes(32), "FormatError")
+    c.update(zstd_header_cases(s["mixed"]))
     # placement
     d2, p2, _ = split(s["mixed"])
     d2["tensors"][0]["offset"], d2["tensors"][1]["offset"] = d2["tensors"][1]["offset"], d2["tensors"][0]["offset"]
@@ -599,6 +623,43 @@ def corpus_cases() -> dict:
     c.update(ans_fexp_cases())
     for name, data in s.items():
         c[f"seed_{name}"] = (data, "ok")
+    return c
+
+
+def zstd_header_cases(seed: bytes) -> dict:
+    """Compressed headers (spec 2.1, .bsl 1.2): valid ones and every size check, checksums correct."""
+    import zstandard
+    doc, payloads, _ = split(seed)
+    plain = build(doc, payloads)
+    hlen = struct.unpack_from("<Q", plain, 16)[0]
+    raw, region = plain[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen].rstrip(b" "), plain[PREAMBLE_BYTES + hlen:]
+    z = lambda h, flags=1: assemble(h, region, minor=2, flags=flags)  # noqa: E731
+    c = {"zhead_ok": (z(zstd_header(raw)), "ok")}
+    c["zhead_ok_minor_0"] = (assemble(zstd_header(raw), region, minor=0, flags=1), "ok")  # minor is not checked
+    frame = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(raw)
+    c["zhead_bomb_ratio"] = (z(zstd_header(raw, jlen=65 * len(frame), frame=frame)), "LimitError")
+    c["zhead_jlen_over_limit"] = (z(zstd_header(raw, jlen=10**8 + 1)), "LimitError")
+    c["zhead_jlen_zero"] = (z(zstd_header(raw, jlen=0)), "LimitError")
+    c["zhead_jlen_differs_from_frame"] = (z(zstd_header(raw, jlen=len(raw) - 1)), "FormatError")
+    c["zhead_flen_past_region"] = (z(zstd_header(raw, flen=2**63)), "FormatError")
+    c["zhead_flen_short"] = (z(zstd_header(raw, flen=len(frame) - 1, frame=frame)), "FormatError")
+    c["zhead_second_frame"] = (z(zstd_header(raw, frame=frame + frame)), "FormatError")
+    c["zhead_skippable_after"] = (z(zstd_header(raw, frame=frame + b"\x50\x2a\x4d\x18" + bytes(4))), "FormatError")
+    good = zstd_header(raw)
+    c["zhead_padding_not_zero"] = (z(good[:-1] + b"\x01") if good[-1:] == b"\0" else z(good + bytes(63) + b"\x01"),
+                                   "FormatError")
+    c["zhead_padding_64"] = (z(good + bytes(64)), "FormatError")
+    c["zhead_empty_frame"] = (z(struct.pack("<QQ", 5, 0) + bytes(16)), "LimitError")  # 5 bytes from none
+    nosize = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(raw)
+    c["zhead_frame_without_size"] = (z(zstd_header(raw, frame=nosize)), "FormatError")
+    bad = bytearray(frame)
+    bad[len(bad) // 2] ^= 0x55
+    c["zhead_frame_corrupt"] = (z(zstd_header(raw, frame=bytes(bad))), "FormatError")
+    c["zhead_not_json"] = (z(zstd_header(b"\xff" * 200)), "FormatError")
+    c["zhead_flag_bit_1"] = (assemble(zstd_header(raw), region, minor=2, flags=3), "FormatError")
+    c["zhead_flag_unset"] = (assemble(zstd_header(raw), region, minor=2, flags=0), "FormatError")  # not JSON
+    c["plain_header_flag_set"] = (assemble(plain[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen], region, flags=1),
+                                  "FormatError")
     return c
 
 

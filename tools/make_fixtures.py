@@ -8,6 +8,10 @@ encoder change, and say so in the commit.
 the default) in ``fixtures/v1/alloc/``. ``python tools/make_fixtures.py dq`` writes only the ``ans-dq`` (format 1.1) files in ``fixtures/v1/dq/``
 (tests/test_dq.py), from the same inputs.
 
+``python tools/make_fixtures.py compact`` writes only ``fixtures/v1/compact/``: files of 40 tensors (a small
+conv net with BatchNorm) whose header is over 4 KiB, so the writer stores it zstd-compressed (spec 2.1,
+.bsl 1.2), with their inputs (``inputs.npz``) and decoded values.
+
 ``python tools/make_fixtures.py paths`` writes only ``fixtures/v1/paths/`` (issue 20): one file per decoder
 path a porter must get right, each with its decoded values (``<name>.expected.npz``, checked against the
 plain-Python references here before it is written) and ``manifest.json`` saying what each tensor covers:
@@ -94,6 +98,38 @@ def write_alloc() -> None:
 def write_dq() -> None:
     """The ans-dq fixtures only (the v1.0 files and inputs.npz are left as they are)."""
     _write(OUT / "dq", DQ_FILES, inputs())
+
+
+# Compressed headers (.bsl 1.2, spec 2.1): a header over 4 KiB, fixtures/v1/compact/
+COMPACT_FILES = {"compact_default": {}, "compact_max_error": {"max_error": 1e-3}}
+
+
+def compact_inputs() -> dict:
+    """8 pointwise conv + BatchNorm blocks (5 tensors each): 40 tensors, a 7 KB JSON header."""
+    rng = np.random.default_rng(20261206)
+    out, cin = {}, 3
+    for i, cout in enumerate((8, 8, 12, 12, 16, 16, 20, 20)):
+        out[f"features.{i}.conv.weight"] = rng.normal(0, (2 / cin) ** 0.5, (cout, cin, 1, 1)).astype(np.float32)
+        out[f"features.{i}.bn.weight"] = rng.normal(1, 0.2, cout).astype(np.float32)
+        out[f"features.{i}.bn.bias"] = rng.normal(0, 0.2, cout).astype(np.float32)
+        out[f"features.{i}.bn.running_mean"] = rng.normal(0, 0.5, cout).astype(np.float32)
+        var = rng.gamma(2, 0.5, cout).astype(np.float32)
+        var[0] = 0.0  # a dead channel
+        out[f"features.{i}.bn.running_var"] = var
+        cin = cout
+    return out
+
+
+def write_compact() -> None:
+    """The compressed-header fixtures only."""
+    src = compact_inputs()
+    (OUT / "compact").mkdir(parents=True, exist_ok=True)
+    np.savez(OUT / "compact" / "inputs.npz", **src)
+    _write(OUT / "compact", COMPACT_FILES, src)
+    for name in COMPACT_FILES:
+        src_ = _Source(path=OUT / "compact" / f"{name}.bsl")
+        assert src_.index.flags == 1 and src_.index.minor == 2, name  # the header is stored compressed
+        src_.close()
 
 
 def main():
@@ -276,7 +312,10 @@ if __name__ == "__main__":
         write_paths()
     elif sys.argv[1:] == ["alloc"]:
         write_alloc()
+    elif sys.argv[1:] == ["compact"]:
+        write_compact()
     else:
         main()
         write_dq()
         write_paths()
+        write_compact()

@@ -4,6 +4,10 @@ A reader checks every length against these and against the file size before it a
 """
 
 MAX_HEADER_BYTES = 100_000_000  # like safetensors: the header is read whole before anything is trusted
+# A compressed header (spec 2.1, .bsl 1.2) may expand at most this much: real headers compress 5-15x (their
+# checksums and steps are incompressible), so 64 rejects no header a writer makes, and a hostile file can make
+# a reader allocate and parse at most 64x its own size of JSON, checked before anything is decompressed.
+MAX_HEADER_RATIO = 64
 MAX_NAME_BYTES = 1024
 MAX_JSON_DEPTH = 64  # nested arrays/objects in a header (the top-level object is depth 1); real headers use 3
 MAX_NUMBER_CHARS = 1024  # characters of one JSON number token; shortest round-trip forms need at most 24

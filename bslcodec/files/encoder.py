@@ -190,7 +190,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress) -> tuple:
             if any(e is None for e in entries):
                 return entries, payloads, None
             end = place(entries, [len(p) for p in payloads])
-            return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)) + end
+            return entries, payloads, PREAMBLE_BYTES + len(build_header(entries, metadata)[0]) + end
 
         if not allocate:  # rel_step= with sensitivity=
             entries, payloads, _ = encode_all()
@@ -254,8 +254,8 @@ def _nbytes(tensors, name) -> int:
 
 
 def _write(fh, entries, payloads, metadata):
-    header = build_header(entries, metadata)
-    fh.write(build_preamble(header, minor_for(entries)))
+    header, flags = build_header(entries, metadata)
+    fh.write(build_preamble(header, minor_for(entries, flags), flags))
     fh.write(header)
     pos = 0
     for e, p in zip(entries, payloads):

@@ -42,8 +42,8 @@ class _Source:
             self.buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
         try:
             size = len(self.buf)
-            hlen, hsum, minor = read_header_length(bytes(self.buf[:PREAMBLE_BYTES]), size)
-            self.index = parse_header(self.buf[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen], hsum, minor, size)
+            hlen, hsum, minor, flags = read_header_length(bytes(self.buf[:PREAMBLE_BYTES]), size)
+            self.index = parse_header(self.buf[PREAMBLE_BYTES:PREAMBLE_BYTES + hlen], hsum, minor, size, flags)
         except FormatError as exc:
             self.close()
             raise type(exc)(f"{where}: {exc}") from None
