@@ -79,8 +79,7 @@ def test_corpus_case_has_its_outcome(name, tmp_path):
     try:  # the memory-mapped path
         got = bslcodec.load_file(path)
         assert want == "ok", f"load_file accepted a file that must fail with {want}"
-        assert set(got) == {e["name"] for e in json.loads(data[PREAMBLE_BYTES:PREAMBLE_BYTES + struct.unpack_from(
-            "<Q", data, 16)[0]])["tensors"]}
+        assert set(got) == {e["name"] for e in json.loads(fr.header_json(data))["tensors"]}
     except BslError as exc:
         assert type(exc).__name__ == want, exc
         assert str(path) in str(exc)  # errors name the file
