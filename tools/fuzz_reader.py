@@ -164,7 +164,7 @@ def seeds() -> dict:
     out["empty"] = bslcodec.save({})
     # a header of over 4 KiB: written compressed (spec 2.1, .bsl 1.2)
     out["zstd_header"] = bslcodec.save({f"layer.{i}.{k}": rng.normal(0, 1, 8 + i).astype(np.float32)
-                                        for i in range(24) for k in ("weight", "bias")}, rel_step=1 / 16)
+                                        for i in range(24) for k in ("weight", "bias")}, expert={"rel_step": 1 / 16})
     return out
 
 
