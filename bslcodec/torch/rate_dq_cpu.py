@@ -41,7 +41,7 @@ def _floor_index(p):
     (a libm floor call per element costs ~2x the whole loop)."""
     i = int(p)
     i -= p < i  # truncation rounds a negative non-integer up
-    return min(i, _K - 1) + _K
+    return min(i, _K - 1) + _K  # in [0, 2K - 1]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -72,18 +72,18 @@ def _hist(F, row0, row1, row_valid, inv, cen, sc, hist):
 
 
 @numba.njit(parallel=True, cache=True)
-def _slopes(F, row_t, row_valid, inv, cen, sc, L, gscale, G, gw):
+def _slopes(F, row_t, row_valid, inv, cen, sc, S, gscale, G, gw):
     for r in prange(F.shape[0]):
         t = row_t[r]
         iv, ce, s, gs = inv[t], cen[t], sc[t], gscale[t]
-        Lt, row, Gr = L[t], F[r], G[r]
+        St, row, Gr = S[t], F[r], G[r]
         acc = 0.0
         for i in range(row_valid[r]):
             w = row[i]
             p0, p1 = _pos(w, iv, ce, s)
             i0 = _floor_index(p0)
             i1 = _floor_index(p1)
-            g = ((Lt[i0 + 1] - Lt[i0]) + (Lt[i1 + 1] - Lt[i1])) * gs
+            g = (St[i0] + St[i1]) * gs
             Gr[i] = g
             acc += np.float64(g * w)
         for i in range(row_valid[r], F.shape[1]):
@@ -162,10 +162,12 @@ def token_histogram(F, row0, row1, row_valid, step, center) -> np.ndarray:
 
 
 def slopes(F, row_t, row_valid, inv, cen, sc, L, gscale):
-    """(G float32 [R, ROW], 0 on padding; per-row sum G·w float64 [R])."""
+    """(G float32 [R, ROW], 0 on padding; per-row sum G·w float64 [R]). ``L`` [T, 2K+1] float32: code
+    lengths per bin; the kernel reads its differences (bits per bin, [T, 2K]: one look-up a coordinate)."""
+    S = np.ascontiguousarray(L[:, 1:] - L[:, :-1])
     G = np.empty_like(F)
     gw = np.empty(F.shape[0])
-    _run(_slopes, _slopes_serial, F, row_t, row_valid, inv, cen, sc, L, gscale, G, gw, work=F.size)
+    _run(_slopes, _slopes_serial, F, row_t, row_valid, inv, cen, sc, S, gscale, G, gw, work=F.size)
     return G, gw
 
 
