@@ -141,7 +141,10 @@ def run(args):
         r().backward()  # warm
         res["rate_alone_s"][e] = statistics.median(timed(lambda: r().backward(), args.device, args.steps))
         res["refresh_s"][e] = statistics.median(timed(r.refresh, args.device, 3))
-        res["ops_per_step"][e] = count_ops(r, args.device)
+        try:
+            res["ops_per_step"][e] = count_ops(r, args.device)
+        except Exception as exc:  # a profiler without CUPTI: keep the timings
+            res["ops_per_step"][e] = f"n/a ({type(exc).__name__})"
         for p in model.parameters():
             p.grad = None
     plain = res["step_s"]["plain"]
