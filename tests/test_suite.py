@@ -86,3 +86,12 @@ def test_sweep_brackets_targets():
     cs = [pts[k]["metrics"]["cos"] for k in sorted(pts)]
     assert min(cs) < 0.999 and max(cs) >= 0.9995
     assert len(calls) == len(set(calls)) <= 10
+
+
+def test_bits_family_hits_its_targets(tiny):
+    """The ``bits`` family (the allocation the default uses): each point's file averages its B within 2 %."""
+    rows = harness.run_model(tiny, families=("bits",), log=lambda *a: None, max_points=2, quick=True)
+    assert len(rows) == 2 and {r["family"] for r in rows} == {"bits"}
+    for r in rows:
+        assert r["bpw"] == pytest.approx(r["setting"]["bits"], rel=0.02)
+    assert rows[0]["bpw"] < rows[1]["bpw"] and rows[0]["rel_l2"] > rows[1]["rel_l2"]

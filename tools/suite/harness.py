@@ -5,8 +5,9 @@ A *family* is one way of setting a codec, with one knob ``k`` that grows with th
 | family | knob | setting |
 |---|---|---|
 | ``nosetting`` | - | ``bslcodec.save(w)``: one point, what a user gets without choosing anything |
-| ``default`` | log2(1/c) | ``bslcodec.save(w, rel_step=c)``: the default quantizer and allocation; ``bits=B`` |
-|  |  | searches this same c (README), so this is the ``bits=`` curve at a tenth of the encode time |
+| ``bits`` | B | ``bslcodec.save(w, bits=B)``: the equal-slope allocation that the default and ``bits=`` use |
+| ``default`` | log2(1/c) | ``bslcodec.save(w, rel_step=c)``: one relative step for every tensor (the allocation |
+|  |  | before 1.1; the name is kept for earlier runs' JSON) |
 | ``max_error`` | -qp | ``bslcodec.save(w, max_error=2**(qp/4)/2)``: one absolute step ``2**(qp/4)`` for every tensor |
 | ``sens`` | log2(1/c) | ``bslcodec.save(w, rel_step=c, sensitivity=s)``, ``s`` calibrated on other inputs |
 | ``nncodec`` | -qp | NNCodec 2.1.3 ``compress(w, qp=qp)``, defaults (DQ on): one global step ``2**(qp/4)`` |
@@ -27,8 +28,9 @@ import time
 import numpy as np
 
 TARGETS = (0.999, 0.9995)
-FAMILIES = ("nosetting", "default", "max_error", "sens", "nncodec")
-LABELS = {"nosetting": "bslcodec, no setting (save_file(w))", "default": "bslcodec default (rel_step= / bits=)",
+FAMILIES = ("nosetting", "bits", "default", "max_error", "sens", "nncodec")
+LABELS = {"nosetting": "bslcodec, no setting (save_file(w))", "bits": "bslcodec bits= (the allocation)",
+          "default": "bslcodec rel_step= (one relative step)",
           "max_error": "bslcodec max_error= (one global step)",
           "sens": "bslcodec rel_step= + sensitivity=", "nncodec": "NNCodec 2.1.3 (defaults, DQ on)"}
 
@@ -72,6 +74,8 @@ class Codecs:
     def setting(self, fam: str, k: float) -> dict:
         if fam == "nosetting":
             return {}
+        if fam == "bits":
+            return {"bits": k}
         if fam in ("default", "sens"):
             return {"rel_step": 2.0 ** -k, "log2_inv": k}
         qp = -int(k)
@@ -94,7 +98,7 @@ class Codecs:
             t1 = time.perf_counter()
             back = nnc.decompress(bytearray(blob))
         else:
-            kw = {"nosetting": {}, "default": {"rel_step": s.get("rel_step")},
+            kw = {"nosetting": {}, "bits": {"bits": s.get("bits")}, "default": {"rel_step": s.get("rel_step")},
                   "sens": {"rel_step": s.get("rel_step"), "sensitivity": self.sens},
                   "max_error": {"max_error": s.get("max_error")}}[fam]
             blob = bslcodec.save(w, **kw)
@@ -215,6 +219,8 @@ def run_model(model, families=FAMILIES, quick: bool = False, sens: dict | None =
         if fam == "nosetting":
             r = get(0.0)
             curves[fam] = {0.0: r} if r else {}
+        elif fam == "bits":
+            curves[fam] = sweep(get, 6.0, 1.0, 0.5, 1.0, 16.0, mp, refine=not quick)
         elif fam in ("default", "sens"):
             b = at("default", 0.999, "k")  # sens: starts where the default reached 0.999
             k0 = 5.0 if b is None else round(2 * b) / 2

