@@ -66,7 +66,7 @@ def save_file(tensors: dict, path, *, metadata=None, bits=None, rel_error=None, 
     ``max_error``). ``exact``: fnmatch patterns of tensor names stored bit-exact, or True for every
     tensor (floats with the ``fexp`` codec where it is smallest); integer and bool tensors are always
     exact, and small 1-D float tensors (norms, biases) are quantized at a fine fixed step (about
-    std/256) by the allocation targets, else stored exactly (also where that is smaller).
+    std/1024) by the allocation targets, else stored exactly (also where that is smaller).
 
     ``expert``: a dict for the escape hatch, any of ``quantizer`` (``"auto"``: dependent quantization,
     codec ``ans-dq``, except plain rounding with ``max_error``, a named ``codec`` or ``rdoq``;
