@@ -464,6 +464,8 @@ MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
 def _step32(step: float) -> np.float32:
     """The binary32 step of the F32/BF16 modes; an F64 tensor's step may lie beyond binary32 (it is then
     unused: F64 dequantizes in binary64), so overflow to inf is no RuntimeWarning."""
+    if abs(step) <= 3.4e38:  # below binary32's largest value: no overflow (and no errstate context to enter)
+        return np.float32(step)
     with np.errstate(over="ignore"):
         return np.float32(step)
 

@@ -7,6 +7,7 @@ payload smallest, table included.
 """
 
 import math
+import struct
 from dataclasses import dataclass
 
 import numba
@@ -504,13 +505,14 @@ _TABLE_ERRORS = {1: "a code word reads past the table bit string",
                  3: "a frequency is over M", 4: "a run of zero frequencies passes the table's end"}
 
 
+_MODEL_HEADER = struct.Struct("<4BH2BI")  # model, P, s, m, K, kq, reserved, B (spec 4.4)
+
+
 def parse_header(buf: np.ndarray) -> tuple:
     """(P, s, m, freqs, H) from payload bytes; FormatError on anything spec 4.4 rejects."""
     if buf.size < 12:
         raise FormatError(f"ans payload of {buf.size} bytes is shorter than its 12-byte model header")
-    model, P, s, m, kq, reserved = (int(buf[i]) for i in (0, 1, 2, 3, 6, 7))
-    K = int(buf[4]) | int(buf[5]) << 8
-    B = int(buf[8:12].view("<u4")[0])
+    model, P, s, m, K, kq, reserved, B = _MODEL_HEADER.unpack_from(buf)
     if model != 0:
         raise FormatError(f"ans model {model} is unknown (only 0, a frequency table)")
     if not 1 <= P <= MAX_PROB_BITS or s > MAX_SPLIT or m > min(s, MAX_MSB) or kq > 15 or reserved:
