@@ -103,10 +103,11 @@ class DQRate:
     Flat layout: every step the local tensors are copied, each padded with zeros to whole rows of ``ROW``
     elements, into one float32 buffer ``F`` of shape [rows, ROW]; a row belongs to one tensor (``row_t``),
     so per-tensor numbers broadcast over rows and every pass covers all tensors at once. The number of
-    kernels a step does not grow with the number of tensors. On CUDA with Triton the passes are four fused
-    kernels (:mod:`bslcodec.torch.rate_dq_triton`: moments; histogram; slopes and their sum with ``w``;
-    the gradient in place); elsewhere they are eager torch operations on ``F``. The gradients are views
-    of one flat buffer. :class:`bslcodec.torch.rate_dq_ref.DQRateRef` is the per-tensor reference."""
+    kernels a step does not grow with the number of tensors. The passes (moments; histogram; slopes and
+    their sum with ``w``; the gradient in place) are four fused kernels on CUDA with Triton
+    (:mod:`bslcodec.torch.rate_dq_triton`) and on CPU (Numba, :mod:`bslcodec.torch.rate_dq_cpu`), eager
+    torch operations on ``F`` elsewhere (``backend``). The gradients are views of one flat buffer.
+    :class:`bslcodec.torch.rate_dq_ref.DQRateRef` is the per-tensor reference."""
 
     def __init__(self, params, n, rel):
         self.params = list(params)
@@ -145,7 +146,6 @@ class DQRate:
         valid[last] = (np.asarray(m)[np.asarray(rows) > 0] - (last - r0[np.asarray(rows) > 0]) * ROW)
         self.row_valid = torch.tensor(valid, dtype=torch.int32, device=self.device)  # [R] elements in use
         self.last_rows = torch.tensor(last, **dl)  # the rows that hold padding (or none)
-        self.last_rows_t = self.row_t[self.last_rows]
         self.seg = (torch.tensor(r0, **dl), torch.tensor(r1, **dl))  # rows of a tensor, for segment sums
         self.npad = torch.tensor(self.pad, **f64)
         self._zeros = torch.zeros(max(self.pad, default=0), dtype=torch.float32, device=self.device)
@@ -336,14 +336,17 @@ class DQRate:
             try:
                 return self._compute(want_grad, locs)
             except Exception as e:  # a Triton that cannot compile here: warn once, run the torch path
-                if self.backend != "triton" or BACKEND == "triton":
-                    raise
-                import warnings
-
-                warnings.warn(f"RateLoss: the Triton kernels failed ({type(e).__name__}: {e}); "
-                              "using eager torch operations", RuntimeWarning, stacklevel=3)
-                self.backend = "torch"
+                self._triton_failed(e)
                 return self._compute(want_grad, locs)
+
+    def _triton_failed(self, e):
+        if self.backend != "triton" or BACKEND == "triton":
+            raise e
+        import warnings
+
+        warnings.warn(f"RateLoss: the Triton kernels failed ({type(e).__name__}: {e}); using eager torch "
+                      "operations", RuntimeWarning, stacklevel=4)
+        self.backend = "torch"
 
     def _compute(self, want_grad, locs):
         F = self.flat(locs)
@@ -379,12 +382,15 @@ class DQRate:
         if self.backend == "triton":
             from . import rate_dq_triton
 
-            rate_dq_triton.gradient(F, G, self.row_t32, scale.float().reshape(1), beta, m32)
-        elif self.backend == "numba":
+            try:
+                rate_dq_triton.gradient(F, G, self.row_t32, scale.float().reshape(1), beta, m32)
+            except Exception as e:  # G is untouched if the kernel did not launch
+                self._triton_failed(e)
+        if self.backend == "numba":
             from . import rate_dq_cpu
 
             rate_dq_cpu.gradient(F.numpy(), G.numpy(), self._np["row_t"], float(scale), beta.numpy(), m32.numpy())
-        else:
+        elif self.backend == "torch":
             G.mul_(scale.float()).sub_(F.sub_(m32[self.row_t, None]).mul_(beta[self.row_t, None]))
         flat = G.view(-1)
         locs = self._local()

@@ -17,7 +17,7 @@ from numba import prange
 from ..codecs import rans
 from ..parallel import launch, serial_twin
 from .rate_dq import HALF_BINS
-from .rate_eg import _keep_torch_threads
+from .rate_eg import PARALLEL_MIN, _keep_torch_threads
 
 _K = HALF_BINS
 _NB = 2 * HALF_BINS + 1
@@ -135,6 +135,8 @@ _gradient_serial = serial_twin(_gradient)
 
 
 def _run(kernel, serial, *args, work):
+    if work < PARALLEL_MIN:  # waking the thread pool costs more than the loop (on a busy machine, far more)
+        return serial(*args)
     with _keep_torch_threads():
         return launch(kernel, serial, *args, work=work)
 

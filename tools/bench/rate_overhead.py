@@ -170,7 +170,8 @@ def markdown(res) -> str:
          f"modes take turns one step at a time, medians of {a['steps']} steps after {a['warmup']} warm-up rounds.",
          "",
          "| engine | backend | step ms (plain {:.1f}) | overhead | rate()+backward ms | refresh ms | component | "
-         "kernels / aten calls per step | value vs old | grad max rel. diff vs old |".format(1000 * res["step_s"]["plain"]),
+         "kernels / aten calls per step | value vs old | grad max rel. diff vs old |"
+         .format(1000 * res["step_s"]["plain"]),
          "|---|---|---|---|---|---|---|---|---|---|"]
     for e in res["rate_alone_s"]:
         c = res["compare_to_old"].get(e)
