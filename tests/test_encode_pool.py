@@ -71,3 +71,17 @@ def test_run_keeps_order_and_budget():
 
 def test_threads_default_is_at_least_one():
     assert 1 <= pool.threads() <= pool.cpus()
+
+
+def test_split_spreads_idle_threads_over_the_tensors_the_budget_allows(monkeypatch):
+    """16 threads, 128 MiB in flight, 23 MB tensors: 5 tensors at once with 3 Numba threads each (where
+    parallel regions of several threads run side by side); one thread a tensor where the budget is no limit
+    or the threading layer serialises regions."""
+    monkeypatch.setattr(pool, "_nested_ok", lambda: True)
+    assert pool.split(16, 40, 128 << 20, 23_000_000) == (5, 3)
+    assert pool.split(16, 40, 128 << 20, 4_000_000) == (16, 1)
+    assert pool.split(2, 40, 128 << 20, 23_000_000) == (2, 1)
+    assert pool.split(16, 3, 128 << 20, 23_000_000) == (3, 1)
+    assert pool.split(16, 40, 128 << 20, 200 << 20) == (1, 16)
+    monkeypatch.setattr(pool, "_nested_ok", lambda: False)
+    assert pool.split(16, 40, 128 << 20, 23_000_000) == (16, 1)

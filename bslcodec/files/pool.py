@@ -5,7 +5,9 @@ spin against each other on a busy machine).
 Numba kernels release the GIL (``nogil=True``), so the pool's threads run side by side. Tensors larger than a
 thread's share of the work run first, one at a time, with all threads (their kernels split them by groups);
 the rest go to the pool, largest first. The bytes of input in flight are capped (``MEMORY_BUDGET``, or the
-largest tensor) so that a checkpoint streams through in bounded memory.
+largest tensor) so that a checkpoint streams through in bounded memory; where that cap lets fewer tensors run
+at once than there are threads, each gets several Numba threads (``split``; only under the OpenMP or TBB
+threading layers, which run parallel regions of several Python threads side by side).
 """
 
 from __future__ import annotations
@@ -51,6 +53,32 @@ def _numba_threads(n: int) -> None:
         numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))  # per calling thread
     except Exception:  # noqa: BLE001 - no numba threading: nothing to set
         pass
+
+
+def _nested_ok() -> bool:
+    """Whether parallel regions from several Python threads run side by side in this process: numba's
+    threading layer is already chosen (a kernel ran) and is OpenMP or TBB (workqueue serialises them:
+    ``bslcodec.parallel.launch``), and this is the process that chose it (a forked child runs serial twins)."""
+    try:
+        import numba
+
+        from .. import parallel
+
+        return parallel._LAUNCH_PID == os.getpid() and numba.threading_layer() in ("omp", "tbb")
+    except Exception:  # noqa: BLE001 - no layer chosen yet, or no numba threading: one thread a tensor
+        return False
+
+
+def split(n: int, n_items: int, limit: int, largest: int) -> tuple:
+    """(pool threads, Numba threads each) for ``n`` threads over ``n_items`` tensors of which at most
+    ``limit`` input bytes may be in flight, the largest ``largest`` bytes: as many tensors at once as the
+    budget lets the largest run side by side, and the threads those leave idle spread over them (16 threads,
+    a 128 MiB budget and 23 MB MLP matrices: 5 tensors of 3 threads, not 5 threads busy and 11 idle)."""
+    workers = max(1, min(n, n_items))
+    fit = max(1, limit // max(1, largest))
+    if fit >= workers or not _nested_ok():
+        return workers, 1
+    return fit, max(1, n // fit)
 
 
 class _Budget:
@@ -102,7 +130,8 @@ def run(fn, items: list, weights: list, n_threads: int | None = None, budget: in
         finally:
             cap.give(weights[i])
 
-    with ThreadPoolExecutor(min(n, len(small)), initializer=_numba_threads, initargs=(1,)) as ex:
+    workers, per = split(n, len(small), cap.limit, max(weights[i] for i in small))
+    with ThreadPoolExecutor(workers, initializer=_numba_threads, initargs=(per,)) as ex:
         futures = [(i, ex.submit(task, i)) for i in small]
         for i, f in futures:
             out[i] = f.result()
