@@ -8,8 +8,13 @@ at a random offset, scaled), so generating 1.1B weights costs seconds, not minut
 smaller variant (this 2-core box: ``--layers 2 --vocab 4000``, 86M weights).
 
 Each encode runs in a fresh process (``python -m bslcodec.cli encode ... -q``): wall time, MB/s of bf16 input,
-peak RSS of that process (getrusage of the child), output bits/weight. The machine, its load and the commit
-go into the markdown.
+peak RSS of that process (getrusage of the child), output bits/weight. Settings (``--settings``): ``bits 4``,
+``default`` and ``fixed step (rel-step 1/16)`` (one dq encode at a fixed step, what the ``bits=`` search is
+compared against). Also measured: the start-up of a fresh process (imports and cached kernels), so the
+markdown gives MB/s with and without it, the ratio to single-thread zstd -3, ``bits=``/fixed-step time and the
+peak-RSS bound (2 x the largest shard + 0.5 GiB). The machine, its load and the commit go into the markdown.
+(``--layers 4`` with the full vocabulary leaves ``model.norm.weight`` alone in the last shard, where
+``--bits 4`` cannot be met; use ``--layers 5 --vocab 8000`` for a ~0.5 GB folder.)
 
     python tools/bench/bench_encode.py --layers 2 --vocab 4000 --threads 1 2 --out results/encode_cpu.json
     python tools/bench/bench_encode.py --layers 22 --threads 1 4 16 --out $OUT/encode_16.json   # GPU host
