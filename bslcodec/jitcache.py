@@ -2,7 +2,7 @@
 
 numba's ``cache=True`` stores a compiled function next to its module and reuses it while *that module's*
 file is unchanged. A kernel also compiles in the njit functions it calls from other modules (inlined or
-linked: ``codecs/rans.py`` inlines ``quantize/dq.py``'s state machine) and freezes the module globals
+linked: ``codecs/rans_dec.py`` inlines ``quantize/dq.py``'s state machine) and freezes the module globals
 it reads (``container/limits.py``'s ``LANES``). numba does not follow those: a change in ``dq.py`` alone
 left a stale decoder in the cache, which decoded wrongly (issue 20, item 12). An upgrade that changes
 such a file, or an editable install being edited, would do the same.

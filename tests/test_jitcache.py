@@ -1,7 +1,7 @@
 """numba's disk cache never serves a stale kernel (issue 20, item 12; bslcodec/jitcache.py).
 
-The ans-dq decoder in codecs/rans.py inlines quantize/dq.py's state machine (``next_state`` reads
-``NEXT_PACKED``, built from ``NEXT_STATE``). numba keys its cache on rans.py alone, so changing dq.py used to
+The ans-dq decoder in codecs/rans_dec.py inlines quantize/dq.py's state machine (``next_state`` reads
+``NEXT_PACKED``, built from ``NEXT_STATE``). numba keys its cache on rans_dec.py alone, so changing dq.py used to
 leave the old machine compiled in. Here a copy of the package decodes a file (filling its cache), its dq.py
 is changed, and the copy decodes again: the result must follow the new dq.py (checked against the plain
 Python references of the changed copy), not the cached kernel.
@@ -56,7 +56,7 @@ def test_installed_with_this_numba():
 
 def test_digest_covers_the_floors_kernels_compile_in():
     files = {f.relative_to(jitcache.PACKAGE).as_posix() for f in jitcache.sources()}
-    assert {"quantize/dq.py", "quantize/quant.py", "codecs/rans.py", "container/limits.py", "parallel.py"} <= files
+    assert {"quantize/dq.py", "quantize/quant.py", "codecs/rans_dec.py", "container/limits.py", "parallel.py"} <= files
     assert not any(f.startswith(("files/", "pipeline/", "torch/", "gpu/")) for f in files)
     assert len(jitcache.digest()) == 64
 
@@ -78,12 +78,12 @@ def test_changing_an_inlined_module_rebuilds_the_decoder(tmp_path):
     bslcodec.save_file({"w": x}, blob, rel_step=1 / 4, quantizer="dq")
     before = _run(pkg, blob)
     assert before["installed"] and before["same_as_reference"]
-    assert any((pkg / "bslcodec" / "codecs" / "__pycache__").glob("rans.*.nbi"))  # the decoder was cached
+    assert any((pkg / "bslcodec" / "codecs" / "__pycache__").glob("rans_dec.*.nbi"))  # the decoder was cached
     dq_py = pkg / "bslcodec" / "quantize" / "dq.py"
     src = dq_py.read_text()
     old = "NEXT_STATE = ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6))"
     assert old in src
     dq_py.write_text(src.replace(old, "NEXT_STATE = ((2, 0), (5, 7), (3, 1), (4, 6), (0, 2), (7, 5), (1, 3), (6, 4))"))
-    after = _run(pkg, blob)  # rans.py itself is unchanged: numba alone would load its cached decoder
+    after = _run(pkg, blob)  # rans_dec.py itself is unchanged: numba alone would load its cached decoder
     assert after["same_as_reference"], "a stale decoder ran: the cache did not follow the inlined dq.py"
     assert after["sum"] != before["sum"]  # the change does change the decoded values

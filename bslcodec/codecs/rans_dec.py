@@ -1,0 +1,288 @@
+"""The ``ans`` / ``ans-dq`` decoder (spec 4.4, 4.6), bit-exact with ``rans_ref``: groups decoded in
+parallel, dequantization fused (plain levels, or the dq state machine's)."""
+
+
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..container.errors import FormatError
+from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
+from ..parallel import launch, serial_twin
+
+# inlined into the cached decoder; bslcodec/jitcache.py keys numba's cache on dq.py too
+from ..quantize.dq import level as _dq_level
+from ..quantize.dq import next_state as _dq_next
+from ..quantize.quant import store_dequant
+from .golomb import _step32
+from .rans_model import (
+    _BAD_STATE,
+    _END,
+    _OVERRUN,
+    _RANGE,
+    _SHORT,
+    _STATUS_TEXT,
+    L,
+    n_groups,
+)
+from .rans_table import (
+    parse_header,
+    tables,
+)
+
+# ---------------------------------------------------------------- decoder
+
+def min_length(header: int, n_elems: int, lane_symbols: int) -> int:
+    """Smallest payload that can describe ``n_elems`` elements: uint32 W per group, 4 bytes per lane state.
+    So a reader allocates at most 32·S·itemsize / 132 bytes of output per payload byte (S=1024, F32: ~1000)."""
+    G = n_groups(n_elems, lane_symbols)
+    if G == 0:
+        return header
+    lanes = LANES * (G - 1) + min(LANES, n_elems - (G - 1) * LANES * lane_symbols)
+    return header + 4 * G + 4 * lanes
+
+
+def parse(payload, n_elems: int, lane_symbols: int):
+    """(P, s, m, frequency table, word counts, word offsets per group, words); checks all sizes."""
+    buf = np.frombuffer(payload, np.uint8)
+    P, s, m, freqs, H = parse_header(buf)
+    G = n_groups(n_elems, lane_symbols)
+    need = min_length(H, n_elems, lane_symbols)
+    if buf.size < need:  # checked before anything is sized from n_elems
+        raise FormatError(f"ans payload of {buf.size} bytes cannot hold {n_elems} elements "
+                          f"({need} bytes at least: a word count per group, a state per lane)")
+    W = buf[H:H + 4 * G].view("<u4").astype(np.int64)
+    start = np.zeros(G + 1, np.int64)
+    np.cumsum(W + (W % 2), out=start[1:])
+    expect = H + 4 * G + 2 * int(start[-1])
+    if buf.size != expect:
+        raise FormatError(f"ans payload is {buf.size} bytes, its group table says {expect}")
+    words = buf[H + 4 * G:].view("<u2")
+    return P, s, m, freqs, W, start, words
+
+
+_U16, _U32 = np.uint64(16), np.uint64(32)
+
+
+@numba.njit(inline="always")
+def _read(xv, words, p, last):
+    """Renormalise (spec 4.4 ``read``) with the word index clamped to the group: (state, new p)."""
+    rd = xv < L
+    wv = np.uint64(words[min(p, last)])
+    return (((xv << _U16) | wv) if rd else xv), p + np.uint64(rd)
+
+
+@numba.njit(inline="always")
+def _emit(out, ebase, qs, lt, mode, step32, step64):
+    """Levels ``qs[:lt]`` dequantized to ``out[ebase:ebase + lt]`` (spec 4.3); one simple loop per mode.
+    Returns whether any |q| >= 2^24."""
+    lim = np.int32(MAX_SYMBOL_MAGNITUDE)
+    bad = False
+    for j in range(lt):
+        qv = qs[j]
+        bad |= (qv >= lim) | (qv <= -lim)
+    if mode == 0:
+        for j in range(lt):
+            out[ebase + np.uint64(j)] = np.float32(qs[j]) * step32
+    elif mode == 1:
+        for j in range(lt):
+            store_dequant(out, ebase + np.uint64(j), qs[j], 1, step32, step64)
+    elif mode == 2:
+        for j in range(lt):
+            out[ebase + np.uint64(j)] = np.float64(qs[j]) * step64
+    else:
+        for j in range(lt):
+            out[ebase + np.uint64(j)] = qs[j]
+    return bad
+
+
+@numba.njit(inline="always")
+def _renorm_lanes(xs, x, words, p):
+    """Renormalise the 32 lane states ``xs`` into ``x`` in lane order (spec 4.4 ``read``), unclamped (the
+    caller checked that the step's reads stay inside the group); returns the new word index."""
+    for j in range(LANES):
+        xv = xs[j]
+        rd = xv < L
+        wv = np.uint64(words[p])
+        x[j] = ((xv << _U16) | wv) if rd else xv
+        p += np.uint64(rd)
+    return p
+
+
+@numba.njit(inline="always")
+def _low_bits(e, xv):
+    """Phase 2 of a usual step (no raw bits above 16) for one lane: (signed index d of the symbol, state
+    after its low raw bits are taken). ``e``: the token's ``tinfo`` entry."""
+    n1 = (e >> _U32) & np.uint64(31)
+    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
+    return (uu >> np.int32(1)) ^ -(uu & np.int32(1)), xv >> n1
+
+
+@numba.njit(inline="always")
+def _dq_levels(qs, st, lt, c32):
+    """Levels ``qs[:lt]`` (center + index) of one step turned into dependent-quantization levels (spec
+    4.6), advancing each lane's state ``st[j]``."""
+    for j in range(lt):
+        k = qs[j] - c32
+        s = st[j]
+        qs[j] = c32 + _dq_level(k, s)
+        st[j] = _dq_next(s, k)
+
+
+@numba.njit(nogil=True, cache=True)
+def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
+                  mode, step32, step64, status, has_hi, check, dq):
+    """Decode group ``g_first + gi`` (spec 4.4); a plain function (not inlined into the parallel loop, where
+    numba's parfor lowering optimises it less well). ``tos[slot]``: the token (index into ``tinfo``) of a
+    slot; ``tinfo[token]`` = f | c << 16 | nb << 32 | base << 37. States are uint64 below 2^32; indices
+    are unsigned (no negative-index wraparound in the generated code); levels fit int32 (|q| < 2^25)."""
+    gsize = LANES * lane_symbols
+    mask = (np.uint64(1) << np.uint64(P)) - np.uint64(1)
+    Pu = np.uint64(P)
+    g = g_first + gi
+    start = g * gsize
+    ng = min(n_elems, start + gsize) - start
+    A = min(LANES, ng)
+    T = (ng + LANES - 1) // LANES
+    if W[g] < 2 * A:
+        status[gi] = _SHORT
+        return
+    w0 = np.uint64(wstart[g])
+    wend = w0 + np.uint64(W[g])
+    x = np.empty(LANES, np.uint64)
+    xs = np.empty(LANES, np.uint64)
+    ent = np.empty(LANES, np.uint64)
+    low = np.empty(LANES, np.uint64)
+    qs = np.empty(LANES, np.int32)
+    st = np.zeros(LANES, np.int32)  # dependent-quantization states (``dq``), one a lane
+    c32 = np.int32(center)
+    bad = False
+    for j in range(A):
+        x[j] = np.uint64(words[w0 + np.uint64(2 * j)]) | (np.uint64(words[w0 + np.uint64(2 * j + 1)]) << _U16)
+        bad |= x[j] < L
+    if bad:
+        status[gi] = _BAD_STATE
+        return
+    p = w0 + np.uint64(2 * A)
+    last = wend - np.uint64(1)
+    out_of_range = False
+    for t in range(T):
+        lt = min(LANES, ng - LANES * t)
+        ebase = np.uint64(start + LANES * t - out_base)
+        if lt == LANES and not has_hi and p + np.uint64(2 * LANES) <= wend:
+            # the usual step: 32 lanes, no raw bits above 16, and every read (at most 2 a lane) inside the
+            # group, so no clamping. Loops without a carried dependency (table lookups, levels, output)
+            # and the two short sequential renormalisation loops that share p.
+            for j in range(LANES):  # phase 1: token
+                xv = x[j]
+                slot = xv & mask
+                e = tinfo[tos[slot]]
+                xs[j] = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
+                ent[j] = e
+            p = _renorm_lanes(xs, x, words, p)
+            if mode == 0 and not check and not dq:  # F32 (and F16), no level of the table can be out of range
+                for j in range(LANES):  # phase 2: low raw bits, and the store
+                    d, xs[j] = _low_bits(ent[j], x[j])
+                    out[ebase + np.uint64(j)] = np.float32(c32 + d) * step32
+            else:
+                for j in range(LANES):  # phase 2: low raw bits
+                    d, xs[j] = _low_bits(ent[j], x[j])
+                    qs[j] = c32 + d
+                if dq:
+                    _dq_levels(qs, st, LANES, c32)
+                out_of_range |= _emit(out, ebase, qs, LANES, mode, step32, step64)
+            p = _renorm_lanes(xs, x, words, p)
+            continue
+        for j in range(lt):  # phase 1: token
+            xv = x[j]
+            slot = xv & mask
+            e = tinfo[tos[slot]]
+            xv = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
+            x[j], p = _read(xv, words, p, last)
+            ent[j] = e
+        for j in range(lt):  # phase 2: low raw bits
+            nb = (ent[j] >> _U32) & np.uint64(31)
+            n1 = min(nb, np.uint64(16))
+            xv = x[j]
+            low[j] = xv & ((np.uint64(1) << n1) - np.uint64(1))
+            x[j], p = _read(xv >> n1, words, p, last)
+        if has_hi:
+            for j in range(lt):  # phase 3: raw bits above 16
+                nb = (ent[j] >> _U32) & np.uint64(31)
+                n2 = nb - np.uint64(16) if nb > np.uint64(16) else np.uint64(0)
+                xv = x[j]
+                low[j] |= (xv & ((np.uint64(1) << n2) - np.uint64(1))) << _U16
+                x[j], p = _read(xv >> n2, words, p, last)
+        for j in range(lt):
+            uu = np.int32((ent[j] >> np.uint64(37)) + low[j])
+            qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+        if dq:
+            _dq_levels(qs, st, lt, c32)
+        out_of_range |= _emit(out, ebase, qs, lt, mode, step32, step64)
+    if p > wend:
+        status[gi] = _OVERRUN
+        return
+    ok = p == wend
+    for j in range(A):
+        ok &= x[j] == L
+    if not ok:
+        status[gi] = _END
+    elif out_of_range:
+        status[gi] = _RANGE
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
+                   mode, step32, step64, status, has_hi, check, dq):
+    for gi in prange(status.size):
+        _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out,
+                      out_base, mode, step32, step64, status, has_hi, check, dq)
+
+
+def decode_tables(table: np.ndarray) -> tuple:
+    """(tos, tinfo, has_hi, d_max) for the decoder from ``slot_table``'s packed per-slot entries (the slow
+    reference of ``tables``, which builds them from the frequencies directly): the
+    (live) token of each slot, per token f | c << 16 | nb << 32 | base << 37, whether a token has more
+    than 16 raw bits, and the largest |d| any token can give."""
+    t = np.asarray(table, np.int64)
+    first = ((t >> 15) & 0x3FFF) == 0  # a token's first slot
+    starts = np.flatnonzero(first)
+    tok = np.cumsum(first) - 1
+    e = t[starts]
+    f, nb, base = e & 0x7FFF, (e >> 29) & 31, e >> 34
+    tinfo = (f | (starts << 16) | (nb << 32) | (base << 37)).astype(np.uint64)
+    tos = tok.astype(np.uint8 if starts.size <= 256 else np.uint16)
+    u_max = int((base + (np.int64(1) << nb) - 1).max()) if starts.size else 0
+    return tos, tinfo, bool(starts.size and int(nb.max()) > 16), (u_max + 1) >> 1
+
+
+MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
+
+
+def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: float, out: np.ndarray,
+                mode: str, g_first: int = 0, g_last: int | None = None, parsed=None, dq: bool = False) -> None:
+    """Decode groups [g_first, g_last) into ``out`` (flat; element e goes to out[e - g_first*32*S]).
+
+    ``dq``: the symbols are dependent-quantization indices (codec ``ans-dq``, spec 4.6).
+    ``mode``: "F32" (out float32), "BF16" (out uint16 bf16 bits), "F64" (out float64), "Q" (int64 q).
+    ``parsed``: ``parse()``'s result for this payload, when the caller already has it.
+    """
+    P, s, m, freqs, W, wstart, words = parsed if parsed is not None else parse(payload, n_elems, lane_symbols)
+    if g_last is None:
+        g_last = W.size
+    tos, tinfo, has_hi, d_max = tables(P, s, m, freqs)
+    # else no level of the table is out of range (dq levels reach 2 |index|)
+    check = abs(int(center)) + (2 * d_max if dq else d_max) >= MAX_SYMBOL_MAGNITUDE
+    status = np.zeros(max(0, g_last - g_first), np.uint8)
+    launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
+           lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
+           np.float64(step), status, has_hi, check, dq,
+           work=min(n_elems, g_last * LANES * lane_symbols) - g_first * LANES * lane_symbols)
+    if status.size and status.any():
+        bad = int(np.flatnonzero(status)[0])
+        raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
+
+
+# serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)
+_SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_decode_groups,)}

@@ -1,0 +1,224 @@
+"""The ``ans`` encoder (spec 4.4), bit-exact with ``rans_ref``: 32 rANS lanes per group sharing one
+stream of 16-bit words; groups encoded in parallel into scratch regions, then gathered."""
+
+
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..container.limits import LANES
+from ..parallel import launch, serial_twin
+
+# inlined into the cached decoder; bslcodec/jitcache.py keys numba's cache on dq.py too
+from .rans_model import (
+    L,
+    Model,
+    _token_nb,
+    n_groups,
+)
+from .rans_table import (
+    header_bytes,
+)
+
+# ---------------------------------------------------------------- encoder
+
+def _token_bits(tok: int, s: int, m: int) -> int:
+    return 0 if tok < (1 << s) else s + ((tok - (1 << s)) >> m) - m
+
+
+@numba.njit(nogil=True, cache=True)
+def _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
+    """rANS-encode group ``g`` backwards into its region of ``scratch`` (ending at ``region_end[g]``);
+    ``first_word[g]`` gets where its words start. Per token ``tpk`` = f | c << 16 and ``rcp`` = 1/f. A
+    plain function (numba's parfor lowering optimises a body inlined into the parallel loop less well);
+    unsigned indices and few live arrays keep the loops free of wraparound code and spills."""
+    n = u.size
+    gsize = LANES * lane_symbols
+    start = g * gsize
+    ng = min(n, start + gsize) - start
+    A = min(LANES, ng)
+    T = (ng + LANES - 1) // LANES
+    x = np.full(LANES, L, np.int64)
+    toks = np.empty(LANES, np.uint64)
+    sh = np.empty(LANES, np.int64)  # phase 2: low raw bit count n1
+    lo = np.empty(LANES, np.int64)  # phase 2: low raw bits
+    nbs = np.empty(LANES, np.int64)
+    raws = np.empty(LANES, np.int64)
+    xs = np.empty(LANES, np.int64)
+    q = np.uint64(region_end[g])
+    one = np.uint64(1)
+    sP = 32 - P
+    w1 = np.empty(LANES, np.uint16)
+    w2 = np.empty(LANES, np.uint16)
+    em1 = np.empty(LANES, np.uint64)
+    em2 = np.empty(LANES, np.uint64)
+    for tt in range(T):
+        t = T - 1 - tt
+        lt = min(LANES, ng - LANES * t)
+        base = np.uint64(start + LANES * t)
+        if not has_hi and lt == LANES:
+            # no raw bits above 16 anywhere in the table: every lane's whole step (token, phase 2, phase 1)
+            # in one loop without a carried dependency; only the word writes below share q
+            for j in range(LANES):
+                uv = np.int64(u[base + np.uint64(j)])
+                if uv < lut.size:  # token and raw bit count of the small symbols from a table
+                    pk = np.int64(lut[uv])
+                    tok = pk & 0xFFFF
+                    nb = pk >> 16
+                    r = uv & ((np.int64(1) << nb) - 1)
+                else:
+                    tok, nb, r = _token_nb(uv, s, m)
+                xv = x[j]
+                e2 = (xv >> (32 - nb)) != 0  # phase 2: x >= 2^(32 - n1)
+                w2[j] = np.uint16(xv & 0xFFFF)
+                em2[j] = e2
+                xv = ((xv >> (16 * e2)) << nb) | r
+                tk = np.uint64(tok)
+                e = tpk[tk]
+                f = np.int64(e & np.uint64(0xFFFF))
+                e1 = xv >= (f << sP)  # phase 1
+                w1[j] = np.uint16(xv & 0xFFFF)
+                em1[j] = e1
+                x[j] = _coded_state(xv >> (16 * e1), e, rcp[tk], P)
+            for jj in range(LANES):  # words of phase 2, lanes backwards
+                j = np.uint64(LANES - 1 - jj)
+                scratch[q - one] = w2[j]  # branch-free: kept only when emitted
+                q -= em2[j]
+            for jj in range(LANES):  # words of phase 1
+                j = np.uint64(LANES - 1 - jj)
+                scratch[q - one] = w1[j]
+                q -= em1[j]
+            continue
+        any_hi = False
+        for j in range(lt):
+            tok, nb, r = _token_nb(np.int64(u[base + np.uint64(j)]), s, m)
+            n1 = min(nb, 16)
+            toks[j] = np.uint64(tok)
+            sh[j] = n1
+            lo[j] = r & ((np.int64(1) << n1) - 1)
+            nbs[j] = nb
+            raws[j] = r
+            any_hi |= nb > 16
+        if any_hi:  # phase 3: raw bits above the low 16
+            for jj in range(lt):
+                j = lt - 1 - jj
+                n2 = nbs[j] - 16
+                if n2 > 0:
+                    xv = x[j]
+                    if xv >= (np.int64(1) << (32 - n2)):
+                        q -= one
+                        scratch[q] = np.uint16(xv & 0xFFFF)
+                        xv >>= 16
+                    x[j] = (xv << n2) | (raws[j] >> 16)
+        for jj in range(lt):  # phase 2: low raw bits (a no-op for n1 = 0)
+            j = np.uint64(lt - 1 - jj)
+            xv = x[j]
+            n1 = sh[j]
+            emit = (xv >> (32 - n1)) != 0  # x >= 2^(32 - n1)
+            scratch[q - one] = np.uint16(xv & 0xFFFF)  # branch-free: kept only when emitted
+            q -= np.uint64(emit)
+            xv = xv >> (16 * emit)
+            x[j] = (xv << n1) | lo[j]
+        for jj in range(lt):  # phase 1, the emission: sequential in q
+            j = np.uint64(lt - 1 - jj)
+            xv = x[j]
+            f = np.int64(tpk[toks[j]] & np.uint64(0xFFFF))
+            emit = xv >= (f << sP)
+            scratch[q - one] = np.uint16(xv & 0xFFFF)
+            q -= np.uint64(emit)
+            xs[j] = xv >> (16 * emit)
+        for j in range(lt):  # phase 1, the state update: independent lanes
+            tok = toks[j]
+            x[j] = _coded_state(xs[j], tpk[tok], rcp[tok], P)
+    q -= np.uint64(2 * A)
+    for j in range(A):
+        scratch[q + np.uint64(2 * j)] = np.uint16(x[j] & 0xFFFF)
+        scratch[q + np.uint64(2 * j + 1)] = np.uint16(x[j] >> 16)
+    first_word[g] = q
+
+
+@numba.njit(inline="always", cache=True)
+def _coded_state(xv, e, rcp_f, P):
+    """Phase 1's state update, M·floor(x / f) + (x mod f) + c, for a state already renormalised; ``e`` is
+    the token's packed (f | c << 16), ``rcp_f`` = fl(1/f): the quotient is exact or one too small (see
+    encode()), and the remainder check fixes that."""
+    f = np.int64(e & np.uint64(0xFFFF))
+    qt = np.int64(np.float64(xv) * rcp_f)
+    rt = xv - qt * f
+    adj = rt >= f
+    qt += adj
+    rt -= f * adj
+    return (qt << P) + rt + np.int64(e >> np.uint64(16))
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _encode_groups(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
+    """rANS-encode every group (``_encode_group``) in parallel."""
+    for g in prange(region_end.size):
+        _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _gather(scratch, first_word, region_end, out_words, out_start):
+    for g in prange(first_word.size):
+        w = region_end[g] - first_word[g]
+        o = out_start[g]
+        out_words[o:o + w] = scratch[first_word[g]:region_end[g]]
+        if w % 2:
+            out_words[o + w] = 0
+
+
+_LUT_SYMBOLS = 1 << 12  # 16 KiB: stays in L1
+
+
+def _token_lut(s: int, m: int) -> np.ndarray:
+    """token | raw bit count << 16 of the symbols below 2^12 (uint32), for the encoder."""
+    v = np.arange(_LUT_SYMBOLS, dtype=np.int64)
+    e = np.zeros_like(v)
+    big = v >= (1 << s)
+    e[big] = np.frexp(v[big].astype(np.float64))[1] - 1  # floor(log2), exact for integers < 2^53
+    nb = np.where(big, e - m, 0)
+    tok = np.where(big, (1 << s) + ((e - s) << m) + ((v >> nb) - (1 << m)), v)
+    return (tok | (nb << 16)).astype(np.uint32)
+
+
+def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
+    """The ``ans`` payload of symbols ``u`` (every symbol's token must have a frequency > 0)."""
+    u = np.ascontiguousarray(u)
+    head = header_bytes(model)
+    freqs = model.freqs.astype(np.int64)
+    cum = np.concatenate(([0], np.cumsum(freqs)))[:-1].astype(np.int64)
+    G = n_groups(u.size, lane_symbols)
+    # one word per coding step that may emit: the token, and raw-bit chunks when the table has them
+    max_nb = _token_bits(model.freqs.size - 1, model.s, model.m)
+    per_sym = 1 + (max_nb > 0) + (max_nb > 16)
+    ng = np.full(G, LANES * lane_symbols, np.int64)
+    if G:
+        ng[-1] = u.size - (G - 1) * LANES * lane_symbols
+    bounds = 2 * np.minimum(ng, LANES) + per_sym * ng
+    region_end = np.cumsum(bounds)
+    scratch = np.empty(int(region_end[-1]) if G else 0, np.uint16)
+    first_word = np.zeros(G, np.int64)
+    # floor(x / f) as floor(x * fl(1/f)): for x < 2^32, f <= 2^14 the product is within 2^-20 of x/f,
+    # and x/f is either an integer or at least 1/f >= 2^-14 away from one, so the result is exact or,
+    # when x/f is an integer, possibly one too small (the remainder check fixes that).
+    rcp = 1.0 / np.maximum(freqs, 1).astype(np.float64)
+    tpk = (freqs | (cum << 16)).astype(np.uint64)
+    launch(_encode_groups, _SERIAL['_encode_groups'], u, lane_symbols, model.prob_bits, model.s, model.m, tpk, rcp,
+           _token_lut(model.s, model.m), scratch, region_end, first_word, max_nb > 16, work=u.size)
+    W = region_end - first_word
+    Wp = W + (W % 2)
+    out_start = np.zeros(G + 1, np.int64)
+    np.cumsum(Wp, out=out_start[1:])
+    total = len(head) + 4 * G + 2 * int(out_start[-1])
+    buf = np.empty(total, np.uint8)
+    buf[:len(head)] = np.frombuffer(head, np.uint8)
+    buf[len(head):len(head) + 4 * G] = W.astype("<u4").view(np.uint8)
+    words = buf[len(head) + 4 * G:].view("<u2")
+    launch(_gather, _SERIAL['_gather'], scratch, first_word, region_end, words, out_start[:-1], work=u.size)
+    return buf.tobytes()
+
+
+# serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)
+_SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_encode_groups, _gather)}
