@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..container.errors import BslError
+from ..container.errors import BslError, EncodeError
 from . import api
 from .readers import (
     BSL_INDEX,
@@ -132,9 +132,11 @@ def resolve_kw(kw: dict, where: str, stacklevel: int = 4):
     return knobs.resolve(**new, deprecated=kw, where=where, stacklevel=stacklevel), sensitivity
 
 
-def encode_file(tf: TensorFile, dest, *, knobs, sensitivity=None, bar=None, extra_metadata=None) -> tuple:
+def encode_file(tf: TensorFile, dest, *, knobs, sensitivity=None, bar=None, extra_metadata=None,
+                part=None) -> tuple:
     """Encode every tensor of ``tf`` to the ``.bsl`` file ``dest`` with the options ``knobs``
-    (:func:`bslcodec.pipeline.knobs.resolve`).
+    (:func:`bslcodec.pipeline.knobs.resolve`). ``part``: a list when ``tf`` is one shard of a folder whose
+    ``bits=`` target the caller checks as a whole (``encoder._encode_tensors``; see :func:`check_folder_bits`).
 
     Returns (file size, number of elements, the rel_step chosen for ``bits=`` or None). The file's
     metadata keeps the source file's metadata, plus ``bslcodec.source_format`` and the core's
@@ -156,7 +158,7 @@ def encode_file(tf: TensorFile, dest, *, knobs, sensitivity=None, bar=None, extr
             bar.update(nbytes)
 
     try:
-        entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, progress)
+        entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, progress, part)
     except BslError as exc:
         raise type(exc)(f"{tf.path}: {exc}") from None
     chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None
@@ -214,7 +216,8 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
     the options are :func:`bslcodec.save_file`'s.
 
     With ``bits=`` the target holds for each output file (so for the whole folder too); each shard gets
-    its own step.
+    its own steps. A shard out of the target's reach (one that holds only a final norm vector, stored at a
+    fixed fine step) is written as close as it gets, and then the whole folder must meet the target.
     """
     t0 = time.perf_counter()
     knobs, sensitivity = resolve_kw(dict(bits=bits, rel_error=rel_error, max_error=max_error, exact=exact,
@@ -231,6 +234,7 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
         with staged_output(out, src.folder, overwrite) as tmp:
             n = len(src.files)
             weight_map, names = {}, []
+            part = [] if knobs.bits is not None and src.sharded and n > 1 else None
             for i in range(n):
                 if not src.folder:
                     dest, shard = tmp, out.name
@@ -238,7 +242,7 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
                     shard = shard_name(i, n, ".bsl") if src.sharded else BSL_SINGLE
                     dest = tmp / shard
                 with src.open(i) as tf:
-                    size, n_w, rel = encode_file(tf, dest, bar=bar, **kw)
+                    size, n_w, rel = encode_file(tf, dest, bar=bar, part=part, **kw)
                     for name in tf.keys():
                         if name in weight_map:
                             raise CheckpointError(f"{src.path}: tensor {name!r} is in two shards")
@@ -248,6 +252,7 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
                 res.n_weights += n_w
                 res.n_tensors += len(tf.keys())
                 res.rel_steps.append(rel)
+            check_folder_bits(src.path, knobs.bits, part, res.out_bytes, res.n_weights)
             if src.folder:
                 _finish_staged(src, tmp, names, weight_map, res.out_bytes)
                 res.outputs = [str(out / s) for s in names]
@@ -257,6 +262,17 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
         bar.close()
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def check_folder_bits(path, bits, notes, out_bytes: int, n_weights: int) -> None:
+    """Raise EncodeError if shards (or parts of a file) were written off the ``bits=`` target (``notes``:
+    what they said) and the folder (file) as a whole misses it by more than 2 %."""
+    if not notes or not n_weights:
+        return
+    got = 8 * out_bytes / n_weights
+    if abs(got - bits) > 0.02 * bits:
+        raise EncodeError(f"{path}: bits={bits} is out of reach: it comes to {got:.3f} bits/weight as a whole "
+                          f"({len(notes)} of its shards or parts could not meet it; one: {notes[0]})")
 
 
 def _finish_staged(src: Checkpoint, tmp: Path, names: list, weight_map: dict, out_bytes: int) -> None:

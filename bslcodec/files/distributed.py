@@ -38,6 +38,7 @@ def encode_checkpoint_distributed(inp, out, *, overwrite=False, progress=False, 
         Progress,
         Result,
         _check_distinct,
+        check_folder_bits,
         encode_file,
         resolve_kw,
         finish_folder,
@@ -73,10 +74,12 @@ def encode_checkpoint_distributed(inp, out, *, overwrite=False, progress=False, 
         raise error or CheckpointError(f"{stage}: rank 0 could not create the staging folder")
     total = sum(_total_bytes_of(src, i) for i in mine) if progress else 0
     bar = Progress(total, f"encode (rank {rank}/{world})", progress)
+    part = [] if knobs.bits is not None and src.sharded and n > 1 else None  # see encode_checkpoint
     try:
         for i in mine:
             with src.open(i) as tf:
-                size, n_w, rel = encode_file(tf, stage / names[i], knobs=knobs, sensitivity=sensitivity, bar=bar)
+                size, n_w, rel = encode_file(tf, stage / names[i], knobs=knobs, sensitivity=sensitivity, bar=bar,
+                                             part=part)
                 res.out_bytes += size
                 res.n_weights += n_w
                 res.n_tensors += len(tf.keys())
@@ -90,6 +93,7 @@ def encode_checkpoint_distributed(inp, out, *, overwrite=False, progress=False, 
         if rank == 0:
             shutil.rmtree(stage, ignore_errors=True)
         raise error or CheckpointError(f"{inp}: another rank failed; nothing was written")
+    short = _agree(dist, bool(part))  # a shard off the bits= target on some rank: rank 0 checks the whole
     if rank == 0:
         try:
             weight_map, out_bytes, n_weights = {}, 0, 0
@@ -101,6 +105,8 @@ def encode_checkpoint_distributed(inp, out, *, overwrite=False, progress=False, 
                             raise CheckpointError(f"{src.path}: tensor {e.name!r} is in two shards")
                         weight_map[e.name] = name
                         n_weights += e.numel
+            if short:
+                check_folder_bits(src.path, knobs.bits, part or ["(on another rank)"], out_bytes, n_weights)
             finish_folder(src, stage, out, names, weight_map, out_bytes, overwrite)
             # rank 0 reports the whole output
             res.inputs, res.outputs = [str(f) for f in src.files], [str(out / s) for s in names]

@@ -86,7 +86,13 @@ def _named(exc: BslError, name: str) -> BslError:
     return type(exc)(msg if repr(name) in msg else f"tensor {name!r}: {msg}")
 
 
-def _encode_tensors(tensors, metadata, knobs, sensitivity, progress) -> tuple:
+def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) -> tuple:
+    """(entries, payloads, metadata) of ``tensors`` encoded with ``knobs``.
+
+    ``part``: None for a whole output file; a list when these tensors are one shard (or part) of a larger
+    output whose ``bits=`` target the caller checks as a whole: a target out of this part's reach is then no
+    error: the part is written as close to it as its tensors allow (its fixed steps where no tensor can
+    move) and a note is appended to the list."""
     metadata = _check_inputs(tensors, metadata)
     settings = knobs.settings()
     codec = knobs.codec
@@ -209,12 +215,22 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress) -> tuple:
         fixed = 8 * sum(len(p) for it, p in zip(prepared, first[1]) if p is not None)
         fixed += overhead_guess(len(prepared))
         target = settings.bits * n_weights
+        if not alloc.curves:  # only fixed-step (small 1-D), constant or exact tensors: nothing to allocate
+            if part is not None:
+                part.append(f"no tensor whose step bits= can set: {8 * first[2] / n_weights:.3f} bits/weight")
+                return first[0], first[1], metadata
+            raise EncodeError(f"bits={settings.bits} cannot apply: this file holds no tensor whose step the "
+                              f"allocation can choose (only small 1-D tensors, stored at a fixed fine step, and "
+                              f"constant or exact ones); it takes {8 * first[2] / n_weights:.3f} bits/weight")
         pos, predicted, _ = alloc.solve(target_bits=target - fixed)
         if not abs(predicted + fixed - target) <= TOLERANCE * target:
             lo = alloc.totals({n: K_MAX for n in alloc.curves})[0] + fixed
             hi = alloc.totals({n: K_MIN for n in alloc.curves})[0] + fixed
-            raise EncodeError(f"bits={settings.bits} is out of reach: this file spans {lo / n_weights:.3f} to "
-                              f"{hi / n_weights:.3f} bits/weight")
+            span = (f"this file spans {lo / n_weights:.3f} to {hi / n_weights:.3f} bits/weight (of which "
+                    f"{fixed / n_weights:.3f} fixed: header, small 1-D and exact tensors)")
+            if part is None:
+                raise EncodeError(f"bits={settings.bits} is out of reach: {span}")
+            part.append(span)  # as close as it gets: the caller checks the whole output
         rels = steps_for(alloc, pos, lossy)
         entries, payloads, size = encode_all(rels, only=set(alloc.curves), prev=first[:2])
         miss = target - 8 * size

@@ -101,10 +101,14 @@ def _encode_task(task: dict) -> dict:
     pool.set_threads(threads)  # this process's share of the cores: tensors side by side within it
     from ..container.errors import BslError
     from . import api
+    from .checkpoint import resolve_kw
     from .readers import META_PREFIX
     from .writers import write_bsl
 
-    kw = dict(task["kw"])  # the options in the new spelling (knobs.Knobs.new_kwargs) and sensitivity
+    # the options in the new spelling (knobs.Knobs.new_kwargs) and sensitivity
+    knobs, sensitivity = resolve_kw(task["kw"], "encode_checkpoint_parallel")
+    # one of several shards or parts with bits=: a target out of its reach is checked on the whole output
+    part = [] if task["part_of_many"] and knobs.bits is not None else None
     tf = _open(Path(task["src"]), task["fmt"])
     try:
         names = task["names"] if task["names"] is not None else tf.keys()
@@ -112,7 +116,7 @@ def _encode_task(task: dict) -> dict:
         metadata[META_PREFIX + "source_format"] = tf.fmt
         arrays = {n: tf.get(n) for n in names}
         try:
-            entries, payloads, metadata = api.encode_tensors(arrays, metadata=metadata, **kw)
+            entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, False, part)
         except BslError as exc:
             raise type(exc)(f"{tf.path}: {exc}") from None
         n_weights = sum(int(a.size) for a in arrays.values())
@@ -123,7 +127,8 @@ def _encode_task(task: dict) -> dict:
         tf.close()
     settings = json.loads(metadata.get(api.SETTINGS_KEY, "{}"))
     return {"dest": task["dest"], "size": size, "n_weights": n_weights, "in_bytes": in_bytes,
-            "n_tensors": len(entries), "rel_step": settings.get("rel_step") if kw.get("bits") else None,
+            "n_tensors": len(entries), "rel_step": settings.get("rel_step") if knobs.bits is not None else None,
+            "notes": part or [],
             "seconds": time.perf_counter() - t0, "pid": os.getpid(), "file": task["file"], "part": task["part"]}
 
 
@@ -177,7 +182,7 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, bits=Non
     import shutil
     import sys
 
-    from .checkpoint import Result, _check_distinct, _copy_extras, _total_decoded, resolve_kw
+    from .checkpoint import Result, _check_distinct, _copy_extras, _total_decoded, check_folder_bits, resolve_kw
     from .readers import BSL_INDEX, BSL_SINGLE, open_checkpoint, shard_name
     from .writers import staged_output
 
@@ -215,7 +220,8 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, bits=Non
                 part = dest if len(groups) == 1 else work / f".{dest.name}.part{j:04d}.bsl-tmp"
                 tasks.append({"src": str(src.files[i]), "fmt": src.fmt, "names": names, "dest": str(part),
                               "kw": kw, "threads": max(1, cpus // workers), "file": i,
-                              "part": j, "bytes": sum(sizes[i][k] for k in (names or sizes[i]))})
+                              "part": j, "bytes": sum(sizes[i][k] for k in (names or sizes[i])),
+                              "part_of_many": len(groups) > 1 or (src.sharded and n > 1)})
         tasks.sort(key=lambda t: -t["bytes"])
         done = []
         try:
@@ -232,7 +238,7 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, bits=Non
             by_file = {}
             for r in done:
                 by_file.setdefault(r["file"], []).append(r)
-            weight_map = {}
+            weight_map, notes = {}, []
             for i, dest in enumerate(dests):
                 rs = sorted(by_file[i], key=lambda r: r["part"])
                 if len(rs) > 1:
@@ -245,6 +251,11 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, bits=Non
                 res.n_weights += sum(r["n_weights"] for r in rs)
                 res.n_tensors += sum(r["n_tensors"] for r in rs)
                 res.rel_steps += [r["rel_step"] for r in rs]
+                if src.sharded and n > 1:  # bits=: the folder meets the target as a whole
+                    notes += [m for r in rs for m in r["notes"]]
+                else:  # the file does (its parts, if split, may not)
+                    check_folder_bits(src.files[i], knobs.bits, [m for r in rs for m in r["notes"]], size,
+                                      sum(r["n_weights"] for r in rs))
                 for name in sizes[i]:
                     if name in weight_map:
                         from .readers import CheckpointError
@@ -257,6 +268,7 @@ def encode_checkpoint_parallel(inp, out, *, workers: int | None = None, bits=Non
             else:
                 for p in Path(tmp).glob(".*.part*.bsl-tmp"):
                     p.unlink()
+        check_folder_bits(src.path, knobs.bits, notes, res.out_bytes, res.n_weights)
         if src.folder:
             names = [d.name for d in dests]
             if src.sharded:
