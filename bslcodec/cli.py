@@ -212,7 +212,9 @@ _OLD_FLAGS = {"rel_step": ("--rel-step", "--expert rel_step=C"), "lossless": ("-
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--bits", type=float, metavar="B",
-              help="Target size: average B bits per weight over each output file, steps split across tensors at "
+              help="Target size: average B bits per weight over each output file (a shard with nothing to "
+                   "allocate, e.g. only a norm vector, keeps its fixed steps; the folder then meets B as a whole), "
+                   "steps split across tensors at "
                    "equal slope (each tensor's mean squared error counted once); warns when the weights' relative "
                    "L2 error exceeds 5 %.")
 @click.option("--rel-error", type=float, metavar="R",

@@ -16,7 +16,9 @@ for a file, a folder (``model.bsl`` or ``.bsl`` shards + ``model.bsl.index.json`
 folder. With ``max_error=`` or ``expert={"rel_step": c}`` the bytes are identical to the serial encode: each
 tensor's encoding depends only on the tensor and the settings. With ``bits=``, ``rel_error=`` and the default
 (the equal-slope allocation) each *part* is allocated on its own; with ``bits=`` each *part* meets the target
-(so each file does too, within 2 %), with its own step, as shards already do in the serial encode; the file's
+(so each file does too, within 2 %), with its own step, as shards already do in the serial encode (a part or
+shard out of the target's reach, e.g. holding only small 1-D tensors, comes as close as it can, and the file
+or folder must then meet it as a whole); the file's
 ``bslcodec.settings`` then lists the parts' steps as ``rel_step_parts``. ``sensitivity=`` likewise equalises
 slopes within each part only.
 
