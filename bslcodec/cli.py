@@ -213,7 +213,7 @@ _OLD_FLAGS = {"rel_step": ("--rel-step", "--expert rel_step=C"), "lossless": ("-
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--bits", type=float, metavar="B",
               help="Target size: average B bits per weight over each output file (a shard with nothing to "
-                   "allocate, e.g. only a norm vector, keeps its fixed steps; the folder then meets B as a whole), "
+                   "allocate, e.g. only a norm vector, keeps its fixed steps; the summary gives the folder's), "
                    "steps split across tensors at "
                    "equal slope (each tensor's mean squared error counted once); warns when the weights' relative "
                    "L2 error exceeds 5 %.")

@@ -216,8 +216,10 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
     the options are :func:`bslcodec.save_file`'s.
 
     With ``bits=`` the target holds for each output file (so for the whole folder too); each shard gets
-    its own steps. A shard out of the target's reach (one that holds only a final norm vector, stored at a
-    fixed fine step) is written as close as it gets, and then the whole folder must meet the target.
+    its own steps. A shard with nothing to allocate (one that holds only a final norm vector, stored at a
+    fixed fine step) is written at its fixed steps (``Result.bits_per_weight`` says what the folder came
+    to); one whose tensors cannot reach the target comes as close as it can, and then the whole folder must
+    meet the target within 2 %.
     """
     t0 = time.perf_counter()
     knobs, sensitivity = resolve_kw(dict(bits=bits, rel_error=rel_error, max_error=max_error, exact=exact,
@@ -265,8 +267,9 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
 
 
 def check_folder_bits(path, bits, notes, out_bytes: int, n_weights: int) -> None:
-    """Raise EncodeError if shards (or parts of a file) were written off the ``bits=`` target (``notes``:
-    what they said) and the folder (file) as a whole misses it by more than 2 %."""
+    """Raise EncodeError if shards (or parts of a file) whose tensors could not reach the ``bits=`` target
+    were written (``notes``: what they said) and the folder (file) as a whole misses it by more than 2 %.
+    Shards with nothing to allocate (a lone norm vector) add no note: they never make an error."""
     if not notes or not n_weights:
         return
     got = 8 * out_bytes / n_weights

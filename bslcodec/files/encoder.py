@@ -91,8 +91,10 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
 
     ``part``: None for a whole output file; a list when these tensors are one shard (or part) of a larger
     output whose ``bits=`` target the caller checks as a whole: a target out of this part's reach is then no
-    error: the part is written as close to it as its tensors allow (its fixed steps where no tensor can
-    move) and a note is appended to the list."""
+    error here. A part with no tensor whose step the allocation can choose (only small 1-D tensors at their
+    fixed fine step, constant or exact ones) is written at its fixed steps; one whose tensors cannot reach
+    the target comes as close as they allow and appends a note to the list (the caller raises if the whole
+    output then misses the target)."""
     metadata = _check_inputs(tensors, metadata)
     settings = knobs.settings()
     codec = knobs.codec
@@ -216,8 +218,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
         fixed += overhead_guess(len(prepared))
         target = settings.bits * n_weights
         if not alloc.curves:  # only fixed-step (small 1-D), constant or exact tensors: nothing to allocate
-            if part is not None:
-                part.append(f"no tensor whose step bits= can set: {8 * first[2] / n_weights:.3f} bits/weight")
+            if part is not None:  # written as it is: the caller reports the whole output's bits/weight
                 return first[0], first[1], metadata
             raise EncodeError(f"bits={settings.bits} cannot apply: this file holds no tensor whose step the "
                               f"allocation can choose (only small 1-D tensors, stored at a fixed fine step, and "

@@ -17,8 +17,8 @@ folder. With ``max_error=`` or ``expert={"rel_step": c}`` the bytes are identica
 tensor's encoding depends only on the tensor and the settings. With ``bits=``, ``rel_error=`` and the default
 (the equal-slope allocation) each *part* is allocated on its own; with ``bits=`` each *part* meets the target
 (so each file does too, within 2 %), with its own step, as shards already do in the serial encode (a part or
-shard out of the target's reach, e.g. holding only small 1-D tensors, comes as close as it can, and the file
-or folder must then meet it as a whole); the file's
+shard with nothing to allocate, e.g. only small 1-D tensors, keeps its fixed steps; one whose tensors cannot
+reach the target comes as close as they allow, and the file or folder must then meet it within 2 %); the file's
 ``bslcodec.settings`` then lists the parts' steps as ``rel_step_parts``. ``sensitivity=`` likewise equalises
 slopes within each part only.
 
