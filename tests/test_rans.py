@@ -75,9 +75,10 @@ def _symbols(kind, n, rng):
     if kind == "geometric":
         return (rng.geometric(rng.uniform(0.01, 0.9), n) - 1).astype(np.uint32)
     if kind == "single":
-        return np.full(n, int(rng.integers(0, 1 << 25)), np.uint32)
+        return np.full(n, int(rng.integers(0, (1 << 25) - 1)), np.uint32)
     if kind == "uniform25":  # every symbol is an escape (bucket token) with up to 24 raw bits
-        return rng.integers(0, 1 << 25, n).astype(np.uint32)
+        # below 2^25 - 1: that symbol is q = -2^24, which the spec makes a reader reject (|q| < 2^24)
+        return rng.integers(0, (1 << 25) - 1, n).astype(np.uint32)
     if kind == "all_escape":
         return rng.integers(5000, 9000, n).astype(np.uint32)
     if kind == "laplace":
