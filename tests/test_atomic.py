@@ -155,7 +155,7 @@ def _killed_writer(path: Path) -> None:
         assert p.stdout.readline().strip() == "writing"
     finally:
         p.send_signal(signal.SIGKILL)
-        p.wait()
+        p.communicate()  # reaps it and closes its pipe (an unclosed pipe's ResourceWarning fails a later test)
 
 
 def test_sigkill_mid_write_then_next_run_cleans_up(old_file):

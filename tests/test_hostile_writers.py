@@ -422,7 +422,7 @@ def test_a_later_run_removes_what_sigkill_left(tmp_path):
     proc = _start(["encode", src, out_dir / "m.bsl", "-q"], tmp_path)
     left = _wait_for_temp(proc, out_dir)
     proc.kill()
-    proc.wait()
+    proc.communicate()  # reaps it and closes its pipes (an unclosed pipe's ResourceWarning fails a later test)
     assert all(p.exists() for p in left)
     other = out_dir / ".other.bsl.1-x.bsl-tmp"  # another output's temp is not ours to remove
     other.write_text("x")
