@@ -97,17 +97,9 @@ def _tokens(k):
     return torch.where(big, tok, u)
 
 
-class DQRate:
-    """The estimate for a fixed list of (global numel, parameter) of one device; ``rel`` per tensor.
-
-    Flat layout: every step the local tensors are copied, each padded with zeros to whole rows of ``ROW``
-    elements, into one float32 buffer ``F`` of shape [rows, ROW]; a row belongs to one tensor (``row_t``),
-    so per-tensor numbers broadcast over rows and every pass covers all tensors at once. The number of
-    kernels a step does not grow with the number of tensors. The passes (moments; histogram; slopes and
-    their sum with ``w``; the gradient in place) are four fused kernels on CUDA with Triton
-    (:mod:`bslcodec.torch.rate_dq_triton`) and on CPU (Numba, :mod:`bslcodec.torch.rate_dq_cpu`), eager
-    torch operations on ``F`` elsewhere (``backend``). The gradients are views of one flat buffer.
-    :class:`bslcodec.torch.rate_dq_ref.DQRateRef` is the per-tensor reference."""
+class _Engine:
+    """What both dq rate engines share: the covered parameters (checked: one process group, one device)
+    and the per-tensor state RateLoss reads and sets."""
 
     def __init__(self, params, n, rel):
         self.params = list(params)
@@ -131,6 +123,32 @@ class DQRate:
         self.bin = torch.ones(T, **f64)  # bin width in indices (a power of two)
         self.last = None  # per-tensor bits of the last call (a device tensor)
         self.through_std = True  # the gradient's std term (RateLoss(detach_std=True) turns it off)
+        self._locals_groups = locals_groups
+
+    def _local(self):
+        return [local_and_group(p)[0] for p in self.params]
+
+    def step_center(self, mean, var):
+        step = self.rel * dq.STEP_FACTOR * var.sqrt()
+        return step, torch.round(mean / step)
+
+
+class DQRate(_Engine):
+    """The estimate for a fixed list of (global numel, parameter) of one device; ``rel`` per tensor.
+
+    Flat layout: every step the local tensors are copied, each padded with zeros to whole rows of ``ROW``
+    elements, into one float32 buffer ``F`` of shape [rows, ROW]; a row belongs to one tensor (``row_t``),
+    so per-tensor numbers broadcast over rows and every pass covers all tensors at once. The number of
+    kernels a step does not grow with the number of tensors. The passes (moments; histogram; slopes and
+    their sum with ``w``; the gradient in place) are four fused kernels on CUDA with Triton
+    (:mod:`bslcodec.torch.rate_dq_triton`) and on CPU (Numba, :mod:`bslcodec.torch.rate_dq_cpu`), eager
+    torch operations on ``F`` elsewhere (``backend``). The gradients are views of one flat buffer.
+    :class:`bslcodec.torch.rate_dq_ref.DQRateRef` is the per-tensor reference."""
+
+    def __init__(self, params, n, rel):
+        super().__init__(params, n, rel)
+        locals_groups, T = self._locals_groups, len(self.params)
+        f64 = {"dtype": torch.float64, "device": self.device}
         # the flat layout: tensor t has local numel m_t, rows [r0_t, r1_t), pad_t zeros after its elements
         m = [lt.numel() for lt, _ in locals_groups]
         rows = [-(-k // ROW) for k in m]
@@ -162,9 +180,6 @@ class DQRate:
             except ImportError:
                 if BACKEND == "triton":
                     raise
-
-    def _local(self):
-        return [local_and_group(p)[0] for p in self.params]
 
     def flat(self, locs):
         """The local tensors as float32 [rows, ROW], each padded with zeros to whole rows (one copy)."""
@@ -200,10 +215,6 @@ class DQRate:
         mean = s[:, 0] / self.n
         var = (s[:, 1] / self.n - mean * mean).clamp_min(1e-30)
         return mean, var
-
-    def step_center(self, mean, var):
-        step = self.rel * dq.STEP_FACTOR * var.sqrt()
-        return step, torch.round(mean / step)
 
     # ------------------------------------------------------------ refresh-time statistics (no gradient)
 

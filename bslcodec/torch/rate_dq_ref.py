@@ -10,40 +10,19 @@ import numpy as np
 import torch
 
 from ..codecs import rans
-from ..container.errors import EncodeError
 from ..pipeline.codec import ANS_LANE_SYMBOLS
-from ..quantize import dq
-from .rate_dq import _SMOOTH, HALF_BINS, _all_reduce, _tokens, local_and_group
+from .rate_dq import _SMOOTH, HALF_BINS, _all_reduce, _Engine, _tokens
 
 
-class DQRateRef:
+class DQRateRef(_Engine):
     """The estimate for a fixed list of (global numel, parameter) of one device; ``rel`` per tensor.
 
     Eager torch operations per group of equal-size tensors (per-tensor ``histc``): the engine before the
     flat layout of :class:`bslcodec.torch.rate_dq.DQRate`, kept as its reference (same interface)."""
 
     def __init__(self, params, n, rel):
-        self.params = list(params)
-        locals_groups = [local_and_group(p) for p in self.params]
-        groups = {id(g): g for _, g in locals_groups if g is not None}
-        if len(groups) > 1:
-            raise EncodeError("RateLoss: parameters sharded over different process groups")
-        if groups and any(g is None for _, g in locals_groups):
-            raise EncodeError("RateLoss: some covered parameters are DTensors and some are not; "
-                              "cover only sharded (or only whole) parameters")
-        self.group = next(iter(groups.values()), None)
-        dev = {lt.device for lt, _ in locals_groups}
-        if len(dev) != 1:
-            raise EncodeError(f"RateLoss: covered parameters on several devices ({sorted(map(str, dev))})")
-        self.device = dev.pop()
-        T = len(self.params)
-        f64 = {"dtype": torch.float64, "device": self.device}
-        self.n = torch.tensor(n, **f64)
-        self.rel = torch.tensor(rel, **f64)
-        self.delta = torch.zeros(T, **f64)
-        self.bin = torch.ones(T, **f64)  # bin width in indices (a power of two)
-        self.last = None  # per-tensor bits of the last call (a device tensor)
-        self.through_std = True  # the gradient's std term (RateLoss(detach_std=True) turns it off)
+        super().__init__(params, n, rel)
+        locals_groups = self._locals_groups
         # same local numel: one stacked [T_g, n_g] pass (a transformer has a handful of shapes)
         by_numel = {}
         for i, (lt, _) in enumerate(locals_groups):
@@ -53,9 +32,6 @@ class DQRateRef:
         # the groups' rows as device index tensors: indexing a CUDA tensor with a Python list copies the
         # list from pageable memory, which waits for the stream (a sync every step)
         self.gidx = [torch.tensor(idx, dtype=torch.long, device=self.device) for idx in self.groups]
-
-    def _local(self):
-        return [local_and_group(p)[0] for p in self.params]
 
     def _rows(self, locs, idx):
         return torch.stack([locs[i].detach().reshape(-1).float() for i in idx])
@@ -72,10 +48,6 @@ class DQRateRef:
         mean = s[:, 0] / self.n
         var = (s[:, 1] / self.n - mean * mean).clamp_min(1e-30)
         return mean, var
-
-    def step_center(self, mean, var):
-        step = self.rel * dq.STEP_FACTOR * var.sqrt()
-        return step, torch.round(mean / step)
 
     # ------------------------------------------------------------ refresh-time statistics (no gradient)
 
