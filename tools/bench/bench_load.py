@@ -111,15 +111,13 @@ SETTINGS = [("default bits=4 (ans-dq)", {"bits": 4}), ("codec=\"eg\", bits=4", {
             ("lossless", {"lossless": True})]
 
 
-def files_bench(args, torch, res, tmp):
+def write_files(tensors, tmp, args) -> list:
+    """The safetensors file and one .bsl file per selected setting (``--only``), each a row: what, path,
+    bits/weight (and encode seconds)."""
     import safetensors.torch as st
 
     import bslcodec
 
-    rng = np.random.default_rng(0)
-    n_mat = max(1, args.weights // (4096 * 4096))
-    tensors = {f"layers.{i}.weight": bf16(torch, gg(rng, 4096 * 4096, args.beta).reshape(4096, 4096))
-               for i in range(n_mat)}
     n = sum(t.numel() for t in tensors.values())
     st_path = os.path.join(tmp, "w.safetensors")
     st.save_file(tensors, st_path)
@@ -132,6 +130,20 @@ def files_bench(args, torch, res, tmp):
         bslcodec.save_file(tensors, p, **kw)
         rows.append({"what": label, "path": p, "bpw": 8 * os.path.getsize(p) / n, "encode_s": time.perf_counter() - t0})
         print(f"encoded {label}: {rows[-1]['bpw']:.3f} b/w in {rows[-1]['encode_s']:.1f} s", flush=True)
+    return rows
+
+
+def files_bench(args, torch, res, tmp):
+    import safetensors.torch as st
+
+    import bslcodec
+
+    rng = np.random.default_rng(0)
+    n_mat = max(1, args.weights // (4096 * 4096))
+    tensors = {f"layers.{i}.weight": bf16(torch, gg(rng, 4096 * 4096, args.beta).reshape(4096, 4096))
+               for i in range(n_mat)}
+    n = sum(t.numel() for t in tensors.values())
+    rows = write_files(tensors, tmp, args)
     ref = None
     for r in rows:
         if r["what"] == "safetensors":
@@ -201,10 +213,8 @@ def cpu_scaling(r, torch, reps):
 def cpu_only_bench(args, res, tmp):
     """``--cpu-only``: the files of ``files_bench`` (``--weights``, ``--only``) loaded on the CPU alone at 1, 2, 4
     ... threads, safetensors in the same process (no GPU needed)."""
-    import safetensors.torch as st
     import torch
 
-    import bslcodec
 
     rng = np.random.default_rng(0)
     side = args.side
@@ -212,17 +222,7 @@ def cpu_only_bench(args, res, tmp):
     tensors = {f"layers.{i}.weight": bf16(torch, gg(rng, side * side, args.beta).reshape(side, side))
                for i in range(n_mat)}
     n = sum(t.numel() for t in tensors.values())
-    rows = [{"what": "safetensors", "path": os.path.join(tmp, "w.safetensors")}]
-    st.save_file(tensors, rows[0]["path"])
-    rows[0]["bpw"] = 8 * os.path.getsize(rows[0]["path"]) / n
-    for label, kw in SETTINGS:
-        if args.only and not any(o in label for o in args.only):
-            continue
-        p = os.path.join(tmp, f"w{len(rows)}.bsl")
-        t0 = time.perf_counter()
-        bslcodec.save_file(tensors, p, **kw)
-        rows.append({"what": label, "path": p, "bpw": 8 * os.path.getsize(p) / n, "encode_s": time.perf_counter() - t0})
-        print(f"encoded {label}: {rows[-1]['bpw']:.3f} b/w in {rows[-1]['encode_s']:.1f} s", flush=True)
+    rows = write_files(tensors, tmp, args)
     for r in rows:
         r["cpu"] = cpu_scaling(r, torch, args.reps)
         print(r["what"], "CPU", r["cpu"], flush=True)
