@@ -6,12 +6,8 @@ import numpy as np
 from numba import prange
 
 from ..container.errors import FormatError
-
-try:
-    from ..parallel import launch
-except ImportError:  # older tree: the launcher lived in golomb
-    from .golomb import _launch as launch
 from ..container.limits import LANES
+from ..parallel import launch
 from .fexp_ref import MAX_CODE_LEN
 from .fexp_table import UINTS, parse
 

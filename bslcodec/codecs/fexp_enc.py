@@ -6,11 +6,8 @@ import numba
 import numpy as np
 from numba import prange
 
-try:
-    from ..parallel import launch
-except ImportError:  # older tree: the launcher lived in golomb
-    from .golomb import _launch as launch
 from ..container.limits import LANES
+from ..parallel import launch
 from .fexp_ref import (
     HEAD_BYTES,
     MAX_LANE_SYMBOLS,

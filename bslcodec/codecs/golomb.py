@@ -17,8 +17,6 @@ from ..container.limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MA
 from ..parallel import launch, serial_twin
 from ..quantize.quant import store_dequant
 
-_launch = launch  # older name, imported by other kernels' modules
-
 _MAX_Z = (MAX_CODE_BITS - 1) // 2  # 25: zero-run limit for k = 0
 _QLIM = MAX_SYMBOL_MAGNITUDE
 
