@@ -387,7 +387,7 @@ def _wait_for_temp(proc, folder, timeout=120):
     while time.monotonic() - t0 < timeout:
         tmps = list(folder.glob(".*.bsl-tmp"))
         if tmps:
-            time.sleep(0.1)  # into the work (encodes got faster: 0.5 s let a run finish first)
+            time.sleep(0.5)  # into the work: past the lazy imports, where CPython can swallow an interrupt
             return tmps
         if proc.poll() is not None:
             pytest.fail(f"finished before it staged anything: {proc.communicate()}")
