@@ -68,6 +68,10 @@ def count_ops(rate, device):
     with profile(activities=acts) as prof:
         rate().backward()
         sync(device)
+    if os.environ.get("RATE_PROFILE"):  # the kernel table of one rate() + backward, for finding the cost
+        sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+        with open(os.environ["RATE_PROFILE"], "a") as fh:
+            fh.write(prof.key_averages().table(sort_by=sort, row_limit=40) + "\n")
     ev = prof.events()
     if device.startswith("cuda"):
         return sum(1 for e in ev if e.device_type == torch.autograd.DeviceType.CUDA)
