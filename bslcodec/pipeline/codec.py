@@ -1,6 +1,7 @@
 """Per-tensor pipeline: which codec a tensor gets, encoding it, and decoding it (all or a range)."""
 
 import fnmatch
+import functools
 import math
 from dataclasses import dataclass
 
@@ -122,6 +123,7 @@ def fine_tensor(name: str, arr: np.ndarray, dtype: str):
     # eg below 2^14 elements: an ans table and lane flushes cost more there, and building the ans model
     # (~40 ms on a loaded box) would be most of the tensor's encode time
     lt.quantizer, lt.order_from_symbols = "uniform", True
+    lt.gg_info = False  # the encoder drops the informational params of a fine tensor: no GG fit (~0.1 ms)
     lt.codec = "eg" if lt.n < 1 << 14 else DEFAULT_CODEC
     x = lt.x
     lo = float(np.min(x))
@@ -145,12 +147,24 @@ class LossyTensor:
         if bad:
             raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
                               f"store it exactly with exact=[{name!r}]")
-        self.nu, self.alpha = ggd.fit(x)
+        self.gg_info = True  # the GG fit goes into the params (informational, spec 4.3); fitted on first use
         self.unit = self.std  # step = rel_step * unit; sensitivity weighting changes the unit
         self.codec = DEFAULT_CODEC  # entropy stage: "auto" (smaller of eg and ans), "eg" or "ans"
         self.rdoq = 0.0  # RDOQ strength c (λ = c·step², bslcodec.codecs.rdoq); 0: plain rounding
         self.quantizer = "uniform"  # or "dq": dependent quantization, stored as ans-dq (bslcodec.quantize.dq)
         self.order_from_symbols = False  # EG order window from the symbols' mean instead of the GG fit
+
+    @functools.cached_property
+    def _gg(self) -> tuple:
+        return ggd.fit(self.x)
+
+    @property
+    def nu(self) -> float:
+        return self._gg[0]
+
+    @property
+    def alpha(self) -> float:
+        return self._gg[1]
 
     @property
     def x(self) -> np.ndarray:
@@ -191,8 +205,11 @@ class LossyTensor:
         return None
 
     def _params(self, step: float, center: int, lane_symbols: int, max_abs_error: float) -> dict:
-        return {"step": step, "center": center, "lane_symbols": lane_symbols, "gg_nu": round(self.nu, 6),
-                "gg_scale": float(np.float32(min(self.alpha, _F32_MAX))), "max_abs_error": max_abs_error}
+        p = {"step": step, "center": center, "lane_symbols": lane_symbols}
+        if self.gg_info:
+            p["gg_nu"], p["gg_scale"] = round(self.nu, 6), float(np.float32(min(self.alpha, _F32_MAX)))
+        p["max_abs_error"] = max_abs_error
+        return p
 
     def _code_dq(self, step: float, max_error: float | None):
         """``code()`` for the dq quantizer: (params, None, None, u) or None."""
