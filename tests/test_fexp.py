@@ -448,3 +448,35 @@ def test_cli_lossless_all(tmp_path):
     assert back["w"].tobytes() == sd["w"].tobytes() and (back["ids"] == sd["ids"]).all()
     with bslcodec.safe_open(tmp_path / "m.bsl") as f:
         assert f.entry("w").codec == "fexp"
+
+
+def test_compiled_code_lengths_and_choose_m_match_reference():
+    """The compiled package-merge (``fexp.code_lengths``) gives ``fexp_ref.code_lengths``'s lengths, and
+    ``choose_m`` (every m's counts and entropy in one compiled pass) the numpy m-by-m choice, on random
+    histograms: flat, geometric, huge dynamic range, ties, one or two symbols."""
+    from bslcodec.codecs import fexp_enc
+
+    rng = np.random.default_rng(11)
+    for t in range(400):
+        k = int(rng.choice([2, 3, 16, 256, 1024, 4096]))
+        kind = t % 4
+        if kind == 0:
+            c = rng.geometric(0.02 + 0.3 * rng.random(), k).astype(np.int64) ** 3
+        elif kind == 1:
+            c = rng.integers(0, 4, k)  # many ties
+        elif kind == 2:
+            c = np.array([2 ** (40 - i) for i in range(min(k, 41))] + [1] * max(0, k - 41), np.int64)
+        else:
+            c = (rng.random(k) < 0.5) * rng.integers(1, 10**6, k)
+        c[rng.random(k) < 0.2] = 0
+        got, want = fexp.code_lengths(c), fexp_ref.code_lengths(c)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    for t in range(150):
+        h = np.zeros(4096, np.int64)
+        idx = rng.integers(0, 4096, rng.integers(1, 60))
+        h[idx] = rng.integers(1, 10 ** int(rng.integers(1, 7)), idx.size)
+        for itemsize in (2, 4, 8):
+            for ms in (range(5), (0,), (4,)):
+                m1, l1 = fexp_enc.choose_m(h, int(h.sum()), itemsize, ms)
+                m2, l2 = fexp_enc._choose_m_ref(h, int(h.sum()), itemsize, ms)
+                assert m1 == m2 and np.array_equal(l1, l2)

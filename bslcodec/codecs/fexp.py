@@ -17,6 +17,7 @@ from .fexp_dec import (  # noqa: F401
 )
 from .fexp_enc import (  # noqa: F401
     choose_m,
+    code_lengths,
     encode,
     payload_size,
 )
@@ -26,7 +27,6 @@ from .fexp_ref import (  # noqa: F401
     MAX_LANE_SYMBOLS,
     MAX_M,
     MIN_LANE_SYMBOLS,
-    code_lengths,
 )
 from .fexp_table import (  # noqa: F401
     ITEMSIZES,
