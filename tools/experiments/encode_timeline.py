@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Where a whole-folder encode's wall time goes on many cores (issue 18): ``bslcodec encode`` of a folder with
+``--workers N``, with ``bslcodec.files.pool.run`` wrapped to record every call (its wall time, its tasks'
+busy time and count, the pool threads it ran on) and the time spent outside the pool (the calling
+thread's serial work: reading, allocation search, writing). Prints one line per pool call grouped by
+the calling function and a summary: wall, time inside pool calls, their utilisation (busy / (wall x
+threads)), serial time outside.
+
+    python tools/experiments/encode_timeline.py FOLDER --workers 16 --bits 4 [--json out.json]
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+import traceback
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder")
+    ap.add_argument("--out", default="/tmp/encode_timeline_out")
+    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--bits", default="4")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+
+    from bslcodec.files import pool
+
+    calls = []
+    orig = pool.run
+
+    def run(fn, items, weights, n_threads=None, budget=None):
+        caller = traceback.extract_stack(limit=3)[0]
+        rec = {"caller": f"{caller.filename.split('bslcodec/')[-1]}:{caller.lineno} {caller.name}",
+               "items": len(items), "bytes": int(sum(weights)), "busy": 0.0, "threads": set()}
+        lock = threading.Lock()
+
+        def timed(it):
+            t = time.perf_counter()
+            try:
+                return fn(it)
+            finally:
+                with lock:
+                    rec["busy"] += time.perf_counter() - t
+                    rec["threads"].add(threading.get_ident())
+
+        t0 = time.perf_counter()
+        try:
+            return orig(timed, items, weights, n_threads=n_threads, budget=budget)
+        finally:
+            rec["wall"] = time.perf_counter() - t0
+            rec["threads"] = len(rec["threads"])
+            calls.append(rec)
+
+    pool.run = run
+    from click.testing import CliRunner
+
+    from bslcodec.cli import main as cli
+
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(cli, ["encode", a.folder, a.out, "-q", "--overwrite", "--workers", str(a.workers),
+                                 "--bits", a.bits])
+    wall = time.perf_counter() - t0
+    if r.exit_code:
+        print(r.output, r.exception, file=sys.stderr)
+        return 1
+    inside = sum(c["wall"] for c in calls)
+    by = {}
+    for c in calls:
+        d = by.setdefault(c["caller"], {"calls": 0, "wall": 0.0, "busy": 0.0, "items": 0, "bytes": 0, "threads": 0})
+        d["calls"] += 1
+        d["wall"] += c["wall"]
+        d["busy"] += c["busy"]
+        d["items"] += c["items"]
+        d["bytes"] += c["bytes"]
+        d["threads"] = max(d["threads"], c["threads"])
+    print(f"wall {wall:.2f} s; inside pool.run {inside:.2f} s; outside (serial) {wall - inside:.2f} s")
+    for k, d in sorted(by.items(), key=lambda kv: -kv[1]["wall"]):
+        print(f"  {k}: {d['calls']} calls, {d['items']} items, {d['bytes'] / 1e6:.0f} MB, wall {d['wall']:.2f} s, "
+              f"task busy {d['busy']:.2f} s, max pool threads {d['threads']}, "
+              f"busy/(wall x workers) {d['busy'] / max(1e-9, d['wall'] * a.workers):.2f}")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"wall": wall, "inside": inside, "calls": calls, "by_caller": by}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
