@@ -507,14 +507,14 @@ def run_model(name: str, args, work: Path, results: dict) -> dict:
         pull_s = max(out["folder_bytes"].values()) / rate if rate else 0.0
         if not fits(args, 2 * (longest + pull_s)):
             out["skipped"].append({"rep": rep, "rate": rate})
-            print(f"deadline: skipping rate {rate / 1e9:g} GB/s repeat {rep}", flush=True)
+            print(f"deadline: skipping {_cond(rate)} repeat {rep}", flush=True)
             continue
         for fmt in order:
             r = cold_start(kind, folders[fmt], rate, args, work)
             r.update(fmt=fmt, rate=rate, rep=rep, first=fmt == order[0])
             out["runs"].append(r)
             write(results, args, quiet=True)  # partial results survive a time limit
-            print(f"{name} {fmt} rate {rate / 1e9:g} GB/s: {_fmt_run(r)}", flush=True)
+            print(f"{name} {fmt} {_cond(rate)}: {_fmt_run(r)}", flush=True)
     out["load_s"] = load_times(kind, folders, args)
     return out
 
