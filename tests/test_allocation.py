@@ -223,3 +223,27 @@ def test_prepared_bf16_tensor_holds_no_float32_copy():
     assert held and all(v.dtype.itemsize == 2 and v.nbytes <= a.nbytes for v in held)
     assert lt.n == a.size
     assert np.array_equal(lt.x, a.reshape(-1).astype(np.float32))
+
+
+def test_batched_curve_points_equal_one_by_one():
+    """The allocation's grid points of small tensors, evaluated in batches (``Allocation._each``), are the
+    same (bits, MSE) floats as ``Curve._eval`` point by point, for plain and dq curves, a constant-ish tensor,
+    tiny and sampled tensors, and points from too fine (stored exactly) to very coarse."""
+    from bslcodec.pipeline.allocation import K_MAX, K_MIN, Allocation, Curve
+    from bslcodec.pipeline.codec import LossyTensor
+
+    rng = np.random.default_rng(4)
+    arrs = {"a": rng.normal(0, 0.02, (64, 64)), "b": rng.laplace(0, 1e-3, 300), "c": rng.standard_t(2, 5000),
+            "d": np.r_[np.zeros(50), 1e-6], "e": rng.normal(3, 0.5, 17), "big": rng.normal(0, 1, 70000)}
+    lossy = {}
+    for i, (n, a) in enumerate(arrs.items()):
+        lt = LossyTensor(n, a.astype(np.float32), "F32")
+        lt.quantizer = "dq" if i % 2 else "uniform"
+        lossy[n] = lt
+    alloc = Allocation(lossy)
+    ks = list(range(K_MIN, K_MAX, 7)) + [K_MIN, K_MAX - 1, -3, 0, 2]
+    for k in ks:
+        got = alloc._each(lambda c, k=k: c.point(k))
+        for n, c in alloc.curves.items():
+            fresh = Curve(lossy[n], c.w)
+            assert got[n] == fresh._eval(k), (n, k)

@@ -3,6 +3,7 @@ frequency table), its choice (``build_model``: the smallest payload, table inclu
 :mod:`bslcodec.codecs.rans` is the face importers use."""
 
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -408,12 +409,21 @@ def estimate_bits(model_bits: float, n_elems: int, lane_symbols: int) -> float:
     if G == 0:
         return model_bits
     bps = model_bits / n_elems
-    full = LANES * (G - 1)
+    full, last, last_sum = _last_lanes(n_elems, lane_symbols)
+    flush = full * max(32.0, bps * lane_symbols + STATE_BITS_PER_LANE) - full * bps * lane_symbols
+    flush += float(np.maximum(32.0, bps * last + STATE_BITS_PER_LANE).sum() - bps * last_sum)
+    return model_bits + flush + 40 * G  # + uint32 word count and padding per group
+
+
+@functools.lru_cache(maxsize=1024)
+def _last_lanes(n_elems: int, lane_symbols: int) -> tuple:
+    """(lanes of the full groups, symbols of each lane of the last group, their sum) for ``estimate_bits``
+    (the allocation asks ~20 times per tensor)."""
+    G = n_groups(n_elems, lane_symbols)
     ng = n_elems - (G - 1) * LANES * lane_symbols
     last = -(-(ng - np.arange(min(LANES, ng))) // LANES)  # symbols of each lane of the last group
-    flush = full * max(32.0, bps * lane_symbols + STATE_BITS_PER_LANE) - full * bps * lane_symbols
-    flush += float(np.maximum(32.0, bps * last + STATE_BITS_PER_LANE).sum() - bps * last.sum())
-    return model_bits + flush + 40 * G  # + uint32 word count and padding per group
+    last.flags.writeable = False
+    return LANES * (G - 1), last, last.sum()
 
 
 def payload_bits_exact_check(model: Model, u: np.ndarray) -> float:  # pragma: no cover - diagnostics
