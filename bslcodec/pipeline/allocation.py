@@ -22,9 +22,9 @@ import math
 import numba
 import numpy as np
 
-from ..codecs import rans
+from ..codecs import rans, rans_model
 from ..codecs.rans_model import _segment_sums
-from ..container.limits import MAX_SYMBOL_MAGNITUDE
+from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..container.dtypes import numpy_dtype
 
 GRID = 4  # grid points per octave of step; between them bits and log(MSE) are interpolated linearly
@@ -95,7 +95,11 @@ def _round_stats_many(xs, lo, hi, steps, sse, raw, qmax, live, ends):
     k = 0
     for j in range(steps.size):
         sse[j], raw[j], qmax[j] = _round_into(xs[lo[j]:hi[j]], steps[j], hist)
-        for t in range(hist.size):
+        # |z| <= qmax, so no symbol above 2 qmax: the tokens up to its token hold every count
+        top = hist.size
+        if qmax[j] < 1048576.0:
+            top = rans._token(np.int64(2.0 * qmax[j]), rans.FINE_S, rans.FINE_M)[0] + 1
+        for t in range(top):
             if hist[t] > 0:
                 live[k] = hist[t]
                 k += 1
@@ -244,8 +248,40 @@ def _eval_batch(want: list, xs: np.ndarray) -> None:
     m = np.repeat(np.array([float(c.m) for c, _ in want]), n_live)
     live = live[:int(ends[-1])]
     ent = -_segment_sums(live * np.log2(live / m), ends)
+    bits, mse = _finish_many(want, sse, raw, qmax, ent, n_live)
     for j, (c, k) in enumerate(want):
-        c._cache[k] = c._finish(float(sse[j]), int(raw[j]), float(qmax[j]), float(ent[j]), int(n_live[j]))
+        c._cache[k] = (float(bits[j]), float(mse[j]))
+
+
+def _finish_many(want: list, sse, raw, qmax, ent, n_live) -> tuple:
+    """``Curve._finish`` of many points as numpy vectors: the same float operations in the same order
+    (ints converted exactly, Python's ``max`` as a ``where``; ``estimate_bits``' last-group term summed per
+    point in numpy's pairwise order by ``_segment_sums``), so the same (bits, MSE) floats."""
+    m = np.array([c.m for c, _ in want], np.int64)
+    n = np.array([c.n for c, _ in want], np.int64)
+    raw_bits = np.array([c.raw_bits for c, _ in want])
+    dq = np.array([c.dq for c, _ in want])
+    ent = np.where(m < n, ent + (n_live - 1) / (2 * math.log(2)), ent)  # Miller-Madow (see _finish)
+    per = (ent + raw) / m
+    model = per * n + 9 * np.minimum(n_live, 600) + 96
+    if dq.any():
+        model = np.where(dq, model - np.interp(per, _DQ_XS, _DQ_YS) * n, model)
+    # rans.estimate_bits(model, n, 1024), point by point in vectors
+    S = 1024
+    G = -(-n // (LANES * S))
+    bps = model / n
+    lanes = [rans_model._last_lanes(int(v), S) for v in n]
+    full = np.array([f for f, _, _ in lanes], np.int64)
+    last_sum = np.array([t for _, _, t in lanes], np.int64)
+    a = bps * S + rans.STATE_BITS_PER_LANE
+    flush = full * np.where(a > 32.0, a, 32.0) - full * bps * S  # Python's max(32.0, a)
+    lens = np.array([last.size for _, last, _ in lanes], np.int64)
+    tail = np.maximum(32.0, np.repeat(bps, lens) * np.concatenate([last for _, last, _ in lanes])
+                      + rans.STATE_BITS_PER_LANE)
+    flush = flush + (_segment_sums(tail, np.cumsum(lens)) - bps * last_sum)
+    bits = model + flush + 40 * G
+    exact = ~(qmax < (MAX_SYMBOL_MAGNITUDE >> 2)) | (bits >= raw_bits)  # stored exactly instead
+    return np.where(exact, raw_bits, bits), np.where(exact, 0.0, sse / m)
 
 
 def _mean_square(t) -> float:
@@ -292,7 +328,7 @@ class Allocation:
         for n, c in self.curves.items():
             c.name = n
         # the samples of the small curves in one buffer (each curve's x becomes a view of it), for _eval_batch
-        small = [c for c in self.curves.values() if c.m <= BATCH_SAMPLE]
+        small = [c for c in self.curves.values() if 0 < c.m <= BATCH_SAMPLE]
         self._xs = np.empty(sum(c.m for c in small))
         pos = 0
         for c in small:
