@@ -567,3 +567,41 @@ def test_sensitivity_with_float64_values_near_the_limit():
     data = bslcodec.save({"a": x, "b": x.copy()}, rel_step=0.5, sensitivity={"a": 1.0, "b": 2.0})
     back = bslcodec.load(data)
     assert all(np.all(np.isfinite(v)) and v.shape == x.shape for v in back.values())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
+@pytest.mark.parametrize("target", ["file", "folder"])
+def test_a_swallowed_interrupt_still_stops_the_output(sig, code, target, tmp_path, monkeypatch):
+    """CPython can swallow the KeyboardInterrupt a SIGINT handler raises (inside an import's weakref
+    callback: "Exception ignored", and the run goes on). The CLI's handlers note the signal first, and no
+    output is put in place once one was noted: simulated by noting the signal and raising nothing."""
+    from bslcodec.files import atomic, writers
+
+    src = tmp_path / "in"
+    src.mkdir()
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    from safetensors.numpy import save_file as st_save
+
+    st_save({"a.weight": w, "b.weight": w[:8]}, str(src / "model.safetensors"))
+    real = writers.write_bsl
+
+    def write_then_signal(*a, **k):
+        n = real(*a, **k)
+        atomic.note_signal(sig)  # as the handler does; its exception "swallowed"
+        return n
+
+    monkeypatch.setattr(writers, "write_bsl", write_then_signal)
+    import bslcodec.files.checkpoint as ck
+
+    monkeypatch.setattr(ck, "write_bsl", write_then_signal)
+    out_dir = tmp_path / "o"
+    out_dir.mkdir()
+    inp = src if target == "folder" else src / "model.safetensors"
+    out = out_dir / ("m" if target == "folder" else "m.bsl")
+    r = CliRunner().invoke(main, ["encode", str(inp), str(out), "-q"])
+    assert r.exit_code == code, r.output
+    assert list(out_dir.iterdir()) == []
+    assert atomic.signalled() is None  # cleared when the command ends: later library writes are not refused
+    bslcodec.save_file({"x": w}, tmp_path / "later.bsl")
+    assert (tmp_path / "later.bsl").exists()

@@ -13,6 +13,7 @@ import click
 
 from .. import __version__
 from ..container.errors import BslError
+from ..files import atomic as _atomic
 
 META = "bslcodec."
 
@@ -24,13 +25,21 @@ class _Terminated(BaseException):
 
 
 def _raise_terminated(signum, frame):
+    _atomic.note_signal(signum)
     raise _Terminated(signum)
+
+
+def _raise_interrupt(signum, frame):
+    _atomic.note_signal(signum)  # if CPython swallows the exception below, no output is put in place all the same
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def _signals_unwind():
     """SIGTERM/SIGHUP raise _Terminated (their default action kills the process on the spot, leaving the
-    staged output behind); the previous handlers come back afterwards. Main thread only."""
+    staged output behind), SIGINT KeyboardInterrupt (where it is not ignored); each is noted first
+    (``files.atomic.note_signal``), so an exception CPython swallows still stops the output from being put
+    in place. The previous handlers come back afterwards. Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -39,6 +48,8 @@ def _signals_unwind():
         sig = getattr(signal, name, None)
         if sig is not None:
             old[sig] = signal.signal(sig, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if the parent ignored it (nohup, &)
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:
@@ -50,17 +61,21 @@ class _Cli(click.Group):
     """A click group whose every error is one line on stderr and a non-zero exit (no traceback)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _atomic.clear_signals()
         try:
             with _signals_unwind():
                 rv = super().main(args, prog_name or "bslcodec", complete_var, standalone_mode=False, **extra)
+            if _atomic.signalled() is not None:  # its exception was swallowed on the way (see _signals_unwind)
+                raise KeyboardInterrupt
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             _fail(f"{exc.format_message()}{hint}", exc.exit_code)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
-            _fail("interrupted", 130)
-        except KeyboardInterrupt:
+        except (click.Abort, KeyboardInterrupt):
+            sig = _atomic.signalled()
+            if sig is not None and sig != signal.SIGINT:
+                _fail("terminated", 128 + sig)
             _fail("interrupted", 130)
         except _Terminated as exc:
             _fail("terminated", 128 + int(exc.args[0]))
@@ -71,6 +86,8 @@ class _Cli(click.Group):
         except OSError as exc:  # disk full, permission denied, ...
             where = f"{exc.filename}: " if exc.filename else ""
             _fail(f"{where}{exc.strerror or exc}", 1)
+        finally:
+            _atomic.clear_signals()
         code = rv if isinstance(rv, int) else 0
         if standalone_mode:
             sys.exit(code)

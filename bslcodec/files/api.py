@@ -16,7 +16,7 @@ import numpy as np
 
 from ..container.errors import FormatError
 from ..pipeline import knobs as _knobs
-from .atomic import atomic_write, lock_temp, remove_stale_temps  # noqa: F401 - importers use api.<name>
+from .atomic import atomic_write, check_signals, lock_temp, remove_stale_temps  # noqa: F401 - importers use api.<name>
 from .encoder import SETTINGS_KEY, _encode_tensors, _write  # noqa: F401
 from .source import FRAMEWORKS, _load, _Source, safe_open  # noqa: F401
 

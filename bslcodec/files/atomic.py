@@ -4,11 +4,41 @@ files and folders that a killed writer left behind."""
 import os
 import stat
 import tempfile
+import threading
 
 from ..container.errors import BslError
 
 
 _TMP_SUFFIX = ".bsl-tmp"
+_signalled = []  # signal numbers the CLI's handlers saw (note_signal); guarded by _signal_lock
+_signal_lock = threading.Lock()
+
+
+def note_signal(signum: int) -> None:
+    """Record that an interrupting signal arrived (the CLI's SIGINT/SIGTERM/SIGHUP handlers call this before
+    raising). From then on :func:`check_signals` refuses to put an output in place: CPython can swallow the
+    KeyboardInterrupt a handler raises (raised inside an import's weakref callback, it is printed as
+    "Exception ignored" and the run goes on), and an interrupted run must not finish writing all the same."""
+    with _signal_lock:
+        _signalled.append(int(signum))
+
+
+def clear_signals() -> None:
+    with _signal_lock:
+        _signalled.clear()
+
+
+def signalled():
+    """The first signal noted since :func:`clear_signals`, or None."""
+    with _signal_lock:
+        return _signalled[0] if _signalled else None
+
+
+def check_signals() -> None:
+    """Raise KeyboardInterrupt if an interrupting signal was noted (called just before each rename into place)."""
+    if signalled() is not None:
+        raise KeyboardInterrupt
+
 _STALE_AFTER_S = 600  # a temp file whose writer we cannot prove dead is left alone this long
 
 
@@ -116,6 +146,7 @@ def atomic_write(path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        check_signals()
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -77,6 +77,7 @@ def staged_output(path, folder: bool, overwrite: bool = False):
 
     try:
         yield tmp
+        api.check_signals()  # an interrupt whose KeyboardInterrupt was swallowed: not put in place
         mask = _umask()
         if folder:
             os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it 0700; give it the mode mkdir would
@@ -85,6 +86,7 @@ def staged_output(path, folder: bool, overwrite: bool = False):
                     _fsync_file(os.path.join(root, f))
                 _fsync_dir(root)
             if path.exists():  # --overwrite: move the old folder aside, then swap
+                api.check_signals()
                 old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".bsl-old", dir=parent))
                 os.rename(path, old / "x")
                 try:
@@ -94,10 +96,12 @@ def staged_output(path, folder: bool, overwrite: bool = False):
                     raise
                 shutil.rmtree(old, ignore_errors=True)
             else:
+                api.check_signals()
                 os.rename(tmp, path)
         else:
             os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it 0600; give it the mode open() would
             _fsync_file(tmp)
+            api.check_signals()
             os.replace(tmp, path)
         _fsync_dir(parent)
     except BaseException:
