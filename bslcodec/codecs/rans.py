@@ -15,6 +15,7 @@ from .rans_dec import (  # noqa: F401
     decode_tables,
     min_length,
     parse,
+    subpayload,
 )
 from .rans_enc import (  # noqa: F401
     encode,
@@ -53,4 +54,4 @@ from .rans_table import (  # noqa: F401
 )
 
 __all__ = ["Model", "build_model", "encode", "decode_into", "parse", "estimate_bits", "estimate_size",
-           "n_groups", "quantize_freqs", "fine_hist"]
+           "n_groups", "quantize_freqs", "fine_hist", "subpayload"]
