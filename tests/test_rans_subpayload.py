@@ -85,7 +85,7 @@ def test_corrupt_tables_raise():
            "reserved": p[:7] + b"\1" + p[8:], "table length": p[:8] + np.uint32(b + 4).tobytes() + p[12:],
            "huge count": p[:h] + np.uint32(0xFFFFFFFF).tobytes() + p[h + 4:],
            "too many elements": None}
-    for what, q in bad.items():
+    for q in bad.values():
         with pytest.raises(FormatError):
             if q is None:
                 rans.subpayload(p, n + 64 * UNIT, S, 0, 1)

@@ -5,7 +5,11 @@
 * a poisoned file (bytes the rank says it does not read are overwritten) still gives the same slices;
 * three gloo processes (``torch.multiprocessing.spawn``): column shards exchanged with scatters, replicated
   tensors all-gathered; every rank reads about a third of the payload;
-* one GPU, world_size 1 (skipped without CUDA + CuPy).
+* one GPU, world_size 1 (skipped without CUDA + CuPy);
+* ``eg``, ``ans`` and ``ans-dq`` row slices decoded on the GPU (sub-payloads of the overlapping groups) equal
+  the CPU slices bit for bit, from a file poisoned outside those groups, with ``bytes_read`` exactly their
+  bytes; here without a GPU the same check runs the ``ans`` kernel's source in its g++ emulation
+  (tests/test_gpu_ans_emu.py) behind a stand-in ``bslcodec.gpu``.
 """
 
 import json
@@ -18,6 +22,7 @@ import torch
 import bslcodec
 from bslcodec.container.errors import ChecksumError
 from bslcodec.torch.tp import eg_subpayload, plan_dim, shard_of, shard_state_dict
+from tests.test_gpu_ans_emu import emu, emu_decode_many  # noqa: F401 - ``emu``: the emulated kernel fixture
 
 PLAN = {"q.weight": 0, "o.weight": 1, "long.weight": 1, "conv.weight": 1, "bf.weight": -1, "emb.weight": 0,
         "norm.weight": None}
@@ -252,3 +257,129 @@ def test_one_gpu_world_size_1(model_file):
     cpu = bslcodec.load_file(model_file, framework="pt")
     for name, t in sd2.items():
         assert torch.equal(t.cpu(), _want(cpu, name, 2, 1)), name
+
+
+# ---------------------------------------------------------------- GPU row slices of eg / ans / ans-dq
+ROWS = {"*": 0}
+
+
+def _dtype_file(codec, tmp_path):
+    """F32 / F16 / BF16 tensors of 3 to 4 ans groups (32,768 elements; 7 eg groups), partial last groups."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(5)
+    t = {"f32": rng.normal(0, .02, (150, 700)).astype(np.float32),
+         "f16": rng.laplace(0, .02, (99, 1001)).astype(np.float16),
+         "bf16": rng.normal(0, .02, (77, 1333)).astype(ml_dtypes.bfloat16)}
+    path = tmp_path / f"{codec}.bsl"
+    expert = {"rel_step": 1 / 8}
+    expert.update({"quantizer": "dq"} if codec == "ans-dq" else {"codec": codec})
+    bslcodec.save_file(t, path, expert=expert)
+    with bslcodec.safe_open(path) as f:
+        assert {e.codec for e in f.entries()} == {codec}
+    return path
+
+
+def _check_gpu_row_slices(path, tmp_path, on_device=True, ranks=((2, 0), (2, 1), (3, 1), (5, 0), (5, 4))):
+    """Rank r of ws reads ``path`` (device "cuda") poisoned outside its groups: its row slices equal the clean
+    CPU slices bit for bit, and ``bytes_read`` is exactly the tables and its groups' words. ``on_device``:
+    the slices must be CUDA tensors (not with the stand-in bslcodec.gpu)."""
+    from bslcodec.files.api import _Source
+
+    data = path.read_bytes()
+    cpu = bslcodec.load_file(path, framework="pt")
+    src = _Source(path=str(path))
+    entries = [(src.entry(n), src.index.data_start + src.entry(n).offset) for n in sorted(src.entries)]
+    src.close()
+    for ws, r in ranks:
+        bad, need = bytearray(data), 0
+        rng = np.random.default_rng(ws * 10 + r)
+        for e, start in entries:
+            payload = data[start:start + e.length]
+            lo, hi = shard_of(e.shape[0], ws, r)
+            row, unit = e.numel // e.shape[0], 32 * e.params["lane_symbols"]
+            poisoned = bytearray(rng.integers(0, 256, e.length, dtype=np.uint8).tobytes())
+            if hi > lo:
+                for a, b in _needed_spans(payload, e, lo * row // unit, -(-hi * row // unit)):
+                    poisoned[a:b] = payload[a:b]
+                    need += b - a
+            bad[start:start + e.length] = poisoned
+        p = tmp_path / f"poisoned_{ws}_{r}.bsl"
+        p.write_bytes(bytes(bad))
+        st = {}
+        sd = shard_state_dict(p, ROWS, r, ws, device="cuda", stats=st)
+        for name, t in sd.items():
+            want = torch.tensor_split(cpu[name], ws, 0)[r]
+            assert t.device.type == "cuda" or not on_device, name
+            assert t.dtype == want.dtype and torch.equal(t.cpu(), want), (name, ws, r)
+        assert st["bytes_read"] == need, (ws, r, st["bytes_read"], need)
+
+
+@pytest.mark.skipif(not _gpu_ok(), reason="needs CUDA and CuPy")
+@pytest.mark.parametrize("codec", ["ans", "ans-dq", "eg"])
+def test_gpu_row_slices_read_only_their_groups(codec, tmp_path):
+    from bslcodec import gpu
+
+    path = _dtype_file(codec, tmp_path)
+    calls = []
+    fn = "decode_eg" if codec == "eg" else "decode_ans"
+    real = getattr(gpu, fn)
+
+    def spy(payload, n, *a, **k):
+        calls.append(n)
+        return real(payload, n, *a, **k)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(gpu, fn, spy)
+    try:
+        _check_gpu_row_slices(path, tmp_path)
+    finally:
+        mp.undo()
+    assert calls  # the GPU decoder ran (not the CPU fallback)
+
+
+def _stand_in_gpu(lib, calls):
+    """A ``bslcodec.gpu`` whose ``decode_ans`` is the ans kernel emulated on the CPU (``decode_eg``: the CPU
+    decoder on the eg sub-payload); outputs are CPU tensors."""
+    import types
+
+    from bslcodec.container.errors import FormatError
+    from bslcodec.container.format import Entry
+    from bslcodec.pipeline import codec as codec_mod
+
+    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+    def decode_ans(payload, n_elems, lane_symbols, step, center, dtype, device="cuda", dq=False):
+        calls.append(("ans-dq" if dq else "ans", len(payload), n_elems))
+        job = {"payload": bytes(payload), "n": n_elems, "s": lane_symbols, "step": step, "center": center,
+               "mode": dtype, "dq": dq}
+        (bits,), err = emu_decode_many(lib, [job])
+        if err[0]:
+            raise FormatError(f"emulated ans kernel: error flags {int(err[0])}")
+        return torch.from_numpy(bits.view(np.int32 if dtype == "F32" else np.int16)).view(dtypes[dtype])
+
+    def decode_eg(payload, n_elems, lane_symbols, step, center, dtype, device="cuda"):
+        calls.append(("eg", len(payload), n_elems))
+        e = Entry("x", dtype, (n_elems,), "eg", {"step": step, "center": center, "lane_symbols": lane_symbols})
+        arr = codec_mod.decode_flat(e, payload, "sub")
+        return torch.from_numpy(arr.view(np.int32 if dtype == "F32" else np.int16)).view(dtypes[dtype])
+
+    mod = types.ModuleType("bslcodec.gpu")
+    mod.decode_ans, mod.decode_eg = decode_ans, decode_eg
+    return mod
+
+
+@pytest.mark.parametrize("codec", ["ans", "ans-dq", "eg"])
+def test_gpu_path_through_the_emulated_kernel(codec, emu, tmp_path, monkeypatch):  # noqa: F811
+    """tp's CUDA path here: the reader cuts sub-payloads and hands them to (a stand-in) bslcodec.gpu, whose
+    ans decoder runs the shipped kernel source on the CPU; slices bit-exact, only the groups' bytes read."""
+    import sys
+
+    calls = []
+    monkeypatch.setitem(sys.modules, "bslcodec.gpu", _stand_in_gpu(emu, calls))
+    path = _dtype_file(codec, tmp_path)
+    _check_gpu_row_slices(path, tmp_path, on_device=False, ranks=((2, 0), (3, 1), (5, 4)))
+    assert {c[0] for c in calls} == {codec}
+    with bslcodec.safe_open(path) as f:
+        total = sum(e.length for e in f.entries())
+    assert max(c[1] for c in calls) < total / 2  # sub-payloads, not whole payloads

@@ -74,7 +74,7 @@ def subpayload(payload, n_elems: int, lane_symbols: int, g0: int, g1: int, parse
     raises FormatError. ``parsed``: ``parse()``'s result for this payload, when the caller has it.
     """
     buf = np.frombuffer(payload, np.uint8)
-    P, s, m, freqs, W, start, words = parsed if parsed is not None else parse(payload, n_elems, lane_symbols)
+    W, start = (parsed if parsed is not None else parse(payload, n_elems, lane_symbols))[4:6]
     G = W.size
     if not 0 <= g0 <= g1 <= G:
         raise ValueError(f"groups [{g0}, {g1}) are not inside the payload's {G} groups")

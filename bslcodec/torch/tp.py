@@ -43,12 +43,16 @@ reads the JSON header):
 
 Checksums: a tensor's XXH3 checksum covers its whole payload, so checking it would read the whole payload on
 every rank. ``verify=False`` (default) skips it and relies on the decoders' structural checks (lane lengths and
-code words for ``eg``, frame sizes for ``zstd``), which catch truncation and most corruption but not all;
-``verify=True`` checks it (and then every rank reads every byte of the tensors it touches).
+code words for ``eg``, word counts and lane end states for ``ans``, frame sizes for ``zstd``), which catch
+truncation and most corruption but not all; ``verify=True`` checks it (and then every rank reads every byte of
+the tensors it touches).
 
-Devices: ``eg`` parts for a CUDA device are cut out of the payload as a smaller valid ``eg`` payload (whole
-groups are self-contained: spec 4.3) and decoded on the GPU with ``bslcodec.gpu.decode_eg``; everything else
-is decoded on the CPU (Numba) and copied. The exchange runs on the CPU for gloo and on the device for NCCL.
+Devices: for a CUDA device, the parts of ``eg``, ``ans`` and ``ans-dq`` tensors (F32, F16, BF16) are cut out
+of the payload as a smaller valid payload of the same codec holding only the groups read (groups are
+self-contained: spec 4.3, 4.4, 4.6; ``eg_subpayload``, ``rans.subpayload``: the group tables' rows and those
+groups' words, plus the ``ans`` model table) and decoded on the GPU with ``bslcodec.gpu.decode_eg`` /
+``decode_ans``; only those bytes go to the device. Everything else (``fexp``, ``zstd``, ``raw``, F64) is decoded
+on the CPU (Numba) and copied. The exchange runs on the CPU for gloo and on the device for NCCL.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ import os
 import numpy as np
 import torch
 
-from ..container.errors import BslError
+from ..container.errors import BslError, FormatError
 from ..container.limits import LANES
 from ..pipeline import codec as _codec
 
@@ -132,7 +136,9 @@ class _Reader:
             self._table_counted = True
         else:
             self._table_counted = False
-        self._gpu = self.device.type == "cuda" and entry.codec == "eg" and entry.dtype in ("F32", "F16", "BF16")
+        self._parsed = None  # rans.parse() of an ans payload, once per tensor
+        self._gpu = (self.device.type == "cuda" and entry.codec in ("eg",) + _codec.ANS_CODECS
+                     and entry.dtype in ("F32", "F16", "BF16"))
 
     def _table_bytes(self) -> int:
         """Bytes of the per-unit tables that any range read needs (counted once per tensor)."""
@@ -202,6 +208,27 @@ class _Reader:
                 self.stats["bytes_read"] += nb
             self._touched[u0:u1] = True
 
+    def _gpu_groups(self, u0: int, u1: int) -> torch.Tensor:
+        """Groups [u0, u1) decoded on the GPU from a sub-payload of just those groups (tables checked first)."""
+        e = self.e
+        try:
+            if e.codec == "eg":
+                from ..gpu import decode_eg
+
+                step, center, s = _codec._check_eg_params(e, self.where)
+                sub, n_sub = eg_subpayload(self.payload, self.n, s, u0, u1)
+                return decode_eg(sub, n_sub, s, step, center, e.dtype, device=self.device)
+            from ..codecs import rans
+            from ..gpu import decode_ans
+
+            step, center, s = _codec._check_ans_params(e, self.where)
+            if self._parsed is None:
+                self._parsed = rans.parse(self.payload, self.n, s)
+            sub, n_sub = rans.subpayload(self.payload, self.n, s, u0, u1, parsed=self._parsed)
+            return decode_ans(sub, n_sub, s, step, center, e.dtype, device=self.device, dq=e.codec == "ans-dq")
+        except FormatError as exc:
+            raise type(exc)(f"{self.where}: {exc}") from None
+
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Flat elements [start, stop) as a tensor on the device."""
         from ..pipeline.arrays import _to_framework
@@ -214,12 +241,7 @@ class _Reader:
         self._account(u0, u1)
         self.stats["elements_decoded"] += min(self.n, u1 * self.unit) - u0 * self.unit
         if self._gpu:
-            from ..gpu import decode_eg
-
-            e = self.e
-            step, center, s = _codec._check_eg_params(e, self.where)
-            sub, n_sub = eg_subpayload(self.payload, self.n, s, u0, u1)
-            flat = decode_eg(sub, n_sub, s, step, center, e.dtype, device=self.device)
+            flat = self._gpu_groups(u0, u1)
             return flat[start - u0 * self.unit: stop - u0 * self.unit]
         arr = _codec.decode_flat(self.e, self.payload, self.where, start, stop)
         return _to_framework(arr, "pt", "cpu").to(self.device)
