@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bslcodec.codecs import dq_search, dq_search_ref
-from bslcodec.quantize import quant
+from bslcodec.quantize import ggd, quant
 
 NP = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 
@@ -90,16 +90,30 @@ def test_index_whose_zigzag_overflows_does_not_crash():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_first_pass_symbols_parallel_equal_serial():
-    """The Q0 rounding that seeds the first model gives the same symbols in its parallel and serial builds
-    (blocks of 2^16 elements, a partial last block, values out of range clipped)."""
+def test_first_pass_histogram_parallel_equal_serial():
+    """The Q0 rounding that seeds the first model: its token histogram is that of the reference symbols
+    (blocks of 2^18 elements, a partial last block, values out of range clipped) in the parallel and serial
+    builds."""
+    from bslcodec.codecs import rans_model
+
     rng = np.random.default_rng(5)
-    x = (rng.laplace(size=(1 << 18) + 77) * 0.03).astype(np.float32)
+    x = (rng.laplace(size=(1 << 19) + 77) * 0.03).astype(np.float32)
     x[::1001] *= 1e9  # beyond |k| < 2^24: clipped
-    a = np.empty(x.size, np.uint32)
-    b = np.empty(x.size, np.uint32)
-    dq_search._q0_symbols(x, 0.004, np.int64(3), a)
-    dq_search._q0_symbols_serial(x, 0.004, np.int64(3), b)
-    assert np.array_equal(a, b)
+    a = dq_search._q0_hist(x, 0.004, np.int64(3)).sum(axis=0)
+    b = dq_search._q0_hist_serial(x, 0.004, np.int64(3)).sum(axis=0)
     k = np.clip(np.rint((x.astype(np.float64) / 0.004 - 3) * 0.5), -(2**24 - 1), 2**24 - 1).astype(np.int64)
-    assert np.array_equal(a, ((k << 1) ^ (k >> 63)).astype(np.uint32))
+    want = rans_model.fine_hist(((k << 1) ^ (k >> 63)).astype(np.uint32))
+    assert np.array_equal(a, want) and np.array_equal(b, want)
+
+
+@pytest.mark.parametrize("how", ["rel_step", "max_error", "coarse"])
+def test_bf16_bits_equal_widened(how):
+    """A bf16 tensor given as its uint16 bits (read without a float32 copy) gives the symbols, error and
+    lanes of its float32 widening; so do moments and the GG fit."""
+    x, step, center, kw = _case("gg0.7", "BF16", 32 * 64 * 3 + 11, how, seed=7)
+    bits = quant.bf16_bits(x.astype(ml_dtypes.bfloat16))
+    a = dq_search.quantize(x, step, center, "BF16", 64, **kw)
+    b = dq_search.quantize(bits, step, center, "BF16", 64, **kw)
+    assert (a.n_bad, a.max_error) == (b.n_bad, b.max_error) and np.array_equal(a.u, b.u)
+    assert quant.moments(x) == quant.moments(bits)
+    assert ggd.fit(x) == ggd.fit(bits)

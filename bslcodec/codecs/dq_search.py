@@ -10,8 +10,9 @@ from numba import prange
 from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..parallel import launch, serial_twin
 from ..quantize.dq import BOUND_FACTOR, N_STATES, NEXT_STATE, f16_round, level
-from ..quantize.quant import MODE_OF_DTYPE, ROUNDING, _dequant
+from ..quantize.quant import MODE_OF_DTYPE, ROUNDING, _dequant, f64_of
 from . import rans
+from .rans_model import FINE_K, FINE_M, FINE_S, _token
 from .golomb import _ctlz
 
 DEFAULT_C = 0.1  # λ = c·Δ² in the search (0.05-0.2 differ by < 0.001 bits/weight: results/dq.md)
@@ -42,6 +43,10 @@ _PRED = tuple(tuple(sorted((s, p) for s in range(N_STATES) for p in range(2) if 
               for ns in range(N_STATES))
 PRED_S = np.array([[s for s, _ in pr] for pr in _PRED], np.int64)
 PRED_P = np.array([[p for _, p in pr] for pr in _PRED], np.int64)
+# the same packed into integers, entry (s, i) at bit 3·(2s + i) (PRED_S) and bit 2s + i (PRED_P): the traceback
+# reads them by shifts, so that its loop over the lanes vectorizes (no table gathers)
+PRED_S_PACKED = sum(int(PRED_S[s, i]) << (3 * (2 * s + i)) for s in range(N_STATES) for i in range(2))
+PRED_P_PACKED = sum(int(PRED_P[s, i]) << (2 * s + i) for s in range(N_STATES) for i in range(2))
 _RATE_TABLE = 4096  # λ·bits tabulated for |k| < 2048 (32 KiB: stays in L1/L2); other indices are costed exactly
 
 
@@ -76,7 +81,7 @@ def _row_dists(x, base, jn, center, mode, step32, step64, inv, bound, slack_rel,
     """For elements x[base + j], j < jn: ``kk[q, j]`` the lower index of quantizer q's pair around x;
     ``dist`` rows 2q, 2q + 1 the distances of that pair, row 4 that of index 0 (level 0 in both)."""
     for j in range(jn):
-        xv = np.float64(x[base + j])
+        xv = f64_of(x[base + j])
         v = xv * inv - center
         dist[4, j] = _dist(np.int64(0), 0, xv, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, f16)
         for q1 in range(2):
@@ -98,13 +103,14 @@ def _rate_table(lam, tokbits, s_tok, m_tok, size):
 
 @numba.njit(nogil=True, cache=True)
 def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate, tokbits, s_tok,
-           m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, choice):
+           m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, maxe, pk, choice):
     """The Viterbi search of the ≤ 32 lanes of one group (elements start .. start+ng), all lanes at once: row t
     holds element t of every lane (x[start + 32t + j], contiguous), so each step is a loop over lanes.
     Per row and quantizer the candidates are the index pair around x (one even, one odd) and 0; an index of
     parity p leads every state to one successor, so each state's new cost is the best of ≤ 3 (predecessor,
     candidate) sums, compared in the reference's order (predecessors ascending, then pair before 0, strict <)
-    so that ties resolve as there. ``choice[t, ns, j]``: bit 1 = second predecessor, bit 0 = the 0 candidate.
+    so that ties resolve as there. ``choice[t, j]`` bits 2ns, 2ns + 1 of state ns: bit 1 = second predecessor,
+    bit 0 = the 0 candidate (all 8 states of a lane in one uint16: the traceback reads it without a gather).
     Returns (largest |x - x̂|, lanes without an admissible path)."""
     inv = 1.0 / step64
     last = rate.size - 1
@@ -140,6 +146,8 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
                 dpe[q1, j] = c1 if odd else c0
                 dpo[q1, j] = c0 if odd else c1
                 dz[q1, j] = math.inf if (k == 0) | (k == -1) else dist[4, j] + r0
+        for j in range(LANES):
+            pk[j] = 0
         for ns in range(S):
             sa, sb = PRED_S[ns, 0], PRED_S[ns, 1]
             pa, pb = PRED_P[ns, 0], PRED_P[ns, 1]
@@ -171,13 +179,17 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
                     if c < best:
                         best, ch = c, 2
                 new[ns, j] = best
-                choice[t, ns, j] = ch
-        for ns in range(S):
-            for j in range(jn):
-                cost[ns, j] = new[ns, j]
+                pk[j] |= np.uint32(ch) << np.uint32(2 * ns)
+        for j in range(jn):
+            choice[t, j] = np.uint16(pk[j])
+        for ns in range(S):  # (a group's partial last row: its other lanes ended a row before)
+            for j in range(jn, nl):
+                new[ns, j] = cost[ns, j]
+        cost, new = new, cost  # the new costs are the next row's (no copy)
     # trace back all lanes row by row (32 independent chains side by side, not one long dependent chain);
-    # state -1 marks a lane without an admissible path (its symbols are not written)
-    maxerr = 0.0
+    # state -1 marks a lane without an admissible path (its symbols are not written). The loop over the lanes
+    # has no table gathers and no branches (a lane without a path reads state 0 and stores nothing), so it
+    # vectorizes; each lane keeps its own largest error.
     bad = 0
     for j in range(nl):
         s = 0
@@ -188,24 +200,30 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
             bad += 1
             s = -1
         cur[j] = s
+        maxe[j] = 0.0
     for t in range(rows - 1, -1, -1):
         jn = min(LANES, ng - LANES * t)
         base = start + LANES * t
         for j in range(jn):
             s = cur[j]
-            if s < 0:
-                continue
-            ch = choice[t, s, j]
-            i = ch >> 1
-            ps = PRED_S[s, i]
-            xv = np.float64(x[base + j])
+            ok = s >= 0
+            se = max(s, 0)
+            ch = (np.int64(choice[t, j]) >> (2 * se)) & 3
+            i = 2 * se + (ch >> 1)
+            ps = (np.int64(PRED_S_PACKED) >> (3 * i)) & 7
+            xv = f64_of(x[base + j])
             k = _kc(xv * inv - center, ps & 1)
-            k += (k & 1) != PRED_P[s, i]
+            k += (k & 1) != ((np.int64(PRED_P_PACKED) >> i) & 1)
             k = np.int64(0) if ch & 1 else k
             xh = _dequant(center + level(k, ps), mode, step32, step64)
-            maxerr = max(maxerr, abs(xh - xv))
-            u[base + j] = np.uint32((k << 1) ^ (k >> 63))
-            cur[j] = ps
+            err = abs(xh - xv)
+            if ok:
+                maxe[j] = max(maxe[j], err)
+                u[base + j] = np.uint32((k << 1) ^ (k >> 63))
+                cur[j] = ps
+    maxerr = 0.0
+    for j in range(nl):
+        maxerr = max(maxerr, maxe[j])
     return maxerr, bad
 
 
@@ -223,12 +241,15 @@ def _groups(x, g0, g1, lane_symbols, center, mode, step32, step64, lam, bound, s
     dist = np.empty((5, LANES), np.float64)
     kk = np.empty((2, LANES), np.int64)
     cur = np.empty(LANES, np.int64)
-    choice = np.empty((lane_symbols, N_STATES, LANES), np.uint8)
+    maxe = np.empty(LANES, np.float64)
+    pk = np.empty(LANES, np.uint32)
+    choice = np.empty((lane_symbols, LANES), np.uint16)
     for g in range(g0, g1):
         start = g * gsize
         ng = min(n, start + gsize) - start
         me, bad = _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate,
-                         tokbits, s_tok, m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, choice)
+                         tokbits, s_tok, m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, maxe, pk,
+                         choice)
         stats[g, 0] = me
         stats[g, 1] = bad
 
@@ -248,24 +269,29 @@ def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_r
 _quantize_serial = serial_twin(_quantize)
 
 
-_Q0_BLOCK = 1 << 16
+_Q0_BLOCK = 1 << 18
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _q0_symbols(x, step, center, u):
-    """Zigzag symbols of plain Q0 rounding, k = rint((x / Δ − center) / 2) clipped to |k| < 2^24: the first
-    pass's model (what the trellis mostly picks). One pass, no float64 copy of ``x``; blocks in parallel."""
+def _q0_hist(x, step, center):
+    """The first pass's model input: the fine ans token histogram (``rans_model.fine_histogram``'s bins, one
+    row per block) of the zigzag symbols of plain Q0 rounding, k = rint((x / Δ − center) / 2) clipped to
+    |k| < 2^24 (what the trellis mostly picks). One pass over ``x``, no symbol array; blocks in parallel."""
     lim = MAX_SYMBOL_MAGNITUDE - 1
     n = x.size
-    for b in prange((n + _Q0_BLOCK - 1) // _Q0_BLOCK):
+    nb_ = (n + _Q0_BLOCK - 1) // _Q0_BLOCK
+    part = np.zeros((nb_, FINE_K), np.int64)
+    for b in prange(nb_):
         for i in range(b * _Q0_BLOCK, min(n, (b + 1) * _Q0_BLOCK)):
-            k = np.rint((np.float64(x[i]) / step - center) * 0.5)
+            k = np.rint((f64_of(x[i]) / step - center) * 0.5)
             k = min(max(k, -lim), lim)
             ki = np.int64(k)
-            u[i] = np.uint32((ki << 1) ^ (ki >> 63))
+            tok, nb, r = _token((ki << 1) ^ (ki >> 63), FINE_S, FINE_M)
+            part[b, tok] += 1
+    return part
 
 
-_q0_symbols_serial = serial_twin(_q0_symbols)
+_q0_hist_serial = serial_twin(_q0_hist)
 
 
 def token_bits(model) -> np.ndarray:
@@ -283,11 +309,12 @@ class DQResult:
 
 def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: int, c: float = DEFAULT_C,
              bound: float | None = None, strict: bool = False, passes: int = PASSES) -> DQResult:
-    """Indices (as zigzag symbols ``u``) of flat ``x`` under DQ with step Δ = ``step``.
+    """Indices (as zigzag symbols ``u``) of flat ``x`` under DQ with step Δ = ``step``; a bf16 ``x`` may be
+    given as its uint16 bits (``quant.bf16_bits``: read without a float32 copy).
 
     ``bound``: the largest |x - x̂| allowed (default 1.5 Δ, with the output dtype's rounding slack unless
     ``strict``). ``n_bad``: lanes where some element had no level within the bound (the caller shrinks the
-    step or stores the tensor exactly). For F16 the values and the bound are those after the rounding to
+    step or stores the tensor exactly; the symbols of those lanes are left unwritten). For F16 the values and the bound are those after the rounding to
     F16.
     """
     r = DQResult()
@@ -295,15 +322,14 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     bound = BOUND_FACTOR * step if bound is None else bound
     rel, ab = (0.0, 0.0) if strict else ROUNDING[dtype]
     # pass 0: the model of plain Q0 rounding (k = round(v / 2)), whose symbols are what the first
-    # trellis will mostly pick
+    # trellis will mostly pick (their histogram only: the trellis writes every symbol of a lane with a path)
+    hist = launch(_q0_hist, _q0_hist_serial, x, float(step), np.int64(center), work=x.size).sum(axis=0)
     u = np.empty(x.size, np.uint32)
-    launch(_q0_symbols, _q0_symbols_serial, x, float(step), np.int64(center), u, work=x.size)
-    for _ in range(passes):
-        model, _bits_ = rans.build_model(u)
+    for p in range(passes):
+        model, _bits_ = rans.build_model(None if p == 0 else u, hist=hist if p == 0 else None)
         tokbits = token_bits(model)
         rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
-        # the pass writes its symbols over the ones its model came from (read only by build_model): one
-        # symbol array per tensor, not two
+        # a later pass writes its symbols over the ones its model came from (read only by build_model)
         with np.errstate(over="ignore"):  # float64 steps beyond binary32 (F64 tensors use the float64 one)
             step32 = np.float32(step)
         st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, step32,

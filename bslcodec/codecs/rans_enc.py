@@ -183,41 +183,54 @@ def _token_lut(s: int, m: int) -> np.ndarray:
     return (tok | (nb << 16)).astype(np.uint32)
 
 
+_SCRATCH_WORDS = 1 << 22  # 8 MiB of scratch regions: the groups encoded at once (each chunk's words then gathered)
+
+
 def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
-    """The ``ans`` payload of symbols ``u`` (every symbol's token must have a frequency > 0)."""
+    """The ``ans`` payload of symbols ``u`` (every symbol's token must have a frequency > 0).
+
+    The groups are encoded a chunk at a time into one scratch buffer of at most ~``_SCRATCH_WORDS`` words
+    (each group's region has room for its worst case, several times its words): a scratch for the whole
+    tensor was 2-3x its symbols' bytes of fresh memory, which the kernel zeroed page by page (huge pages:
+    all of it) at ~10 % of a whole encode's time."""
     u = np.ascontiguousarray(u)
     head = header_bytes(model)
     freqs = model.freqs.astype(np.int64)
     cum = np.concatenate(([0], np.cumsum(freqs)))[:-1].astype(np.int64)
     G = n_groups(u.size, lane_symbols)
+    gsize = LANES * lane_symbols
     # one word per coding step that may emit: the token, and raw-bit chunks when the table has them
     max_nb = _token_bits(model.freqs.size - 1, model.s, model.m)
     per_sym = 1 + (max_nb > 0) + (max_nb > 16)
-    ng = np.full(G, LANES * lane_symbols, np.int64)
-    if G:
-        ng[-1] = u.size - (G - 1) * LANES * lane_symbols
-    bounds = 2 * np.minimum(ng, LANES) + per_sym * ng
-    region_end = np.cumsum(bounds)
-    scratch = np.empty(int(region_end[-1]) if G else 0, np.uint16)
-    first_word = np.zeros(G, np.int64)
     # floor(x / f) as floor(x * fl(1/f)): for x < 2^32, f <= 2^14 the product is within 2^-20 of x/f,
     # and x/f is either an integer or at least 1/f >= 2^-14 away from one, so the result is exact or,
     # when x/f is an integer, possibly one too small (the remainder check fixes that).
     rcp = 1.0 / np.maximum(freqs, 1).astype(np.float64)
     tpk = (freqs | (cum << 16)).astype(np.uint64)
-    launch(_encode_groups, _SERIAL['_encode_groups'], u, lane_symbols, model.prob_bits, model.s, model.m, tpk, rcp,
-           _token_lut(model.s, model.m), scratch, region_end, first_word, max_nb > 16, work=u.size)
-    W = region_end - first_word
-    Wp = W + (W % 2)
-    out_start = np.zeros(G + 1, np.int64)
-    np.cumsum(Wp, out=out_start[1:])
-    total = len(head) + 4 * G + 2 * int(out_start[-1])
-    buf = np.empty(total, np.uint8)
-    buf[:len(head)] = np.frombuffer(head, np.uint8)
-    buf[len(head):len(head) + 4 * G] = W.astype("<u4").view(np.uint8)
-    words = buf[len(head) + 4 * G:].view("<u2")
-    launch(_gather, _SERIAL['_gather'], scratch, first_word, region_end, words, out_start[:-1], work=u.size)
-    return buf.tobytes()
+    lut = _token_lut(model.s, model.m)
+    per_chunk = max(1, _SCRATCH_WORDS // (2 * LANES + per_sym * gsize))
+    scratch = None
+    W = np.zeros(G, np.int64)
+    parts = []
+    for c0 in range(0, G, per_chunk):
+        c1 = min(G, c0 + per_chunk)
+        uc = u[c0 * gsize:min(u.size, c1 * gsize)]
+        ng = np.full(c1 - c0, gsize, np.int64)
+        ng[-1] = uc.size - (c1 - c0 - 1) * gsize
+        region_end = np.cumsum(2 * np.minimum(ng, LANES) + per_sym * ng)
+        if scratch is None:  # the first chunk is the largest (only the tensor's last group is partial)
+            scratch = np.empty(int(region_end[-1]), np.uint16)
+        first_word = np.zeros(c1 - c0, np.int64)
+        launch(_encode_groups, _SERIAL['_encode_groups'], uc, lane_symbols, model.prob_bits, model.s, model.m, tpk,
+               rcp, lut, scratch, region_end, first_word, max_nb > 16, work=uc.size)
+        Wc = region_end - first_word
+        W[c0:c1] = Wc
+        out_start = np.zeros(c1 - c0 + 1, np.int64)
+        np.cumsum(Wc + (Wc % 2), out=out_start[1:])
+        words = np.empty(int(out_start[-1]), "<u2")
+        launch(_gather, _SERIAL['_gather'], scratch, first_word, region_end, words, out_start[:-1], work=uc.size)
+        parts.append(words)
+    return b"".join([head, W.astype("<u4").tobytes()] + parts)
 
 
 # serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)

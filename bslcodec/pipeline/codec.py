@@ -142,7 +142,7 @@ class LossyTensor:
         self.name, self.dtype, self.shape, self.arr = name, dtype, arr.shape, arr
         self.flat = arr.reshape(-1)
         self.n = int(self.flat.size)  # elements
-        x = self.x
+        x = self.kx
         self.mean, self.std, bad = quant.moments(x)
         if bad:
             raise EncodeError(f"tensor {name!r}: {bad} NaN/Inf values cannot be quantized; "
@@ -172,6 +172,12 @@ class LossyTensor:
         binary32 on each use (~0.5 ns an element, in parallel) and let go after it, so that the tensors a
         ``bits=`` search holds cost their own 2 bytes a weight, not 6 (issue 18's peak-memory bound)."""
         return self.flat if self.dtype in ("F32", "F64") else quant.as_float32(self.flat)
+
+    @property
+    def kx(self) -> np.ndarray:
+        """The values as ``quant.moments``, ``ggd.fit`` and the dq search read them: ``x``, but bf16 as its
+        uint16 bit patterns, widened inside the kernels (no float32 copy of the tensor to write and free)."""
+        return quant.bf16_bits(self.flat) if self.dtype == "BF16" else self.x
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
         """The stored step: 2·max_error (dq: max_error / 1.5, its bound being 1.5 steps), or
@@ -213,7 +219,7 @@ class LossyTensor:
 
     def _code_dq(self, step: float, max_error: float | None):
         """``code()`` for the dq quantizer: (params, None, None, u) or None."""
-        x = self.x
+        x = self.kx
 
         def attempt(step, center):
             r = dq_search.quantize(x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,

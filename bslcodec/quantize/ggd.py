@@ -33,13 +33,18 @@ def _moment_ratio(nu: float) -> float:
 
 
 def sample(x: np.ndarray) -> np.ndarray:
+    """Every ``stride``-th element as float64; ``x`` may be the uint16 bits of bf16 values (quant.bf16_bits)."""
     flat = x.reshape(-1)
     stride = max(1, flat.size // FIT_SAMPLES)
-    return flat[::stride].astype(np.float64)
+    s = flat[::stride]
+    if s.dtype == np.uint16:  # bf16 bits: the top half of the binary32 (exact)
+        s = (s.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return s.astype(np.float64)
 
 
 def fit(x: np.ndarray) -> tuple:
-    """(nu, alpha) of the zero-mean GG fitted to ``x - mean(x)``; (2.0, 0.0) for a constant tensor."""
+    """(nu, alpha) of the zero-mean GG fitted to ``x - mean(x)``; (2.0, 0.0) for a constant tensor. ``x``
+    may be the uint16 bits of bf16 values (``quant.bf16_bits``)."""
     s = sample(x)
     big = float(np.max(np.abs(s))) if s.size else 0.0
     if not big > 0 or not math.isfinite(big):

@@ -12,6 +12,8 @@ unavoidable cost of handing back values in the tensor's own dtype.
 import numba
 import numpy as np
 from numba import prange
+from numba.core import types
+from numba.extending import overload
 
 from ..container.dtypes import BFLOAT16
 from ..container.limits import MAX_SYMBOL_MAGNITUDE
@@ -33,6 +35,26 @@ def step_for_dtype(step: float, dtype: str, round_down: bool = False) -> float:
     if round_down and float(s) > step:
         s = np.nextafter(s, np.float32(0))
     return float(s)
+
+
+def f64_of(v):
+    """float64 of one element as the kernels read it (numba only): a float as it is, a uint16 as the bf16
+    value of those bits (exact: the 16 bits are the top half of the binary32). Kernels that take bf16
+    tensors as their uint16 bit patterns (``bf16_bits``) read them without a widened float32 copy."""
+    raise NotImplementedError("numba only")
+
+
+@overload(f64_of)
+def _f64_of(v):
+    if isinstance(v, types.Integer) and v.bitwidth == 16 and not v.signed:
+        return lambda v: np.float64(np.uint32(np.uint32(v) << np.uint32(16)).view(np.float32))
+    return lambda v: np.float64(v)
+
+
+def bf16_bits(flat: np.ndarray) -> np.ndarray:
+    """The uint16 bit patterns of 1-D bf16 ``flat`` (a view where it is contiguous): what ``moments``,
+    ``dq_search.quantize`` and ``ggd.fit`` take for a bf16 tensor instead of its float32 widening."""
+    return np.ascontiguousarray(flat).view(np.uint16)
 
 
 @numba.njit(inline="always")
@@ -192,7 +214,7 @@ def _moments(x):
         s2 = 0.0
         bad = 0.0
         for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            v = np.float64(x[i])
+            v = f64_of(x[i])
             if np.isfinite(v):
                 s1 += v
                 s2 += v * v
@@ -233,7 +255,8 @@ def as_float32(flat: np.ndarray) -> np.ndarray:
 
 
 def moments(x: np.ndarray) -> tuple:
-    """(mean, std about the mean, number of non-finite values) of flat ``x``, one parallel pass."""
+    """(mean, std about the mean, number of non-finite values) of flat ``x`` (floats, or the uint16 bits of
+    bf16 values: ``bf16_bits``), one parallel pass."""
     if x.size == 0:
         return 0.0, 0.0, 0
     with np.errstate(over="ignore", invalid="ignore"):  # overflowing sums are handled below
@@ -248,6 +271,8 @@ def moments(x: np.ndarray) -> tuple:
     if not (np.isfinite(mean) and np.isfinite(std)):
         # sums of huge finite values (float64 near 1e308, squares beyond 1e154) overflowed: again on x / max|x|;
         # mean and std of the scaled values are at most 1, so scaling back cannot overflow
+        if x.dtype == np.uint16:  # bf16 bits (sums of bf16 squares stay far below float64's range)
+            x = x.view(BFLOAT16).astype(np.float32)
         big = float(np.max(np.abs(x[np.isfinite(x)]).astype(np.float64)))
         m, sd, _ = moments(x.astype(np.float64) / big)
         return m * big, sd * big, n_bad
