@@ -7,7 +7,7 @@ from numba import prange
 
 from ..container.errors import FormatError
 from ..container.limits import LANES
-from ..parallel import launch
+from ..parallel import SERIAL_BELOW, launch
 from .fexp_ref import MAX_CODE_LEN
 from .fexp_table import UINTS, parse
 
@@ -174,8 +174,16 @@ def decode_into(payload, n: int, itemsize: int, lane_symbols: int, out: np.ndarr
     if out.dtype != UINTS[itemsize]:
         raise TypeError(f"out must be {np.dtype(UINTS[itemsize])}")
     status = np.zeros(max(0, g_last - g_first), np.uint8)
+    words = p["words"]
+    if status.size and out.size < SERIAL_BELOW:
+        # a small tensor's groups are too short for the fast path's read-ahead (12 bits a symbol past each
+        # lane's start must lie inside the stream): zero words after a copy give it room (a few KB). Valid
+        # streams decode the same either way; a corrupt one is still refused (checked once at the end).
+        need = int(p["word_start"][g_last]) + -(-MAX_CODE_LEN * lane_symbols // 64) + 2
+        if words.size < need:
+            words = np.concatenate([words, np.zeros(need - words.size, words.dtype)])
     if status.size:
-        launch(_decode_groups, _decode_groups_serial, np.int64(g_first), p["words"], p["lens"], p["word_start"],
+        launch(_decode_groups, _decode_groups_serial, np.int64(g_first), words, p["lens"], p["word_start"],
                 p["lut"], p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n),
                 np.int64(lane_symbols), out, np.int64(g_first * gsize), status, work=out.size)
     if status.any():
