@@ -70,6 +70,7 @@ def test_keyboard_interrupt_leaves_no_temp(tmp_path):
 
 
 def test_write_is_fsynced_then_renamed_then_folder_fsynced(tmp_path, monkeypatch):
+    bslcodec.save_file(TENSORS, tmp_path / "warm.bsl")  # kernels compiled first: numba's cache writes use os.replace
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}")
