@@ -471,3 +471,28 @@ def test_files_written_before_ans_still_decode(name):
         for k in z.files:
             v = z[k].view(ml_dtypes.bfloat16) if dtypes[k] == "BF16" else z[k]
             assert got[k].dtype == v.dtype and got[k].tobytes() == v.tobytes(), k
+
+
+def test_quantize_freqs_compiled_matches_reference():
+    """``quantize_freqs`` (integer part compiled, leftover slots ranked among the unforced tokens only) gives
+    ``_quantize_freqs_ref``'s frequencies: random, tied and sparse counts at several precisions, and the
+    same refusal when the live tokens do not fit."""
+    from bslcodec.codecs import rans_model
+
+    rng = np.random.default_rng(21)
+    for t in range(1500):
+        k = int(rng.integers(1, 600))
+        c = rng.geometric(rng.uniform(0.001, 0.9), k) ** int(rng.integers(1, 4))
+        c[rng.random(k) < rng.uniform(0, 0.8)] = 0
+        if t % 3 == 0:
+            c = rng.integers(0, 3, k) * int(rng.integers(1, 50))  # many ties
+        if c.sum() == 0:
+            c[0] = 1
+        P = int(rng.choice([4, 8, 11, 12, 13, 14]))
+        try:
+            want = rans_model._quantize_freqs_ref(c, P)
+        except ValueError:
+            with pytest.raises(ValueError):
+                rans_model.quantize_freqs(c, P)
+            continue
+        assert np.array_equal(rans_model.quantize_freqs(c, P), want)

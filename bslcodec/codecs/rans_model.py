@@ -146,6 +146,66 @@ def quantize_freqs(counts: np.ndarray, prob_bits: int) -> np.ndarray:
     the few slots the flooring leaves go where they save the most bits.
     """
     M = 1 << prob_bits
+    c = np.ascontiguousarray(counts, np.int64)
+    q = np.zeros(c.size, np.int64)
+    rest = np.zeros(c.size, np.bool_)
+    d = _floor_freqs(c, M, q, rest)  # the integer part, compiled (the same integers as _quantize_freqs_ref)
+    if d < 0:
+        raise ValueError(f"{-d} used tokens do not fit 2^{prob_bits} slots")
+    if d:
+        # the d slots go to the tokens not forced to 1 that save the most bits (ties: lower token first);
+        # every such gain is >= 0, so only they are ranked (the reference ranks every token, the others at -1)
+        idx = np.flatnonzero(rest)
+        qi = q[idx]
+        gain = c[idx].astype(np.float64) * np.log2((qi + 1) / np.maximum(qi, 1))
+        q[idx[np.argsort(-gain, kind="stable")[:d]]] += 1
+    return q
+
+
+@numba.njit(nogil=True, cache=True)
+def _floor_freqs(c, M, q, rest):
+    """``quantize_freqs`` up to the leftover slots: ``q`` the floored frequencies, ``rest`` the tokens not
+    forced to 1; returns the slots left (0 <= d < live tokens), or minus the live tokens if over M."""
+    nz_count = 0
+    total = np.int64(0)
+    for i in range(c.size):
+        nz_count += c[i] > 0
+        total += c[i]
+    if nz_count > M:
+        return -np.int64(nz_count)
+    forced = np.zeros(c.size, np.bool_)
+    for i in range(c.size):
+        forced[i] = c[i] > 0 and c[i] * M < total
+    while True:
+        F = np.int64(0)
+        n_rest = np.int64(0)
+        for i in range(c.size):
+            rest[i] = c[i] > 0 and not forced[i]
+            F += forced[i]
+            if rest[i]:
+                n_rest += c[i]
+        new = False
+        for i in range(c.size):
+            if forced[i]:
+                q[i] = 1
+            elif rest[i]:
+                q[i] = ((M - F) * c[i]) // n_rest
+                if q[i] < 1:
+                    new = True
+        if not new:
+            break
+        for i in range(c.size):
+            if rest[i] and q[i] < 1:
+                forced[i] = True
+    s = np.int64(0)
+    for i in range(c.size):
+        s += q[i]
+    return M - s
+
+
+def _quantize_freqs_ref(counts: np.ndarray, prob_bits: int) -> np.ndarray:
+    """``quantize_freqs`` in numpy (the reference of the compiled integer part)."""
+    M = 1 << prob_bits
     c = np.asarray(counts, np.int64)
     nz = c > 0
     if int(nz.sum()) > M:
