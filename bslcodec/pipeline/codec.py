@@ -156,7 +156,7 @@ class LossyTensor:
 
     @functools.cached_property
     def _gg(self) -> tuple:
-        return ggd.fit(self.x)
+        return ggd.fit(self.kx)  # (a bf16 tensor: its bits; only the sample is widened)
 
     @property
     def nu(self) -> float:
