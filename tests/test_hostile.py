@@ -418,3 +418,37 @@ def test_corpus_recode(codec, tmp_path):
             x, y = (np.ascontiguousarray(v).reshape(-1).view(np.uint8) for v in (a[k], b[k]))
             assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and np.array_equal(x, y), (name, k)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_depth_check_by_levels_agrees_with_the_tree_walk(monkeypatch):
+    """``_check_depth`` (level by level, used when the header holds no string to check) refuses exactly the
+    trees that ``_check_tree``'s walk refuses, at every limit from 1 to 44."""
+    import random
+
+    from bslcodec.container import format as F
+
+    def tree(rng, d):
+        r = rng.random()
+        if d > 40 or r < 0.3:
+            return rng.choice([1, "s", None, 2.5])
+        if r < 0.65:
+            return [tree(rng, d + 1) for _ in range(rng.randint(0, 3))]
+        return {str(i): tree(rng, d + 1) for i in range(rng.randint(0, 3))}
+
+    rng = random.Random(7)
+    for _ in range(600):
+        doc = tree(rng, 0)
+        if not isinstance(doc, (dict, list)):
+            continue
+        for limit in range(1, 45):
+            monkeypatch.setattr(F, "MAX_JSON_DEPTH", limit)
+            walk = level = False
+            try:
+                F._check_tree(doc, False)
+            except bslcodec.FormatError:
+                walk = True
+            try:
+                F._check_depth(doc)
+            except bslcodec.FormatError:
+                level = True
+            assert walk == level
