@@ -102,12 +102,19 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
     names = sorted(tensors)
     weights = [_nbytes(tensors, name) for name in names]
 
-    def prepare(name):
-        """(name, array, dtype, LossyTensor or None, fine or None): the tensor read (``tensors`` may load
-        lazily) and fitted; ``fine``: the (codec, params, payload) of a small 1-D tensor that the allocation
-        modes quantize at a fixed fine step (``codec.wants_fine``)."""
+    lazy = hasattr(tensors, "nbytes")  # a file read on access (checkpoint._LazyTensors): read again, not held
+
+    def load(name):
+        return as_numpy(tensors[name], name)
+
+    def prepare(name, hold=True):
+        """(name, array or None, dtype, LossyTensor or None, fine or None, shape, bytes): the tensor read
+        (``tensors`` may load lazily) and fitted; ``fine``: the (codec, params, payload) of a small 1-D
+        tensor that the allocation modes quantize at a fixed fine step (``codec.wants_fine``). ``hold=False``
+        (a search that codes the tensors later, several times): a lazily read tensor is let go here and read
+        again when coded, so that the search does not hold the whole file (issue 18's peak-memory bound)."""
         try:
-            arr = as_numpy(tensors[name], name)
+            arr = load(name)
             dt = dtype_name(arr.dtype)
             report("fit", name, arr.nbytes)
             lt = fine = None
@@ -128,11 +135,16 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
                     fine = (coded[0], {k: v for k, v in coded[1].items() if k not in _INFO}, coded[2])
         except BslError as exc:
             raise _named(exc, name) from None
-        return name, arr, dt, lt, fine
+        shape, nbytes = arr.shape, arr.nbytes
+        if not hold and lazy and fine is None:
+            if lt is not None:
+                lt.release(lambda: load(name))
+            arr = None
+        return name, arr, dt, lt, fine, shape, nbytes
 
     def code(item, rel):
         """(entry, payload) of one prepared tensor at ``rel_step`` ``rel`` (None: the settings' own)."""
-        name, arr, dt, lt, fine = item
+        name, arr, dt, lt, fine, shape, nbytes = item
         # in the allocation modes a tensor the allocation left out (constant, or a mean square beyond float64:
         # allocation.weights) has no step: stored exactly
         no_step = rel is None and (settings.bits is not None or settings.default)
@@ -141,10 +153,10 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
         if coded is not None:
             cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
         else:
-            cname, params, payload = _codec.encode_lossless(arr)
-        entry = Entry(name, dt, arr.shape, cname, params)
+            cname, params, payload = _codec.encode_lossless(arr if arr is not None else load(name))
+        entry = Entry(name, dt, shape, cname, params)
         entry.checksum = checksum(payload)
-        report("encode", name, arr.nbytes)
+        report("encode", name, nbytes)
         return entry, payload
 
     try:
@@ -177,7 +189,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
             place(entries, [len(p) for p in payloads])
             return entries, payloads, metadata
 
-        prepared = _pool.run(prepare, names, weights)
+        prepared = _pool.run(lambda name: prepare(name, hold=False), names, weights)
         lossy = {it[0]: it[3] for it in prepared if it[3] is not None}
         if sensitivity is not None:
             if allocate:
@@ -212,7 +224,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
             pos, _, _ = alloc.solve(rel_error=settings.rel_error)
             entries, payloads, _ = encode_all(steps_for(alloc, pos, lossy), sized=False)
             return entries, payloads, metadata
-        n_weights = sum(it[1].size for it in prepared)
+        n_weights = sum(math.prod(it[5]) for it in prepared)
         if n_weights == 0:
             raise EncodeError("bits= needs at least one element to encode")
         report("search")

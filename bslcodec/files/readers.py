@@ -105,6 +105,7 @@ class SafetensorsFile(TensorFile):
             self._keys = sorted(self._f.keys())
         except Exception as exc:  # SafetensorError, OSError: a bad or truncated file
             raise CheckpointError(f"{path}: not a readable .safetensors file: {_first_line(exc)}") from None
+        self._layout = _st_layout(path)
 
     def keys(self):
         return self._keys
@@ -116,6 +117,9 @@ class SafetensorsFile(TensorFile):
         return math.prod(sl.get_shape()) * size
 
     def get(self, name):
+        got = _st_read(self.path, self._layout, name)
+        if got is not None:
+            return got
         try:
             return self._f.get_tensor(name)
         except Exception as exc:
@@ -123,6 +127,53 @@ class SafetensorsFile(TensorFile):
 
     def close(self):
         self._f = None
+
+
+def _st_layout(path) -> dict | None:
+    """name -> (dtype, shape, file offset, bytes) from a ``.safetensors`` header (already checked by
+    safetensors' own ``safe_open``), for reads into fresh arrays: safetensors' numpy reader copies out of a
+    memory map of the file, whose pages then count in the process's resident memory as well as the copy (a
+    whole shard's worth once every tensor was read: issue 18's peak-memory bound). None: read through
+    safetensors (not a little-endian host, or a header this reader does not follow)."""
+    if np.little_endian is False:  # pragma: no cover - the file's values are little-endian
+        return None
+    try:
+        with open(path, "rb") as fh:
+            (n,) = np.frombuffer(fh.read(8), "<u8")
+            head = json.loads(fh.read(int(n)))
+        out = {}
+        for name, info in head.items():
+            if name == "__metadata__":
+                continue
+            dt = NUMPY_DTYPES.get(info["dtype"])
+            begin, end = (int(v) for v in info["data_offsets"])
+            shape = tuple(int(v) for v in info["shape"])
+            if dt is not None and end - begin == math.prod(shape) * dt.itemsize:
+                out[name] = (dt, shape, 8 + int(n) + begin, end - begin)
+        return out
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _st_read(path, layout, name):
+    """``name`` read from the file into a fresh array (``_st_layout``), or None: read through safetensors."""
+    if not layout or name not in layout:
+        return None
+    dt, shape, offset, nbytes = layout[name]
+    arr = np.empty(shape, dt)
+    view = memoryview(arr.reshape(-1).view(np.uint8)) if nbytes else memoryview(b"")
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(offset)
+            got = 0
+            while got < nbytes:
+                k = fh.readinto(view[got:])
+                if not k:
+                    return None  # truncated since it was opened: safetensors says what is wrong
+                got += k
+    except OSError:
+        return None
+    return arr
 
 
 class TorchFile(TensorFile):

@@ -119,6 +119,17 @@ class _Missing(Exception):
         self.k = k
 
 
+def sample(flat: np.ndarray) -> np.ndarray:
+    """The float64 values whose rounding predicts a tensor's curve: all of 1-D ``flat`` up to ``SAMPLE``
+    elements, else a deterministic scattered sample without repeats (a plain stride could follow one
+    column); taken from the tensor's own values (widening all of it would cost more)."""
+    n = flat.size
+    if n > SAMPLE:
+        p = next(p for p in _PRIMES if n % p)
+        flat = flat[np.sort(np.arange(SAMPLE, dtype=np.int64) * p % n)]
+    return np.ascontiguousarray(flat, dtype=np.float64)
+
+
 class Curve:
     """Predicted (bits, MSE) of one tensor at steps std * 2^(k / GRID), k integer, computed on demand."""
 
@@ -128,11 +139,7 @@ class Curve:
         self.dq = t.quantizer == "dq"
         self.std = float(t.std)
         self.ms = _mean_square(t)  # mean square: the tensor's share of ||W||^2
-        x = t.flat  # the sample is taken from the tensor's own values (widening all of it would cost more)
-        if self.n > SAMPLE:  # a deterministic scattered sample without repeats (a plain stride could
-            p = next(p for p in _PRIMES if self.n % p)  # follow one column)
-            x = x[np.sort(np.arange(SAMPLE, dtype=np.int64) * p % self.n)]
-        self.x = np.ascontiguousarray(x, dtype=np.float64)
+        self.x = t.sample if getattr(t, "sample", None) is not None else sample(t.flat)
         self.m = int(self.x.size)
         self.raw_bits = 8.0 * self.n * numpy_dtype(t.dtype).itemsize  # stored exactly instead
         self._cache = {}

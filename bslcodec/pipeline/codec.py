@@ -153,6 +153,17 @@ class LossyTensor:
         self.rdoq = 0.0  # RDOQ strength c (λ = c·step², bslcodec.codecs.rdoq); 0: plain rounding
         self.quantizer = "uniform"  # or "dq": dependent quantization, stored as ans-dq (bslcodec.quantize.dq)
         self.order_from_symbols = False  # EG order window from the symbols' mean instead of the GG fit
+        self.sample, self._load = None, None
+
+    def release(self, load) -> None:
+        """Let go of the values: ``load()`` reads them again (the tensor as it was given) each time they are
+        coded. What the allocation needs of them is kept (its sample, ``allocation.sample``), so that a
+        ``bits=`` search over a lazily read file holds no tensor between its passes (issue 18)."""
+        from .allocation import sample
+
+        self.sample = sample(self.flat)
+        self.arr = self.flat = None
+        self._load = load
 
     @functools.cached_property
     def _gg(self) -> tuple:
@@ -170,14 +181,20 @@ class LossyTensor:
     def x(self) -> np.ndarray:
         """The values as the quantizers read them (1-D): F32/F64 the tensor itself; BF16/F16 widened to
         binary32 on each use (~0.5 ns an element, in parallel) and let go after it, so that the tensors a
-        ``bits=`` search holds cost their own 2 bytes a weight, not 6 (issue 18's peak-memory bound)."""
-        return self.flat if self.dtype in ("F32", "F64") else quant.as_float32(self.flat)
+        ``bits=`` search holds cost their own 2 bytes a weight, not 6 (issue 18's peak-memory bound); after
+        ``release`` read again first."""
+        flat = self._values()
+        return flat if self.dtype in ("F32", "F64") else quant.as_float32(flat)
 
     @property
     def kx(self) -> np.ndarray:
         """The values as ``quant.moments``, ``ggd.fit`` and the dq search read them: ``x``, but bf16 as its
         uint16 bit patterns, widened inside the kernels (no float32 copy of the tensor to write and free)."""
-        return quant.bf16_bits(self.flat) if self.dtype == "BF16" else self.x
+        return quant.bf16_bits(self._values()) if self.dtype == "BF16" else self.x
+
+    def _values(self) -> np.ndarray:
+        """The flat values, read again after ``release`` (``code`` reads them once for all its uses)."""
+        return self.flat if self.flat is not None else self._load().reshape(-1)
 
     def step_for(self, settings: Settings, rel_step: float | None = None) -> float:
         """The stored step: 2·max_error (dq: max_error / 1.5, its bound being 1.5 steps), or
@@ -246,6 +263,12 @@ class LossyTensor:
 
         With the dq quantizer ``ks`` and ``lens`` are None (the symbols are for ans only).
         """
+        if self.flat is None and self._load is not None:  # released: read once for this call's uses
+            self.flat = self._values()
+            try:
+                return self.code(step, max_error, lane_lengths)
+            finally:
+                self.flat = None
         if self.quantizer == "dq":
             return self._code_dq(step, max_error)
 
