@@ -112,9 +112,18 @@ def generate(folder: str, layers: int, vocab: int = VOCAB, shards: int = SHARDS,
     return {"bytes": 2 * total, "params": total, "files": len(groups)}
 
 
+# The child's peak RSS: VmHWM of its own memory map. Not getrusage's ru_maxrss, which Linux carries over
+# exec from the forked copy of this parent: with the generated model and zstd's buffers held here (~2.7 GB
+# for the 1.1B folder), every child reported at least that (the 2,758 / 2,772 MB "peaks" of the fifth and
+# sixth sessions' 16-core runs were this parent's size, not the encoder's).
+_HWM = ("def _hwm_mb():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'): return int(line.split()[1]) / 1024\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n")
+
+
 def _child(cmd: list, env: dict) -> dict:
-    """Run ``cmd`` in a fresh process: wall seconds and its peak RSS (the largest child so far: run one
-    measurement per child, largest last, or read ``/usr/bin/time``-free ru_maxrss of this one only)."""
+    """Run ``cmd`` in a fresh process: wall seconds and what it prints (its own peak RSS: ``_HWM``)."""
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -128,7 +137,8 @@ def _child(cmd: list, env: dict) -> dict:
 def measure_encode(src: str, dst: str, args: list, threads: int) -> dict:
     """One ``bslcodec encode`` in a child that reports its own time and peak RSS."""
     code = (
-        "import json, resource, sys, time;"
+        "import json, resource, sys, time\n"
+        f"{_HWM}"
         "from click.testing import CliRunner;"
         "t = time.perf_counter();"
         "from bslcodec.cli import main;"
@@ -136,7 +146,7 @@ def measure_encode(src: str, dst: str, args: list, threads: int) -> dict:
         f"'{threads}'] + {args!r});"
         "assert r.exit_code == 0, r.output + repr(r.exception);"
         "print(json.dumps({'s': time.perf_counter() - t, "
-        "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+        "'rss_mb': _hwm_mb()}))")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return _child([sys.executable, "-c", code], env)
 
