@@ -3,7 +3,7 @@
 ``--workers N``, with ``bslcodec.files.pool.run`` wrapped to record every call (its wall time, its tasks'
 busy time and count, the pool threads it ran on) and the time spent outside the pool (the calling
 thread's serial work: reading, allocation search, writing). Prints one line per pool call grouped by
-the calling function and a summary: wall, time inside pool calls, their utilisation (busy / (wall x
+the calling function, the tensors coded alone with every thread, and a summary: wall, time inside pool calls, their utilisation (busy / (wall x
 threads)), serial time outside.
 
     python tools/experiments/encode_timeline.py FOLDER --workers 16 --bits 4 [--json out.json]
@@ -30,21 +30,27 @@ def main(argv=None):
 
     calls = []
     orig = pool.run
+    t_run0 = time.perf_counter()
 
     def run(fn, items, weights, n_threads=None, budget=None):
         caller = traceback.extract_stack(limit=3)[0]
         rec = {"caller": f"{caller.filename.split('bslcodec/')[-1]}:{caller.lineno} {caller.name}",
-               "items": len(items), "bytes": int(sum(weights)), "busy": 0.0, "threads": set()}
+               "items": len(items), "bytes": int(sum(weights)), "busy": 0.0, "threads": set(), "tasks": []}
         lock = threading.Lock()
+        size = {id(it): int(w) for it, w in zip(items, weights)}
 
         def timed(it):
             t = time.perf_counter()
             try:
                 return fn(it)
             finally:
+                t1 = time.perf_counter()
                 with lock:
-                    rec["busy"] += time.perf_counter() - t
+                    rec["busy"] += t1 - t
                     rec["threads"].add(threading.get_ident())
+                    main = threading.current_thread() is threading.main_thread()
+                    rec["tasks"].append({"bytes": size.get(id(it), 0), "start": t - t_run0, "end": t1 - t_run0,
+                                         "main_thread": main})
 
         t0 = time.perf_counter()
         try:
@@ -77,6 +83,12 @@ def main(argv=None):
         d["bytes"] += c["bytes"]
         d["threads"] = max(d["threads"], c["threads"])
     print(f"wall {wall:.2f} s; inside pool.run {inside:.2f} s; outside (serial) {wall - inside:.2f} s")
+    alone = [t for c in calls for t in c["tasks"] if t["main_thread"]]  # the tensors run alone, all threads
+    if alone:
+        mb = sum(t["bytes"] for t in alone) / 1e6
+        sec = sum(t["end"] - t["start"] for t in alone)
+        print(f"  tensors coded alone on every thread (pool.run's 'big'): {len(alone)}, {mb:.0f} MB in {sec:.2f} s "
+              f"({mb / max(sec, 1e-9):.0f} MB/s)")
     for k, d in sorted(by.items(), key=lambda kv: -kv[1]["wall"]):
         print(f"  {k}: {d['calls']} calls, {d['items']} items, {d['bytes'] / 1e6:.0f} MB, wall {d['wall']:.2f} s, "
               f"task busy {d['busy']:.2f} s, max pool threads {d['threads']}, "
