@@ -33,8 +33,8 @@ def main(argv=None):
     t_run0 = time.perf_counter()
 
     def run(fn, items, weights, n_threads=None, budget=None):
-        caller = traceback.extract_stack(limit=3)[0]
-        rec = {"caller": f"{caller.filename.split('bslcodec/')[-1]}:{caller.lineno} {caller.name}",
+        up, direct = traceback.extract_stack(limit=3)[:2]  # e.g. encode_all, called from _encode_tensors:252
+        rec = {"caller": f"{direct.name} <- {up.filename.split('bslcodec/')[-1]}:{up.lineno} {up.name}",
                "items": len(items), "bytes": int(sum(weights)), "busy": 0.0, "threads": set(), "tasks": []}
         lock = threading.Lock()
         size = {id(it): int(w) for it, w in zip(items, weights)}
