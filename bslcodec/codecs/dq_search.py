@@ -43,10 +43,6 @@ _PRED = tuple(tuple(sorted((s, p) for s in range(N_STATES) for p in range(2) if 
               for ns in range(N_STATES))
 PRED_S = np.array([[s for s, _ in pr] for pr in _PRED], np.int64)
 PRED_P = np.array([[p for _, p in pr] for pr in _PRED], np.int64)
-# the same packed into integers, entry (s, i) at bit 3·(2s + i) (PRED_S) and bit 2s + i (PRED_P): the traceback
-# reads them by shifts, so that its loop over the lanes vectorizes (no table gathers)
-PRED_S_PACKED = sum(int(PRED_S[s, i]) << (3 * (2 * s + i)) for s in range(N_STATES) for i in range(2))
-PRED_P_PACKED = sum(int(PRED_P[s, i]) << (2 * s + i) for s in range(N_STATES) for i in range(2))
 _RATE_TABLE = 4096  # λ·bits tabulated for |k| < 2048 (32 KiB: stays in L1/L2); other indices are costed exactly
 
 
@@ -103,14 +99,13 @@ def _rate_table(lam, tokbits, s_tok, m_tok, size):
 
 @numba.njit(nogil=True, cache=True)
 def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate, tokbits, s_tok,
-           m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, maxe, pk, choice):
+           m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, choice):
     """The Viterbi search of the ≤ 32 lanes of one group (elements start .. start+ng), all lanes at once: row t
     holds element t of every lane (x[start + 32t + j], contiguous), so each step is a loop over lanes.
     Per row and quantizer the candidates are the index pair around x (one even, one odd) and 0; an index of
     parity p leads every state to one successor, so each state's new cost is the best of ≤ 3 (predecessor,
     candidate) sums, compared in the reference's order (predecessors ascending, then pair before 0, strict <)
-    so that ties resolve as there. ``choice[t, j]`` bits 2ns, 2ns + 1 of state ns: bit 1 = second predecessor,
-    bit 0 = the 0 candidate (all 8 states of a lane in one uint16: the traceback reads it without a gather).
+    so that ties resolve as there. ``choice[t, ns, j]``: bit 1 = second predecessor, bit 0 = the 0 candidate.
     Returns (largest |x - x̂|, lanes without an admissible path)."""
     inv = 1.0 / step64
     last = rate.size - 1
@@ -146,8 +141,6 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
                 dpe[q1, j] = c1 if odd else c0
                 dpo[q1, j] = c0 if odd else c1
                 dz[q1, j] = math.inf if (k == 0) | (k == -1) else dist[4, j] + r0
-        for j in range(LANES):
-            pk[j] = 0
         for ns in range(S):
             sa, sb = PRED_S[ns, 0], PRED_S[ns, 1]
             pa, pb = PRED_P[ns, 0], PRED_P[ns, 1]
@@ -179,17 +172,13 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
                     if c < best:
                         best, ch = c, 2
                 new[ns, j] = best
-                pk[j] |= np.uint32(ch) << np.uint32(2 * ns)
-        for j in range(jn):
-            choice[t, j] = np.uint16(pk[j])
-        for ns in range(S):  # (a group's partial last row: its other lanes ended a row before)
-            for j in range(jn, nl):
-                new[ns, j] = cost[ns, j]
-        cost, new = new, cost  # the new costs are the next row's (no copy)
+                choice[t, ns, j] = ch
+        for ns in range(S):
+            for j in range(jn):
+                cost[ns, j] = new[ns, j]
     # trace back all lanes row by row (32 independent chains side by side, not one long dependent chain);
-    # state -1 marks a lane without an admissible path (its symbols are not written). The loop over the lanes
-    # has no table gathers and no branches (a lane without a path reads state 0 and stores nothing), so it
-    # vectorizes; each lane keeps its own largest error.
+    # state -1 marks a lane without an admissible path (its symbols are not written)
+    maxerr = 0.0
     bad = 0
     for j in range(nl):
         s = 0
@@ -200,30 +189,24 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
             bad += 1
             s = -1
         cur[j] = s
-        maxe[j] = 0.0
     for t in range(rows - 1, -1, -1):
         jn = min(LANES, ng - LANES * t)
         base = start + LANES * t
         for j in range(jn):
             s = cur[j]
-            ok = s >= 0
-            se = max(s, 0)
-            ch = (np.int64(choice[t, j]) >> (2 * se)) & 3
-            i = 2 * se + (ch >> 1)
-            ps = (np.int64(PRED_S_PACKED) >> (3 * i)) & 7
+            if s < 0:
+                continue
+            ch = choice[t, s, j]
+            i = ch >> 1
+            ps = PRED_S[s, i]
             xv = f64_of(x[base + j])
             k = _kc(xv * inv - center, ps & 1)
-            k += (k & 1) != ((np.int64(PRED_P_PACKED) >> i) & 1)
+            k += (k & 1) != PRED_P[s, i]
             k = np.int64(0) if ch & 1 else k
             xh = _dequant(center + level(k, ps), mode, step32, step64)
-            err = abs(xh - xv)
-            if ok:
-                maxe[j] = max(maxe[j], err)
-                u[base + j] = np.uint32((k << 1) ^ (k >> 63))
-                cur[j] = ps
-    maxerr = 0.0
-    for j in range(nl):
-        maxerr = max(maxerr, maxe[j])
+            maxerr = max(maxerr, abs(xh - xv))
+            u[base + j] = np.uint32((k << 1) ^ (k >> 63))
+            cur[j] = ps
     return maxerr, bad
 
 
@@ -241,15 +224,12 @@ def _groups(x, g0, g1, lane_symbols, center, mode, step32, step64, lam, bound, s
     dist = np.empty((5, LANES), np.float64)
     kk = np.empty((2, LANES), np.int64)
     cur = np.empty(LANES, np.int64)
-    maxe = np.empty(LANES, np.float64)
-    pk = np.empty(LANES, np.uint32)
-    choice = np.empty((lane_symbols, LANES), np.uint16)
+    choice = np.empty((lane_symbols, N_STATES, LANES), np.uint8)
     for g in range(g0, g1):
         start = g * gsize
         ng = min(n, start + gsize) - start
         me, bad = _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16, rate,
-                         tokbits, s_tok, m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, maxe, pk,
-                         choice)
+                         tokbits, s_tok, m_tok, u, cost, new, dpe, dpo, dz, dist, kk, cur, choice)
         stats[g, 0] = me
         stats[g, 1] = bad
 
@@ -314,8 +294,8 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
 
     ``bound``: the largest |x - x̂| allowed (default 1.5 Δ, with the output dtype's rounding slack unless
     ``strict``). ``n_bad``: lanes where some element had no level within the bound (the caller shrinks the
-    step or stores the tensor exactly; the symbols of those lanes are left unwritten). For F16 the values and the bound are those after the rounding to
-    F16.
+    step or stores the tensor exactly; the symbols of those lanes are left unwritten). For F16 the values
+    and the bound are those after the rounding to F16.
     """
     r = DQResult()
     mode = MODE_OF_DTYPE[dtype]
