@@ -58,3 +58,14 @@ def test_ans_chunks_give_the_same_payload(monkeypatch):
     whole = rans_enc.encode(u, 1024, model)
     monkeypatch.setattr(rans_enc, "_SCRATCH_WORDS", 3 * 32 * 1024)  # a group or two a chunk
     assert rans_enc.encode(u, 1024, model) == whole
+
+
+def test_unpooled_large_is_a_harmless_no_op_or_set(monkeypatch):
+    from bslcodec.files import pool
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")  # the user's own setting wins
+    assert pool.unpooled_large() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert pool.unpooled_large() in (True, False)  # glibc: set; elsewhere: nothing to do
+    a = np.ones(pool.MMAP_THRESHOLD, np.uint8)  # allocations still work either way
+    assert int(a.sum()) == pool.MMAP_THRESHOLD

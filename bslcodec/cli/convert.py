@@ -136,6 +136,9 @@ def encode(input, output, bits, rel_error, max_error, exact, sensitivity, expert
         if not isinstance(sens, dict):
             raise click.BadParameter(f"{sensitivity} must hold a JSON object", param_hint="--sensitivity")
     _set_workers(workers)
+    from ..files.pool import unpooled_large
+
+    unpooled_large()  # freed arrays go back to the system: the peak stays bounded at any thread count
     kw = dict(knobs.new_kwargs(), sensitivity=sens, overwrite=overwrite, progress=not quiet)
     import warnings
 
