@@ -55,7 +55,7 @@ def reference(calibrate):
     """One process, the whole batch."""
     m = model()
     x, y = batch()
-    rate = RateLoss(m, 2.0, rel_step=1 / 8, refresh_every=2, calibrate=calibrate)
+    rate = RateLoss(m, 2.0, expert={"rel_step": 1 / 8}, refresh_every=2, calibrate=calibrate)
     return train(m, rate, x, y, m.parameters())
 
 
@@ -69,7 +69,7 @@ def main(mode, out, calibrate):
     x, y = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
     if mode == "ddp":
         m = torch.nn.parallel.DistributedDataParallel(m)
-        rate = RateLoss(m.module, 2.0, rel_step=1 / 8, refresh_every=2, calibrate=calibrate)
+        rate = RateLoss(m.module, 2.0, expert={"rel_step": 1 / 8}, refresh_every=2, calibrate=calibrate)
     else:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -79,7 +79,7 @@ def main(mode, out, calibrate):
             if isinstance(layer, torch.nn.Linear):
                 fully_shard(layer, mesh=mesh)
         fully_shard(m, mesh=mesh)
-        rate = RateLoss(m, 2.0, rel_step=1 / 8, refresh_every=2, calibrate=calibrate)
+        rate = RateLoss(m, 2.0, expert={"rel_step": 1 / 8}, refresh_every=2, calibrate=calibrate)
         assert type(m[0].weight).__name__ == "DTensor"
     res = train(m, rate, x, y, m.parameters())
     torch.save(res, f"{out}/rank{rank}.pt")

@@ -154,13 +154,13 @@ def seeds() -> dict:
         "f.scalar": np.float64(3.5),                                 # 0-d
         "g.empty": np.zeros((0, 3), np.float32),                     # empty
         "h.rnd": rng.integers(0, 256, 100).astype(np.uint8),         # raw (incompressible)
-    }, metadata={"format": "test", "ü": "ß"}, rel_step=1 / 16)
+    }, metadata={"format": "test", "ü": "ß"}, expert={"rel_step": 1 / 16})
     import ml_dtypes
     out["bf16_f64"] = bslcodec.save({
         "bf": rng.normal(0, 1, (40, 40)).astype(ml_dtypes.bfloat16),
         "d": rng.normal(0, 1, (30, 30)).astype(np.float64)}, max_error=0.05)
     out["zeros"] = bslcodec.save({"z": np.zeros(5000, np.float32), "o": np.ones((70, 70), np.float32)},
-                                 lossless=["z", "o"])
+                                 exact=["z", "o"])
     out["empty"] = bslcodec.save({})
     # a header of over 4 KiB: written compressed (spec 2.1, .bsl 1.2)
     out["zstd_header"] = bslcodec.save({f"layer.{i}.{k}": rng.normal(0, 1, 8 + i).astype(np.float32)

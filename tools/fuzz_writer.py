@@ -12,7 +12,8 @@ Targets:
 * ``api``: hypothesis draws a dict of tensors (every dtype, odd shapes: 0-d, empty, 1-D over the lossless
   threshold, non-contiguous, big-endian, torch tensors; contents with extreme finite values, subnormals,
   NaN/±inf, -0.0, constants) and ``save_file`` keyword combinations (valid, conflicting and nonsense
-  values of max_error / rel_step / bits / lossless / codec / quantizer / rdoq / sensitivity / metadata).
+  values of max_error / bits / exact / expert rel_step, codec, quantizer, rdoq / sensitivity / metadata; the
+  old keywords lossless= / rel_step= / codec= / ... in a quarter of the draws).
   Checked: a ``BslError`` or a file that loads back with the same names, dtypes and shapes; exact tensors
   bit-exact; quantized tensors finite in the input and within the bound (``max_error=`` exactly, else the
   bound of the codec's step plus the dtype's rounding); the output folder holds nothing else.
@@ -188,6 +189,21 @@ def keywords(draw, names):
     if draw(st.integers(0, 4)) == 0:
         kw["metadata"] = draw(st.sampled_from([{"a": "b"}, {"bslcodec.settings": "{\"max_error\": 1e30}"},
                                                {"k": "\ud800"}, {1: "x"}, "x", {"a": 1}]))
+    # mostly the current spelling (exact=, expert={...}); the old keywords (deprecated, still taken) now and then
+    return new_spelling(kw) if draw(st.integers(0, 3)) else kw
+
+
+EXPERT = ("rel_step", "codec", "quantizer", "rdoq")
+
+
+def new_spelling(kw: dict) -> dict:
+    """``kw`` with the old keywords (lossless=, rel_step=, codec=, quantizer=, rdoq=) as exact= and expert=."""
+    kw = dict(kw)
+    expert = {k: kw.pop(k) for k in EXPERT if k in kw}
+    if "lossless" in kw:
+        kw["exact"] = kw.pop("lossless")
+    if expert:
+        kw["expert"] = expert
     return kw
 
 
@@ -240,7 +256,8 @@ def check_api(tens: dict, kw: dict, folder: Path) -> str:
                 raise Finding(f"{name}: max abs error {err.max():.6g} over max_error={me}")
             continue
         step = float(e.params["step"])
-        bound = step * BOUND_FACTOR if e.codec == "ans-dq" else step / (1 if kw.get("rdoq") else 2)
+        rdoq = kw.get("rdoq", kw.get("expert", {}).get("rdoq"))
+        bound = step * BOUND_FACTOR if e.codec == "ans-dq" else step / (1 if rdoq else 2)
         if e.codec != "ans-dq" and e.params.get("rdoq") is not None:
             bound = step
         rel, ab = ROUNDING[e.dtype]
@@ -288,19 +305,26 @@ def checkpoints(draw):
     if draw(st.integers(0, 3)) == 0:  # one that must be refused, in a quarter of the folders
         extras.append(draw(st.sampled_from(["link_out", "link_dir", "dangling", "fifo"])))
     opts = []
+    new = draw(st.integers(0, 3)) != 0  # mostly --exact / --expert KEY=VALUE; the old flags now and then
+
+    def expert(key, value):
+        return ["--expert", f"{key}={value}"] if new else [f"--{key.replace('_', '-')}", value]
+
     which = draw(st.sampled_from(["", "--max-error", "--rel-step", "--bits"]))
     if which:
         odd = draw(st.integers(0, 5)) == 0  # one nonsense value now and then
-        opts += [which, draw(st.sampled_from(["1e30", "0", "-1", "nan", "inf", "x"] if odd else
-                                             ["0.01", "1e-6", "1", "4", "0.05", "2.5", "1e-3"]))]
+        value = draw(st.sampled_from(["1e30", "0", "-1", "nan", "inf", "x"] if odd else
+                                     ["0.01", "1e-6", "1", "4", "0.05", "2.5", "1e-3"]))
+        opts += expert("rel_step", value) if which == "--rel-step" else [which, value]
     if draw(st.booleans()):
-        opts += ["--codec", draw(st.sampled_from(["auto", "eg", "ans", "auto", "eg", "ans", "bad"]))]
+        opts += expert("codec", draw(st.sampled_from(["auto", "eg", "ans", "auto", "eg", "ans", "bad"])))
     if draw(st.booleans()):
-        opts += ["--quantizer", draw(st.sampled_from(["auto", "uniform", "dq"]))]
+        opts += expert("quantizer", draw(st.sampled_from(["auto", "uniform", "dq"])))
     if draw(st.integers(0, 3)) == 0:
-        opts += ["--rdoq", draw(st.sampled_from(["0", "0.12", "1", "-1", "nan"]))]
+        opts += expert("rdoq", draw(st.sampled_from(["0", "0.12", "1", "-1", "nan"])))
     if draw(st.integers(0, 3)) == 0:
-        opts += draw(st.sampled_from([["--lossless-all"], ["--lossless", "w*"], ["--lossless", "["]]))
+        opts += draw(st.sampled_from([["--exact", "*"], ["--exact", "w*"], ["--exact", "["]] if new else
+                                     [["--lossless-all"], ["--lossless", "w*"], ["--lossless", "["]]))
     out_suffix = draw(st.sampled_from([".safetensors", ".pt", ".npz", ".bin", ""]))
     return tens, layout, fmt, extras, opts, out_suffix
 

@@ -61,7 +61,7 @@ def run(n: int, repeats: int) -> list:
             step = lt.step_for(codec.Settings(rel_step=c))
             params, ks, lens, u = lt.code(step)
             h0 = entropy_bits(u)
-            blob = bslcodec.save({"w": x}, rel_step=c)
+            blob = bslcodec.save({"w": x}, expert={"rel_step": c})
             picked = lt.encode(step)[0]  # the entropy stage the file holds ("ans" or "eg")
             bpw = len(blob) * 8 / n
             payload_bits = sum(int(v) for v in lens.sum(axis=1)) / n
@@ -69,9 +69,9 @@ def run(n: int, repeats: int) -> list:
                    "gg_pred": ggd.expected_bits(lt.nu, lt.alpha, step, params["k"])}
             cctx, dctx = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
             z = cctx.compress(raw)
-            blob_eg = bslcodec.save({"w": x}, rel_step=c, codec="eg")
+            blob_eg = bslcodec.save({"w": x}, expert={"rel_step": c, "codec": "eg"})
             numba.set_num_threads(1)
-            enc, dec, zenc, zdec, eg_dec = best_times([lambda: bslcodec.save({"w": x}, rel_step=c),
+            enc, dec, zenc, zdec, eg_dec = best_times([lambda: bslcodec.save({"w": x}, expert={"rel_step": c}),
                                                        lambda: bslcodec.load(blob),
                                                        lambda: cctx.compress(raw),
                                                        lambda: dctx.decompress(z),
@@ -81,7 +81,7 @@ def run(n: int, repeats: int) -> list:
                        eg_dec1=len(raw) / eg_dec / 1e6)
             numba.set_num_threads(threads_all)
             if threads_all > 1:
-                row[f"enc{threads_all}"] = len(raw) / best_time(lambda: bslcodec.save({"w": x}, rel_step=c),
+                row[f"enc{threads_all}"] = len(raw) / best_time(lambda: bslcodec.save({"w": x}, expert={"rel_step": c}),
                                                                 repeats) / 1e6
                 row[f"dec{threads_all}"] = len(raw) / best_time(lambda: bslcodec.load(blob), repeats) / 1e6
             row["zstd_bits"] = len(z) * 8 / n

@@ -43,7 +43,7 @@ POOL = 1 << 24
 NU = 0.8
 # the encodes measured (--settings): the allocation at 4 bits/weight, the default (near-lossless allocation),
 # and one encode at a fixed step (dq, no allocation): what bits='s search is compared against
-SETTINGS = {"bits 4": ["--bits", "4"], "default": [], "fixed step (rel-step 1/16)": ["--rel-step", "0.0625"]}
+SETTINGS = {"bits 4": ["--bits", "4"], "default": [], "fixed step (rel-step 1/16)": ["--expert", "rel_step=0.0625"]}
 SETTINGS["default (rel-step 1/64)"] = SETTINGS["default"]  # the label of earlier runs
 
 

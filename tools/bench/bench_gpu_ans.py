@@ -198,12 +198,13 @@ def minilm(args, torch, res):
     n_w = sum(v.size for v in tensors.values())
     out_rows = []
     tmp = tempfile.mkdtemp()
-    for label, kw in (("ans, default setting", dict(codec="ans")), ("ans, rel_step=1/16", dict(codec="ans", rel_step=1 / 16)),
-                      ("ans-dq (quantizer='dq'), rel_step=1/16", dict(codec="ans", rel_step=1 / 16, quantizer="dq")),
-                      ("eg, default setting", dict(codec="eg"))):
+    for label, expert in (("ans, default setting", dict(codec="ans")),
+                          ("ans, rel_step=1/16", dict(codec="ans", rel_step=1 / 16)),
+                          ("ans-dq (quantizer='dq'), rel_step=1/16", dict(codec="ans", rel_step=1 / 16, quantizer="dq")),
+                          ("eg, default setting", dict(codec="eg"))):
         f = os.path.join(tmp, "m.bsl")
         t0 = time.time()
-        bslcodec.save_file(tensors, f, **kw)
+        bslcodec.save_file(tensors, f, expert=expert)
         t_enc = time.time() - t0
         size = os.path.getsize(f)
         cpu = bslcodec.load_file(f, framework="pt")
@@ -220,7 +221,7 @@ def minilm(args, torch, res):
         t_gpu = _wall(load_gpu, args.reps, torch)
         t_cpu = _wall(load_cpu_copy, max(3, args.reps // 3), torch)
         kernel_ms = None
-        if kw["codec"] == "ans":
+        if expert["codec"] == "ans":
             jobs = []
             src = api._Source(path=f)  # noqa: SLF001 - the benchmark wants the raw payloads
             try:

@@ -272,8 +272,9 @@ def encode(args, st: Path, work: Path):
     from bslcodec.files.parallel_encode import encode_checkpoint_parallel
 
     out = work / "bsl"
-    res = encode_checkpoint_parallel(st, out, workers=args.workers, rel_step=args.rel_step, codec=args.codec,
-                                     quantizer=args.quantizer)
+    expert = {k: v for k, v in (("rel_step", args.rel_step), ("codec", args.codec), ("quantizer", args.quantizer))
+              if v is not None}
+    res = encode_checkpoint_parallel(st, out, workers=args.workers, expert=expert)
     RESULTS["llama"]["encode"] = {"seconds": round(res.seconds, 2), "workers": res.workers, "tasks": res.tasks,
                                   "bsl_bytes": res.out_bytes, "bits_per_weight": round(res.bits_per_weight, 4),
                                   "rel_step": args.rel_step, "quantizer": args.quantizer, "cpus": os.cpu_count()}
@@ -557,7 +558,7 @@ def main():
     ap.add_argument("--rel-step", type=float, default=1 / 8)
     ap.add_argument("--codec", default="eg", choices=("eg", "ans", "auto"), help="entropy stage of the llama checkpoint")
     ap.add_argument("--quantizer", default=None, choices=("auto", "uniform", "dq"),
-                    help="bslcodec's quantizer= (default auto: plain rounding with a named --codec eg|ans, dq with auto)")
+                    help="bslcodec's expert quantizer (default auto: plain rounding with a named --codec eg|ans, dq with auto)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])

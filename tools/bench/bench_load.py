@@ -2,9 +2,10 @@
 safetensors in the same process (issue 19).
 
 1. ``--weights`` (default 134M) bf16 generalized-Gaussian weights (shape ``--beta``, scale 0.02; 4096-wide
-   matrices) as one safetensors file and as ``.bsl`` files at: default ``bits=4`` (ans-dq), ``codec="eg"``
-   ``bits=4``, the default ``rel_step``, ``lossless=True``. Timed: ``safetensors.torch.load_file(device="cuda")``
-   and ``bslcodec.load_file(framework="pt", device="cuda")``, each to a synchronised GPU.
+   matrices) as one safetensors file and as ``.bsl`` files at: default ``bits=4`` (ans-dq), ``bits=4`` with
+   ``expert={"codec": "eg"}``, ``expert={"rel_step": 1/16}``, the default, ``exact=True``. Timed:
+   ``safetensors.torch.load_file(device="cuda")`` and ``bslcodec.load_file(framework="pt", device="cuda")``,
+   each to a synchronised GPU.
 2. ``--folder``: a LLaMA-shaped model (TinyLlama-1.1B shapes, random GG weights, norms = 1) written by
    safetensors in 5 shards with config.json; encoded with ``bslcodec.files.checkpoint.encode_checkpoint``;
    timed: ``transformers.AutoModelForCausalLM.from_pretrained(dtype=bf16, device_map="cuda")`` against
@@ -106,9 +107,9 @@ def timed(fn, torch, reps, before=None):
     return statistics.median(ts), min(ts), max(ts)
 
 
-SETTINGS = [("default bits=4 (ans-dq)", {"bits": 4}), ("codec=\"eg\", bits=4", {"bits": 4, "codec": "eg"}),
-            ("rel_step=1/16 (ans-dq)", {"rel_step": 1 / 16}), ("default rel_step", {}),
-            ("lossless", {"lossless": True})]
+SETTINGS = [("default bits=4 (ans-dq)", {"bits": 4}), ("codec=\"eg\", bits=4", {"bits": 4, "expert": {"codec": "eg"}}),
+            ("rel_step=1/16 (ans-dq)", {"expert": {"rel_step": 1 / 16}}), ("default rel_step", {}),
+            ("lossless", {"exact": True})]
 
 
 def write_files(tensors, tmp, args) -> list:
@@ -232,8 +233,8 @@ def cpu_only_bench(args, res, tmp):
 
 # label -> (one tensor, save_file settings)
 SMALL_KINDS = {"1-D 64 f32, default (fine step)": (lambda rng: rng.normal(0, 1, 64).astype(np.float32), {}),
-               "1-D 64 f32, lossless (raw)": (lambda rng: rng.normal(0, 1, 64).astype(np.float32), {"lossless": True}),
-               "1-D 4096 bf16, lossless": (lambda rng: rng.normal(0, 1, 4096).astype("bfloat16"), {"lossless": True}),
+               "1-D 64 f32, lossless (raw)": (lambda rng: rng.normal(0, 1, 64).astype(np.float32), {"exact": True}),
+               "1-D 4096 bf16, lossless": (lambda rng: rng.normal(0, 1, 4096).astype("bfloat16"), {"exact": True}),
                "64x64 f32, default (ans-dq)": (lambda rng: rng.normal(0, 0.02, (64, 64)).astype(np.float32), {})}
 
 

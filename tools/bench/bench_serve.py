@@ -255,7 +255,8 @@ def bsl_folder(src: Path, work: Path, name: str, setting: dict) -> tuple[Path, f
     secs = 0.0
     if not (out / "model.bsl").is_file():
         t = time.perf_counter()
-        encode_checkpoint(src, out, progress=False, **setting)
+        kw = {"expert": setting} if "rel_step" in setting else setting  # rel_step is an expert key
+        encode_checkpoint(src, out, progress=False, **kw)
         secs = time.perf_counter() - t
     return out, secs
 

@@ -272,14 +272,32 @@ class NNCodec(Method):
         return nnc.decompress(bytearray(blob))
 
 
+EXPERT = ("rel_step", "quantizer", "codec", "rdoq")  # bslcodec.save's expert= keys
+
+
+def save_kwargs(setting: dict) -> dict:
+    """``bslcodec.save``'s keywords for a setting as the results record it (flat: ``rel_step``, ``codec``,
+    ``quantizer``, ``rdoq``, ``lossless`` next to ``max_error``, ``sensitivity`` ...)."""
+    kw = {k: v for k, v in setting.items() if k not in EXPERT and k != "lossless"}
+    if "lossless" in setting:
+        kw["exact"] = setting["lossless"]
+    expert = {k: setting[k] for k in EXPERT if k in setting}
+    if expert:
+        kw["expert"] = expert
+    return kw
+
+
 class Bsl(Method):
-    """bslcodec through its public API (``save``/``load``)."""
+    """bslcodec through its public API (``save``/``load``). ``**kw``: the setting in the flat form the
+    results record (``rel_step=``, ``quantizer=``, ``lossless=`` ...); :func:`save_kwargs` spells it for
+    ``bslcodec.save``."""
 
     family = "bslcodec"
 
     def __init__(self, label: str, threads: int | None = None, input: str = "fp32", **kw):
         super().__init__(label, dict(kw))
         self.kw, self.threads, self.input = kw, threads, input
+        self.save_kw = save_kwargs(kw)
         if kw.get("lossless"):
             self.family = f"bslcodec lossless ({input})"
             self.lossless = input == "fp32"
@@ -304,7 +322,7 @@ class Bsl(Method):
             import ml_dtypes
 
             src = {k: v.view(ml_dtypes.bfloat16) for k, v in sd16.items()}
-        return self._with_threads(lambda: bslcodec.save(src, **self.kw))
+        return self._with_threads(lambda: bslcodec.save(src, **self.save_kw))
 
     def decode(self, blob):
         import bslcodec

@@ -49,7 +49,7 @@ def measure(src: Path, out: Path, label: str, **kw) -> dict:
     mean_cos, min_cos = minilm.cosine_vs_original(decoded)
     row = {"setting": label, "bits": res.bits_per_weight, "ratio": res.ratio, "max_err": max_err,
            "rel_l2": float(np.sqrt(d2 / x2)), "mean_cos": mean_cos, "min_cos": min_cos, "encode_s": t_enc,
-           "rel_step": kw.get("rel_step") or (res.rel_steps[0] if res.rel_steps[0] else None)}
+           "rel_step": kw.get("expert", {}).get("rel_step") or (res.rel_steps[0] if res.rel_steps[0] else None)}
     print(f"{label:>22}: {row['bits']:.3f} bits/w, ratio {row['ratio']:.2f}, max err {max_err:.3g}, "
           f"rel L2 {row['rel_l2']:.3g}, cos mean {mean_cos:.6f} min {min_cos:.6f} ({t_enc:.1f} s)", flush=True)
     return row
@@ -67,7 +67,7 @@ def main(argv=None):
         out = Path(tmp) / "enc"
         for c in rel_steps:
             label = f"--rel-step {_frac(c)}" + (" (default)" if c == DEFAULT_REL_STEP else "")
-            rows.append(measure(src, out, label, rel_step=c))
+            rows.append(measure(src, out, label, expert={"rel_step": c}))
         for b in bits:
             rows.append(measure(src, out, f"--bits {b}", bits=b))
         rows.append(measure(src, out, "--max-error 1e-3", max_error=1e-3))

@@ -305,8 +305,8 @@ def main(argv=None):
 
     w = synthetic(1 << 18, seed=1)
     w16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in w.items()}
-    for kw in ({}, {"rel_step": 1 / 16}, {"codec": "eg"}, {"codec": "ans"}, {"rdoq": True}, {"max_error": 1e-3},
-               {"lossless": True}, {"quantizer": "dq"}):
+    for kw in ({}, {"expert": {"rel_step": 1 / 16}}, {"expert": {"codec": "eg"}}, {"expert": {"codec": "ans"}},
+               {"expert": {"rdoq": True}}, {"max_error": 1e-3}, {"exact": True}, {"expert": {"quantizer": "dq"}}):
         bslcodec.load(bslcodec.save(w, **kw))
         bslcodec.load(bslcodec.save(w16, **kw))
         numba.set_num_threads(1)

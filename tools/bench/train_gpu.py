@@ -9,7 +9,7 @@ in bits per weight. Runs, all with the same cosine schedule and the same number 
 all runs fit ``--train-seconds``):
 
 1. dense, lambda = 0 (no rate term at all: the baseline and its step time);
-2. dense, ``loss = CE + rate()`` for each lambda in ``--lams`` (``RateLoss(rel_step=--rel-step,
+2. dense, ``loss = CE + rate()`` for each lambda in ``--lams`` (``RateLoss(expert={"rel_step": --rel-step},
    calibrate="hist")``: the default codec's estimate on the GPU, no encoder run while training);
 3. CoLA (``B silu(A x)``, r = d/4 on every block matrix), lambda = 0, trained for ``S x F_dense / F_cola``
    steps (equal training FLOPs, 6 N + attention per token).
@@ -178,7 +178,8 @@ def bpb(model, data, args, tokens=None):
 
 def train(model, data, args, steps, lam=0.0, label="", cap_s=None):
     """AdamW on a cosine schedule; per-step wall times (synchronised); validation bpb at 5 points."""
-    rate = RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh, calibrate="hist") if lam else None
+    rate = (RateLoss(model, lam, expert={"rel_step": args.rel_step}, refresh_every=args.refresh, calibrate="hist")
+            if lam else None)
     fused = str(args.device).startswith("cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -234,7 +235,7 @@ def step_stats(h, skip=10):
 
 def time_rate(model, args, lam, reps=20):
     """The rate term alone (forward + backward, synchronised), and one refresh, in seconds (medians)."""
-    rate = RateLoss(model, lam, rel_step=args.rel_step, refresh_every=10**9, calibrate="hist")
+    rate = RateLoss(model, lam, expert={"rel_step": args.rel_step}, refresh_every=10**9, calibrate="hist")
     for p in model.parameters():
         p.grad = None
     rate().backward()  # the first call refreshes
@@ -258,7 +259,7 @@ def time_rate(model, args, lam, reps=20):
 
 def encoded_point(model, data, args, rel_step, fresh, covered):
     t0 = time.perf_counter()
-    blob = save_trained(model, rel_step=rel_step)
+    blob = save_trained(model, expert={"rel_step": rel_step})
     t_enc = time.perf_counter() - t0
     m2 = fresh()
     load_trained(m2, blob)
@@ -275,7 +276,8 @@ def run(args):
     left = lambda: args.budget_s - (time.perf_counter() - T0)
     # compile the encoder's and decoder's Numba kernels in another process while the GPU trains
     warm = subprocess.Popen([sys.executable, "-c", "import numpy as np, bslcodec; b = bslcodec.save({'w': "
-                             "np.random.randn(300, 400).astype(np.float32)}, rel_step=1/8); bslcodec.load(b)"],
+                             "np.random.randn(300, 400).astype(np.float32)}, expert={'rel_step': 1/8}); "
+                             "bslcodec.load(b)"],
                             preexec_fn=lambda: os.nice(10))
     raw = corpus(args.corpus_mb)
     data = Data(raw, args.ctx, args.val_frac, args.device)
@@ -341,8 +343,8 @@ def run(args):
 
     # encodes, most important first; each checks the deadline
     fresh = {"0": lambda: build(args), "cola": lambda: build(args, cola=True)}
-    covered = [s.name for s in RateLoss(models["0"], 0.0, rel_step=args.rel_step).states]
-    covered_c = [s.name for s in RateLoss(models["cola"], 0.0, rel_step=args.rel_step).states]
+    covered = [s.name for s in RateLoss(models["0"], 0.0, expert={"rel_step": args.rel_step}).states]
+    covered_c = [s.name for s in RateLoss(models["cola"], 0.0, expert={"rel_step": args.rel_step}).states]
     plan = [("0", args.rel_step)] + [(str(l), args.rel_step) for l in args.lams] + [("cola", args.rel_step)]
     plan += [("0", c) for c in args.ptq_steps if c != args.rel_step]
     plan += [(str(l), c) for c in args.lam_steps for l in args.lams if c != args.rel_step]

@@ -211,7 +211,8 @@ def file_stats(blob: bytes, covered=()) -> dict:
 
 
 def encoded_point(model, data, args, rel_step, fresh):
-    blob = bslcodec.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, rel_step=rel_step)
+    blob = bslcodec.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                         expert={"rel_step": rel_step})
     m2 = fresh()
     load_trained(m2, blob)
     return {"rel_step": rel_step, **file_stats(blob), "bpc": bpc(m2.to(args.device), data, args)}
@@ -262,9 +263,9 @@ def overhead(model, data, args, lam, steps, baseline=None):
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(123)
-    rates = {"loss": RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh),
-             "hook": RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh)}
-    if baseline is not None:
+    rates = {"loss": RateLoss(model, lam, expert={"rel_step": args.rel_step}, refresh_every=args.refresh),
+             "hook": RateLoss(model, lam, expert={"rel_step": args.rel_step}, refresh_every=args.refresh)}
+    if baseline is not None:  # another commit's rate.py: the old keyword, which every version takes
         rates["loss_baseline"] = baseline.RateLoss(model, lam, rel_step=args.rel_step, refresh_every=args.refresh)
     modes = ["plain", *rates]
 
@@ -324,7 +325,9 @@ def rate_only_ms(model, lam, args, baseline=None, reps=200):
         impls["baseline"] = baseline.RateLoss
     params = list(model.parameters())
     for name, cls in impls.items():
-        rate = cls(model, lam, rel_step=args.rel_step, refresh_every=10**9)
+        # the baseline (another commit's rate.py) gets the old keyword, which every version takes
+        step = {"expert": {"rel_step": args.rel_step}} if cls is RateLoss else {"rel_step": args.rel_step}
+        rate = cls(model, lam, **step, refresh_every=10**9)
         rate()
         ts = []
         for _ in range(reps):
@@ -436,8 +439,8 @@ def estimate_vs_real(model, rate, args):
     real = file_stats(blob, covered)["covered_payload_bits"]
     running = rate.total_bits  # the value the loss used at the last training step
     # the model-only estimate (no encoder run): GG for plain rounding, the index histogram for dq
-    gg = RateLoss(model, 0.0, rel_step=args.rel_step, calibrate="gg" if rate.quantizer == "uniform" else "hist",
-                  quantizer=rate.quantizer)
+    gg = RateLoss(model, 0.0, calibrate="gg" if rate.quantizer == "uniform" else "hist",
+                  expert={"rel_step": args.rel_step, "quantizer": rate.quantizer})
     with torch.no_grad():
         gg()
     return {"real_payload_bits": real, "running_estimate_bits": running,
@@ -823,7 +826,7 @@ def main(argv=None):
         torch.manual_seed(1)
         m = fresh()
         m.load_state_dict(base_state)
-        rate = RateLoss(m, lam, rel_step=args.rel_step, refresh_every=args.refresh) if lam else None
+        rate = RateLoss(m, lam, expert={"rel_step": args.rel_step}, refresh_every=args.refresh) if lam else None
         h = train(m, data, args, args.finetune_steps, args.ft_lr, max(1, args.finetune_steps // 10), rate=rate,
                   seed=1, track=args.refresh if lam else None, label=f"λ={lam:g}")
         r = {"bpc_float": bpc(m, data, args), "sec_per_step": h["sec_per_step"], "track": h["track"],
@@ -860,7 +863,7 @@ def main(argv=None):
               f"{h['sec_per_step'] * 1e3:.0f} ms/step", flush=True)
         co["cola_m"] = cola_m_stats(cm, data, args)
         torch.manual_seed(1)
-        rate = RateLoss(cm, cola_lam, rel_step=args.rel_step, refresh_every=args.refresh)
+        rate = RateLoss(cm, cola_lam, expert={"rel_step": args.rel_step}, refresh_every=args.refresh)
         h = train(cm, data, args, args.finetune_steps, args.ft_lr, max(1, args.finetune_steps // 10), rate=rate,
                   seed=1, label=f"cola λ={cola_lam:g}")
         # the file round trip into a freshly built *dense* model (converted from the file's metadata)

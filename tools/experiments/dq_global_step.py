@@ -35,7 +35,7 @@ def main():
     rows = []
     for c in (1 / 8, 1 / 11.3, 1 / 16, 1 / 22.6, 1 / 32):
         for q in ("dq", "uniform"):
-            b = bslcodec.save(sd, rel_step=c, sensitivity=sens, quantizer=q)
+            b = bslcodec.save(sd, sensitivity=sens, expert={"rel_step": c, "quantizer": q})
             dec = bslcodec.load(b)
             d2 = sum(float(np.sum((dec[k].astype(np.float64) - v) ** 2)) for k, v in sd.items())
             rows.append((q, c, 8 * len(b) / n, float(np.sqrt(d2 / x2))))

@@ -118,7 +118,7 @@ def minilm_part(args, out):
             for q in ("uniform", "dq"):
                 p = Path(tmp) / f"{q}.bsl"
                 t = time.perf_counter()
-                res = encode_checkpoint(src, p, rel_step=rel, overwrite=True, progress=False, quantizer=q)
+                res = encode_checkpoint(src, p, overwrite=True, progress=False, expert={"rel_step": rel, "quantizer": q})
                 te = time.perf_counter() - t
                 dec = load_tensors(p)
                 d2 = sum(float(np.sum((dec[k].astype(np.float64) - v) ** 2)) for k, v in orig.items())

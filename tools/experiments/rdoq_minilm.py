@@ -58,7 +58,8 @@ def main(argv=None):
                 if (alloc, c, rel) in done:
                     continue
                 t = time.time()
-                blob = bslcodec.save(sd, rel_step=rel, rdoq=c, sensitivity=sens if alloc == "sensitivity" else None)
+                blob = bslcodec.save(sd, expert={"rel_step": rel, "rdoq": c},
+                                     sensitivity=sens if alloc == "sensitivity" else None)
                 t_enc = time.time() - t
                 back = bslcodec.load(blob)
                 mean, low = minilm.cosine_vs_original(back)

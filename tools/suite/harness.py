@@ -6,10 +6,10 @@ A *family* is one way of setting a codec, with one knob ``k`` that grows with th
 |---|---|---|
 | ``nosetting`` | - | ``bslcodec.save(w)``: one point, what a user gets without choosing anything |
 | ``bits`` | B | ``bslcodec.save(w, bits=B)``: the equal-slope allocation that the default and ``bits=`` use |
-| ``default`` | log2(1/c) | ``bslcodec.save(w, rel_step=c)``: one relative step for every tensor (the allocation |
+| ``default`` | log2(1/c) | ``bslcodec.save(w, expert={"rel_step": c})``: one relative step for every tensor (the allocation |
 |  |  | before 1.1; the name is kept for earlier runs' JSON) |
 | ``max_error`` | -qp | ``bslcodec.save(w, max_error=2**(qp/4)/2)``: one absolute step ``2**(qp/4)`` for every tensor |
-| ``sens`` | log2(1/c) | ``bslcodec.save(w, rel_step=c, sensitivity=s)``, ``s`` calibrated on other inputs |
+| ``sens`` | log2(1/c) | ``bslcodec.save(w, expert={"rel_step": c}, sensitivity=s)``, ``s`` calibrated on other inputs |
 | ``nncodec`` | -qp | NNCodec 2.1.3 ``compress(w, qp=qp)``, defaults (DQ on): one global step ``2**(qp/4)`` |
 
 The qp grid is NNCodec's (``qp_density`` 2: step ``2**(qp/4)``), so ``max_error`` and ``nncodec`` use the same steps.
@@ -98,8 +98,8 @@ class Codecs:
             t1 = time.perf_counter()
             back = nnc.decompress(bytearray(blob))
         else:
-            kw = {"nosetting": {}, "bits": {"bits": s.get("bits")}, "default": {"rel_step": s.get("rel_step")},
-                  "sens": {"rel_step": s.get("rel_step"), "sensitivity": self.sens},
+            kw = {"nosetting": {}, "bits": {"bits": s.get("bits")}, "default": {"expert": {"rel_step": s.get("rel_step")}},
+                  "sens": {"expert": {"rel_step": s.get("rel_step")}, "sensitivity": self.sens},
                   "max_error": {"max_error": s.get("max_error")}}[fam]
             blob = bslcodec.save(w, **kw)
             t1 = time.perf_counter()
