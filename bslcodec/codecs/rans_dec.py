@@ -128,28 +128,6 @@ def _emit(out, ebase, qs, lt, mode, step32, step64):
 
 
 @numba.njit(inline="always")
-def _renorm_lanes(xs, x, words, p):
-    """Renormalise the 32 lane states ``xs`` into ``x`` in lane order (spec 4.4 ``read``), unclamped (the
-    caller checked that the step's reads stay inside the group); returns the new word index."""
-    for j in range(LANES):
-        xv = xs[j]
-        rd = xv < L
-        wv = np.uint64(words[p])
-        x[j] = ((xv << _U16) | wv) if rd else xv
-        p += np.uint64(rd)
-    return p
-
-
-@numba.njit(inline="always")
-def _low_bits(e, xv):
-    """Phase 2 of a usual step (no raw bits above 16) for one lane: (signed index d of the symbol, state
-    after its low raw bits are taken). ``e``: the token's ``tinfo`` entry."""
-    n1 = (e >> _U32) & np.uint64(31)
-    uu = np.int32((e >> np.uint64(37)) + (xv & ((np.uint64(1) << n1) - np.uint64(1))))
-    return (uu >> np.int32(1)) ^ -(uu & np.int32(1)), xv >> n1
-
-
-@numba.njit(inline="always")
 def _dq_levels(qs, st, lt, c32):
     """Levels ``qs[:lt]`` (center + index) of one step turned into dependent-quantization levels (spec
     4.6), advancing each lane's state ``st[j]``."""
@@ -160,13 +138,82 @@ def _dq_levels(qs, st, lt, c32):
         st[j] = _dq_next(s, k)
 
 
+_NS = 8  # dq states: the token table has one entry per (live token, state)
+_RAW_BIT = np.uint64(1) << np.uint64(40)  # token table: the token has raw bits (the general step decodes it)
+
+
+@numba.njit(inline="always")
+def _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab):
+    """``ttab[k * 8 + σ]`` for live token k in dq state σ (state 0 only without ``dq``): the output's bits
+    (bf16 in bits 0-15, binary32 in 0-31: what ``store_dequant`` writes for the level the token gives
+    without raw bits) | next state << 32 | ``_RAW_BIT`` where the token has raw bits (its entry is a
+    placeholder: a step that meets such a token is decoded again by the general step)."""
+    c32 = np.int32(center)
+    one = np.zeros(1, np.float32)
+    half = np.zeros(1, np.uint16)
+    for k in range(tinfo.size):
+        e = tinfo[k]
+        uu = np.int32(e >> np.uint64(37))
+        d = (uu >> np.int32(1)) ^ -(uu & np.int32(1))
+        raw = _RAW_BIT if (e >> _U32) & np.uint64(31) else np.uint64(0)
+        for st in range(_NS):
+            q = c32 + _dq_level(d, st) if dq else c32 + d
+            nxt = np.uint64(_dq_next(st, d)) if dq else np.uint64(0)
+            if mode == 1:
+                store_dequant(half, 0, q, 1, step32, step64)
+                bits = np.uint64(half[0])
+            else:
+                store_dequant(one, 0, q, 0, step32, step64)
+                bits = np.uint64(one.view(np.uint32)[0])
+            ttab[k * _NS + st] = bits | (nxt << _U32) | raw
+
+
+@numba.njit(inline="always")
+def _general_step(x, st, lt, ent, low, qs, tos, tinfo, words, p, last, mask, Pu, c32, has_hi, dq):
+    """One step of ``lt`` lanes, any token (spec 4.4: the token, the raw bits up to 16, those above 16, each
+    phase renormalising in lane order with the word index clamped to the group), the levels to ``qs``
+    (dq: advancing the lane states ``st``). Returns the new word index."""
+    for j in range(lt):  # phase 1: token
+        xv = x[j]
+        slot = xv & mask
+        e = tinfo[tos[slot]]
+        xv = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
+        x[j], p = _read(xv, words, p, last)
+        ent[j] = e
+    for j in range(lt):  # phase 2: low raw bits
+        nb = (ent[j] >> _U32) & np.uint64(31)
+        n1 = min(nb, np.uint64(16))
+        xv = x[j]
+        low[j] = xv & ((np.uint64(1) << n1) - np.uint64(1))
+        x[j], p = _read(xv >> n1, words, p, last)
+    if has_hi:
+        for j in range(lt):  # phase 3: raw bits above 16
+            nb = (ent[j] >> _U32) & np.uint64(31)
+            n2 = nb - np.uint64(16) if nb > np.uint64(16) else np.uint64(0)
+            xv = x[j]
+            low[j] |= (xv & ((np.uint64(1) << n2) - np.uint64(1))) << _U16
+            x[j], p = _read(xv >> n2, words, p, last)
+    for j in range(lt):
+        uu = np.int32((ent[j] >> np.uint64(37)) + low[j])
+        qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
+    if dq:
+        _dq_levels(qs, st, lt, c32)
+    return p
+
+
 @numba.njit(nogil=True, cache=True)
-def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
+def _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out, out_base,
                   mode, step32, step64, status, has_hi, check, dq):
     """Decode group ``g_first + gi`` (spec 4.4); a plain function (not inlined into the parallel loop, where
     numba's parfor lowering optimises it less well). ``tos[slot]``: the token (index into ``tinfo``) of a
     slot; ``tinfo[token]`` = f | c << 16 | nb << 32 | base << 37. States are uint64 below 2^32; indices
-    are unsigned (no negative-index wraparound in the generated code); levels fit int32 (|q| < 2^25)."""
+    are unsigned (no negative-index wraparound in the generated code); levels fit int32 (|q| < 2^25).
+
+    The usual step (32 lanes, every read inside the group; ``ttab`` given, i.e. F32/BF16 output and no
+    level out of range) is one loop a lane: token, renormalisation, and the output and next dq state
+    looked up in ``ttab`` by (token, state). Its lane states and dq states go to a second buffer; a step
+    that meets a token with raw bits (rare at a few bits a weight) is decoded again from the first buffer
+    by the general step, which also decodes the group's tail and every step without ``ttab``."""
     gsize = LANES * lane_symbols
     mask = (np.uint64(1) << np.uint64(P)) - np.uint64(1)
     Pu = np.uint64(P)
@@ -181,11 +228,12 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
     w0 = np.uint64(wstart[g])
     wend = w0 + np.uint64(W[g])
     x = np.empty(LANES, np.uint64)
-    xs = np.empty(LANES, np.uint64)
+    xb = np.empty(LANES, np.uint64)  # the usual step's second buffers
     ent = np.empty(LANES, np.uint64)
     low = np.empty(LANES, np.uint64)
     qs = np.empty(LANES, np.int32)
     st = np.zeros(LANES, np.int32)  # dependent-quantization states (``dq``), one a lane
+    stb = np.zeros(LANES, np.int32)
     c32 = np.int32(center)
     bad = False
     for j in range(A):
@@ -197,58 +245,37 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
     p = w0 + np.uint64(2 * A)
     last = wend - np.uint64(1)
     out_of_range = False
+    fast = ttab.size > 0
     for t in range(T):
         lt = min(LANES, ng - LANES * t)
         ebase = np.uint64(start + LANES * t - out_base)
-        if lt == LANES and not has_hi and p + np.uint64(2 * LANES) <= wend:
-            # the usual step: 32 lanes, no raw bits above 16, and every read (at most 2 a lane) inside the
-            # group, so no clamping. Loops without a carried dependency (table lookups, levels, output)
-            # and the two short sequential renormalisation loops that share p.
-            for j in range(LANES):  # phase 1: token
+        if fast and lt == LANES and p + np.uint64(2 * LANES) <= wend:
+            # every read (at most 2 a lane) inside the group: no clamping; only p is carried across lanes
+            p0 = p
+            seen = np.uint64(0)
+            for j in range(LANES):
                 xv = x[j]
                 slot = xv & mask
-                e = tinfo[tos[slot]]
-                xs[j] = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
-                ent[j] = e
-            p = _renorm_lanes(xs, x, words, p)
-            if mode == 0 and not check and not dq:  # F32 (and F16), no level of the table can be out of range
-                for j in range(LANES):  # phase 2: low raw bits, and the store
-                    d, xs[j] = _low_bits(ent[j], x[j])
-                    out[ebase + np.uint64(j)] = np.float32(c32 + d) * step32
-            else:
-                for j in range(LANES):  # phase 2: low raw bits
-                    d, xs[j] = _low_bits(ent[j], x[j])
-                    qs[j] = c32 + d
-                if dq:
-                    _dq_levels(qs, st, LANES, c32)
-                out_of_range |= _emit(out, ebase, qs, LANES, mode, step32, step64)
-            p = _renorm_lanes(xs, x, words, p)
-            continue
-        for j in range(lt):  # phase 1: token
-            xv = x[j]
-            slot = xv & mask
-            e = tinfo[tos[slot]]
-            xv = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
-            x[j], p = _read(xv, words, p, last)
-            ent[j] = e
-        for j in range(lt):  # phase 2: low raw bits
-            nb = (ent[j] >> _U32) & np.uint64(31)
-            n1 = min(nb, np.uint64(16))
-            xv = x[j]
-            low[j] = xv & ((np.uint64(1) << n1) - np.uint64(1))
-            x[j], p = _read(xv >> n1, words, p, last)
-        if has_hi:
-            for j in range(lt):  # phase 3: raw bits above 16
-                nb = (ent[j] >> _U32) & np.uint64(31)
-                n2 = nb - np.uint64(16) if nb > np.uint64(16) else np.uint64(0)
-                xv = x[j]
-                low[j] |= (xv & ((np.uint64(1) << n2) - np.uint64(1))) << _U16
-                x[j], p = _read(xv >> n2, words, p, last)
-        for j in range(lt):
-            uu = np.int32((ent[j] >> np.uint64(37)) + low[j])
-            qs[j] = c32 + ((uu >> np.int32(1)) ^ -(uu & np.int32(1)))
-        if dq:
-            _dq_levels(qs, st, lt, c32)
+                k = np.uint64(tos[slot])
+                e = tinfo[k]
+                xv = (e & np.uint64(0xFFFF)) * (xv >> Pu) + slot - ((e >> _U16) & np.uint64(0xFFFF))
+                rd = xv < L
+                wv = np.uint64(words[p])
+                xb[j] = ((xv << _U16) | wv) if rd else xv
+                p += np.uint64(rd)
+                te = ttab[k * np.uint64(_NS) + np.uint64(st[j])]
+                if mode == 1:
+                    out[ebase + np.uint64(j)] = np.uint16(te & np.uint64(0xFFFF))
+                else:
+                    out[ebase + np.uint64(j)] = np.uint32(te & np.uint64(0xFFFFFFFF)).view(np.float32)
+                stb[j] = np.int32((te >> _U32) & np.uint64(7))
+                seen |= te
+            if not seen & _RAW_BIT:
+                x, xb = xb, x
+                st, stb = stb, st
+                continue
+            p = p0  # a token with raw bits: this step again, from the first buffers
+        p = _general_step(x, st, lt, ent, low, qs, tos, tinfo, words, p, last, mask, Pu, c32, has_hi, dq)
         out_of_range |= _emit(out, ebase, qs, lt, mode, step32, step64)
     if p > wend:
         status[gi] = _OVERRUN
@@ -264,9 +291,12 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_sy
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                   mode, step32, step64, status, has_hi, check, dq):
+                   mode, step32, step64, status, has_hi, check, dq, table):
+    ttab = np.empty(tinfo.size * _NS if table else 0, np.uint64)  # ``table``: the usual step's token table
+    if table:
+        _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
     for gi in prange(status.size):
-        _decode_group(gi, words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out,
+        _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
                       out_base, mode, step32, step64, status, has_hi, check, dq)
 
 
@@ -288,6 +318,9 @@ def decode_tables(table: np.ndarray) -> tuple:
 
 
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
+#: Elements a token-table entry must pay for (8 entries a live token): below, the general step decodes all
+#: (a table costs about as much to fill as ~10 symbols to decode; a 64x64 tensor goes without)
+TABLE_ELEMS_PER_ENTRY = 64
 
 
 def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: float, out: np.ndarray,
@@ -305,10 +338,11 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     # else no level of the table is out of range (dq levels reach 2 |index|)
     check = abs(int(center)) + (2 * d_max if dq else d_max) >= MAX_SYMBOL_MAGNITUDE
     status = np.zeros(max(0, g_last - g_first), np.uint8)
+    work = min(n_elems, g_last * LANES * lane_symbols) - g_first * LANES * lane_symbols
+    table = mode in ("F32", "BF16") and not check and work >= TABLE_ELEMS_PER_ENTRY * _NS * tinfo.size
     launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
            lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
-           np.float64(step), status, has_hi, check, dq,
-           work=min(n_elems, g_last * LANES * lane_symbols) - g_first * LANES * lane_symbols)
+           np.float64(step), status, has_hi, check, dq, table, work=work)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
