@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..container.dtypes import NUMPY_DTYPES
 from ..container.errors import ChecksumError
 from ..container.format import checksum
+from ..pipeline import batch as _batch
 from ..pipeline import codec as _codec
 from . import pool as _pool
 
@@ -34,7 +35,17 @@ def _out_bytes(e) -> int:
 
 
 def decode_all(src, names: list, convert) -> dict:
-    """name -> ``convert(array)`` for ``names`` of an open ``_Source``, decoded with every core."""
+    """name -> ``convert(array)`` for ``names`` of an open ``_Source``, decoded with every core; the small
+    tensors first, in batches (:mod:`bslcodec.pipeline.batch`). A tensor the batch refuses is decoded again
+    one by one, in ``names`` order with the others, which raises its error."""
+    done = _batch.decode_small(src, names)
+    if not done:
+        return _decode_each(src, names, convert)
+    rest = _decode_each(src, [n for n in names if n not in done], convert)
+    return {n: rest[n] if n in rest else convert(done[n]) for n in names}
+
+
+def _decode_each(src, names: list, convert) -> dict:
     weights = [_out_bytes(src.entry(n)) for n in names]
     n_threads = _pool.threads()
     if n_threads <= 1 or len(names) <= 1 or sum(weights) < PARALLEL_BYTES:
