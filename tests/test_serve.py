@@ -214,3 +214,17 @@ def test_cli_refuses_a_folder_without_config(tmp_path):
                        text=True, env=env, timeout=120)
     assert r.returncode != 0
     assert "no config.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_gpu_decoder_prefetch_only_for_bsl_on_cuda(tmp_path, monkeypatch):
+    """The GPU decoders are imported on a thread while the tokenizer loads only for .bsl weights on a CUDA
+    device; an import that fails there (no GPU here) is silent: the weight load reports it."""
+    from bslcodec.serve import models
+
+    assert models._prefetch_gpu_decoder(tmp_path, "cuda") is None  # no .bsl weights
+    monkeypatch.setattr(models, "has_bsl_weights", lambda folder: True)
+    assert models._prefetch_gpu_decoder(tmp_path, "cpu") is None
+    t = models._prefetch_gpu_decoder(tmp_path, "cuda:0")
+    assert t is not None
+    t.join(60)
+    assert not t.is_alive()
