@@ -7,7 +7,7 @@ from numba import prange
 
 from ..container.errors import FormatError
 from ..container.limits import LANES
-from ..parallel import SERIAL_BELOW, launch
+from ..parallel import SERIAL_BELOW, launch, serial_twin
 from .fexp_ref import MAX_CODE_LEN
 from .fexp_table import UINTS, parse
 
@@ -154,11 +154,7 @@ def _decode_groups(g_first, words, lens, word_start, lut, rest, b, w, n, lane_sy
         _decode_group(gi, g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base, status)
 
 
-@numba.njit(nogil=True, cache=True)
-def _decode_groups_serial(g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base,
-                          status):
-    for gi in range(status.size):
-        _decode_group(gi, g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base, status)
+_decode_groups_serial = serial_twin(_decode_groups)
 
 
 def decode_into(payload, n: int, itemsize: int, lane_symbols: int, out: np.ndarray, g_first: int = 0,

@@ -7,7 +7,7 @@ import numpy as np
 from numba import prange
 
 from ..container.limits import LANES
-from ..parallel import launch
+from ..parallel import launch, serial_twin
 from .fexp_ref import (
     HEAD_BYTES,
     MAX_LANE_SYMBOLS,
@@ -48,10 +48,7 @@ def _top12_par(bits, w, top, hists):
         _top12_chunk(c, bits, w, top, hists)
 
 
-@numba.njit(nogil=True, cache=True)
-def _top12_serial(bits, w, top, hists):
-    for c in range(hists.shape[0]):
-        _top12_chunk(c, bits, w, top, hists)
+_top12_serial = serial_twin(_top12_par)
 
 
 def _top12(bits: np.ndarray, w: int) -> tuple:
@@ -89,10 +86,7 @@ def _pack_par(bits, w, b, rest_words):
         _pack_chunk(c, bits, w, b, rest_words)
 
 
-@numba.njit(nogil=True, cache=True)
-def _pack_serial(bits, w, b, rest_words):
-    for c in range((bits.size + 63) // 64):
-        _pack_chunk(c, bits, w, b, rest_words)
+_pack_serial = serial_twin(_pack_par)
 
 
 @numba.njit(inline="always")
@@ -112,10 +106,7 @@ def _lane_lengths_par(sym, lane_symbols, lengths, lens):
         _lane_lengths_group(g, sym, lane_symbols, lengths, lens)
 
 
-@numba.njit(nogil=True, cache=True)
-def _lane_lengths_serial(sym, lane_symbols, lengths, lens):
-    for g in range(lens.shape[0]):
-        _lane_lengths_group(g, sym, lane_symbols, lengths, lens)
+_lane_lengths_serial = serial_twin(_lane_lengths_par)
 
 
 def _lane_lengths(sym: np.ndarray, lane_symbols: int, lengths: np.ndarray) -> np.ndarray:
@@ -154,10 +145,7 @@ def _write_par(sym, lane_symbols, lengths, rev, word_start, words):
         _write_group(g, sym, lane_symbols, lengths, rev, word_start, words)
 
 
-@numba.njit(nogil=True, cache=True)
-def _write_serial(sym, lane_symbols, lengths, rev, word_start, words):
-    for g in range(word_start.size - 1):
-        _write_group(g, sym, lane_symbols, lengths, rev, word_start, words)
+_write_serial = serial_twin(_write_par)
 
 
 @numba.njit(nogil=True, cache=True)

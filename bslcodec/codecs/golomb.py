@@ -189,10 +189,7 @@ def _write_groups_par(u, lane_symbols, ks, word_start, words):
         _write_group(g, u, lane_symbols, ks, word_start, words)
 
 
-@numba.njit(nogil=True, cache=True)
-def _write_groups_serial(u, lane_symbols, ks, word_start, words):
-    for g in range(ks.size):
-        _write_group(g, u, lane_symbols, ks, word_start, words)
+_write_groups_serial = serial_twin(_write_groups_par)
 
 
 def _write_groups(u, lane_symbols, ks, word_start, words):
@@ -448,12 +445,7 @@ def _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, 
                       mode, step32, step64, status)
 
 
-@numba.njit(nogil=True, cache=True)
-def _decode_groups_serial(words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
-                          mode, step32, step64, status):
-    for gi in range(status.size):
-        _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
-                      mode, step32, step64, status)
+_decode_groups_serial = serial_twin(_decode_groups)
 
 
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
