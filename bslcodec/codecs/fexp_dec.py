@@ -10,6 +10,7 @@ from ..container.limits import LANES
 from ..parallel import SERIAL_BELOW, launch, serial_twin
 from .fexp_ref import MAX_CODE_LEN
 from .fexp_table import UINTS, parse
+from .golomb import _peek  # the 64 stream bits from bit p: the eg decoder's reader
 
 # status codes, one per group (0 = fine)
 _BAD_CODE, _LANE_END, _OVERRUN = 1, 2, 3
@@ -21,13 +22,6 @@ _STATUS_TEXT = {
 
 
 # ---------------------------------------------------------------- decoding
-
-@numba.njit(inline="always")
-def _peek(words, p):
-    w = p >> 6
-    s = np.uint64(p & 63)
-    return (words[w] >> s) | ((words[w + 1] << np.uint64(1)) << (np.uint64(63) - s))
-
 
 @numba.njit(inline="always")
 def _emit(ent, e, rest, b, bmask, top, out, out_base):
