@@ -82,8 +82,8 @@ def _prefetch_gpu_decoder(folder: Path, device: str):
     def work():
         try:
             import bslcodec.gpu  # noqa: F401
-        except Exception:  # noqa: BLE001 - the weight load imports it again and says what is wrong
-            pass
+        except Exception as e:  # noqa: BLE001 - the weight load imports it again and says what is wrong
+            log.debug("bslcodec.serve: GPU decoder prefetch failed: %s", e)
 
     t = threading.Thread(target=work, name="bslcodec-gpu-import", daemon=True)
     t.start()
