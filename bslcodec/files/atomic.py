@@ -4,40 +4,40 @@ files and folders that a killed writer left behind."""
 import os
 import stat
 import tempfile
-import threading
 
 from ..container.errors import BslError
 
-
 _TMP_SUFFIX = ".bsl-tmp"
-_signalled = []  # signal numbers the CLI's handlers saw (note_signal); guarded by _signal_lock
-_signal_lock = threading.Lock()
+_signalled = None  # the first signal the CLI's handlers noted (note_signal), or None
 
 
 def note_signal(signum: int) -> None:
     """Record that an interrupting signal arrived (the CLI's SIGINT/SIGTERM/SIGHUP handlers call this before
     raising). From then on :func:`check_signals` refuses to put an output in place: CPython can swallow the
     KeyboardInterrupt a handler raises (raised inside an import's weakref callback, it is printed as
-    "Exception ignored" and the run goes on), and an interrupted run must not finish writing all the same."""
-    with _signal_lock:
-        _signalled.append(int(signum))
+    "Exception ignored" and the run goes on), and an interrupted run must not finish writing all the same.
+    No lock: handlers run on the main thread between bytecodes, where a lock held by the code they
+    interrupt would never be released; one assignment is atomic under the GIL."""
+    global _signalled
+    if _signalled is None:
+        _signalled = int(signum)
 
 
 def clear_signals() -> None:
-    with _signal_lock:
-        _signalled.clear()
+    global _signalled
+    _signalled = None
 
 
 def signalled():
     """The first signal noted since :func:`clear_signals`, or None."""
-    with _signal_lock:
-        return _signalled[0] if _signalled else None
+    return _signalled
 
 
 def check_signals() -> None:
     """Raise KeyboardInterrupt if an interrupting signal was noted (called just before each rename into place)."""
-    if signalled() is not None:
+    if _signalled is not None:
         raise KeyboardInterrupt
+
 
 _STALE_AFTER_S = 600  # a temp file whose writer we cannot prove dead is left alone this long
 
