@@ -61,6 +61,7 @@ def main(argv=None):
             calls.append(rec)
 
     pool.run = run
+    serial = _wrap_serial()
     from click.testing import CliRunner
 
     from bslcodec.cli import main as cli
@@ -83,6 +84,8 @@ def main(argv=None):
         d["bytes"] += c["bytes"]
         d["threads"] = max(d["threads"], c["threads"])
     print(f"wall {wall:.2f} s; inside pool.run {inside:.2f} s; outside (serial) {wall - inside:.2f} s")
+    for k, (n, sec) in sorted(serial.items(), key=lambda kv: -kv[1][1]):
+        print(f"  serial stage {k}: {n} calls, {sec:.2f} s")
     alone = [t for c in calls for t in c["tasks"] if t["main_thread"]]  # the tensors run alone, all threads
     if alone:
         mb = sum(t["bytes"] for t in alone) / 1e6
@@ -97,6 +100,37 @@ def main(argv=None):
         with open(a.json, "w") as fh:
             json.dump({"wall": wall, "inside": inside, "calls": calls, "by_caller": by}, fh, indent=1)
     return 0
+
+
+def _wrap_serial() -> dict:
+    """Time the calling thread's known serial stages (name -> [calls, seconds]): the file writes (header,
+    payloads, fsync), the step search and its correction, the input-size scan, the folder's index and copies."""
+    from bslcodec.files import checkpoint, encoder
+
+    out = {}
+
+    def wrap(mod, name):
+        fn = getattr(mod, name)
+
+        def timed(*args, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                rec = out.setdefault(f"{mod.__name__.split('.')[-1]}.{name}", [0, 0.0])  # not thread-safe: main thread only
+                rec[0] += 1
+                rec[1] += time.perf_counter() - t
+
+        setattr(mod, name, timed)
+
+    for mod, name in ((checkpoint, "write_bsl"), (checkpoint, "_total_bytes"), (checkpoint, "_finish_staged"),
+                      (encoder, "correction"), (encoder, "steps_for"), (encoder, "overhead_guess"),
+                      (encoder, "build_header"), (encoder, "place")):
+        if hasattr(mod, name):
+            wrap(mod, name)
+    wrap(encoder.Allocation, "solve")
+    wrap(encoder.Allocation, "__init__")
+    return out
 
 
 if __name__ == "__main__":
