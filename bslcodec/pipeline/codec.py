@@ -13,6 +13,7 @@ from ..container.errors import EncodeError, FormatError
 from ..container.format import Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
+from . import fexp_small
 
 _F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
 DEFAULT_REL_ERROR = 2.0 ** -8  # the default: RMS over tensors of each one's relative L2 error ~0.39 % (allocation.py)
@@ -417,7 +418,8 @@ def encode_lossless(arr: np.ndarray) -> tuple:
     if arr.size:
         best = ("raw", {}, None, arr.nbytes)
         if dtype_name(arr.dtype) in FLOAT_NAMES and fexp.min_payload(arr.size, arr.dtype.itemsize) < arr.nbytes:
-            params, payload = fexp.encode(arr)
+            small = arr.size < fexp_small.SMALL_BELOW  # the same payload in two compiled calls
+            params, payload = (fexp_small.encode if small else fexp.encode)(arr)
             if len(payload) < best[3]:
                 best = ("fexp", params, payload, len(payload))
         params, payload = lossless.encode_zstd(arr)
