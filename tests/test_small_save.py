@@ -52,3 +52,108 @@ def test_encode_lossless_small_path_is_the_general_one(monkeypatch):
     assert [g[0] for g in got] == [w[0] for w in want]
     assert "fexp" in [g[0] for g in got]
     assert got == want
+
+
+def _build_model_before(hist, prob_bits_choices=(11, 12, 13), n_splits=3):
+    """``rans.build_model`` as it was before ``_ranked`` (every candidate's tuple, live tokens counted in
+    numpy): the reference its faster form must match."""
+    from bslcodec.codecs import rans_model as R
+
+    hist = R._hist_of(None, hist)
+    cands = R._candidates(hist)
+    few = [c for c in cands[n_splits:] if np.count_nonzero(c[3]) <= 128][:2]
+    top = max(prob_bits_choices)
+    best = None
+    for est, s, m, counts, raw in cands[:n_splits] + few:
+        if int((counts > 0).sum()) > 1 << top:
+            continue
+        total, model = R._exact(counts, raw, s, m, top)
+        if best is None or (total, s, m) < (best[0], best[2].s, best[2].m):
+            best = (total, (counts, raw), model)
+    total, (counts, raw), model = best
+    for P in sorted(prob_bits_choices):
+        if P != top and int((counts > 0).sum()) <= 1 << P:
+            t, mdl = R._exact(counts, raw, model.s, model.m, P)
+            if t < total:
+                total, model = t, mdl
+    return model, total
+
+
+def _symbol_sets():
+    rng = np.random.default_rng(21)
+    for _ in range(60):
+        n = int(rng.choice([1, 2, 33, 300, 4096, 70000]))
+        scale = rng.choice([0.05, 0.4, 3.0, 100.0, 1e5, 1e7])
+        yield np.minimum(np.abs(np.round(rng.laplace(0, scale, n))), (1 << 25) - 1).astype(np.int64)
+    yield np.zeros(5000, np.int64)  # one symbol
+    yield np.full(100, (1 << 25) - 1, np.int64)  # the largest symbol only
+    yield np.arange(4096, dtype=np.int64)  # every symbol below 2^12 once
+    yield np.zeros(0, np.int64)  # no symbols
+
+
+def test_build_model_is_the_reference_search():
+    from bslcodec.codecs import rans, rans_table
+
+    for u in _symbol_sets():
+        h = rans.fine_hist(u)
+        got, want = rans.build_model(u), _build_model_before(h)
+        assert got[1] == want[1]
+        assert (got[0].prob_bits, got[0].s, got[0].m, got[0].kq, got[0].table_bits) == \
+            (want[0].prob_bits, want[0].s, want[0].m, want[0].kq, want[0].table_bits)
+        assert np.array_equal(got[0].freqs, want[0].freqs)
+        assert rans.estimate_size(u) == rans.estimate_size(hist=h)
+        assert rans_table.header_bytes(got[0]) == rans_table._header_bytes_ref(got[0])
+
+
+def test_header_bytes_is_the_reference():
+    from bslcodec.codecs import rans_model, rans_table
+
+    rng = np.random.default_rng(22)
+    for _ in range(300):
+        P = int(rng.integers(1, 15))
+        K = int(rng.integers(1, 700))
+        c = rng.integers(0, 1 << int(rng.integers(1, 20)), K) * (rng.random(K) < rng.random())
+        c[int(rng.integers(0, K))] += 1
+        if np.count_nonzero(c) > 1 << P:
+            continue
+        q = rans_model.quantize_freqs(c, P)
+        tbits, kq = rans_model.table_cost(q)
+        m = rans_model.Model(P, 12, 4, q, kq, tbits)
+        assert rans_table.header_bytes(m) == rans_table._header_bytes_ref(m)
+
+
+def test_token_lut_cache_is_the_fresh_table():
+    from bslcodec.codecs import rans_enc
+
+    for s, m in ((0, 0), (3, 1), (8, 4), (12, 4), (12, 0)):
+        got = rans_enc._token_lut(s, m)
+        assert got is rans_enc._token_lut(s, m)
+        assert np.array_equal(got, rans_enc._token_lut.__wrapped__(s, m))
+
+
+def test_zstd_with_a_reused_compressor_is_a_fresh_one():
+    import threading
+
+    import zstandard
+
+    from bslcodec.codecs import lossless
+
+    rng = np.random.default_rng(23)
+    arrs = [rng.normal(0, 1, n).astype(dt) for n, dt in ((1 << 20, np.float32), (5, np.float16), (4096, np.float64),
+                                                         (3, np.uint8), (70000, ml_dtypes.bfloat16))]
+    arrs += [np.zeros(9000, np.int32), np.arange(1000, dtype=np.int64)]
+
+    def fresh(a, level=lossless.LEVEL):
+        itemsize = a.dtype.itemsize
+        raw = np.ascontiguousarray(lossless._shuffle(a.reshape(-1).view(np.uint8), itemsize)).tobytes()
+        frame = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(raw)
+        return np.array([1, len(frame)], "<u4").tobytes() + frame
+
+    for level in (lossless.LEVEL, 1, 19, lossless.LEVEL):
+        for a in arrs + arrs[::-1]:
+            assert lossless.encode_zstd(a, level)[1] == fresh(a, level)
+    out = []
+    t = threading.Thread(target=lambda: out.append(lossless.encode_zstd(arrs[2])[1]))
+    t.start()
+    t.join()
+    assert out == [fresh(arrs[2])]

@@ -369,12 +369,13 @@ def _segment_sums(a, ends):
     return out
 
 
-def _candidates(hist: np.ndarray) -> list:
-    """(estimated bits, s, m, token counts, raw bits) for every split, cheapest first.
+def _ranked(hist: np.ndarray) -> tuple:
+    """Every split costed by entropy in one compiled pass: (order of the splits, cheapest first, by (est, s, m);
+    est; token count offsets; token counts; raw bits; live tokens), split i's counts at ``off[i]:off[i + 1]``.
 
-    All splits in one compiled pass over the used fine bins only: the token counts and raw bits are the
-    same integers as split by split (``_candidates_ref``), the entropy terms the same numbers (numpy's
-    log2), summed per split in numpy's order, so the ranking is the same."""
+    The token counts and raw bits are the same integers as split by split (``_candidates_ref``), the
+    entropy terms the same numbers (numpy's log2), summed per split in numpy's order, so the ranking is the
+    same."""
     N = int(hist.sum())
     used = np.flatnonzero(hist)
     off, counts, raws, n_live, live = _split_counts(used, hist[used], _TOK, _NB)
@@ -382,6 +383,12 @@ def _candidates(hist: np.ndarray) -> list:
     # the reference's float additions, elementwise in the same order: the same numbers
     est = ent + raws + 9 * n_live + 4 * (np.diff(off) > n_live) + 96  # + table: ~9 bits a used token
     order = np.lexsort((_SPLITS_M, _SPLITS_S, est))  # by (est, s, m)
+    return order, est, off, counts, raws, n_live
+
+
+def _candidates(hist: np.ndarray) -> list:
+    """(estimated bits, s, m, token counts, raw bits) for every split, cheapest first (``_ranked``)."""
+    order, est, off, counts, raws, _ = _ranked(hist)
     return [(float(est[i]), _SPLITS[i][0], _SPLITS[i][1], counts[off[i]:off[i + 1]], int(raws[i]))
             for i in order.tolist()]
 
@@ -430,23 +437,24 @@ def build_model(u: np.ndarray = None, hist: np.ndarray = None, prob_bits_choices
     to quantization) costed exactly at the finest precision; then the winner at every precision.
     """
     hist = _hist_of(u, hist)
-    cands = _candidates(hist)
-    few = [c for c in cands[n_splits:] if np.count_nonzero(c[3]) <= 128][:2]
+    order, est, off, counts_all, raws, n_live = _ranked(hist)
+    order, n_live = order.tolist(), n_live.tolist()  # n_live[i]: split i's tokens with a count > 0
+    few = [i for i in order[n_splits:] if n_live[i] <= 128][:2]
     top = max(prob_bits_choices)
     best = None
-    for est, s, m, counts, raw in cands[:n_splits] + few:
-        P = top if int((counts > 0).sum()) <= 1 << top else None
-        if P is None:
+    for i in order[:n_splits] + few:
+        if n_live[i] > 1 << top:
             continue
-        total, model = _exact(counts, raw, s, m, P)
+        s, m = _SPLITS[i]
+        total, model = _exact(counts_all[off[i]:off[i + 1]], int(raws[i]), s, m, top)
         if best is None or (total, s, m) < (best[0], best[2].s, best[2].m):
-            best = (total, (counts, raw), model)
+            best = (total, i, model)
     if best is None:
         raise ValueError(f"no split fits its used tokens in 2^{top} slots")
-    total, (counts, raw), model = best
+    total, i, model = best
     for P in sorted(prob_bits_choices):
-        if P != top and int((counts > 0).sum()) <= 1 << P:
-            t, mdl = _exact(counts, raw, model.s, model.m, P)
+        if P != top and n_live[i] <= 1 << P:
+            t, mdl = _exact(counts_all[off[i]:off[i + 1]], int(raws[i]), model.s, model.m, P)
             if t < total:
                 total, model = t, mdl
     return model, total
@@ -457,7 +465,8 @@ def estimate_size(u: np.ndarray = None, lane_symbols: int = 1024, hist: np.ndarr
     typically within 0.2 % of ``len(encode(...))``. For rate control."""
     n = int(u.size) if hist is None else int(hist.sum())
     hist = _hist_of(u, hist)
-    return math.ceil(estimate_bits(_candidates(hist)[0][0], n, lane_symbols) / 8)
+    order, est = _ranked(hist)[:2]
+    return math.ceil(estimate_bits(float(est[order[0]]), n, lane_symbols) / 8)
 
 
 def estimate_bits(model_bits: float, n_elems: int, lane_symbols: int) -> float:

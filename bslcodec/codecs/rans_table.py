@@ -19,6 +19,58 @@ from .rans_ref import MAX_MSB, MAX_PROB_BITS, MAX_SPLIT, MAX_TABLE_ZEROS, k_max
 # ---------------------------------------------------------------- table bytes (writer and parser)
 
 def header_bytes(model: Model) -> bytes:
+    """The model header and table bit string (spec 4.4) of ``model`` (``_header_bytes_ref``, written by a
+    compiled loop: the Python bit list took ~20 us of a 4,096-symbol tensor's encode)."""
+    f, K, kq = np.ascontiguousarray(model.freqs, np.int64), model.freqs.size, model.kq
+    tb = np.zeros(-(-model.table_bits // 8), np.uint8)
+    n_bits = _write_table(f, np.int64(kq), tb)
+    assert n_bits == model.table_bits
+    head = bytes([0, model.prob_bits, model.s, model.m]) + int(K).to_bytes(2, "little") + bytes([kq, 0])
+    head += len(tb).to_bytes(4, "little") + tb.tobytes()
+    return head + bytes(-len(head) % 4)
+
+
+@numba.njit(inline="always")
+def _put_eg(tb, pos, v, k):
+    """EG-k code word of ``v`` at bit ``pos`` of ``tb`` (LSB first): n - k zeros, a one, the n low bits of
+    v + 2^k; returns the next bit position (or past ``tb``'s end, writing nothing there)."""
+    w = v + (np.int64(1) << k)
+    n = np.int64(0)
+    while (w >> (n + 1)) > 0:
+        n += 1
+    pos += n - k
+    if pos < 8 * tb.size:
+        tb[pos >> 3] |= np.uint8(1 << (pos & 7))
+    pos += 1
+    for i in range(n):
+        if (w >> i) & 1 and pos < 8 * tb.size:
+            tb[pos >> 3] |= np.uint8(1 << (pos & 7))
+        pos += 1
+    return pos
+
+
+@numba.njit(nogil=True, cache=True)
+def _write_table(f, kq, tb):
+    """The table bit string of frequencies ``f`` into zeroed ``tb``; returns its length in bits."""
+    K = f.size
+    pos = np.int64(0)
+    i = 0
+    while i < K:
+        if f[i] > 0:
+            pos = _put_eg(tb, pos, f[i], kq)
+            i += 1
+        else:
+            j = i
+            while j < K and f[j] == 0:
+                j += 1
+            pos = _put_eg(tb, pos, np.int64(0), kq)
+            pos = _put_eg(tb, pos, np.int64(j - i - 1), np.int64(0))
+            i = j
+    return pos
+
+
+def _header_bytes_ref(model: Model) -> bytes:
+    """``header_bytes`` with a Python bit list (the reference)."""
     bits = []  # LSB-first bit list is fine: a table is at most a few thousand code words
     f, K, kq = model.freqs, model.freqs.size, model.kq
 
