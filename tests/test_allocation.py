@@ -247,3 +247,43 @@ def test_batched_curve_points_equal_one_by_one():
         for n, c in alloc.curves.items():
             fresh = Curve(lossy[n], c.w)
             assert got[n] == fresh._eval(k), (n, k)
+
+
+def test_compiled_lambda_search_is_the_python_one(monkeypatch):
+    """The lambda search's passes compiled (``lambda_search.py``, ``allocation.COMPILED``) give the Python
+    methods' positions, predicted bits and errors as the same floats, for the default, a loose ``rel_error``
+    and a ``bits=`` target over mixed tensors (plain and dq, tiny, sampled, near-constant, shifted), and the
+    same file bytes through ``save``."""
+    from bslcodec.pipeline import allocation
+    from bslcodec.pipeline.allocation import K_MAX, K_MIN, Allocation
+    from bslcodec.pipeline.codec import LossyTensor
+
+    for seed in range(6):
+        r = np.random.default_rng(40 + seed)
+        lossy = {}
+        for i in range(int(r.choice([2, 9, 40]))):
+            shape = [(64, 64), (7, 3), (300, 20), (20000, 1), (100, 700)][int(r.integers(0, 5))]
+            a = [r.normal(0, 0.02, shape), r.laplace(0, 1e-3, shape), r.standard_t(2, shape),
+                 0.5 + r.normal(0, 1e-9, shape), r.normal(3, 0.5, shape)][int(r.integers(0, 5))]
+            lt = LossyTensor(f"t{i:02d}", a.astype(np.float32), "F32")
+            lt.quantizer = "dq" if r.random() < 0.7 else "uniform"
+            lossy[lt.name] = lt
+        n_all = sum(t.n for t in lossy.values())
+        for kw in ({"rel_error": 2.0 ** -8}, {"rel_error": 0.05}, {"target_bits": 3.0 * n_all},
+                   {"target_bits": 0.5 * n_all}):
+            got = []
+            for compiled in (False, True):
+                monkeypatch.setattr(allocation, "COMPILED", compiled)
+                alloc = Allocation(lossy)
+                got.append((alloc.solve(**kw), alloc.totals({n: K_MAX for n in alloc.curves}),
+                            alloc.totals({n: K_MIN for n in alloc.curves})))
+            assert got[0] == got[1], (seed, kw)
+    rng = np.random.default_rng(46)
+    t = {f"w{i}": rng.normal(0, 0.02 * (i + 1), (48, 40 + i)).astype(np.float32) for i in range(12)}
+    t["b"] = rng.normal(0, 1, 64).astype(np.float32)
+    for kw in ({}, {"bits": 3}, {"rel_error": 0.01}):
+        files = []
+        for compiled in (False, True):
+            monkeypatch.setattr(allocation, "COMPILED", compiled)
+            files.append(bslcodec.save(t, **kw))
+        assert files[0] == files[1], kw

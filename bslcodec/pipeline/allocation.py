@@ -23,12 +23,15 @@ import numba
 import numpy as np
 
 from ..codecs import rans, rans_model
+from . import lambda_search as _ls
 from ..codecs.rans_model import _segment_sums
 from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..container.dtypes import numpy_dtype
 
 GRID = 4  # grid points per octave of step; between them bits and log(MSE) are interpolated linearly
 K_MIN, K_MAX = -20 * GRID, 5 * GRID  # steps from std / 2^20 to 32 std
+_NK = K_MAX - K_MIN + 1  # grid points K_MIN .. K_MAX
+COMPILED = True  # the lambda search's passes over the curves compiled (lambda_search.py); False: in Python
 _PRIMES = (1_000_003, 999_983, 1_000_033)  # sample strides: i * p mod n visits distinct elements where p ∤ n
 SAMPLE = 1 << 16  # elements whose rounding predicts a tensor's curve (the whole tensor if smaller)
 WARN_REL_ERROR = 0.05  # bits= warns (QualityWarning) when the predicted relative L2 error is above 5 %
@@ -142,7 +145,10 @@ class Curve:
         self.x = t.sample if getattr(t, "sample", None) is not None else sample(t.flat)
         self.m = int(self.x.size)
         self.raw_bits = 8.0 * self.n * numpy_dtype(t.dtype).itemsize  # stored exactly instead
-        self._cache = {}
+        # the evaluated grid points K_MIN .. K_MAX: bits, MSE, whether evaluated (rows of an Allocation's
+        # arrays once it holds this curve); any other k in ``_other``
+        self._b, self._d, self._h = np.zeros(_NK), np.zeros(_NK), np.zeros(_NK, np.bool_)
+        self._other = {}
         self._defer = False  # inside Allocation._each: a missing point raises _Missing (batched there)
 
     def step(self, k: float) -> float:
@@ -150,12 +156,24 @@ class Curve:
 
     def point(self, k: int) -> tuple:
         """(bits, MSE) at grid point k."""
-        got = self._cache.get(k)
-        if got is None:
-            if self._defer:
-                raise _Missing(k)
-            got = self._cache[k] = self._eval(k)
+        i = k - K_MIN
+        if 0 <= i < _NK:
+            if self._h[i]:
+                return float(self._b[i]), float(self._d[i])
+        elif k in self._other:
+            return self._other[k]
+        if self._defer:
+            raise _Missing(k)
+        got = self._eval(k)
+        self._store(k, got)
         return got
+
+    def _store(self, k: int, got: tuple) -> None:
+        i = k - K_MIN
+        if 0 <= i < _NK:
+            self._b[i], self._d[i], self._h[i] = got[0], got[1], True
+        else:
+            self._other[k] = got
 
     def _eval(self, k: int) -> tuple:
         s = self.step(k)
@@ -257,7 +275,7 @@ def _eval_batch(want: list, xs: np.ndarray) -> None:
     ent = -_segment_sums(live * np.log2(live / m), ends)
     bits, mse = _finish_many(want, sse, raw, qmax, ent, n_live)
     for j, (c, k) in enumerate(want):
-        c._cache[k] = (float(bits[j]), float(mse[j]))
+        c._store(k, (float(bits[j]), float(mse[j])))
 
 
 def _finish_many(want: list, sse, raw, qmax, ent, n_live) -> tuple:
@@ -344,6 +362,51 @@ class Allocation:
             c.x = self._xs[pos:pos + c.m]
             pos += c.m
         self._small = small
+        # the curves' grid points as arrays (each curve's rows are views of them), for lambda_search's passes
+        names = list(self.curves)
+        self._list = [self.curves[n] for n in names]
+        nc = len(names)
+        self._B, self._D, self._H = np.zeros((nc, _NK)), np.zeros((nc, _NK)), np.zeros((nc, _NK), np.bool_)
+        for i, c in enumerate(self._list):
+            self._B[i], self._D[i], self._H[i] = c._b, c._d, c._h
+            c._b, c._d, c._h = self._B[i], self._D[i], self._H[i]
+        self._n = np.array([float(c.n) for c in self._list])
+        self._w = np.array([c.w for c in self._list])
+        self._std2 = np.array([c.std ** 2 for c in self._list])
+        self._ms = np.array([c.ms for c in self._list])
+        self._is_small = np.zeros(nc, np.bool_)
+        self._is_small[[i for i, c in enumerate(self._list) if 0 < c.m <= BATCH_SAMPLE]] = True
+
+    def _pass(self, kind: int, lam: float = 0.0, cap=None, kf=None) -> tuple:
+        """(out, out2) of ``lambda_search.run_pass`` over every curve (arrays in curve order): the grid
+        points it finds missing are evaluated (the small curves' in one ``_eval_batch``) and the pass run
+        again for those curves, as ``_each`` does."""
+        nc = len(self._list)
+        out, out2 = np.empty(nc), np.empty(nc)
+        cap = np.zeros(nc) if cap is None else cap
+        kf = np.zeros(nc) if kf is None else kf
+        idx = np.arange(nc, dtype=np.int64)
+        while idx.size:
+            miss = np.empty(idx.size, np.int64)
+            _ls.run_pass(kind, idx, self._B, self._D, self._H, self._n, self._w, self._std2, float(lam), cap, kf,
+                         K_MIN, K_MAX, float(GRID), 2 ** (2 / GRID) - 1, out, out2, miss)
+            lacking = miss != _ls.NONE
+            idx, miss = idx[lacking], miss[lacking]
+            want = []
+            for i, k in zip(idx.tolist(), miss.tolist()):
+                if self._is_small[i]:
+                    want.append((self._list[i], k))
+                else:
+                    self._list[i].point(k)  # evaluated on its own
+            if want:
+                _eval_batch(want, self._xs)
+        return out, out2
+
+    def _array(self, pos: dict) -> np.ndarray:
+        return np.array([float(pos[c.name]) for c in self._list])
+
+    def _dict(self, a: np.ndarray) -> dict:
+        return dict(zip(self.curves, a.tolist()))
 
     def _each(self, fn) -> dict:
         """{name: fn(curve)} for every curve, in curve order. The small curves' missing grid points are
@@ -376,6 +439,13 @@ class Allocation:
         """Equal-slope positions at ``lam``, then every tensor whose relative error would exceed
         ``REL_CAP`` x the model's moved to a finer step (a common step would otherwise quantize a tensor
         of much smaller weights than the rest to zero at low rates)."""
+        if COMPILED:
+            pos = self._pass(_ls.AT, lam=lam)[0]
+            if self.ms_total > 0 and len(pos) > 1:
+                for _ in range(3):
+                    e2 = self._totals(pos)[1] / self.ms_total
+                    pos = self._pass(_ls.WITHIN, cap=REL_CAP ** 2 * e2 * self._ms, kf=pos)[0]
+            return self._dict(pos)
         pos = self._each(lambda c: c.at(lam))
         if self.ms_total > 0 and len(pos) > 1:
             for _ in range(3):  # clamping lowers the model's error, which tightens the cap: iterate
@@ -385,6 +455,8 @@ class Allocation:
 
     def totals(self, pos: dict) -> tuple:
         """(predicted bits, predicted sum of squared errors) at grid positions ``pos``."""
+        if COMPILED:
+            return self._totals(self._array(pos))
         bits = sse = 0.0
         got = self._each(lambda c: c.bits_mse(pos[c.name]))
         for n, c in self.curves.items():
@@ -392,10 +464,22 @@ class Allocation:
             bits, sse = bits + b, sse + d * c.n
         return bits, sse
 
+    def _totals(self, pos: np.ndarray) -> tuple:
+        """``totals`` of positions in curve order (the same sums, curve by curve)."""
+        b, d = self._pass(_ls.BITS_MSE, kf=pos)
+        bits = sse = 0.0
+        for bi, di, n in zip(b.tolist(), d.tolist(), [c.n for c in self._list]):
+            bits, sse = bits + bi, sse + di * n
+        return bits, sse
+
     def tensor_error(self, pos: dict) -> float:
         """The root mean square over tensors of each tensor's relative L2 error, sqrt(mean_i D_i / ms_i):
         every tensor counted once, as the default distortion weights count it (the plain relative error of
         all weights is dominated by the largest tensors, which those weights quantize coarser)."""
+        if COMPILED:
+            d = self._pass(_ls.BITS_MSE, kf=self._array(pos))[1].tolist()
+            rel = [di / c.ms for di, c in zip(d, self._list) if c.ms > 0]
+            return math.sqrt(sum(rel) / len(rel)) if rel else 0.0
         got = self._each(lambda c: c.bits_mse(pos[c.name]))
         rel = [got[n][1] / c.ms for n, c in self.curves.items() if c.ms > 0]
         return math.sqrt(sum(rel) / len(rel)) if rel else 0.0
