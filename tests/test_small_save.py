@@ -157,3 +157,36 @@ def test_zstd_with_a_reused_compressor_is_a_fresh_one():
     t.start()
     t.join()
     assert out == [fresh(arrs[2])]
+
+
+def test_gg_fit_many_is_fit_one_by_one():
+    from bslcodec.pipeline import ggfit
+    from bslcodec.quantize import ggd, quant
+
+    rng = np.random.default_rng(24)
+    xs = []
+    for n in (1, 2, 3, 64, 4096, 30000):
+        xs += [rng.normal(0, 0.02, n), rng.laplace(0, 1, n), rng.standard_t(1.2, n) * 1e-20,
+               rng.uniform(-1, 1, n), np.full(n, 7.0), np.r_[np.zeros(n - 1), 1e-300],
+               rng.standard_cauchy(n) * 1e300, (rng.random(n) < 0.01) * 1.0, rng.normal(5, 1e-9, n)]
+    xs = [x.astype(np.float32) if i % 3 == 0 else x for i, x in enumerate(xs)]
+    xs += [quant.bf16_bits(rng.normal(0, 0.1, 4096).astype(ml_dtypes.bfloat16))]  # bf16 as its bits
+    xs += [np.r_[np.zeros(1 << 18), 1.0]]  # heavier-tailed than any shape: NU_MIN
+    with np.errstate(all="ignore"):
+        want = [ggd.fit(x) for x in xs]
+        got = ggfit.fit_many(xs)
+    assert got == want
+    assert {w[0] for w in want} >= {ggd.NU_MIN, ggd.NU_MAX, 2.0} and len({w[0] for w in want}) > 10
+
+
+def test_default_save_with_fits_made_together(monkeypatch):
+    import bslcodec
+    from bslcodec.pipeline import codec as codec_mod
+
+    rng = np.random.default_rng(25)
+    t = {f"w{i}": rng.laplace(0, 0.01 * (i + 1), (40, 30 + i)).astype([np.float32, ml_dtypes.bfloat16,
+                                                                         np.float16][i % 3]) for i in range(9)}
+    t["big"] = rng.normal(0, 0.02, (200, 200)).astype(np.float32)
+    got = bslcodec.save(t)
+    monkeypatch.setattr(codec_mod, "SMALL_FIT", 0)  # every fit one by one, when its params are written
+    assert bslcodec.save(t) == got

@@ -191,6 +191,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
 
         prepared = _pool.run(lambda name: prepare(name, hold=False), names, weights)
         lossy = {it[0]: it[3] for it in prepared if it[3] is not None}
+        _codec.fit_small(lossy.values())
         if sensitivity is not None:
             if allocate:
                 sensitivity = _codec.check_sensitivity(lossy, sensitivity)
