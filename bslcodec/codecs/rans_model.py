@@ -303,13 +303,17 @@ _SPLITS = list(_MAPS)
 _TOK = np.ascontiguousarray(np.stack([_MAPS[k][0] for k in _SPLITS]))
 _NB = np.ascontiguousarray(np.stack([_MAPS[k][1] for k in _SPLITS]))
 _SPLITS_S, _SPLITS_M = np.array([k[0] for k in _SPLITS]), np.array([k[1] for k in _SPLITS])
+_SPLIT_INDEX = np.arange(len(_SPLITS))
 
 
 @numba.njit(nogil=True, cache=True)
-def _split_counts(used, h, tok, nb):
-    """For every split i (row of ``tok``/``nb``) over the used fine bins ``used`` with counts ``h``: its
-    token counts ``counts[off[i]:off[i + 1]]`` (K_i = last used token + 1 of them), raw bits, number of
-    live tokens, and the live counts of all splits one after the other (as float64)."""
+def _split_counts(used, h, tok, nb, split_s):
+    """For every split i (row of ``tok``/``nb``, s = ``split_s[i]``) over the used fine bins ``used`` with
+    counts ``h``: its token counts ``counts[off[i]:off[i + 1]]`` (K_i = last used token + 1 of them), raw
+    bits, number of live tokens, its representative ``rep[i]``, and the live counts (as float64) of the
+    representatives one after the other. A split whose tokens below 2^s are the bins themselves has, where
+    every used bin is below 2^s, the counts of the first such split: that one is their representative (a
+    small tensor's symbols make ~20 of the 55 splits alike); any other split is its own."""
     S = tok.shape[0]
     off = np.zeros(S + 1, np.int64)
     for i in range(S):
@@ -317,19 +321,35 @@ def _split_counts(used, h, tok, nb):
     counts = np.zeros(off[S], np.int64)
     raws = np.zeros(S, np.int64)
     n_live = np.zeros(S, np.int64)
+    rep = np.arange(S)
+    first = -1
     for i in range(S):
+        if used[-1] < (np.int64(1) << split_s[i]):  # every used bin is its own token, no raw bits
+            if first >= 0:
+                rep[i] = first
+                counts[off[i]:off[i + 1]] = counts[off[first]:off[first + 1]]
+                raws[i], n_live[i] = raws[first], n_live[first]
+                continue
+            first = i
         for j in range(used.size):
             counts[off[i] + tok[i, used[j]]] += h[j]
             raws[i] += h[j] * nb[i, used[j]]
         for t in range(off[i], off[i + 1]):
             n_live[i] += counts[t] > 0
-    live = np.empty(n_live.sum(), np.float64)
+    n = 0
+    for i in range(S):
+        if rep[i] == i:
+            n += n_live[i]
+    live = np.empty(n, np.float64)
     k = 0
-    for t in range(off[S]):
-        if counts[t] > 0:
-            live[k] = counts[t]
-            k += 1
-    return off, counts, raws, n_live, live
+    for i in range(S):
+        if rep[i] != i:
+            continue
+        for t in range(off[i], off[i + 1]):
+            if counts[t] > 0:
+                live[k] = counts[t]
+                k += 1
+    return off, counts, raws, n_live, rep, live
 
 
 @numba.njit(nogil=True, cache=True)
@@ -378,8 +398,11 @@ def _ranked(hist: np.ndarray) -> tuple:
     same."""
     N = int(hist.sum())
     used = np.flatnonzero(hist)
-    off, counts, raws, n_live, live = _split_counts(used, hist[used], _TOK, _NB)
-    ent = -_segment_sums(live * np.log2(live / N), np.cumsum(n_live))
+    off, counts, raws, n_live, rep, live = _split_counts(used, hist[used], _TOK, _NB, _SPLITS_S)
+    own = np.flatnonzero(rep == _SPLIT_INDEX)  # the representatives: the entropy of each, then copied
+    ent = np.zeros(rep.size)
+    ent[own] = -_segment_sums(live * np.log2(live / N), np.cumsum(n_live[own]))
+    ent = ent[rep]
     # the reference's float additions, elementwise in the same order: the same numbers
     est = ent + raws + 9 * n_live + 4 * (np.diff(off) > n_live) + 96  # + table: ~9 bits a used token
     order = np.lexsort((_SPLITS_M, _SPLITS_S, est))  # by (est, s, m)
