@@ -117,3 +117,57 @@ def test_bf16_bits_equal_widened(how):
     assert (a.n_bad, a.max_error) == (b.n_bad, b.max_error) and np.array_equal(a.u, b.u)
     assert quant.moments(x) == quant.moments(bits)
     assert ggd.fit(x) == ggd.fit(bits)
+
+
+def _bf16_paths(x, step, center, lane_symbols, kw):
+    """The direct search of the widened values and the table path of the bits (``TABLE_MIN`` set to 0 by the
+    caller): the same symbols, largest error and lanes without a path."""
+    bits = quant.bf16_bits(x.astype(ml_dtypes.bfloat16))
+    x = x.astype(ml_dtypes.bfloat16).astype(np.float32)
+    a = dq_search.quantize(x, step, center, "BF16", lane_symbols, **kw)
+    b = dq_search.quantize(bits, step, center, "BF16", lane_symbols, **kw)
+    assert (a.n_bad, a.max_error) == (b.n_bad, b.max_error)
+    if not a.n_bad:  # (the symbols of lanes without a path are not written)
+        assert np.array_equal(a.u, b.u)
+    return b
+
+
+@pytest.mark.parametrize("kind", ["laplace", "gauss", "gg0.7", "outliers"])
+@pytest.mark.parametrize("how", ["rel_step", "max_error", "coarse"])
+def test_bf16_value_tables_equal_direct_search(kind, how, monkeypatch):
+    """bf16 bits take the table path (each distinct value's candidates costed once, ``_value_tables``): the
+    same result as the direct search, at sizes with partial rows, groups and lanes, serial and parallel."""
+    monkeypatch.setattr(dq_search, "TABLE_MIN", 0)
+    for n, lane_symbols in ((1, 16), (31, 16), (33, 16), (1500, 16), (32 * 64 * 3 + 11, 64), (32 * 1024 + 77, 1024)):
+        x, step, center, kw = _case(kind, "BF16", n, how, seed=n)
+        _bf16_paths(x, step, center, lane_symbols, kw)
+    x, step, center, kw = _case(kind, "BF16", 32 * 1024 + 5, how, seed=9)  # a second pass: the model of the first
+    _bf16_paths(x, step, center, 1024, dict(kw, passes=2))
+
+
+def test_bf16_value_tables_extremes(monkeypatch):
+    """The table path where indices leave the rate table, where lanes have no path (levels past 2^24), near
+    the zigzag overflow (x/Δ ~ 1e19) and with every bf16 value at once (finite ones)."""
+    monkeypatch.setattr(dq_search, "TABLE_MIN", 0)
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 0.02, 5000).astype(np.float32)
+    x[::97] = 3000.0
+    _bf16_paths(x, 0.001, 0, 16, {})
+    x[[40, 41 + 32 * 3]] = 1e6
+    assert _bf16_paths(x, 0.001, 0, 16, {}).n_bad == 2
+    y = np.full(4096, 0.0667, np.float32)
+    y[::7] = 0.05
+    _bf16_paths(y, 1e-20 / 1.5, 0, 16, dict(bound=1e-20, strict=True))
+    allv = np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)
+    allv = allv.view(np.float32)
+    allv = allv[np.isfinite(allv)]
+    rng.shuffle(allv)
+    _bf16_paths(allv[np.abs(allv) < 1e30], 0.01, 0, 64, {})
+    _bf16_paths(np.sort(allv[np.abs(allv) < 1.0]), 2.0**-130, 0, 64, {})
+
+
+def test_value_counts_parallel_equal_serial():
+    x = quant.bf16_bits(np.random.default_rng(3).laplace(0, 0.02, (1 << 19) + 77).astype(ml_dtypes.bfloat16))
+    want = np.bincount(x, minlength=1 << 16)
+    assert np.array_equal(dq_search._value_counts(x, 5), want)
+    assert np.array_equal(dq_search._value_counts_serial(x, 2), want)

@@ -43,6 +43,7 @@ _PRED = tuple(tuple(sorted((s, p) for s in range(N_STATES) for p in range(2) if 
               for ns in range(N_STATES))
 PRED_S = np.array([[s for s, _ in pr] for pr in _PRED], np.int64)
 PRED_P = np.array([[p for _, p in pr] for pr in _PRED], np.int64)
+_Q0_BLOCK = 1 << 18  # elements of a parallel part of the first-pass histograms
 _RATE_TABLE = 4096  # λ·bits tabulated for |k| < 2048 (32 KiB: stays in L1/L2); other indices are costed exactly
 
 
@@ -86,6 +87,30 @@ def _row_dists(x, base, jn, center, mode, step32, step64, inv, bound, slack_rel,
             dist[2 * q1, j] = _dist(k, q1, xv, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, f16)
             dist[2 * q1 + 1, j] = _dist(k + 1, q1, xv, center, mode, step32, step64, inv, bound, slack_rel,
                                         slack_abs, f16)
+
+
+@numba.njit(inline="always")
+def _row_rates(jn, lam, rate, tokbits, s_tok, m_tok, dist, kk, dpe, dpo, dz):
+    """The row's candidate costs from ``_row_dists``: ``dpe[q, j]`` / ``dpo[q, j]`` distance + λ·bits of quantizer
+    q's even / odd index of the pair, ``dz[q, j]`` that of index 0 (+inf where 0 is in the pair); λ·bits from
+    the table (``rate[half + k]`` = λ·``_bits``, the same float64), indices beyond it exactly (rare)."""
+    last = rate.size - 1
+    half = rate.size // 2
+    r0 = rate[half]
+    for q1 in range(2):
+        for j in range(jn):
+            k = kk[q1, j]
+            i = k + half
+            if np.uint64(i) < np.uint64(last):  # k and k + 1 in the table
+                c0 = dist[2 * q1, j] + rate[i]
+                c1 = dist[2 * q1 + 1, j] + rate[i + 1]
+            else:
+                c0 = dist[2 * q1, j] + lam * _bits(k, tokbits, s_tok, m_tok)
+                c1 = dist[2 * q1 + 1, j] + lam * _bits(k + 1, tokbits, s_tok, m_tok)
+            odd = (k & 1) == 1
+            dpe[q1, j] = c1 if odd else c0
+            dpo[q1, j] = c0 if odd else c1
+            dz[q1, j] = math.inf if (k == 0) | (k == -1) else dist[4, j] + r0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -249,7 +274,248 @@ def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_r
 _quantize_serial = serial_twin(_quantize)
 
 
-_Q0_BLOCK = 1 << 18
+# ---- bf16 tensors: every per-element quantity of the search is a function of the element's 16 bits, so it is
+# computed once per distinct value (a few thousand in a weight tensor) into tables the trellis reads by value
+
+_N_BF16 = 1 << 16
+TABLE_MIN = 1 << 16  # bf16 tensors of at least this many elements take the table path (quantize)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _value_counts(x, parts):
+    """How often each of the 65,536 bit patterns occurs in uint16 ``x`` (int64), counted in ``parts``."""
+    n = x.size
+    part = np.zeros((parts, _N_BF16), np.int64)
+    for p in prange(parts):
+        for i in range(n * p // parts, n * (p + 1) // parts):
+            part[p, x[i]] += 1
+    out = np.zeros(_N_BF16, np.int64)
+    for p in range(parts):
+        for v in range(_N_BF16):
+            out[v] += part[p, v]
+    return out
+
+
+_value_counts_serial = serial_twin(_value_counts)
+
+
+@numba.njit(nogil=True, cache=True)
+def _q0_hist_of_values(vals, counts, step, center):
+    """``_q0_hist`` (summed) of a tensor given as its distinct values and their counts: the same rounding of
+    each value, its count added to the token's bin."""
+    lim = MAX_SYMBOL_MAGNITUDE - 1
+    hist = np.zeros(FINE_K, np.int64)
+    for i in range(vals.size):
+        k = np.rint((f64_of(vals[i]) / step - center) * 0.5)
+        k = min(max(k, -lim), lim)
+        ki = np.int64(k)
+        tok, nb, r = _token((ki << 1) ^ (ki >> 63), FINE_S, FINE_M)
+        hist[tok] += counts[i]
+    return hist
+
+
+@numba.njit(nogil=True, cache=True)
+def _value_tables(vals, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, rate, tokbits, s_tok,
+                  m_tok):
+    """For each distinct value (uint16 bits, ``vals``), what ``_group`` computes of an element of that value, by
+    the same code. ``cst[i]``: (dpe, dpo, dz) of Q0 then of Q1 (``_row_dists`` + ``_row_rates``). ``back[i]``:
+    for quantizer q and index parity p, column 2q + p: |x̂ − x| of the pair's index of parity p (float64 bits),
+    column 4: that of index 0, columns 5 + q: the zigzag symbols (uint32) of the pair's indices of parity 0
+    and 1 (what the traceback computes with ``_kc``, the parity fix and ``_dequant``)."""
+    nv = vals.size
+    inv = 1.0 / step64
+    cst = np.zeros((nv, 8), np.float64)  # (rows of 64 bytes)
+    back = np.zeros((nv, 8), np.uint64)
+    dpe = np.empty((2, LANES), np.float64)
+    dpo = np.empty((2, LANES), np.float64)
+    dz = np.empty((2, LANES), np.float64)
+    dist = np.empty((5, LANES), np.float64)
+    kk = np.empty((2, LANES), np.int64)
+    for base in range(0, nv, LANES):
+        jn = min(LANES, nv - base)
+        _row_dists(vals, base, jn, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, False, dist, kk)
+        _row_rates(jn, lam, rate, tokbits, s_tok, m_tok, dist, kk, dpe, dpo, dz)
+        for j in range(jn):
+            i = base + j
+            xv = f64_of(vals[i])
+            for q1 in range(2):
+                cst[i, 3 * q1] = dpe[q1, j]
+                cst[i, 3 * q1 + 1] = dpo[q1, j]
+                cst[i, 3 * q1 + 2] = dz[q1, j]
+                for p in range(2):
+                    k = kk[q1, j]
+                    k += (k & 1) != p
+                    xh = _dequant(center + level(k, q1), mode, step32, step64)
+                    back[i, 2 * q1 + p] = np.float64(abs(xh - xv)).view(np.uint64)
+                    back[i, 5 + q1] |= np.uint64(np.uint32((k << 1) ^ (k >> 63))) << np.uint64(32 * p)
+            xh = _dequant(center + level(np.int64(0), 0), mode, step32, step64)
+            back[i, 4] = np.float64(abs(xh - xv)).view(np.uint64)
+    return cst, back
+
+
+@numba.njit(inline="always")
+def _state(t, ns, sa, sb, pa, pb, co, no, wk, pk, jn):
+    """``_group``'s update of state ``ns`` (constant predecessors ``sa`` < ``sb``, parities ``pa``, ``pb``) for
+    lanes < ``jn``: costs from rows ``co`` + state of ``wk``, to row ``no`` + ``ns``; the row's candidate costs
+    in rows 16 + 3q + (0: dpe, 1: dpo, 2: dz); the choice's 2 bits at bit 2·ns of ``pk[t, j]``."""
+    de = 16 + 3 * (sa & 1)
+    for j in range(jn):
+        ca, cb = wk[co + sa, j], wk[co + sb, j]
+        best = _UNREACHABLE
+        ch = 0
+        if pa == 0:
+            c = ca + wk[de, j]
+            if c < best:
+                best, ch = c, 0
+            c = ca + wk[de + 2, j]
+            if c < best:
+                best, ch = c, 1
+        else:
+            c = ca + wk[de + 1, j]
+            if c < best:
+                best, ch = c, 0
+        if pb == 0:
+            c = cb + wk[de, j]
+            if c < best:
+                best, ch = c, 2
+            c = cb + wk[de + 2, j]
+            if c < best:
+                best, ch = c, 3
+        else:
+            c = cb + wk[de + 1, j]
+            if c < best:
+                best, ch = c, 2
+        wk[no + ns, j] = best
+        if ns == 0:
+            pk[t, j] = np.uint16(ch)
+        else:
+            pk[t, j] |= np.uint16(ch << (2 * ns))
+
+
+@numba.njit(inline="always")
+def _states(t, co, no, wk, pk, jn):
+    """The 8 states of one row: ``_state`` with each one's predecessors (constants once compiled)."""
+    _state(t, 0, PRED_S[0, 0], PRED_S[0, 1], PRED_P[0, 0], PRED_P[0, 1], co, no, wk, pk, jn)
+    _state(t, 1, PRED_S[1, 0], PRED_S[1, 1], PRED_P[1, 0], PRED_P[1, 1], co, no, wk, pk, jn)
+    _state(t, 2, PRED_S[2, 0], PRED_S[2, 1], PRED_P[2, 0], PRED_P[2, 1], co, no, wk, pk, jn)
+    _state(t, 3, PRED_S[3, 0], PRED_S[3, 1], PRED_P[3, 0], PRED_P[3, 1], co, no, wk, pk, jn)
+    _state(t, 4, PRED_S[4, 0], PRED_S[4, 1], PRED_P[4, 0], PRED_P[4, 1], co, no, wk, pk, jn)
+    _state(t, 5, PRED_S[5, 0], PRED_S[5, 1], PRED_P[5, 0], PRED_P[5, 1], co, no, wk, pk, jn)
+    _state(t, 6, PRED_S[6, 0], PRED_S[6, 1], PRED_P[6, 0], PRED_P[6, 1], co, no, wk, pk, jn)
+    _state(t, 7, PRED_S[7, 0], PRED_S[7, 1], PRED_P[7, 0], PRED_P[7, 1], co, no, wk, pk, jn)
+
+
+assert N_STATES == 8  # (_states, and 2 bits a state in the uint16 choices)
+# the traceback's step from state s by choice ch: predecessor | its index's parity << 3 | index 0 chosen << 4
+_BACK_STEP = np.array([PRED_S[s, ch >> 1] | (PRED_P[s, ch >> 1] << 3) | ((ch & 1) << 4)
+                       for s in range(N_STATES) for ch in range(4)], np.int64)
+
+
+@numba.njit(inline="always")
+def _back_row(t, base, jn, cur, pk, rix, back, u, maxe):
+    """One row of the traceback, lanes < ``jn``: symbols and errors from the value's ``back`` row."""
+    for j in range(jn):
+        s = cur[j]
+        sc = s & 7  # (a lane without a path, s = -1, reads any state and writes nothing)
+        st = _BACK_STEP[sc * 4 + ((np.int64(pk[t, j]) >> (2 * sc)) & 3)]
+        ps = st & 7
+        col = 2 * (ps & 1) + ((st >> 3) & 1)
+        r = np.int64(rix[t, j])
+        zero = (st >> 4) & 1
+        e = np.uint64(back[r, 4] if zero else back[r, col]).view(np.float64)
+        sym = np.uint32(0) if zero else np.uint32((back[r, 5 + (col >> 1)] >> np.uint64(32 * (col & 1)))
+                                                  & np.uint64(0xFFFFFFFF))
+        if s >= 0:
+            maxe[j] = max(maxe[j], e)
+            u[base + j] = sym
+            cur[j] = ps
+
+
+@numba.njit(nogil=True, cache=True)
+def _group_tab(x, start, ng, remap, cst, back, u, wk, cur, pk, rix, maxe):
+    """``_group`` of a bf16 tensor (``x`` its uint16 bits) from the value tables (``_value_tables``, rows by
+    ``remap[bits]``): the same costs in the same state updates (one buffer ``wk`` for the costs, two sets of 8
+    rows used in turn, and the candidates, so that the loops need no checks for overlapping arrays), the
+    choices packed 2 bits a state; so the same symbols, largest error and lanes without a path."""
+    nl = min(LANES, ng)
+    rows = (ng + LANES - 1) // LANES
+    for s in range(N_STATES):
+        for j in range(LANES):
+            wk[s, j] = 0.0 if s == 0 else _UNREACHABLE
+    for t in range(rows):
+        base = start + LANES * t
+        jn = min(LANES, ng - LANES * t)
+        for j in range(jn):
+            r = remap[x[base + j]]
+            rix[t, j] = r
+            for c in range(6):
+                wk[16 + c, j] = cst[r, c]
+        co = 8 * (t & 1)  # this row's costs in rows co.., the next row's in 8 - co..
+        if jn == LANES:
+            if co:
+                _states(t, 8, 0, wk, pk, LANES)
+            else:
+                _states(t, 0, 8, wk, pk, LANES)
+        else:  # the last row, partial: the lanes past it keep their costs
+            _states(t, co, 8 - co, wk, pk, jn)
+            for s in range(N_STATES):
+                for j in range(jn, LANES):
+                    wk[8 - co + s, j] = wk[co + s, j]
+    fo = 8 * (rows & 1)
+    bad = 0
+    for j in range(nl):
+        s = 0
+        for q in range(1, N_STATES):
+            if wk[fo + q, j] < wk[fo + s, j]:
+                s = q
+        if wk[fo + s, j] >= _UNREACHABLE:  # some element of this lane had no admissible level
+            bad += 1
+            s = -1
+        cur[j] = s
+        maxe[j] = 0.0
+    for t in range(rows - 1, -1, -1):
+        jn = min(LANES, ng - LANES * t)
+        base = start + LANES * t
+        if jn == LANES:
+            _back_row(t, base, LANES, cur, pk, rix, back, u, maxe)
+        else:
+            _back_row(t, base, jn, cur, pk, rix, back, u, maxe)
+    maxerr = 0.0
+    for j in range(nl):
+        maxerr = max(maxerr, maxe[j])
+    return maxerr, bad
+
+
+@numba.njit(nogil=True, cache=True)
+def _groups_tab(x, g0, g1, lane_symbols, remap, cst, back, u, stats):
+    """``_groups`` of the table path."""
+    n = x.size
+    gsize = LANES * lane_symbols
+    wk = np.empty((16 + 8, LANES), np.float64)
+    cur = np.empty(LANES, np.int64)
+    maxe = np.empty(LANES, np.float64)
+    pk = np.empty((lane_symbols, LANES), np.uint16)
+    rix = np.empty((lane_symbols, LANES), np.uint16)
+    for g in range(g0, g1):
+        start = g * gsize
+        ng = min(n, start + gsize) - start
+        me, bad = _group_tab(x, start, ng, remap, cst, back, u, wk, cur, pk, rix, maxe)
+        stats[g, 0] = me
+        stats[g, 1] = bad
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _quantize_tab(x, lane_symbols, remap, cst, back, u):
+    gsize = LANES * lane_symbols
+    G = (x.size + gsize - 1) // gsize
+    stats = np.zeros((G, 2), np.float64)
+    for g in prange(G):
+        _groups_tab(x, g, g + 1, lane_symbols, remap, cst, back, u, stats)
+    return stats
+
+
+_quantize_tab_serial = serial_twin(_quantize_tab)
+
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -301,20 +567,35 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     mode = MODE_OF_DTYPE[dtype]
     bound = BOUND_FACTOR * step if bound is None else bound
     rel, ab = (0.0, 0.0) if strict else ROUNDING[dtype]
-    # pass 0: the model of plain Q0 rounding (k = round(v / 2)), whose symbols are what the first
-    # trellis will mostly pick (their histogram only: the trellis writes every symbol of a lane with a path)
-    hist = launch(_q0_hist, _q0_hist_serial, x, float(step), np.int64(center), work=x.size).sum(axis=0)
+    with np.errstate(over="ignore"):  # float64 steps beyond binary32 (F64 tensors use the float64 one)
+        step32 = np.float32(step)
+    # bf16 bits: each distinct value's costs once, in tables (_value_tables); else every element's in the search
+    tab = dtype == "BF16" and x.dtype == np.uint16 and x.size >= TABLE_MIN
+    if tab:
+        parts = max(1, min(2 * numba.get_num_threads(), -(-x.size // _Q0_BLOCK)))
+        counts = launch(_value_counts, _value_counts_serial, x, parts, work=x.size)
+        vals = np.flatnonzero(counts).astype(np.uint16)
+        remap = np.zeros(_N_BF16, np.uint16)
+        remap[vals] = np.arange(vals.size, dtype=np.uint16)
+        hist = _q0_hist_of_values(vals, counts[vals], float(step), np.int64(center))
+    else:
+        # pass 0: the model of plain Q0 rounding (k = round(v / 2)), whose symbols are what the first
+        # trellis will mostly pick (their histogram only: the trellis writes every symbol of a lane with a path)
+        hist = launch(_q0_hist, _q0_hist_serial, x, float(step), np.int64(center), work=x.size).sum(axis=0)
     u = np.empty(x.size, np.uint32)
     for p in range(passes):
         model, _bits_ = rans.build_model(None if p == 0 else u, hist=hist if p == 0 else None)
         tokbits = token_bits(model)
         rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
         # a later pass writes its symbols over the ones its model came from (read only by build_model)
-        with np.errstate(over="ignore"):  # float64 steps beyond binary32 (F64 tensors use the float64 one)
-            step32 = np.float32(step)
-        st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, step32,
-                    float(step), float(c), float(bound), rel, ab, dtype == "F16", rate, tokbits, model.s,
-                    model.m, u, work=x.size)
+        if tab:
+            cst, back = _value_tables(vals, np.int64(center), mode, step32, float(step), float(c), float(bound),
+                                           rel, ab, rate, tokbits, model.s, model.m)
+            st = launch(_quantize_tab, _quantize_tab_serial, x, lane_symbols, remap, cst, back, u, work=x.size)
+        else:
+            st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, step32,
+                        float(step), float(c), float(bound), rel, ab, dtype == "F16", rate, tokbits, model.s,
+                        model.m, u, work=x.size)
         r.n_bad = int(st[:, 1].sum()) if st.size else 0
         r.max_error = float(st[:, 0].max()) if st.size else 0.0
         if r.n_bad:

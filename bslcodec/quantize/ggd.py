@@ -7,9 +7,11 @@ Gamma(1/nu) Gamma(3/nu) / Gamma(2/nu)^2, which falls monotonically in nu; we inv
 
 import math
 
+import numba
 import numpy as np
 
 from ..container.limits import MAX_EG_ORDER
+from .quant import f64_of
 
 NU_MIN, NU_MAX = 0.05, 8.0
 FIT_SAMPLES = 1 << 20  # a deterministic strided sample of at most this many elements
@@ -32,10 +34,21 @@ def _moment_ratio(nu: float) -> float:
     return math.exp(g(1 / nu) + g(3 / nu) - 2 * g(2 / nu))
 
 
+@numba.njit(nogil=True, cache=True)
+def _strided_f64(x, stride):
+    """float64 of every ``stride``-th element of ``x`` (bf16 bits widened exactly: ``quant.f64_of``)."""
+    out = np.empty((x.size + stride - 1) // stride, np.float64)
+    for i in range(out.size):
+        out[i] = f64_of(x[i * stride])
+    return out
+
+
 def sample(x: np.ndarray) -> np.ndarray:
     """Every ``stride``-th element as float64; ``x`` may be the uint16 bits of bf16 values (quant.bf16_bits)."""
     flat = x.reshape(-1)
     stride = max(1, flat.size // FIT_SAMPLES)
+    if flat.dtype == np.uint16 and flat.flags.c_contiguous:  # bf16 bits: one array, no uint32/float32 steps
+        return _strided_f64(flat, stride)
     s = flat[::stride]
     if s.dtype == np.uint16:  # bf16 bits: the top half of the binary32 (exact)
         s = (s.astype(np.uint32) << np.uint32(16)).view(np.float32)
@@ -45,14 +58,15 @@ def sample(x: np.ndarray) -> np.ndarray:
 def fit(x: np.ndarray) -> tuple:
     """(nu, alpha) of the zero-mean GG fitted to ``x - mean(x)``; (2.0, 0.0) for a constant tensor. ``x``
     may be the uint16 bits of bf16 values (``quant.bf16_bits``)."""
-    s = sample(x)
-    big = float(np.max(np.abs(s))) if s.size else 0.0
+    s = sample(x)  # (a fresh array: the steps below write into it and one scratch array, no temporaries)
+    tmp = np.abs(s)
+    big = float(np.max(tmp)) if s.size else 0.0
     if not big > 0 or not math.isfinite(big):
         return 2.0, 0.0
-    s = s / big  # values up to 1e308 (float64): sums and squares would overflow
-    s = s - s.mean()
-    m1 = np.abs(s).mean()
-    m2 = (s * s).mean()
+    np.divide(s, big, out=s)  # values up to 1e308 (float64): sums and squares would overflow
+    np.subtract(s, s.mean(), out=s)
+    m1 = np.abs(s, out=tmp).mean()
+    m2 = np.multiply(s, s, out=tmp).mean()
     if not m1 > 0:
         return 2.0, 0.0
     target = m2 / (m1 * m1)
