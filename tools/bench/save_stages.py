@@ -79,6 +79,12 @@ def main(argv=None):
                 r["dq_search.quantize"] = best(lambda: [dq_search.quantize(lossy[m].kx, steps[m], center[m], "F32",
                                                                            1024) for m in lossy], reps, n)
                 r["ggd.fit"] = best(lambda: [ggd.fit(lt.kx) for lt in lossy.values()], reps, n)
+                try:  # what the encoder runs since c03a876: every small tensor's fit at once
+                    from bslcodec.pipeline import ggfit
+
+                    r["ggfit.fit_many"] = best(lambda: ggfit.fit_many([lt.kx for lt in lossy.values()]), reps, n)
+                except ImportError:
+                    pass
                 us = [dq_search.quantize(lossy[m].kx, steps[m], center[m], "F32", 1024).u for m in lossy]
                 r["rans.build_model"] = best(lambda: [rans.build_model(u) for u in us], reps, n)
                 models = [rans.build_model(u)[0] for u in us]
