@@ -15,6 +15,7 @@ from ..parallel import launch, serial_twin
 from ..quantize.dq import level as _dq_level
 from ..quantize.dq import next_state as _dq_next
 from ..quantize.quant import store_dequant
+from . import rans_vec
 from .golomb import _step32
 from .rans_model import (
     _BAD_STATE,
@@ -31,6 +32,7 @@ from .rans_table import (
     parse_header,
     tables,
 )
+from .rans_vec import slot_tables, vrun
 
 # ---------------------------------------------------------------- decoder
 
@@ -289,15 +291,94 @@ def _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, l
         status[gi] = _RANGE
 
 
+@numba.njit(nogil=True, cache=True)
+def _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, tt, P, g_first, n_elems, lane_symbols, center, out,
+                    out_base, mode, step32, step64, status, has_hi, dq):
+    """``_decode_group`` with its usual step run as vector code (``rans_vec.vrun``), bit-identical: the same
+    steps take the usual step (32 lanes, ``p + 64 <= group end``), one with a raw-bit token and every other
+    step go to the same general step. ``tt``: the token table as ``vrun`` reads it (``slot_tables``; F32:
+    ``ttab`` itself); ``sf``, ``sk``: its slot tables. The lane states live in uint32 arrays (below 2^32)."""
+    gsize = LANES * lane_symbols
+    mask = (np.uint64(1) << np.uint64(P)) - np.uint64(1)
+    Pu = np.uint64(P)
+    g = g_first + gi
+    start = g * gsize
+    ng = min(n_elems, start + gsize) - start
+    A = min(LANES, ng)
+    T = (ng + LANES - 1) // LANES
+    if W[g] < 2 * A:
+        status[gi] = _SHORT
+        return
+    w0 = np.uint64(wstart[g])
+    wend = w0 + np.uint64(W[g])
+    x = np.empty(LANES, np.uint64)  # the general step's buffers
+    ent = np.empty(LANES, np.uint64)
+    low = np.empty(LANES, np.uint64)
+    qs = np.empty(LANES, np.int32)
+    st = np.zeros(LANES, np.int32)
+    x32 = np.zeros(LANES, np.uint32)  # the lane states between steps (lanes >= A unused)
+    st32 = np.zeros(LANES, np.uint32)
+    c32 = np.int32(center)
+    bad = False
+    for j in range(A):
+        xj = np.uint64(words[w0 + np.uint64(2 * j)]) | (np.uint64(words[w0 + np.uint64(2 * j + 1)]) << _U16)
+        x32[j] = np.uint32(xj)
+        bad |= xj < L
+    if bad:
+        status[gi] = _BAD_STATE
+        return
+    p = w0 + np.uint64(2 * A)
+    last = wend - np.uint64(1)
+    out_of_range = False
+    t = 0
+    while t < T:
+        lt = min(LANES, ng - LANES * t)
+        ebase = np.uint64(start + LANES * t - out_base)
+        if lt == LANES and p + np.uint64(2 * LANES) <= wend:
+            k, p = vrun(x32, st32, words, p, wend - np.uint64(2 * LANES), out, ebase, np.uint64(ng // LANES - t),
+                        sf, sk, tt, Pu)
+            if k:
+                t += np.int64(k)
+                continue  # else step t has a raw-bit token
+        for j in range(LANES):
+            x[j] = np.uint64(x32[j])
+            st[j] = np.int32(st32[j])
+        p = _general_step(x, st, lt, ent, low, qs, tos, tinfo, words, p, last, mask, Pu, c32, has_hi, dq)
+        out_of_range |= _emit(out, ebase, qs, lt, mode, step32, step64)
+        for j in range(LANES):
+            x32[j] = np.uint32(x[j])
+            st32[j] = np.uint32(st[j])
+        t += 1
+    if p > wend:
+        status[gi] = _OVERRUN
+        return
+    ok = p == wend
+    for j in range(A):
+        ok &= x32[j] == np.uint32(L)
+    if not ok:
+        status[gi] = _END
+    elif out_of_range:
+        status[gi] = _RANGE
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                   mode, step32, step64, status, has_hi, check, dq, table):
+                   mode, step32, step64, status, has_hi, check, dq, table, simd):
     ttab = np.empty(tinfo.size * _NS if table else 0, np.uint64)  # ``table``: the usual step's token table
     if table:
         _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
+    vec = table and simd  # the usual step as vector code (``rans_vec``)
+    sf, sk, tt = slot_tables(tos[:tos.size if vec else 0], tinfo, ttab[:ttab.size if vec and mode == 1 else 0])
     for gi in prange(status.size):
-        _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
-                      out_base, mode, step32, step64, status, has_hi, check, dq)
+        if not vec:
+            _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
+                          out_base, mode, step32, step64, status, has_hi, check, dq)
+        elif mode == 1:
+            _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, tt, P, g_first, n_elems, lane_symbols, center,
+                            out, out_base, mode, step32, step64, status, has_hi, dq)
+        else:
+            _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, ttab, P, g_first, n_elems, lane_symbols,
+                            center, out, out_base, mode, step32, step64, status, has_hi, dq)
 
 
 def decode_tables(table: np.ndarray) -> tuple:
@@ -340,9 +421,11 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     work = min(n_elems, g_last * LANES * lane_symbols) - g_first * LANES * lane_symbols
     table = mode in ("F32", "BF16") and not check and work >= TABLE_ELEMS_PER_ENTRY * _NS * tinfo.size
+    # the vector step stores 16-bit (BF16) or 32-bit (F32) lanes: only into the array those modes decode to
+    simd = rans_vec.SIMD and table and out.dtype == (np.uint16 if mode == "BF16" else np.float32)
     launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
            lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
-           np.float64(step), status, has_hi, check, dq, table, work=work)
+           np.float64(step), status, has_hi, check, dq, table, simd, work=work)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")

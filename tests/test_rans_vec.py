@@ -1,0 +1,178 @@
+"""The ans / ans-dq decoder's vector usual step (``rans_vec.vrun``, issue 19) is bit-identical to the scalar
+decoder: random payloads (tokens with and without raw bits, dq or not, F32 / BF16 output), whole tensors of
+every float dtype through ``encode`` / ``decode``, and corrupted payloads (same values or same FormatError);
+and on a target without AVX-512 (a subprocess compiling for Skylake's AVX2) it still gathers and still
+matches."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bslcodec
+from bslcodec.codecs import rans, rans_dec, rans_vec
+from bslcodec.container.errors import FormatError
+
+ROOT = Path(__file__).resolve().parents[1]
+DT = {"F32": np.float32, "BF16": np.uint16}
+
+
+def _symbols(rng, n, scale, raw_rate, wide):
+    d = np.rint(rng.laplace(0, scale, n)).astype(np.int64)
+    far = rng.random(n) < raw_rate
+    d[far] = rng.integers(-(1 << 20 if wide else 3000), 1 << 20 if wide else 3000, int(far.sum()))
+    return ((d << 1) ^ (d >> 63)).astype(np.uint32)
+
+
+def _decode(payload, n, s, center, step, mode, dq, simd, monkeypatch):
+    """The decode (or its FormatError's text) with the vector step on or off; the token table always used."""
+    monkeypatch.setattr(rans_vec, "SIMD", simd)
+    monkeypatch.setattr(rans_dec, "TABLE_ELEMS_PER_ENTRY", 0)
+    out = np.full(n, 7, DT[mode])
+    try:
+        rans.decode_into(payload, n, s, center, step, out, mode, dq=dq)
+    except FormatError as exc:
+        return str(exc)
+    return out.tobytes()
+
+
+HAVE_SIMD = rans_vec.SIMD  # (the tests flip rans_vec.SIMD, and hypothesis' examples share one monkeypatch)
+
+
+def _needs_simd():
+    if not HAVE_SIMD:
+        pytest.skip("this target does not use the vector step (no AVX-512); the subprocess test forces it")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), s=st.sampled_from([16, 64, 256]), groups=st.integers(1, 4),
+       tail=st.integers(0, 100), scale=st.sampled_from([0.3, 2.0, 8.0, 40.0]),
+       raw_rate=st.sampled_from([0.0, 0.0005, 0.01, 0.3]), wide=st.booleans(), dq=st.booleans(),
+       center=st.integers(-100, 100))
+def test_vector_step_matches_scalar(seed, s, groups, tail, scale, raw_rate, wide, dq, center, monkeypatch):
+    _needs_simd()
+    rng = np.random.default_rng(seed)
+    n = 32 * s * groups + tail
+    u = _symbols(rng, n, scale, raw_rate, wide)
+    payload = rans.encode(u, s, rans.build_model(u)[0])
+    step = float(rng.uniform(1e-4, 0.1))
+    for mode in DT:
+        a = _decode(payload, n, s, center, step, mode, dq, True, monkeypatch)
+        b = _decode(payload, n, s, center, step, mode, dq, False, monkeypatch)
+        assert a == b
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, ml_dtypes.bfloat16, np.float16]),
+       bits=st.sampled_from([2, 3, 4, 6]), quantizer=st.sampled_from(["dq", "uniform"]),
+       n=st.sampled_from([70_000, 140_001]))
+def test_whole_tensors_decode_the_same(seed, dtype, bits, quantizer, n, monkeypatch):
+    _needs_simd()
+    rng = np.random.default_rng(seed)
+    x = (rng.laplace(0, 0.02, n) * rng.choice([1.0, 30.0], n, p=[0.999, 0.001])).astype(dtype)
+    data = bslcodec.encode(x, bits=bits, expert={"quantizer": quantizer, "codec": "ans"})
+    got = []
+    for simd in (True, False):
+        monkeypatch.setattr(rans_vec, "SIMD", simd)
+        got.append(bslcodec.decode(data).tobytes())
+    assert got[0] == got[1]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), dq=st.booleans(), raw_rate=st.sampled_from([0.0, 0.01]))
+def test_corrupt_payloads_same_values_or_error(seed, dq, raw_rate, monkeypatch):
+    """Flipped bits in the words or word counts shifted between groups: the vector step reads what the scalar
+    one reads, so the same values or the same FormatError."""
+    _needs_simd()
+    rng = np.random.default_rng(seed)
+    s, n = 64, 32 * 64 * 3 + 50
+    u = _symbols(rng, n, 3.0, raw_rate, False)
+    model = rans.build_model(u)[0]
+    p = rans.encode(u, s, model)
+    start = model.header_size + 4 * rans.n_groups(n, s)
+    for i in range(6):
+        q = bytearray(p)
+        if i % 3 == 0:
+            g = int(rng.integers(0, rans.n_groups(n, s) - 1))
+            at = model.header_size + 4 * g
+            w = int.from_bytes(q[at:at + 4], "little")
+            dw = 2 * int(rng.integers(-40, 40))
+            q[at:at + 4] = ((w - dw) % 2**32).to_bytes(4, "little")
+            q[at + 4:at + 8] = ((int.from_bytes(q[at + 4:at + 8], "little") + dw) % 2**32).to_bytes(4, "little")
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                q[int(rng.integers(start, len(p)))] ^= 1 << int(rng.integers(0, 8))
+        for mode in DT:
+            a = _decode(bytes(q), n, s, 3, 0.01, mode, dq, True, monkeypatch)
+            assert a == _decode(bytes(q), n, s, 3, 0.01, mode, dq, False, monkeypatch)
+
+
+CHILD = r"""
+import sys
+import numpy as np
+from bslcodec.codecs import rans, rans_dec, rans_vec
+simd, expand = rans_vec.SIMD, rans_vec.EXPAND
+print("target", simd, expand)
+rng = np.random.default_rng(5)
+rans_dec.TABLE_ELEMS_PER_ENTRY = 0
+for s, raw, dq in ((16, 0.0, True), (64, 0.01, False), (16, 0.2, True)):
+    n = 32 * s * 3 + 17
+    d = np.rint(rng.laplace(0, 3, n)).astype(np.int64)
+    far = rng.random(n) < raw
+    d[far] = rng.integers(-3000, 3000, int(far.sum()))
+    u = ((d << 1) ^ (d >> 63)).astype(np.uint32)
+    p = rans.encode(u, s, rans.build_model(u)[0])
+    for mode, dt in (("BF16", np.uint16), ("F32", np.float32)):
+        got = []
+        for on in (True, False):
+            rans_vec.SIMD = on
+            o = np.empty(n, dt)
+            rans.decode_into(p, n, s, 2, 0.01, o, mode, dq=dq)
+            got.append(o.tobytes())
+        assert got[0] == got[1], (s, raw, dq, mode)
+kernel = rans_dec._SERIAL["_decode_groups"]  # NUMBA_NUM_THREADS=1: the serial twin ran
+asm = "\n".join(kernel.inspect_asm(sig) for sig in kernel.signatures)
+print("gathers", asm.count("vpgatherdd"), "expands", asm.count("vpexpandw"), "zmm", asm.count("zmm"))
+"""
+
+
+def _child(name, features):
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        env.pop(k, None)
+    if name:
+        env.update(NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features)
+    with tempfile.TemporaryDirectory() as d:  # a fresh cache: the kernel compiled here, its assembly kept
+        env["NUMBA_CACHE_DIR"] = d
+        r = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
+                           timeout=900, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    words = r.stdout.split()
+    return words[words.index("target") + 1:words.index("target") + 3], \
+        {k: int(words[words.index(k) + 1]) for k in ("gathers", "expands", "zmm")}
+
+
+def test_this_target_vectorises():
+    """Compiled for this machine: the vector step is vector code (hardware gathers; vpexpandw with VBMI2)."""
+    _needs_simd()
+    (simd, expand), n = _child(None, None)
+    assert simd == "True" and n["gathers"] >= 4
+    assert (n["expands"] >= 1) == (expand == "True")
+
+
+def test_without_avx512_same_values_and_still_gathers():
+    """Compiled for Skylake (AVX2, no AVX-512): ``SIMD`` is off there by default; forced on, the vector step
+    lowers to 8-wide gathers (renormalisation by prefix popcount + gather) and decodes the same bytes."""
+    (simd, expand), n = _child("skylake", "+avx2,+fma,+bmi2,+popcnt,+f16c")
+    assert simd == "False" and expand == "False"
+    assert n["gathers"] >= 8 and n["zmm"] == 0 and n["expands"] == 0
