@@ -20,6 +20,7 @@ import bslcodec
 from bslcodec.codecs import rans, rans_dec, rans_vec
 from bslcodec.container.errors import FormatError
 
+pytestmark = pytest.mark.filterwarnings("ignore::bslcodec.QualityWarning")  # low bits= on purpose
 ROOT = Path(__file__).resolve().parents[1]
 DT = {"F32": np.float32, "BF16": np.uint16}
 

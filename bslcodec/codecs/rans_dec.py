@@ -32,7 +32,7 @@ from .rans_table import (
     parse_header,
     tables,
 )
-from .rans_vec import slot_tables, vrun
+from .rans_vec import slot_tables, token_table, vrun
 
 # ---------------------------------------------------------------- decoder
 
@@ -369,16 +369,14 @@ def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbo
         _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
     vec = table and simd  # the usual step as vector code (``rans_vec``)
     sf, sk, tt = slot_tables(tos[:tos.size if vec else 0], tinfo, ttab[:ttab.size if vec and mode == 1 else 0])
+    ttv = token_table(out, ttab, tt)  # F32 (float32 ``out``): ttab; BF16: tt (decode_into pairs modes and dtypes)
     for gi in prange(status.size):
-        if not vec:
-            _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
-                          out_base, mode, step32, step64, status, has_hi, check, dq)
-        elif mode == 1:
-            _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, tt, P, g_first, n_elems, lane_symbols, center,
+        if vec:
+            _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, ttv, P, g_first, n_elems, lane_symbols, center,
                             out, out_base, mode, step32, step64, status, has_hi, dq)
         else:
-            _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, ttab, P, g_first, n_elems, lane_symbols,
-                            center, out, out_base, mode, step32, step64, status, has_hi, dq)
+            _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
+                          out_base, mode, step32, step64, status, has_hi, check, dq)
 
 
 def decode_tables(table: np.ndarray) -> tuple:

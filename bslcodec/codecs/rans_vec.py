@@ -27,7 +27,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ..container.limits import LANES
 from .rans_model import L
@@ -181,3 +181,17 @@ def slot_tables(tos, tinfo, ttab):
         raw = np.uint64(1 << 31) if e >> np.uint64(40) else np.uint64(0)
         tt[i] = np.uint32((e & np.uint64(0xFFFF)) | (((e >> _U32) & np.uint64(7)) << _U16) | raw)
     return sf, sk, tt
+
+
+def token_table(out, ttab, tt):
+    """The token table ``vrun`` reads for output array ``out``: ``ttab`` (64-bit) for binary32 output, else
+    ``tt`` (``slot_tables``' 32-bit BF16 table); chosen when compiling, so that a decoder kernel compiles
+    one vector group decoder per output type, not two."""
+    return ttab if out.dtype == np.float32 else tt
+
+
+@overload(token_table)
+def _token_table(out, ttab, tt):
+    if out.dtype == types.float32:
+        return lambda out, ttab, tt: ttab
+    return lambda out, ttab, tt: tt
