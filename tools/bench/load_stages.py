@@ -4,7 +4,8 @@ Per thread count: ``load_file`` (numpy out) end to end, then each stage of it al
 payload checksums, ``rans.parse``, ``rans.tables``, a fresh output array touched once (allocation and page
 faults), and the decode kernel (``rans.decode_into`` into a reused array). Wall times are the best of
 ``--reps``; at 1 thread the kernel's CPU time (``time.process_time``) too, which a loaded machine disturbs
-less. GB/s are of bf16 output (2 bytes a weight).
+less, and where the vector usual step is on (``rans_vec.SIMD``) the same with the scalar step, rounds
+alternated in one process. GB/s are of bf16 output (2 bytes a weight).
 
     python tools/bench/load_stages.py [--file F.bsl | --side 4096 --count 8] [--threads 1 2 4 8 16]
 
@@ -63,6 +64,12 @@ def main(argv=None):
     from bslcodec.files import pool
     from bslcodec.files.source import _Source
 
+    try:
+        import bslcodec.codecs.rans_vec as vec  # the vector usual step (issue 19); absent before it
+        print(f"vector usual step: {'on' if vec.SIMD else 'off (no AVX-512)'}"
+              f"{', vpexpandw renormalisation' if vec.EXPAND else ''}", flush=True)
+    except ImportError:
+        vec = None
     tmp = None
     path = args.file
     if path is None:
@@ -104,6 +111,18 @@ def main(argv=None):
              "fresh output": best(fresh, args.reps),
              "kernel": best(kernel, args.reps)}
         cpu = best(kernel, args.reps, time.process_time) if th == 1 else None
+        if th == 1 and vec is not None and vec.SIMD:  # the scalar usual step, same process, alternated
+            cpus = {True: [cpu], False: []}
+            for simd in (False, True, False, True, False):
+                vec.SIMD = simd
+                cpus[simd].append(best(kernel, args.reps, time.process_time))
+            vec.SIMD = True
+            print(f"kernel CPU time, 1 thread, best of {args.reps} (rounds alternated): vector step "
+                  f"{n / min(cpus[True]) / 1e6:.0f} M weights/s, scalar step {n / min(cpus[False]) / 1e6:.0f} "
+                  f"M weights/s ({min(cpus[False]) / min(cpus[True]):.2f}x); rounds vector "
+                  + " ".join(f"{n / c / 1e6:.0f}" for c in cpus[True]) + ", scalar "
+                  + " ".join(f"{n / c / 1e6:.0f}" for c in cpus[False]) + f"; load average {os.getloadavg()[0]:.1f}",
+                  flush=True)
         share = " ".join(f"{k} {v * 1e3:.2f} ms ({100 * v / t['load_file']:.1f} %)," for k, v in t.items()
                          if k != "load_file")
         print(f"threads {th}: load_file {t['load_file'] * 1e3:.1f} ms = {2 * n / t['load_file'] / 1e9:.3f} GB/s; "
