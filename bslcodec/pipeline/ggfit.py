@@ -2,7 +2,8 @@
 together, three ``gammaln`` calls a step on arrays instead of three a tensor, so a 4,096-element tensor's fit
 costs its moments (~20 us) rather than ~65 us.
 
-The same floats as ``ggd.fit`` tensor by tensor: the moments are its own code; each step takes the same
+The same floats as ``ggd.fit`` tensor by tensor (tests/test_small_save.py compares them): the moments are
+computed as it computes them (numpy's reductions on the same values); each step takes the same
 ``sqrt`` (correctly rounded either way), scipy's ``gammaln`` elementwise (the same function per element) and
 ``math.exp`` of each element (not numpy's ``exp``, whose SIMD loops may round differently).
 """
@@ -17,7 +18,8 @@ from ..quantize import ggd
 
 
 def _moments(x: np.ndarray):
-    """(target ratio, m2, big) as ``ggd.fit`` computes them, or the fit itself where it ends early."""
+    """(target ratio, m2, big) as ``ggd.fit`` computes them, or the fit itself where it ends early (a change
+    to ``ggd.fit``'s moments must come here too: the test of ``fit_many`` says where they part)."""
     s = ggd.sample(x)
     big = float(np.max(np.abs(s))) if s.size else 0.0
     if not big > 0 or not math.isfinite(big):
