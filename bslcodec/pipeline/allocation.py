@@ -23,10 +23,10 @@ import numba
 import numpy as np
 
 from ..codecs import rans, rans_model
-from . import lambda_search as _ls
 from ..codecs.rans_model import _segment_sums
 from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..container.dtypes import numpy_dtype
+from . import lambda_search as _ls
 
 GRID = 4  # grid points per octave of step; between them bits and log(MSE) are interpolated linearly
 K_MIN, K_MAX = -20 * GRID, 5 * GRID  # steps from std / 2^20 to 32 std

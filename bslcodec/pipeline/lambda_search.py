@@ -42,7 +42,7 @@ def _slope(B, D, H, c, k, k_min, n, w):
     if dd <= 0:
         return (math.inf if b1 <= b0 else 0.0), NONE
     x = b0 - b1
-    return (0.0 if 0.0 > x else x) / dd, NONE  # Python's max(x, 0.0)
+    return (0.0 if 0.0 > x else x) / dd, NONE  # noqa: FURB136 - Python's max(x, 0.0), spelled out
 
 
 @numba.njit(inline="always")
@@ -99,8 +99,8 @@ def _at(B, D, H, c, lam, n, w, std2, k_min, k_max, grid, c_grid):
     if not (math.isfinite(a) and a > 0 and b > 0):
         return float(k), NONE
     f = (math.log(a) - math.log(lam)) / (math.log(a) - math.log(b)) if a != b else 0.5
-    f = 0.0 if 0.0 > f else f  # Python's max(f, 0.0)
-    f = 1.0 if 1.0 < f else f  # then min(., 1.0)
+    f = 0.0 if 0.0 > f else f  # noqa: FURB136 - Python's max(f, 0.0) (NaN and -0.0 as it treats them)
+    f = 1.0 if 1.0 < f else f  # noqa: FURB136 - then Python's min(., 1.0)
     return k - 0.5 + f, NONE
 
 

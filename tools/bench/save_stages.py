@@ -34,13 +34,8 @@ def best(fn, reps: int, n: int) -> float:
     return min(ts) / n * 1e6
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--reps", type=int, default=5)
-    args = ap.parse_args(argv)
-    import ml_dtypes  # noqa: F401  (numpy's "bfloat16")
-
+def stages(kind: str, t: dict, kw: dict, path: str, reps: int) -> dict:
+    """{stage: us a tensor} of saving ``t`` (settings ``kw``) to ``path``."""
     import bslcodec
     from bslcodec.codecs import dq_search, fexp, lossless, rans
     from bslcodec.container.format import build_header
@@ -50,59 +45,66 @@ def main(argv=None):
     from bslcodec.pipeline.codec import LossyTensor, Settings
     from bslcodec.quantize import ggd
 
-    n, reps = args.n, args.reps
+    n = len(t)
+    k = knobs.resolve(None, None, None, kw.get("exact"), None, {}, where="save_file")
+    r = {"save_file": best(lambda: bslcodec.save_file(t, path, **kw), reps, n),
+         "_encode_tensors": best(lambda: encoder._encode_tensors(t, None, k, None, False), reps, n)}
+    entries, _, md = encoder._encode_tensors(t, None, k, None, False)
+    r["build_header"] = best(lambda: build_header(entries, md), reps, n)
+    if kind == "fexp":
+        arrs = list(t.values())
+        r["fexp.encode"] = best(lambda: [fexp.encode(a) for a in arrs], reps, n)
+        r["zstd trial"] = best(lambda: [lossless.encode_zstd(a) for a in arrs], reps, n)
+        try:
+            from bslcodec.pipeline import fexp_small
+
+            r["fexp_small.encode"] = best(lambda: [fexp_small.encode(a) for a in arrs], reps, n)
+        except ImportError:
+            pass
+        return r
+    s = Settings(quantizer="auto")
+    lossy = {}
+    for name, a in t.items():
+        lt = LossyTensor(name, a, "F32")
+        lt.quantizer, lt.rdoq = s.quantizer, s.rdoq
+        lossy[name] = lt
+    r["Allocation.solve"] = best(lambda: Allocation(lossy).solve(rel_error=s.rel_error), reps, n)
+    al = Allocation(lossy)
+    rels = steps_for(al, al.solve(rel_error=s.rel_error)[0], lossy)
+    steps = {name: lossy[name].step_for(s, rels[name]) for name in lossy}
+    center = {name: int(np.rint(lossy[name].mean / steps[name])) for name in lossy}
+    r["dq_search.quantize"] = best(lambda: [dq_search.quantize(lossy[m].kx, steps[m], center[m], "F32", 1024)
+                                            for m in lossy], reps, n)
+    r["ggd.fit"] = best(lambda: [ggd.fit(lt.kx) for lt in lossy.values()], reps, n)
+    try:  # what the encoder runs since c03a876: every small tensor's fit at once
+        from bslcodec.pipeline import ggfit
+
+        r["ggfit.fit_many"] = best(lambda: ggfit.fit_many([lt.kx for lt in lossy.values()]), reps, n)
+    except ImportError:
+        pass
+    us = [dq_search.quantize(lossy[m].kx, steps[m], center[m], "F32", 1024).u for m in lossy]
+    r["rans.build_model"] = best(lambda: [rans.build_model(u) for u in us], reps, n)
+    models = [rans.build_model(u)[0] for u in us]
+    r["rans.encode"] = best(lambda: [rans.encode(u, 1024, md_) for u, md_ in zip(us, models)], reps, n)
+    return r
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args(argv)
+    import ml_dtypes  # noqa: F401  (numpy's "bfloat16")
+
+    n = args.n
     rng = np.random.default_rng(0)
-    out = {}
+    files = {"ans-dq": ({f"t.{i}": rng.normal(0, 0.02, (64, 64)).astype(np.float32) for i in range(n)}, {}),
+             "fexp": ({f"t.{i}": rng.normal(0, 1, 4096).astype("bfloat16") for i in range(n)}, {"exact": True})}
     with tempfile.TemporaryDirectory() as tmp:
-        p = os.path.join(tmp, "s.bsl")
-        for kind, t, kw in (("ans-dq", {f"t.{i}": rng.normal(0, 0.02, (64, 64)).astype(np.float32)
-                                        for i in range(n)}, {}),
-                            ("fexp", {f"t.{i}": rng.normal(0, 1, 4096).astype("bfloat16") for i in range(n)},
-                             {"exact": True})):
-            k = knobs.resolve(None, None, None, kw.get("exact"), None, {}, where="save_file")
-            r = {"save_file": best(lambda: bslcodec.save_file(t, p, **kw), reps, n),
-                 "_encode_tensors": best(lambda: encoder._encode_tensors(t, None, k, None, False), reps, n)}
-            entries, _, md = encoder._encode_tensors(t, None, k, None, False)
-            r["build_header"] = best(lambda: build_header(entries, md), reps, n)
-            if kind == "ans-dq":
-                s = Settings(quantizer="auto")
-                lossy = {}
-                for name, a in t.items():
-                    lt = LossyTensor(name, a, "F32")
-                    lt.quantizer, lt.rdoq = s.quantizer, s.rdoq
-                    lossy[name] = lt
-                r["Allocation.solve"] = best(lambda: Allocation(lossy).solve(rel_error=s.rel_error), reps, n)
-                al = Allocation(lossy)
-                rels = steps_for(al, al.solve(rel_error=s.rel_error)[0], lossy)
-                steps = {name: lossy[name].step_for(s, rels[name]) for name in lossy}
-                center = {name: int(np.rint(lossy[name].mean / steps[name])) for name in lossy}
-                r["dq_search.quantize"] = best(lambda: [dq_search.quantize(lossy[m].kx, steps[m], center[m], "F32",
-                                                                           1024) for m in lossy], reps, n)
-                r["ggd.fit"] = best(lambda: [ggd.fit(lt.kx) for lt in lossy.values()], reps, n)
-                try:  # what the encoder runs since c03a876: every small tensor's fit at once
-                    from bslcodec.pipeline import ggfit
-
-                    r["ggfit.fit_many"] = best(lambda: ggfit.fit_many([lt.kx for lt in lossy.values()]), reps, n)
-                except ImportError:
-                    pass
-                us = [dq_search.quantize(lossy[m].kx, steps[m], center[m], "F32", 1024).u for m in lossy]
-                r["rans.build_model"] = best(lambda: [rans.build_model(u) for u in us], reps, n)
-                models = [rans.build_model(u)[0] for u in us]
-                r["rans.encode"] = best(lambda: [rans.encode(u, 1024, md_) for u, md_ in zip(us, models)], reps, n)
-            else:
-                arrs = list(t.values())
-                r["fexp.encode"] = best(lambda: [fexp.encode(a) for a in arrs], reps, n)
-                r["zstd trial"] = best(lambda: [lossless.encode_zstd(a) for a in arrs], reps, n)
-                try:
-                    from bslcodec.pipeline import fexp_small
-
-                    r["fexp_small.encode"] = best(lambda: [fexp_small.encode(a) for a in arrs], reps, n)
-                except ImportError:
-                    pass
-            out[kind] = r
+        out = {kind: stages(kind, t, kw, os.path.join(tmp, "s.bsl"), args.reps) for kind, (t, kw) in files.items()}
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     for kind, r in out.items():
-        print(f"{kind} (n={n}, best of {reps}, load {load}):")
+        print(f"{kind} (n={n}, best of {args.reps}, load {load}):")
         for key, v in r.items():
             print(f"  {key:22s} {v:8.1f} us/tensor")
 
