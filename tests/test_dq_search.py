@@ -140,7 +140,8 @@ def test_bf16_value_tables_equal_direct_search(kind, how, monkeypatch):
     monkeypatch.setattr(dq_search, "TABLE_MIN", 0)
     for n, lane_symbols in ((1, 16), (31, 16), (33, 16), (1500, 16), (32 * 64 * 3 + 11, 64), (32 * 1024 + 77, 1024)):
         x, step, center, kw = _case(kind, "BF16", n, how, seed=n)
-        _bf16_paths(x, step, center, lane_symbols, kw)
+        r = _bf16_paths(x, step, center, lane_symbols, kw)
+        assert r.u.dtype == (np.uint16 if kind != "outliers" or how == "coarse" else r.u.dtype)
     x, step, center, kw = _case(kind, "BF16", 32 * 1024 + 5, how, seed=9)  # a second pass: the model of the first
     _bf16_paths(x, step, center, 1024, dict(kw, passes=2))
 
@@ -162,6 +163,7 @@ def test_bf16_value_tables_extremes(monkeypatch):
     allv = allv.view(np.float32)
     allv = allv[np.isfinite(allv)]
     rng.shuffle(allv)
+    assert _bf16_paths(allv[np.abs(allv) < 1e4], 0.01, 0, 64, {}).u.dtype == np.uint32  # symbols past 2^16
     _bf16_paths(allv[np.abs(allv) < 1e30], 0.01, 0, 64, {})
     _bf16_paths(np.sort(allv[np.abs(allv) < 1.0]), 2.0**-130, 0, 64, {})
 

@@ -321,7 +321,8 @@ def _value_tables(vals, center, mode, step32, step64, lam, bound, slack_rel, sla
     the same code. ``cst[i]``: (dpe, dpo, dz) of Q0 then of Q1 (``_row_dists`` + ``_row_rates``). ``back[i]``:
     for quantizer q and index parity p, column 2q + p: |x̂ − x| of the pair's index of parity p (float64 bits),
     column 4: that of index 0, columns 5 + q: the zigzag symbols (uint32) of the pair's indices of parity 0
-    and 1 (what the traceback computes with ``_kc``, the parity fix and ``_dequant``)."""
+    and 1 (what the traceback computes with ``_kc``, the parity fix and ``_dequant``). ``umax``: the largest
+    symbol of a candidate with a finite cost (no other is ever chosen: a sum with +inf is never below a cost)."""
     nv = vals.size
     inv = 1.0 / step64
     cst = np.zeros((nv, 8), np.float64)  # (rows of 64 bytes)
@@ -331,6 +332,7 @@ def _value_tables(vals, center, mode, step32, step64, lam, bound, slack_rel, sla
     dz = np.empty((2, LANES), np.float64)
     dist = np.empty((5, LANES), np.float64)
     kk = np.empty((2, LANES), np.int64)
+    umax = np.int64(0)
     for base in range(0, nv, LANES):
         jn = min(LANES, nv - base)
         _row_dists(vals, base, jn, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, False, dist, kk)
@@ -347,10 +349,13 @@ def _value_tables(vals, center, mode, step32, step64, lam, bound, slack_rel, sla
                     k += (k & 1) != p
                     xh = _dequant(center + level(k, q1), mode, step32, step64)
                     back[i, 2 * q1 + p] = np.float64(abs(xh - xv)).view(np.uint64)
-                    back[i, 5 + q1] |= np.uint64(np.uint32((k << 1) ^ (k >> 63))) << np.uint64(32 * p)
+                    sym = np.uint32((k << 1) ^ (k >> 63))
+                    back[i, 5 + q1] |= np.uint64(sym) << np.uint64(32 * p)
+                    if cst[i, 3 * q1 + p] < math.inf:  # (dpe: the even index's cost, dpo: the odd one's)
+                        umax = max(umax, np.int64(sym))
             xh = _dequant(center + level(np.int64(0), 0), mode, step32, step64)
             back[i, 4] = np.float64(abs(xh - xv)).view(np.uint64)
-    return cst, back
+    return cst, back, umax
 
 
 @numba.njit(inline="always")
@@ -427,7 +432,7 @@ def _back_row(t, base, jn, cur, pk, rix, back, u, maxe):
                                                   & np.uint64(0xFFFFFFFF))
         if s >= 0:
             maxe[j] = max(maxe[j], e)
-            u[base + j] = sym
+            u[base + j] = sym  # (a uint16 u only where every symbol that can be chosen fits)
             cur[j] = ps
 
 
@@ -561,7 +566,8 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     ``bound``: the largest |x - x̂| allowed (default 1.5 Δ, with the output dtype's rounding slack unless
     ``strict``). ``n_bad``: lanes where some element had no level within the bound (the caller shrinks the
     step or stores the tensor exactly; the symbols of those lanes are left unwritten). For F16 the values
-    and the bound are those after the rounding to F16.
+    and the bound are those after the rounding to F16. ``u`` is uint32, or uint16 (a bf16 tensor of at least
+    ``TABLE_MIN`` elements whose every choosable symbol fits).
     """
     r = DQResult()
     mode = MODE_OF_DTYPE[dtype]
@@ -582,15 +588,17 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
         # pass 0: the model of plain Q0 rounding (k = round(v / 2)), whose symbols are what the first
         # trellis will mostly pick (their histogram only: the trellis writes every symbol of a lane with a path)
         hist = launch(_q0_hist, _q0_hist_serial, x, float(step), np.int64(center), work=x.size).sum(axis=0)
-    u = np.empty(x.size, np.uint32)
+    u = None if tab else np.empty(x.size, np.uint32)
     for p in range(passes):
         model, _bits_ = rans.build_model(None if p == 0 else u, hist=hist if p == 0 else None)
         tokbits = token_bits(model)
         rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
         # a later pass writes its symbols over the ones its model came from (read only by build_model)
         if tab:
-            cst, back = _value_tables(vals, np.int64(center), mode, step32, float(step), float(c), float(bound),
-                                           rel, ab, rate, tokbits, model.s, model.m)
+            cst, back, umax = _value_tables(vals, np.int64(center), mode, step32, float(step), float(c),
+                                            float(bound), rel, ab, rate, tokbits, model.s, model.m)
+            if u is None:  # uint16 symbols where every symbol the search can choose fits (half the memory)
+                u = np.empty(x.size, np.uint16 if umax < (1 << 16) else np.uint32)
             st = launch(_quantize_tab, _quantize_tab_serial, x, lane_symbols, remap, cst, back, u, work=x.size)
         else:
             st = launch(_quantize, _quantize_serial, x, lane_symbols, np.int64(center), mode, step32,

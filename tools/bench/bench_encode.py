@@ -145,7 +145,8 @@ def measure_encode(src: str, dst: str, args: list, threads: int) -> dict:
         f"r = CliRunner().invoke(main, ['encode', {src!r}, {dst!r}, '-q', '--overwrite', '--workers', "
         f"'{threads}'] + {args!r});"
         "assert r.exit_code == 0, r.output + repr(r.exception);"
-        "print(json.dumps({'s': time.perf_counter() - t, "
+        "ru = resource.getrusage(resource.RUSAGE_SELF);"
+        "print(json.dumps({'s': time.perf_counter() - t, 'cpu_s': ru.ru_utime + ru.ru_stime, "
         "'rss_mb': _hwm_mb()}))")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return _child([sys.executable, "-c", code], env)

@@ -44,6 +44,7 @@ def main():
 
         def use(root, cache):
             be.ROOT = root
+            os.chdir(root)  # the children run ``python -c``: the working directory comes first on their path
             os.environ.clear()
             os.environ.update(env0)
             if cache:
