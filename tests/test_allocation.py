@@ -287,3 +287,82 @@ def test_compiled_lambda_search_is_the_python_one(monkeypatch):
             monkeypatch.setattr(allocation, "COMPILED", compiled)
             files.append(bslcodec.save(t, **kw))
         assert files[0] == files[1], kw
+
+
+def _hostile_lossy(seed: int) -> dict:
+    """Small tensors of every float dtype, odd sizes and values (denormal, huge, constant-ish, one element,
+    heavy tails, shifted), plain and dq, and one sampled tensor, for the batched grid-point kernels."""
+    import ml_dtypes  # noqa: F401  (numpy's "bfloat16")
+
+    from bslcodec.pipeline.codec import LossyTensor
+
+    r = np.random.default_rng(seed)
+    vals = [lambda n: r.normal(0, 0.02, n), lambda n: r.laplace(0, 1e-3, n), lambda n: r.standard_t(1.5, n),
+            lambda n: 0.5 + r.normal(0, 1e-9, n), lambda n: r.normal(3, 0.5, n),
+            lambda n: r.normal(0, 1e-40, n), lambda n: r.normal(0, 1e30, n), lambda n: np.r_[np.zeros(n - 1), 1e-6],
+            lambda n: r.integers(-3, 4, n).astype(np.float64), lambda n: r.normal(0, 1, n) ** 5]
+    dts = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "BF16": "bfloat16"}
+    lossy = {}
+    for i in range(int(r.integers(5, 30))):
+        n = int(r.choice([1, 2, 7, 64, 300, 4096, 5000, 16384, 20000]))
+        dt = list(dts)[int(r.integers(0, 4))]
+        with np.errstate(all="ignore"):
+            a = vals[int(r.integers(0, len(vals)))](n).astype(dts[dt])
+        if not np.isfinite(a.astype(np.float64)).all():
+            continue
+        lt = LossyTensor(f"t{i:02d}", a, dt)
+        lt.quantizer = "dq" if r.random() < 0.6 else "uniform"
+        lossy[lt.name] = lt
+    return lossy
+
+
+def test_grid_point_kernel_is_the_reference(monkeypatch):
+    """``gridpoints.round_many`` (``allocation.BATCH_KERNEL``) gives every grid point, the solved positions,
+    bits and errors as the same floats as ``_eval_batch_ref``, on hostile small tensors of every float dtype,
+    and the same file bytes through ``save``."""
+    from bslcodec.pipeline import allocation
+    from bslcodec.pipeline.allocation import K_MAX, K_MIN, Allocation
+
+    for seed in range(8):
+        lossy = _hostile_lossy(60 + seed)
+        n_all = sum(t.n for t in lossy.values())
+        for kw in ({"rel_error": 2.0 ** -8}, {"rel_error": 0.05}, {"target_bits": 2.0 * n_all}):
+            got = []
+            for kernel in (False, True):
+                monkeypatch.setattr(allocation, "BATCH_KERNEL", kernel)
+                alloc = Allocation(lossy)
+                res = alloc.solve(**kw)
+                for k in (K_MIN, K_MIN + 1, -37, -3, 0, 5, K_MAX - 1, K_MAX):
+                    alloc._each(lambda c, k=k: c.point(k))
+                got.append((res, alloc._B.copy(), alloc._D.copy(), alloc._H.copy()))
+            assert got[0][0] == got[1][0], (seed, kw)
+            for a, b in zip(got[0][1:], got[1][1:]):
+                assert np.array_equal(a, b), (seed, kw)
+    rng = np.random.default_rng(47)
+    t = {f"w{i}": rng.normal(0, 0.02 * (i + 1), (48, 40 + i)).astype(np.float32) for i in range(12)}
+    t["b"] = rng.normal(0, 1, 64).astype(np.float16)
+    t["c"] = np.full((9, 9), 0.25, np.float32)
+    for kw in ({}, {"bits": 3}, {"rel_error": 0.01}):
+        files = []
+        for kernel in (False, True):
+            monkeypatch.setattr(allocation, "BATCH_KERNEL", kernel)
+            files.append(bslcodec.save(t, **kw))
+        assert files[0] == files[1], kw
+
+
+def test_grid_point_sums_and_logs_are_numpys():
+    """``gridpoints.pairwise`` is numpy's pairwise sum (up to ``PAIRWISE_MAX`` terms) and ``log_table``
+    numpy's log2 of each count's quotient, wherever the quotient sits in a larger array."""
+    from bslcodec.pipeline import gridpoints
+
+    rng = np.random.default_rng(5)
+    for n in list(range(0, 300)) + [511, 512, 905, 1793, 3569, 4304, gridpoints.PAIRWISE_MAX]:
+        a = rng.normal(0, 1, n + 3) * 10.0 ** rng.integers(-5, 5, n + 3)
+        assert gridpoints.pairwise(a, 3, n) == a[3:].sum(), n
+    ms = [1, 2, 3, 64, 300, 4096, 16384]
+    tab, off = gridpoints.log_table(ms)
+    for m in ms:
+        c = rng.integers(1, m + 1, 5000).astype(np.float64)
+        pad = rng.integers(0, 9)
+        got = np.log2(np.r_[np.ones(pad), c / m])[pad:]
+        assert np.array_equal(tab[off[m] + c.astype(np.int64)], got), m

@@ -26,11 +26,13 @@ from ..codecs import rans, rans_model
 from ..codecs.rans_model import _segment_sums
 from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..container.dtypes import numpy_dtype
+from . import gridpoints as _gp
 from . import lambda_search as _ls
 
 GRID = 4  # grid points per octave of step; between them bits and log(MSE) are interpolated linearly
 K_MIN, K_MAX = -20 * GRID, 5 * GRID  # steps from std / 2^20 to 32 std
 _NK = K_MAX - K_MIN + 1  # grid points K_MIN .. K_MAX
+BATCH_KERNEL = True  # the small curves' grid points by gridpoints.round_many; False: _eval_batch_ref
 COMPILED = True  # the lambda search's passes over the curves compiled (lambda_search.py); False: in Python
 _PRIMES = (1_000_003, 999_983, 1_000_033)  # sample strides: i * p mod n visits distinct elements where p ∤ n
 SAMPLE = 1 << 16  # elements whose rounding predicts a tensor's curve (the whole tensor if smaller)
@@ -256,11 +258,39 @@ class Curve:
         return b0 + f * (b1 - b0), d
 
 
-def _eval_batch(want: list, xs: np.ndarray) -> None:
+def _eval_batch(want: list, xs: np.ndarray, tables: dict | None = None) -> None:
     """Evaluate the grid points ``want`` ((curve, k) of curves whose samples lie in ``xs`` at
-    ``curve._lo:curve._hi``) in one compiled call, into each curve's cache: the same numbers as
-    ``Curve._eval`` point by point (the same rounding loop; numpy's log2 of each count, each point's terms
-    summed in numpy's pairwise order by ``_segment_sums``)."""
+    ``curve._lo:curve._hi``, their sums in ``curve._s0``) in one compiled call (``gridpoints.round_many``),
+    into each curve's cache: the same numbers as ``_eval_batch_ref`` and ``Curve._eval`` point by point.
+    ``tables``: {m: (log table, offset)} kept between calls (``gridpoints.log_table``)."""
+    if not BATCH_KERNEL:
+        return _eval_batch_ref(want, xs)
+    n = len(want)
+    steps = np.array([c.step(k) for c, k in want])
+    lo = np.array([c._lo for c, _ in want], np.int64)
+    hi = np.array([c._hi for c, _ in want], np.int64)
+    s0 = np.array([c._s0 for c, _ in want])
+    tables = {} if tables is None else tables
+    ms = hi - lo
+    new = set(ms.tolist()) - set(tables)
+    if new:  # one table for every sample size met so far (a file's small tensors share a few sizes)
+        tab, off = _gp.log_table(set(tables) | new)
+        tables.clear()
+        tables.update({m: (tab, o) for m, o in off.items()})
+    tab = next(iter(tables.values()))[0]
+    toff = np.array([tables[m][1] for m in ms.tolist()], np.int64)
+    sse, qmax, ent = np.empty(n), np.empty(n), np.empty(n)
+    raw, n_live = np.empty(n, np.int64), np.empty(n, np.int64)
+    _gp.round_many(xs, lo, hi, steps, s0, tab, toff, sse, raw, qmax, ent, n_live)
+    bits, mse = _finish_many(want, sse, raw, qmax, ent, n_live)
+    for j, (c, k) in enumerate(want):
+        c._store(k, (float(bits[j]), float(mse[j])))
+
+
+def _eval_batch_ref(want: list, xs: np.ndarray) -> None:
+    """``_eval_batch`` as first written (the reference): the same rounding loop one point at a time
+    (``_round_stats_many``), numpy's log2 of each count, each point's terms summed in numpy's pairwise
+    order by ``_segment_sums``."""
     n = len(want)
     steps = np.array([c.step(k) for c, k in want])
     lo = np.array([c._lo for c, _ in want], np.int64)
@@ -362,6 +392,11 @@ class Allocation:
             c.x = self._xs[pos:pos + c.m]
             pos += c.m
         self._small = small
+        if small:
+            lo = np.array([c._lo for c in small], np.int64)
+            for c, s0 in zip(small, _gp.sums(self._xs, lo, lo + np.array([c.m for c in small])).tolist()):
+                c._s0 = s0
+        self._tables = {}  # gridpoints' log tables by sample size
         # the curves' grid points as arrays (each curve's rows are views of them), for lambda_search's passes
         names = list(self.curves)
         self._list = [self.curves[n] for n in names]
@@ -399,7 +434,7 @@ class Allocation:
                 else:
                     self._list[i].point(k)  # evaluated on its own
             if want:
-                _eval_batch(want, self._xs)
+                _eval_batch(want, self._xs, self._tables)
         return out, out2
 
     def _array(self, pos: dict) -> np.ndarray:
@@ -428,7 +463,7 @@ class Allocation:
                         want.append((c, miss.k))
                         retry.append(n)
                 if want:
-                    _eval_batch(want, self._xs)
+                    _eval_batch(want, self._xs, self._tables)
                 pending = retry
         finally:
             for c in self._small:

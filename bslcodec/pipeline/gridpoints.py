@@ -1,0 +1,159 @@
+"""The allocation's grid points of many small tensors in one compiled call (issue 19).
+
+``allocation._eval_batch`` rounds each small tensor's sample at ~19 steps. Its first form (kept there as
+``_eval_batch_ref``) summed the sample again at every point (a serial chain of ~1 ns an element, of ~2.5),
+then took numpy's ``log2`` of every live token count of every point (~780 a point of a 64x64 tensor's
+default save, the search visiting fine steps: 4.5 M values for 300 tensors). Here:
+
+* a sample's sum is taken once (the same serial loop, so the same float) and given to its points; the
+  rounding loop is the reference's (four points interleaved, each with its own chains, measured no faster);
+* the entropy term of a count c out of m, ``c * log2(c / m)``, reads ``log2(c / m)`` from a table that
+  numpy's ``log2`` filled (``log_table``): the same function of the same float, so the same number (numpy's
+  SIMD ``log2`` is not libm's, which is why the table and not the kernel computes it), and each point's terms
+  are summed in numpy's pairwise order (``pairwise``: ``rans_model._pairwise`` without its recursion).
+
+So (sse, raw bits, largest level, entropy, live tokens) are the reference's floats; tests/test_allocation.py
+compares the two on odd and hostile samples.
+"""
+
+import numba
+import numpy as np
+
+from ..codecs import rans
+
+
+@numba.njit
+def _pw0(a, lo, n):
+    """numpy's pairwise summation of a[lo:lo + n] for n <= 128 (``pairwise_sum`` in its loops: 8
+    accumulators)."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r = a[lo:lo + 8].copy()
+    i = 8
+    while i < n - n % 8:
+        for j in range(8):
+            r[j] += a[lo + i + j]
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(inline="always")
+def _half(n):
+    """Where numpy's pairwise sum splits n > 128 elements: n / 2 rounded down to a multiple of 8."""
+    n2 = n // 2
+    return n2 - n2 % 8
+
+
+# ``rans_model._pairwise`` without recursion (a cached kernel calling a recursive one segfaults when loaded
+# from numba's cache): level L sums up to ~128 * 2^L - 17 elements exactly as the recursion does
+@numba.njit
+def _pw1(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw0(a, lo, _half(n)) + _pw0(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def _pw2(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw1(a, lo, _half(n)) + _pw1(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def _pw3(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw2(a, lo, _half(n)) + _pw2(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def _pw4(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw3(a, lo, _half(n)) + _pw3(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def _pw5(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw4(a, lo, _half(n)) + _pw4(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def pairwise(a, lo, n):
+    """numpy's pairwise sum of a[lo:lo + n], n <= ``PAIRWISE_MAX`` (a live token count: <= FINE_K)."""
+    return _pw0(a, lo, n) if n <= 128 else _pw5(a, lo, _half(n)) + _pw5(a, lo + _half(n), n - _half(n))
+
+
+PAIRWISE_MAX = 7121  # 128 -> 239 -> 461 -> 905 -> 1793 -> 3569 -> 7121: n - _half(n) <= n / 2 + 8.5
+assert rans.FINE_K <= PAIRWISE_MAX  # a point's live tokens
+
+
+@numba.njit(cache=True)
+def sums(xs, lo, hi):
+    """The sum of each sample ``xs[lo[i]:hi[i]]`` in ``_round_into``'s serial order."""
+    out = np.empty(lo.size)
+    for i in range(lo.size):
+        s0 = 0.0
+        for t in range(lo[i], hi[i]):
+            s0 += xs[t]
+        out[i] = s0
+    return out
+
+
+def log_table(ms) -> tuple:
+    """(table, offset of each m) for the samples' sizes ``ms``: ``table[off + c] = log2(c / m)`` for
+    c = 1 .. m, by numpy's ``log2`` of float64 quotients as the reference computes them."""
+    ms = sorted({int(m) for m in ms})
+    off, pos = {}, 0
+    for m in ms:
+        off[m], pos = pos, pos + m + 1
+    tab = np.zeros(pos)
+    for m in ms:
+        c = np.arange(1, m + 1, dtype=np.float64)
+        tab[off[m] + 1:off[m] + m + 1] = np.log2(c / np.float64(m))
+    return tab, off
+
+
+@numba.njit(cache=True)
+def round_many(xs, lo, hi, steps, s0, tab, toff, sse, raw, qmax, ent, n_live):
+    """For every j: sample ``xs[lo[j]:hi[j]]`` (its sum ``s0[j]``) rounded at ``steps[j]`` as
+    ``allocation._round_into`` does (its loop's operations, the sum aside); ``ent[j]`` the entropy of its
+    live fine tokens as ``_eval_batch_ref`` computes it (``log2(c / m)`` from ``tab[toff[j] + c]``),
+    ``n_live[j]`` their number."""
+    hist = np.zeros(rans.FINE_K, np.int64)
+    terms = np.empty(rans.FINE_K)
+    for j in range(steps.size):
+        x = xs[lo[j]:hi[j]]
+        step = steps[j]
+        e, w, mq = 0.0, 0, 0.0
+        inv = 1.0 / step
+        n = x.size
+        c = np.rint(s0[j] / n * inv) if n else 0.0
+        for i in range(n):  # written out: the same loop through an inlined helper ran ~2x slower
+            q = np.rint(x[i] * inv)
+            d = x[i] - q * step
+            e += d * d
+            z = q - c
+            a = max(abs(q), abs(z))
+            if a > mq:
+                mq = a
+            if abs(z) < 4194304.0:  # 2^22 (see _round_into)
+                zi = np.int64(z)
+                u = (zi << 1) if zi >= 0 else ((-zi << 1) - 1)
+                tok, nb, _r = rans._token(u, rans.FINE_S, rans.FINE_M)
+                hist[tok] += 1
+                w += nb
+        sse[j], raw[j], qmax[j] = e, w, mq
+        # the live counts' entropy terms in token order (|z| <= qmax: no token above 2 qmax's)
+        top = rans.FINE_K
+        if mq < 1048576.0:
+            top = rans._token(np.int64(2.0 * mq), rans.FINE_S, rans.FINE_M)[0] + 1
+        k = 0
+        for t in range(top):
+            h = hist[t]
+            if h > 0:
+                terms[k] = np.float64(h) * tab[toff[j] + h]
+                k += 1
+                hist[t] = 0
+        n_live[j] = k
+        ent[j] = -(0.0 + pairwise(terms, 0, k))
