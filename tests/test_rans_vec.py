@@ -118,6 +118,28 @@ def test_corrupt_payloads_same_values_or_error(seed, dq, raw_rate, monkeypatch):
             assert a == _decode(bytes(q), n, s, 3, 0.01, mode, dq, False, monkeypatch)
 
 
+def test_a_kernel_that_does_not_compile_falls_back_to_scalar(monkeypatch):
+    """Where the vector code fails to compile (another numba / LLVM), the decode warns once, turns the vector
+    step off and gives the scalar decoder's values."""
+    import numba
+
+    def broken(*args):
+        raise numba.core.errors.LoweringError("no such intrinsic")
+
+    rng = np.random.default_rng(3)
+    s, n = 16, 32 * 16 * 3
+    u = _symbols(rng, n, 3.0, 0.01, False)
+    payload = rans.encode(u, s, rans.build_model(u)[0])
+    want = _decode(payload, n, s, 1, 0.01, "BF16", True, False, monkeypatch)
+    monkeypatch.setattr(rans_dec, "_decode_groups_vec", broken)
+    monkeypatch.setitem(rans_dec._SERIAL, "_decode_groups_vec", broken)
+    monkeypatch.setattr(rans_vec, "SIMD", True)
+    out = np.full(n, 7, np.uint16)
+    with pytest.warns(RuntimeWarning, match="did not compile"):
+        rans.decode_into(payload, n, s, 1, 0.01, out, "BF16", dq=True)
+    assert out.tobytes() == want and rans_vec.SIMD is False
+
+
 CHILD = r"""
 import sys
 import numpy as np
@@ -141,7 +163,7 @@ for s, raw, dq in ((16, 0.0, True), (64, 0.01, False), (16, 0.2, True)):
             rans.decode_into(p, n, s, 2, 0.01, o, mode, dq=dq)
             got.append(o.tobytes())
         assert got[0] == got[1], (s, raw, dq, mode)
-kernel = rans_dec._SERIAL["_decode_groups"]  # NUMBA_NUM_THREADS=1: the serial twin ran
+kernel = rans_dec._SERIAL["_decode_groups_vec"]  # NUMBA_NUM_THREADS=1: the serial twin ran
 asm = "\n".join(kernel.inspect_asm(sig) for sig in kernel.signatures)
 print("gathers", asm.count("vpgatherdd"), "expands", asm.count("vpexpandw"), "zmm", asm.count("zmm"))
 """

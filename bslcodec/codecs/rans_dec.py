@@ -363,20 +363,28 @@ def _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, tt, P, g_first, n_
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
-                   mode, step32, step64, status, has_hi, check, dq, table, simd):
+                   mode, step32, step64, status, has_hi, check, dq, table):
     ttab = np.empty(tinfo.size * _NS if table else 0, np.uint64)  # ``table``: the usual step's token table
     if table:
         _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
-    vec = table and simd  # the usual step as vector code (``rans_vec``)
-    sf, sk, tt = slot_tables(tos[:tos.size if vec else 0], tinfo, ttab[:ttab.size if vec and mode == 1 else 0])
-    ttv = token_table(out, ttab, tt)  # F32 (float32 ``out``): ttab; BF16: tt (decode_into pairs modes and dtypes)
     for gi in prange(status.size):
-        if vec:
-            _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, ttv, P, g_first, n_elems, lane_symbols, center,
-                            out, out_base, mode, step32, step64, status, has_hi, dq)
-        else:
-            _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
-                          out_base, mode, step32, step64, status, has_hi, check, dq)
+        _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
+                      out_base, mode, step32, step64, status, has_hi, check, dq)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _decode_groups_vec(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, center, out, out_base,
+                       mode, step32, step64, status, has_hi, dq):
+    """``_decode_groups`` with the token table and the vector usual step (``_decode_group_v``): F32 (float32
+    ``out``) or BF16 (uint16 ``out``), no level out of range. A kernel of its own, so that the scalar one
+    never depends on the vector code compiling."""
+    ttab = np.empty(tinfo.size * _NS, np.uint64)
+    _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
+    sf, sk, tt = slot_tables(tos, tinfo, ttab)
+    tt = token_table(out, ttab, tt)  # F32: ttab; BF16: the 32-bit table
+    for gi in prange(status.size):
+        _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, tt, P, g_first, n_elems, lane_symbols, center,
+                        out, out_base, mode, step32, step64, status, has_hi, dq)
 
 
 def decode_tables(table: np.ndarray) -> tuple:
@@ -419,15 +427,22 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     work = min(n_elems, g_last * LANES * lane_symbols) - g_first * LANES * lane_symbols
     table = mode in ("F32", "BF16") and not check and work >= TABLE_ELEMS_PER_ENTRY * _NS * tinfo.size
+    args = (words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, np.int64(center), out,
+            g_first * LANES * lane_symbols, MODES[mode], _step32(step), np.float64(step), status, has_hi)
     # the vector step stores 16-bit (BF16) or 32-bit (F32) lanes: only into the array those modes decode to
-    simd = rans_vec.SIMD and table and out.dtype == (np.uint16 if mode == "BF16" else np.float32)
-    launch(_decode_groups, _SERIAL['_decode_groups'], words, W, wstart, tos, tinfo, P, g_first, n_elems,
-           lane_symbols, np.int64(center), out, g_first * LANES * lane_symbols, MODES[mode], _step32(step),
-           np.float64(step), status, has_hi, check, dq, table, simd, work=work)
+    if rans_vec.SIMD and table and out.dtype == (np.uint16 if mode == "BF16" else np.float32):
+        try:
+            launch(_decode_groups_vec, _SERIAL['_decode_groups_vec'], *args, dq, work=work)
+            table = None
+        except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+            rans_vec.disable(exc)
+            status[:] = 0
+    if table is not None:
+        launch(_decode_groups, _SERIAL['_decode_groups'], *args, check, dq, table, work=work)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"ans payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
 
 
 # serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)
-_SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_decode_groups,)}
+_SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_decode_groups, _decode_groups_vec)}

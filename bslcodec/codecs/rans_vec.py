@@ -21,6 +21,7 @@ step is as fast or faster.
 """
 
 import os
+import warnings
 
 import numba
 import numpy as np
@@ -49,6 +50,18 @@ def _target_features() -> set:
 _FEATURES = _target_features()
 #: Whether ``rans_dec`` decodes the usual step with ``vrun`` (tests flip it to compare both paths)
 SIMD = {"avx512f", "avx512bw"} <= _FEATURES and os.environ.get("BSLCODEC_ANS_SIMD", "1") != "0"
+
+
+def disable(exc) -> None:
+    """Turn the vector step off for this process (its code failed to compile: another numba / LLVM), once,
+    with a warning; the scalar decoder gives the same values."""
+    global SIMD
+    if SIMD:
+        SIMD = False
+        warnings.warn(f"bslcodec: the vector ans decoder did not compile ({type(exc).__name__}: "
+                      f"{str(exc)[:200]}); using the scalar one", RuntimeWarning, stacklevel=3)
+
+
 #: Renormalise with ``llvm.masked.expandload`` (one ``vpexpandw``); without VBMI2 LLVM would scalarise it
 EXPAND = "avx512vbmi2" in _FEATURES
 
@@ -78,7 +91,8 @@ def _gather(builder, base, idx, t, et=None, on=None):
     """``base[idx]`` per lane (elements of type ``et``, read as ``t``), lanes ``on`` only (0 elsewhere)."""
     ptrs = builder.gep(base, [idx], source_etype=et or t)
     ptrs.type = _v(base.type)  # llvmlite types a vector GEP as its scalar pointer
-    fn = _fn(builder, f"llvm.masked.gather.v{LANES}i{t.width}.v{LANES}p0", _v(t),
+    # the pointer suffix is p0 (opaque pointers) or p0i32 (typed pointers, older LLVM)
+    fn = _fn(builder, f"llvm.masked.gather.v{LANES}i{t.width}.v{LANES}{base.type.intrinsic_name}", _v(t),
              [_v(base.type), _I32, _v(_I1), _v(t)])
     mask, passthru = (_const(_I1, 1), ir.Constant(_v(t), None)) if on is None else (on, _const(t, 0))
     return builder.call(fn, [ptrs, ir.Constant(_I32, (et or t).width // 8), mask, passthru])
