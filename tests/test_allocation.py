@@ -356,7 +356,7 @@ def test_grid_point_sums_and_logs_are_numpys():
     from bslcodec.pipeline import gridpoints
 
     rng = np.random.default_rng(5)
-    for n in list(range(0, 300)) + [511, 512, 905, 1793, 3569, 4304, gridpoints.PAIRWISE_MAX]:
+    for n in list(range(300)) + [511, 512, 905, 1793, 3569, 4304, gridpoints.PAIRWISE_MAX]:
         a = rng.normal(0, 1, n + 3) * 10.0 ** rng.integers(-5, 5, n + 3)
         assert gridpoints.pairwise(a, 3, n) == a[3:].sum(), n
     ms = [1, 2, 3, 64, 300, 4096, 16384]

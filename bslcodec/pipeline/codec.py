@@ -13,7 +13,7 @@ from ..container.errors import EncodeError, FormatError
 from ..container.format import Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
-from . import fexp_small, ggfit
+from . import ans_model, fexp_small, ggfit
 
 _F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
 DEFAULT_REL_ERROR = 2.0 ** -8  # the default: RMS over tensors of each one's relative L2 error ~0.39 % (allocation.py)
@@ -337,16 +337,17 @@ def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
     """(codec, params, payload) of ``LossyTensor.code()``'s (params, ks, lens, u): ``eg``, ``ans`` or,
     with ``auto``, whichever payload is smaller (ans is built unless its estimate already loses).
     ``lens`` may be the per-group bit counts (``code(..., lane_lengths=False)``): the lane lengths are then
-    computed only if the eg payload is written."""
+    computed only if the eg payload is written. The ans model: ``ans_model.build_model`` (``rans.build_model``'s
+    model in one compiled call below 2^15 symbols)."""
     if codec not in CODEC_CHOICES:
         raise EncodeError(f"codec= must be one of {', '.join(CODEC_CHOICES)}, not {codec!r}")
     params, ks, lens, u = coded
     if ks is None:  # dependent quantization (LossyTensor._code_dq): ans-dq whatever ``codec`` says
-        model, _ = rans.build_model(u)
+        model, _ = ans_model.build_model(u)
         return "ans-dq", params, rans.encode(u, ANS_LANE_SYMBOLS, model)
     eg_size = golomb.payload_size_of_groups(lens if lens.ndim == 1 else lens.sum(axis=1))
     if codec != "eg":
-        model, bits = rans.build_model(u)
+        model, bits = ans_model.build_model(u)
         if codec == "ans" or rans.estimate_bits(bits, u.size, ANS_LANE_SYMBOLS) < 8 * eg_size * 1.002:
             payload = rans.encode(u, ANS_LANE_SYMBOLS, model)
             if codec == "ans" or len(payload) < eg_size:

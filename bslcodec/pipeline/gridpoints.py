@@ -135,7 +135,7 @@ def round_many(xs, lo, hi, steps, s0, tab, toff, sse, raw, qmax, ent, n_live):
             e += d * d
             z = q - c
             a = max(abs(q), abs(z))
-            if a > mq:
+            if a > mq:  # noqa: PLR1730  (_round_into's test, whatever max() does with a NaN)
                 mq = a
             if abs(z) < 4194304.0:  # 2^22 (see _round_into)
                 zi = np.int64(z)

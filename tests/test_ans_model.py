@@ -1,0 +1,47 @@
+"""``pipeline.ans_model.build_model``: the same model and bits as ``rans.build_model`` on small symbol sets."""
+
+import numpy as np
+
+from bslcodec.codecs import rans
+from bslcodec.pipeline import ans_model
+
+
+def _same(u=None, hist=None):
+    want = rans.build_model(u, hist)
+    got = ans_model.build_model(u, hist)
+    a, b = want[0], got[0]
+    assert (got[1], b.prob_bits, b.s, b.m, b.kq, b.table_bits) == (want[1], a.prob_bits, a.s, a.m, a.kq, a.table_bits)
+    assert type(got[1]) is float and type(b.prob_bits) is int and type(b.kq) is int and type(b.table_bits) is int
+    assert b.freqs.dtype == a.freqs.dtype and np.array_equal(b.freqs, a.freqs)
+
+
+def test_small_models_are_rans_build_models():
+    """Symbols of many shapes: empty, one symbol, constant, geometric and two-sided, heavy tails, huge values
+    (raw bits, coarse splits), many distinct tokens (precision), ties between counts, 1 to 2^15 - 1 of
+    them; and histograms given directly (what the dq search passes)."""
+    rng = np.random.default_rng(3)
+    cases = [np.zeros(0, np.uint32), np.zeros(1, np.uint32), np.full(4096, 7, np.uint32),
+             np.arange(4096, dtype=np.uint32), np.arange(8000, dtype=np.uint32) * 1000,
+             np.repeat(np.arange(64, dtype=np.uint32), 64), np.array([0, (1 << 23) - 1], np.uint32)]
+    for n in (1, 2, 3, 17, 64, 300, 1000, 4096, 5000, 16384, (1 << 15) - 1):
+        for kind in range(6):
+            z = [rng.normal(0, 3, n), rng.laplace(0, 0.7, n), rng.standard_t(1.2, n) * 5,
+                 rng.normal(0, 300, n), rng.normal(0, 1e5, n), rng.geometric(0.3, n) - 1.0][kind]
+            z = np.clip(np.rint(z), -(1 << 21), 1 << 21).astype(np.int64)
+            cases.append(np.where(z >= 0, 2 * z, -2 * z - 1).astype(np.uint32))
+    for u in cases:
+        _same(u)
+        _same(u.astype(np.uint16)) if u.size and u.max() < 1 << 16 else None
+    from bslcodec.codecs.rans_model import FINE_K
+
+    for n_bins in (1, 2, 5, 100, 600, 2000, FINE_K):
+        h = np.zeros(FINE_K, np.int64)
+        h[rng.choice(FINE_K, n_bins, replace=False)] = rng.integers(1, 40, n_bins)
+        if h.sum() < ans_model.SMALL:
+            _same(hist=h)
+    _same(hist=np.zeros(FINE_K, np.int64))
+
+
+def test_large_falls_back():
+    u = np.random.default_rng(1).integers(0, 50, ans_model.SMALL + 5).astype(np.uint32)
+    _same(u)
