@@ -258,32 +258,68 @@ class Curve:
         return b0 + f * (b1 - b0), d
 
 
-def _eval_batch(want: list, xs: np.ndarray, tables: dict | None = None) -> None:
+class _SmallRows:
+    """What ``_eval_batch`` needs of each small curve, as arrays indexed by ``curve._si``: where its sample lies
+    in the shared buffer and that sample's sum, what ``_finish_arrays`` reads (m, n, raw bits, dq, the lanes of
+    ``rans_model._last_lanes``), its row in the Allocation's grid arrays; and the log tables by sample size."""
+
+    def __init__(self, small: list, xs: np.ndarray, rows: list):
+        for i, c in enumerate(small):
+            c._si = i
+        self.lo = np.array([c._lo for c in small], np.int64)
+        self.hi = np.array([c._hi for c in small], np.int64)
+        self.s0 = _gp.sums(xs, self.lo, self.hi)
+        self.m = np.array([c.m for c in small], np.int64)
+        self.n = np.array([c.n for c in small], np.int64)
+        self.raw_bits = np.array([c.raw_bits for c in small])
+        self.dq = np.array([c.dq for c in small], np.bool_)
+        self.row = np.array(rows, np.int64)
+        lanes = [rans_model._last_lanes(int(v), 1024) for v in self.n.tolist()]
+        self.full = np.array([f for f, _, _ in lanes], np.int64)
+        self.last_sum = np.array([t for _, _, t in lanes], np.int64)
+        self.lens = np.array([last.size for _, last, _ in lanes], np.int64)
+        self.last_start = np.cumsum(self.lens) - self.lens
+        self.last = np.concatenate([last for _, last, _ in lanes]).astype(np.int64) if lanes else np.zeros(0, np.int64)
+        self.tables = {}  # gridpoints' log tables: {m: (table, offset)}
+        self.tab, self.toff = np.zeros(1), np.zeros(len(small), np.int64)
+
+    def tables_for(self, si: np.ndarray) -> None:
+        """Make ``tab`` hold a log table of every sample size among the curves ``si``."""
+        ms = set(self.m[si].tolist())
+        if not ms <= set(self.tables):  # one table of every size met so far (a file's small tensors share few)
+            self.tab, off = _gp.log_table(set(self.tables) | ms)
+            self.tables = off
+            self.toff = np.array([off.get(int(m), 0) for m in self.m.tolist()], np.int64)
+
+
+def _eval_batch(want: list, xs: np.ndarray, small: _SmallRows | None = None, grid: tuple | None = None) -> None:
     """Evaluate the grid points ``want`` ((curve, k) of curves whose samples lie in ``xs`` at
-    ``curve._lo:curve._hi``, their sums in ``curve._s0``) in one compiled call (``gridpoints.round_many``),
-    into each curve's cache: the same numbers as ``_eval_batch_ref`` and ``Curve._eval`` point by point.
-    ``tables``: {m: (log table, offset)} kept between calls (``gridpoints.log_table``)."""
-    if not BATCH_KERNEL:
+    ``curve._lo:curve._hi``) in one compiled call (``gridpoints.round_many``), into each curve's cache
+    (``grid``: the Allocation's (B, D, H), written as arrays where the points lie in them): the same numbers as
+    ``_eval_batch_ref`` and ``Curve._eval`` point by point. ``small``: the curves' ``_SmallRows``."""
+    if not BATCH_KERNEL or small is None:
         return _eval_batch_ref(want, xs)
     n = len(want)
     steps = np.array([c.step(k) for c, k in want])
-    lo = np.array([c._lo for c, _ in want], np.int64)
-    hi = np.array([c._hi for c, _ in want], np.int64)
-    s0 = np.array([c._s0 for c, _ in want])
-    tables = {} if tables is None else tables
-    ms = hi - lo
-    new = set(ms.tolist()) - set(tables)
-    if new:  # one table for every sample size met so far (a file's small tensors share a few sizes)
-        tab, off = _gp.log_table(set(tables) | new)
-        tables.clear()
-        tables.update({m: (tab, o) for m, o in off.items()})
-    tab = next(iter(tables.values()))[0]
-    toff = np.array([tables[m][1] for m in ms.tolist()], np.int64)
+    si = np.array([c._si for c, _ in want], np.int64)
+    small.tables_for(si)
     sse, qmax, ent = np.empty(n), np.empty(n), np.empty(n)
     raw, n_live = np.empty(n, np.int64), np.empty(n, np.int64)
-    _gp.round_many(xs, lo, hi, steps, s0, tab, toff, sse, raw, qmax, ent, n_live)
-    bits, mse = _finish_many(want, sse, raw, qmax, ent, n_live)
-    for j, (c, k) in enumerate(want):
+    _gp.round_many(xs, small.lo[si], small.hi[si], steps, small.s0[si], small.tab, small.toff[si], sse, raw, qmax,
+                   ent, n_live)
+    lens = small.lens[si]
+    ends = np.cumsum(lens)
+    last = small.last[np.arange(int(ends[-1]) if n else 0) + np.repeat(small.last_start[si] - (ends - lens), lens)]
+    bits, mse = _finish_arrays(small.m[si], small.n[si], small.raw_bits[si], small.dq[si], small.full[si],
+                               small.last_sum[si], lens, last, sse, raw, qmax, ent, n_live)
+    i = np.array([k for _, k in want], np.int64) - K_MIN
+    inside = (i >= 0) & (i < _NK)
+    if grid is not None:
+        B, D, H = grid
+        r = small.row[si[inside]]
+        B[r, i[inside]], D[r, i[inside]], H[r, i[inside]] = bits[inside], mse[inside], True
+    for j in np.flatnonzero(~inside if grid is not None else np.ones(n, np.bool_)).tolist():
+        c, k = want[j]
         c._store(k, (float(bits[j]), float(mse[j])))
 
 
@@ -309,13 +345,22 @@ def _eval_batch_ref(want: list, xs: np.ndarray) -> None:
 
 
 def _finish_many(want: list, sse, raw, qmax, ent, n_live) -> tuple:
+    """``Curve._finish`` of many points as numpy vectors (``_finish_arrays``), the curves' numbers gathered
+    point by point."""
+    lanes = [rans_model._last_lanes(int(c.n), 1024) for c, _ in want]
+    return _finish_arrays(np.array([c.m for c, _ in want], np.int64), np.array([c.n for c, _ in want], np.int64),
+                          np.array([c.raw_bits for c, _ in want]), np.array([c.dq for c, _ in want]),
+                          np.array([f for f, _, _ in lanes], np.int64), np.array([t for _, _, t in lanes], np.int64),
+                          np.array([last.size for _, last, _ in lanes], np.int64),
+                          np.concatenate([last for _, last, _ in lanes]), sse, raw, qmax, ent, n_live)
+
+
+def _finish_arrays(m, n, raw_bits, dq, full, last_sum, lens, last, sse, raw, qmax, ent, n_live) -> tuple:
     """``Curve._finish`` of many points as numpy vectors: the same float operations in the same order
     (ints converted exactly, Python's ``max`` as a ``where``; ``estimate_bits``' last-group term summed per
-    point in numpy's pairwise order by ``_segment_sums``), so the same (bits, MSE) floats."""
-    m = np.array([c.m for c, _ in want], np.int64)
-    n = np.array([c.n for c, _ in want], np.int64)
-    raw_bits = np.array([c.raw_bits for c, _ in want])
-    dq = np.array([c.dq for c, _ in want])
+    point in numpy's pairwise order by ``_segment_sums``), so the same (bits, MSE) floats. Per point: its
+    curve's sample size ``m``, size ``n``, ``raw_bits``, ``dq``, and ``rans_model._last_lanes(n, 1024)`` as
+    ``full``, ``last_sum`` and its ``lens`` entries of ``last``."""
     ent = np.where(m < n, ent + (n_live - 1) / (2 * math.log(2)), ent)  # Miller-Madow (see _finish)
     per = (ent + raw) / m
     model = per * n + 9 * np.minimum(n_live, 600) + 96
@@ -325,14 +370,9 @@ def _finish_many(want: list, sse, raw, qmax, ent, n_live) -> tuple:
     S = 1024
     G = -(-n // (LANES * S))
     bps = model / n
-    lanes = [rans_model._last_lanes(int(v), S) for v in n]
-    full = np.array([f for f, _, _ in lanes], np.int64)
-    last_sum = np.array([t for _, _, t in lanes], np.int64)
     a = bps * S + rans.STATE_BITS_PER_LANE
     flush = full * np.where(a > 32.0, a, 32.0) - full * bps * S  # Python's max(32.0, a)
-    lens = np.array([last.size for _, last, _ in lanes], np.int64)
-    tail = np.maximum(32.0, np.repeat(bps, lens) * np.concatenate([last for _, last, _ in lanes])
-                      + rans.STATE_BITS_PER_LANE)
+    tail = np.maximum(32.0, np.repeat(bps, lens) * last + rans.STATE_BITS_PER_LANE)
     flush = flush + (_segment_sums(tail, np.cumsum(lens)) - bps * last_sum)
     bits = model + flush + 40 * G
     exact = ~(qmax < (MAX_SYMBOL_MAGNITUDE >> 2)) | (bits >= raw_bits)  # stored exactly instead
@@ -392,11 +432,6 @@ class Allocation:
             c.x = self._xs[pos:pos + c.m]
             pos += c.m
         self._small = small
-        if small:
-            lo = np.array([c._lo for c in small], np.int64)
-            for c, s0 in zip(small, _gp.sums(self._xs, lo, lo + np.array([c.m for c in small])).tolist()):
-                c._s0 = s0
-        self._tables = {}  # gridpoints' log tables by sample size
         # the curves' grid points as arrays (each curve's rows are views of them), for lambda_search's passes
         names = list(self.curves)
         self._list = [self.curves[n] for n in names]
@@ -411,6 +446,8 @@ class Allocation:
         self._ms = np.array([c.ms for c in self._list])
         self._is_small = np.zeros(nc, np.bool_)
         self._is_small[[i for i, c in enumerate(self._list) if 0 < c.m <= BATCH_SAMPLE]] = True
+        row = {id(c): i for i, c in enumerate(self._list)}
+        self._rows = _SmallRows(small, self._xs, [row[id(c)] for c in small])
 
     def _pass(self, kind: int, lam: float = 0.0, cap=None, kf=None) -> tuple:
         """(out, out2) of ``lambda_search.run_pass`` over every curve (arrays in curve order): the grid
@@ -434,7 +471,7 @@ class Allocation:
                 else:
                     self._list[i].point(k)  # evaluated on its own
             if want:
-                _eval_batch(want, self._xs, self._tables)
+                _eval_batch(want, self._xs, self._rows, (self._B, self._D, self._H))
         return out, out2
 
     def _array(self, pos: dict) -> np.ndarray:
@@ -463,7 +500,7 @@ class Allocation:
                         want.append((c, miss.k))
                         retry.append(n)
                 if want:
-                    _eval_batch(want, self._xs, self._tables)
+                    _eval_batch(want, self._xs, self._rows, (self._B, self._D, self._H))
                 pending = retry
         finally:
             for c in self._small:
