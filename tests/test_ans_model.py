@@ -45,3 +45,22 @@ def test_small_models_are_rans_build_models():
 def test_large_falls_back():
     u = np.random.default_rng(1).integers(0, 50, ans_model.SMALL + 5).astype(np.uint32)
     _same(u)
+
+
+def test_dq_search_with_it_is_unchanged():
+    """The dq search's passes modelled by ``ans_model.build_model`` (what the encoder passes) pick the same
+    symbols, error and lanes as with ``rans.build_model``, for small tensors of every float dtype."""
+    import ml_dtypes  # noqa: F401  (numpy's "bfloat16")
+
+    from bslcodec.codecs import dq_search
+    from bslcodec.quantize import quant
+
+    rng = np.random.default_rng(9)
+    for n in (1, 5, 300, 4096, 20000):
+        for dt, npt in (("F32", np.float32), ("F64", np.float64), ("F16", np.float16), ("BF16", "bfloat16")):
+            for scale, step in ((0.02, 0.003), (1.0, 1e-3), (1e-3, 1.0)):
+                x = rng.standard_t(3, n).astype(npt) * np.asarray(scale, npt)
+                x = quant.bf16_bits(x) if dt == "BF16" else x.astype(np.float32) if dt == "F16" else x  # as kx
+                a = dq_search.quantize(x, step, 0, dt, 1024)
+                b = dq_search.quantize(x, step, 0, dt, 1024, build_model=ans_model.build_model)
+                assert (a.n_bad, a.max_error) == (b.n_bad, b.max_error) and np.array_equal(a.u, b.u), (n, dt, step)

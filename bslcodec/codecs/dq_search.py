@@ -559,7 +559,7 @@ class DQResult:
 
 
 def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: int, c: float = DEFAULT_C,
-             bound: float | None = None, strict: bool = False, passes: int = PASSES) -> DQResult:
+             bound: float | None = None, strict: bool = False, passes: int = PASSES, build_model=None) -> DQResult:
     """Indices (as zigzag symbols ``u``) of flat ``x`` under DQ with step Δ = ``step``; a bf16 ``x`` may be
     given as its uint16 bits (``quant.bf16_bits``: read without a float32 copy).
 
@@ -567,9 +567,12 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
     ``strict``). ``n_bad``: lanes where some element had no level within the bound (the caller shrinks the
     step or stores the tensor exactly; the symbols of those lanes are left unwritten). For F16 the values
     and the bound are those after the rounding to F16. ``u`` is uint32, or uint16 (a bf16 tensor of at least
-    ``TABLE_MIN`` elements whose every choosable symbol fits).
+    ``TABLE_MIN`` elements whose every choosable symbol fits). ``build_model``: what models the symbols of each
+    pass (default ``rans.build_model``; the encoder passes ``pipeline.ans_model.build_model``, the same model
+    in one compiled call for small tensors).
     """
     r = DQResult()
+    build_model = rans.build_model if build_model is None else build_model
     mode = MODE_OF_DTYPE[dtype]
     bound = BOUND_FACTOR * step if bound is None else bound
     rel, ab = (0.0, 0.0) if strict else ROUNDING[dtype]
@@ -590,7 +593,7 @@ def quantize(x: np.ndarray, step: float, center: int, dtype: str, lane_symbols: 
         hist = launch(_q0_hist, _q0_hist_serial, x, float(step), np.int64(center), work=x.size).sum(axis=0)
     u = None if tab else np.empty(x.size, np.uint32)
     for p in range(passes):
-        model, _bits_ = rans.build_model(None if p == 0 else u, hist=hist if p == 0 else None)
+        model, _bits_ = build_model(None if p == 0 else u, hist=hist if p == 0 else None)
         tokbits = token_bits(model)
         rate = _rate_table(float(c), tokbits, model.s, model.m, _RATE_TABLE)
         # a later pass writes its symbols over the ones its model came from (read only by build_model)

@@ -241,7 +241,7 @@ class LossyTensor:
 
         def attempt(step, center):
             r = dq_search.quantize(x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
-                                   strict=max_error is not None)
+                                   strict=max_error is not None, build_model=ans_model.build_model)
             if not r.n_bad and self.dtype == "F16":  # the error of the F16 values (and inf where they overflow)
                 r.max_error, r.n_bad = _f16_check(x, r.u, center, step, max_error)
             # (without max_error an element without an admissible level has |q| >= 2^24: stored exactly)
