@@ -5,7 +5,8 @@ Two files of ``bench_load.py --small``: ``--n`` 64x64 f32 tensors at the default
 the write (``_encode_tensors``), the header (``build_header``: its level-19 zstd frame), and the stages of the
 encode run alone over every tensor: the equal-slope allocation (``Allocation.solve``), the dq trellis with its
 model (``dq_search.quantize``), the GG fit of the informational params, ``rans.build_model`` of the final
-symbols, ``rans.encode``; for fexp ``fexp.encode`` and the zstd trial. Microseconds a tensor, best of
+symbols (and, where the checkout has them, the search and the model with ``pipeline/ans_model.py``'s
+compiled model), ``rans.encode``; for fexp ``fexp.encode`` and the zstd trial. Microseconds a tensor, best of
 ``--reps`` (the box is shared: compare checkouts alternately, same minutes). Only public entry points, so
 another checkout on ``PYTHONPATH`` gives its own numbers:
 
@@ -85,6 +86,14 @@ def stages(kind: str, t: dict, kw: dict, path: str, reps: int) -> dict:
     us = [dq_search.quantize(lossy[m].kx, steps[m], center[m], "F32", 1024).u for m in lossy]
     r["rans.build_model"] = best(lambda: [rans.build_model(u) for u in us], reps, n)
     models = [rans.build_model(u)[0] for u in us]
+    try:  # what the encoder runs since 7d928dd: both models of a small tensor in one compiled call each
+        from bslcodec.pipeline import ans_model
+
+        r["dq_search.quantize (ans_model)"] = best(lambda: [dq_search.quantize(
+            lossy[m].kx, steps[m], center[m], "F32", 1024, build_model=ans_model.build_model) for m in lossy], reps, n)
+        r["ans_model.build_model"] = best(lambda: [ans_model.build_model(u) for u in us], reps, n)
+    except ImportError:
+        pass
     r["rans.encode"] = best(lambda: [rans.encode(u, 1024, md_) for u, md_ in zip(us, models)], reps, n)
     return r
 
@@ -106,7 +115,7 @@ def main(argv=None):
     for kind, r in out.items():
         print(f"{kind} (n={n}, best of {args.reps}, load {load}):")
         for key, v in r.items():
-            print(f"  {key:22s} {v:8.1f} us/tensor")
+            print(f"  {key:31s} {v:8.1f} us/tensor")
 
 
 if __name__ == "__main__":
