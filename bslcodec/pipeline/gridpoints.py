@@ -149,11 +149,10 @@ def round_many(xs, lo, hi, steps, s0, tab, toff, sse, raw, qmax, ent, n_live):
         if mq < 1048576.0:
             top = rans._token(np.int64(2.0 * mq), rans.FINE_S, rans.FINE_M)[0] + 1
         k = 0
-        for t in range(top):
+        for t in range(top):  # branch-free: a zero count's term (0 x tab[off]) is written over by the next one
             h = hist[t]
-            if h > 0:
-                terms[k] = np.float64(h) * tab[toff[j] + h]
-                k += 1
-                hist[t] = 0
+            terms[k] = np.float64(h) * tab[toff[j] + h]
+            k += h > 0
+            hist[t] = 0
         n_live[j] = k
         ent[j] = -(0.0 + pairwise(terms, 0, k))
