@@ -3,9 +3,10 @@
 
 MODE ``ddp``: the model wrapped in DistributedDataParallel; ``fsdp``: every Linear and the root under
 FSDP2's ``fully_shard`` (parameters become DTensor shards; the first layer's 97 rows do not split evenly).
-Each rank trains 3 SGD steps on its half of a fixed batch with ``loss = mse + rate()`` and writes, per step,
-the rate value, the whole gradients and the loss to ``OUT/rank{r}.pt``; the test compares them with one
-process on the whole batch (``reference``)."""
+Each rank trains 4 SGD steps on its half of a fixed batch with ``loss = mse + rate()`` (after the first step
+the small weights are shrunk toward zero: the rate loss's drift trigger refreshes early, at step 2, before
+``refresh_every=3``) and writes, per step, the rate value, the whole gradients, the loss and the number of
+refreshes to ``OUT/rank{r}.pt``; the test compares them with one process on the whole batch (``reference``)."""
 
 import sys
 
@@ -14,7 +15,8 @@ import torch.distributed as dist
 
 from bslcodec.torch import RateLoss
 
-STEPS = 3
+STEPS = 4
+REFRESH_EVERY = 3
 
 
 def model():
@@ -41,9 +43,21 @@ def train(m, rate, x, y, params):
         loss = torch.nn.functional.mse_loss(m(x), y) + r
         loss.backward()
         grads = {n: full(p.grad).detach().clone() for n, p in named(m)}
-        out.append({"rate": float(r.detach()), "grads": grads, "bits": rate.total_bits})
+        out.append({"rate": float(r.detach()), "grads": grads, "bits": rate.total_bits,
+                    "refreshes": rate.refreshes})
         opt.step()
+        if len(out) == 1:
+            shrink(m)
     return out
+
+
+def shrink(m):
+    """Reshape the weights (elementwise, so shards do what one process does): |w| < 0.05 -> w / 4."""
+    with torch.no_grad():
+        for _, p in named(m):
+            if p.ndim == 2:
+                loc = p.to_local() if hasattr(p, "to_local") else p
+                loc.mul_(torch.where(loc.abs() < 0.05, 0.25, 1.0))
 
 
 def named(m):
@@ -55,7 +69,7 @@ def reference(calibrate):
     """One process, the whole batch."""
     m = model()
     x, y = batch()
-    rate = RateLoss(m, 2.0, expert={"rel_step": 1 / 8}, refresh_every=2, calibrate=calibrate)
+    rate = RateLoss(m, 2.0, expert={"rel_step": 1 / 8}, refresh_every=REFRESH_EVERY, calibrate=calibrate)
     return train(m, rate, x, y, m.parameters())
 
 
@@ -69,7 +83,7 @@ def main(mode, out, calibrate):
     x, y = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
     if mode == "ddp":
         m = torch.nn.parallel.DistributedDataParallel(m)
-        rate = RateLoss(m.module, 2.0, expert={"rel_step": 1 / 8}, refresh_every=2, calibrate=calibrate)
+        rate = RateLoss(m.module, 2.0, expert={"rel_step": 1 / 8}, refresh_every=REFRESH_EVERY, calibrate=calibrate)
     else:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -79,7 +93,7 @@ def main(mode, out, calibrate):
             if isinstance(layer, torch.nn.Linear):
                 fully_shard(layer, mesh=mesh)
         fully_shard(m, mesh=mesh)
-        rate = RateLoss(m, 2.0, expert={"rel_step": 1 / 8}, refresh_every=2, calibrate=calibrate)
+        rate = RateLoss(m, 2.0, expert={"rel_step": 1 / 8}, refresh_every=REFRESH_EVERY, calibrate=calibrate)
         assert type(m[0].weight).__name__ == "DTensor"
     res = train(m, rate, x, y, m.parameters())
     torch.save(res, f"{out}/rank{rank}.pt")

@@ -121,7 +121,8 @@ def _free_port():
 @pytest.mark.parametrize("mode,calibrate", [("ddp", "hist"), ("fsdp", "exact")])
 def test_two_ranks_match_one_process(mode, calibrate, tmp_path):
     """2 gloo ranks (torchrun), each on half the batch: every rank's rate value and every whole gradient
-    after 3 SGD steps (one refresh in between) equal one process on the whole batch."""
+    after 4 SGD steps equal one process on the whole batch; the drift trigger refreshes early (step 2, after
+    the weights were reshaped) on every rank as in one process."""
     if not torch.distributed.is_available():
         pytest.skip("torch without distributed")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
@@ -135,15 +136,42 @@ def test_two_ranks_match_one_process(mode, calibrate, tmp_path):
     finally:
         sys.path.remove(HERE)
     ref = worker.reference(calibrate)
+    assert [r["refreshes"] for r in ref] == [1, 1, 2, 2]  # the drift trigger, before refresh_every=3
     for rank in (0, 1):
         res = torch.load(tmp_path / f"rank{rank}.pt")
         assert len(res) == len(ref) == worker.STEPS
         for got, want in zip(res, ref):
             assert got["rate"] == pytest.approx(want["rate"], rel=1e-5)
             assert got["bits"] == pytest.approx(want["bits"], rel=1e-5)
+            assert got["refreshes"] == want["refreshes"]
             for name, g in want["grads"].items():
                 scale = float(g.abs().max())
                 assert torch.allclose(got["grads"][name], g, rtol=1e-4, atol=1e-5 * scale), (mode, name)
+
+
+def test_drift_refreshes_early_and_the_estimate_comes_back():
+    """Weights reshaped between steps (the small ones shrunk toward zero: a spike and tails) make the
+    calibration stale; the drift trigger refreshes at the next step, long before ``refresh_every``, and the
+    estimate is back within 2 % of the encoder's payload. Without the trigger it stays off by more."""
+    w = gg(1.0, (300, 400), seed=11)
+    out = {}
+    for drift in (float("inf"), None):
+        p = torch.nn.Parameter(w.clone())
+        rate = RateLoss([("w", p)], 1.0, expert={"rel_step": 1 / 8}, refresh_every=10**6)
+        if drift is not None:
+            rate.drift = drift
+        with torch.no_grad():
+            for _ in range(3):  # unchanged weights: no early refresh
+                rate()
+            assert rate.refreshes == 1
+            small = p.abs() < p.abs().median()
+            p.mul_(torch.where(small, 0.1, 1.0))
+            rate()
+            rate()
+        real, _ = entries(save_trained({"w": p.detach()}, rate=rate))["w"]
+        out[drift] = (rate.refreshes, rate.total_bits / real - 1)
+    assert out[float("inf")][0] == 1 and abs(out[float("inf")][1]) > 0.02, out
+    assert out[None][0] == 2 and abs(out[None][1]) < 0.02, out
 
 
 def _several():

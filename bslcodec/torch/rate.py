@@ -99,6 +99,7 @@ class _TensorState:
 
 
 RATE_EXPERT = ("rel_step", "quantizer")  # the expert keys the rate loss models
+DRIFT = 0.03  # dq: refresh early once the per-tensor estimates moved this much (Σ|b - b_ref| / Σ b_ref)
 
 
 class RateLoss:
@@ -117,7 +118,12 @@ class RateLoss:
     work with a DeprecationWarning. With dq the estimate is
     :mod:`bslcodec.torch.rate_dq`'s (on the parameters' device, Triton kernels on CUDA, Numba on CPU; DDP
     and FSDP2 DTensor shards supported); with ``"uniform"`` it is this module's exp-Golomb surrogate (one process).
-    ``refresh_every``: steps between re-estimations (GG fit, orders, calibration). ``calibrate``:
+    ``refresh_every``: the most steps between re-estimations (GG fit, orders, calibration). With dq a refresh
+    also comes earlier when the estimate has drifted: once the lossy tensors' bits have moved by
+    Σ|b − b_refresh| / Σ b_refresh > ``rate.drift`` (default ``DRIFT`` = 3 %) since the last refresh, because
+    training that reshapes the weights makes the calibration stale (about a quarter of that move shows up as
+    error: ``results/training.md``). The measure is of values every rank shares, so every rank refreshes at
+    the same step; ``rate.drift = math.inf`` turns it off; ``rate.refreshes`` counts refreshes. ``calibrate``:
     "exact" (the encoder's own size at each refresh; with FSDP every rank gathers and encodes every
     tensor), "gg" (plain rounding: the GG model only) or "hist" (dq: the ans estimate of the modelled
     index histogram, computed on the device; no encoder run). ``eps``: surrogate smoothing width, in steps.
@@ -163,6 +169,11 @@ class RateLoss:
         self.n_weights = sum(s.n for s in self.states)
         self.rel = self.settings.rel_step  # the relative step in force (bits= sets it at each refresh)
         self.steps = 0
+        self.refreshes = 0  # refreshes so far (every refresh_every steps, or earlier on drift: _drifted)
+        self._refreshed_at = None  # self.steps at the last refresh
+        self._ref = None  # dq: per-tensor bits right after the last refresh (device), and Σ of them
+        self._pending = None  # CUDA: (pinned host scalar, event) of the drift measure of the previous step
+        self.drift = DRIFT
         self._hooks = []
         self._batch = None  # the lossy tensors as one _Batch (CPU float32), rebuilt at a refresh
         self._hook_grads = None  # hook mode: state -> rate gradient of the current backward pass
@@ -188,6 +199,8 @@ class RateLoss:
         """Re-estimate every tensor's step, center, order, GG fit and calibration, as the encoder would."""
         with _keep_torch_threads():
             self._refresh()
+        self.refreshes += 1
+        self._refreshed_at, self._pending = self.steps, None
 
     def _refresh(self):
         if self.quantizer == "dq":
@@ -241,6 +254,7 @@ class RateLoss:
         want = torch.tensor([st.exact_bits for st in lossy], dtype=torch.float64, device=eng.device)
         eng.delta.copy_((want - surrogate) / eng.n)
         eng.last = want
+        self._ref = (want, want.sum().clamp_min(1.0))
         for st in lossy:
             st.k, st.nu, st.alpha = 0, float("nan"), float("nan")
 
@@ -380,9 +394,39 @@ class RateLoss:
         return self._soft(st, w) - st.n * st.delta
 
     def _tick(self):
-        if self.steps % self.refresh_every == 0:
+        if (self._refreshed_at is None or self.steps - self._refreshed_at >= self.refresh_every
+                or self._drifted()):
             self.refresh()
         self.steps += 1
+
+    def _drifted(self) -> bool:
+        """dq: whether the estimate has moved more than ``self.drift`` since the last refresh, measured as
+        Σ_t |b_t - b_t(refresh)| / Σ_t b_t(refresh) over the lossy tensors' bits of the last call (values
+        every rank computes from all-reduced histograms: the same decision on every rank). The calibration
+        ``delta`` is fitted at a refresh; it stays right while the histograms keep their shape and goes
+        stale as training reshapes them, which moves their entropy. On CUDA the measure is read one step
+        late (copied to host memory without waiting; an event says when it is there), so a step does not
+        wait for the device."""
+        eng = self._dq
+        if self.quantizer != "dq" or eng is None or self._ref is None or eng.last is None:
+            return False
+        ref, tot = self._ref
+        if eng.last is ref or eng.last.shape != ref.shape:
+            return False
+        with torch.no_grad():
+            d = (eng.last - ref).abs().sum() / tot
+        if eng.device.type != "cuda":
+            return float(d) > self.drift
+        prev, self._pending = self._pending, None
+        host = torch.empty((), dtype=torch.float64, pin_memory=True)
+        host.copy_(d, non_blocking=True)
+        ev = torch.cuda.Event()
+        ev.record()
+        self._pending = (host, ev)
+        if prev is None:
+            return False
+        prev[1].synchronize()
+        return float(prev[0]) > self.drift
 
     def __call__(self) -> torch.Tensor:
         """``lam * estimated bits / n_weights``, differentiable; also updates :meth:`bits`."""
