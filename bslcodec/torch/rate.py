@@ -99,7 +99,7 @@ class _TensorState:
 
 
 RATE_EXPERT = ("rel_step", "quantizer")  # the expert keys the rate loss models
-DRIFT = 0.03  # dq: refresh early once the per-tensor estimates moved this much (Σ|b - b_ref| / Σ b_ref)
+DRIFT = 0.05  # dq: refresh early once the per-tensor estimates moved this much (Σ|b - b_ref| / Σ b_ref)
 
 
 class RateLoss:
@@ -120,9 +120,10 @@ class RateLoss:
     and FSDP2 DTensor shards supported); with ``"uniform"`` it is this module's exp-Golomb surrogate (one process).
     ``refresh_every``: the most steps between re-estimations (GG fit, orders, calibration). With dq a refresh
     also comes earlier when the estimate has drifted: once the lossy tensors' bits have moved by
-    Σ|b − b_refresh| / Σ b_refresh > ``rate.drift`` (default ``DRIFT`` = 3 %) since the last refresh, because
-    training that reshapes the weights makes the calibration stale (about a quarter of that move shows up as
-    error: ``results/training.md``). The measure is of values every rank shares, so every rank refreshes at
+    Σ|b − b_refresh| / Σ b_refresh > ``rate.drift`` (default ``DRIFT`` = 5 %) since the last refresh, because
+    training that reshapes the weights makes the calibration stale (a char LM fine-tuned at λ=3 and 10:
+    at most 1.8–2.7 % off the written payload along training instead of 7.8–8.0 %, 8–10 refreshes in 300
+    steps instead of 3: ``results/training.md``). The measure is of values every rank shares, so every rank refreshes at
     the same step; ``rate.drift = math.inf`` turns it off; ``rate.refreshes`` counts refreshes. ``calibrate``:
     "exact" (the encoder's own size at each refresh; with FSDP every rank gathers and encodes every
     tensor), "gg" (plain rounding: the GG model only) or "hist" (dq: the ans estimate of the modelled

@@ -196,9 +196,10 @@ def train(model, data, args, steps, lam=0.0, label="", cap_s=None):
             logits = model(x)
         ce = F.cross_entropy(logits.float().reshape(-1, 256), y.reshape(-1))
         if rate is not None:
-            if rate.steps % rate.refresh_every == 0:
-                h["refresh_steps"].append(step)
+            before = rate.refreshes
             loss = ce + rate()
+            if rate.refreshes != before:  # every refresh_every steps, or earlier on drift
+                h["refresh_steps"].append(step)
         else:
             loss = ce
         opt.zero_grad(set_to_none=True)
@@ -324,7 +325,7 @@ def run(args):
         del opt
         res["runs"][str(lam)] = {"lam": lam, "kind": "dense", "hist": h,
                                  "running_estimate_bits": rate.total_bits, "covered": [s.name for s in rate.states],
-                                 "steps_since_refresh": (rate.steps - 1) % rate.refresh_every}
+                                 "steps_since_refresh": rate.steps - 1 - rate._refreshed_at}
         models[str(lam)], rates[str(lam)] = m, rate
         save()
     h, _, opt = train(cola, data, args, S_cola, label="CoLA", cap_s=cap)

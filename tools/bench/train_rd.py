@@ -271,7 +271,8 @@ def overhead(model, data, args, lam, steps, baseline=None):
 
     def one_step(mode):
         rate = rates.get(mode)
-        refreshing = rate is not None and rate.steps % rate.refresh_every == 0
+        refreshing = rate is not None and rate.steps % rate.refresh_every == 0  # (an older RateLoss)
+        before = getattr(rate, "refreshes", None)
         if mode == "hook":
             rate.attach()
         sync(args.device)
@@ -287,6 +288,8 @@ def overhead(model, data, args, lam, steps, baseline=None):
         dt = time.perf_counter() - t0
         if mode == "hook":
             rate.detach()
+        if before is not None:  # every refresh_every steps, or earlier on drift
+            refreshing = rate.refreshes != before
         return dt, refreshing
 
     for _ in range(3):  # JIT compilation, first refresh, allocator warm-up
@@ -446,7 +449,7 @@ def estimate_vs_real(model, rate, args):
     return {"real_payload_bits": real, "running_estimate_bits": running,
             "running_err_pct": 100 * (running / real - 1),
             "gg_estimate_bits": gg.total_bits, "gg_err_pct": 100 * (gg.total_bits / real - 1),
-            "steps_since_refresh": (rate.steps - 1) % rate.refresh_every}
+            "steps_since_refresh": rate.steps - 1 - rate._refreshed_at}
 
 
 # ---------------------------------------------------------------- plots and markdown
