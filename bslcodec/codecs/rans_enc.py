@@ -11,6 +11,7 @@ from numba import prange
 
 from ..container.limits import LANES
 from ..parallel import launch, serial_twin
+from . import rans_vec
 
 # inlined into the cached decoder; bslcodec/jitcache.py keys numba's cache on dq.py too
 from .rans_model import (
@@ -22,6 +23,7 @@ from .rans_model import (
 from .rans_table import (
     header_bytes,
 )
+from .rans_venc import P_MIN, venc_run
 
 # ---------------------------------------------------------------- encoder
 
@@ -161,6 +163,99 @@ def _encode_groups(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end,
         _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
 
 
+@numba.njit(inline="always", cache=True)
+def _scalar_step(x, u, base, lt, s, m, tpk, rcp, lut, scratch, q, P, toks, raws, nbs, xs):
+    """One step of lanes < ``lt`` as ``_encode_group`` codes it where no token has raw bits above 16 (the
+    fast path's values, in its general loops' order); returns the new ``q``."""
+    one = np.uint64(1)
+    for j in range(lt):
+        uv = np.int64(u[base + np.uint64(j)])
+        if uv < lut.size:
+            pk = np.int64(lut[uv])
+            tok = pk & 0xFFFF
+            nb = pk >> 16
+            r = uv & ((np.int64(1) << nb) - 1)
+        else:
+            tok, nb, r = _token_nb(uv, s, m)
+        toks[j] = np.uint64(tok)
+        nbs[j] = nb
+        raws[j] = r
+    for jj in range(lt):  # phase 2
+        j = np.uint64(lt - 1 - jj)
+        xv = x[j]
+        n1 = nbs[j]
+        emit = (xv >> (32 - n1)) != 0
+        scratch[q - one] = np.uint16(xv & 0xFFFF)
+        q -= np.uint64(emit)
+        x[j] = ((xv >> (16 * emit)) << n1) | raws[j]
+    for jj in range(lt):  # phase 1
+        j = np.uint64(lt - 1 - jj)
+        xv = x[j]
+        emit = xv >= (np.int64(tpk[toks[j]] & np.uint64(0xFFFF)) << (32 - P))
+        scratch[q - one] = np.uint16(xv & 0xFFFF)
+        q -= np.uint64(emit)
+        xs[j] = xv >> (16 * emit)
+    for j in range(lt):
+        tok = toks[j]
+        x[j] = _coded_state(xs[j], tpk[tok], rcp[tok], P)
+    return q
+
+
+@numba.njit(nogil=True, cache=True)
+def _encode_group_v(g, u, lane_symbols, P, s, m, tpk, rcp, lut, tp32, scratch, region_end, first_word):
+    """``_encode_group`` of a table without raw bits above 16, its full steps run as vector code
+    (``rans_venc.venc_run``) and the others (the partial last step, a step with a symbol of 2^12 or more) by
+    ``_scalar_step``: the same words. The lane states live in a uint32 array between steps."""
+    n = u.size
+    gsize = LANES * lane_symbols
+    start = g * gsize
+    ng = min(n, start + gsize) - start
+    A = min(LANES, ng)
+    T = (ng + LANES - 1) // LANES
+    x = np.empty(LANES, np.int64)
+    x32 = np.full(LANES, L, np.uint32)
+    toks = np.empty(LANES, np.uint64)
+    raws = np.empty(LANES, np.int64)
+    nbs = np.empty(LANES, np.int64)
+    xs = np.empty(LANES, np.int64)
+    q = np.uint64(region_end[g])
+    t = T - 1
+    while t >= 0:
+        if ng - LANES * t >= LANES:
+            k, q = venc_run(x32, u, np.uint64(start + LANES * t), np.uint64(t + 1), q, scratch, lut, tp32,
+                            np.uint64(P))
+            t -= np.int64(k)
+            if t < 0:
+                break
+        for j in range(LANES):
+            x[j] = np.int64(x32[j])
+        q = _scalar_step(x, u, np.uint64(start + LANES * t), min(LANES, ng - LANES * t), s, m, tpk, rcp, lut,
+                         scratch, q, P, toks, raws, nbs, xs)
+        for j in range(LANES):
+            x32[j] = np.uint32(x[j])
+        t -= 1
+    q -= np.uint64(2 * A)
+    for j in range(A):
+        scratch[q + np.uint64(2 * j)] = np.uint16(x32[j] & 0xFFFF)
+        scratch[q + np.uint64(2 * j + 1)] = np.uint16(x32[j] >> 16)
+    first_word[g] = q
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _encode_groups_vec(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
+    """``_encode_groups`` with the vector step (``_encode_group_v``) where the table allows it (no raw bits
+    above 16, P >= ``rans_venc.P_MIN``); symbols uint16 or uint32. A kernel of its own, so that the scalar
+    one never depends on the vector code compiling."""
+    tp32 = np.empty(tpk.size, np.uint32)  # f | c << 16 (both below 2^16)
+    for k in range(tpk.size):
+        tp32[k] = np.uint32(tpk[k])
+    for g in prange(region_end.size):
+        if has_hi or P < P_MIN:
+            _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
+        else:
+            _encode_group_v(g, u, lane_symbols, P, s, m, tpk, rcp, lut, tp32, scratch, region_end, first_word)
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _gather(scratch, first_word, region_end, out_words, out_start):
     for g in prange(first_word.size):
@@ -225,8 +320,10 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
         if scratch is None:  # the first chunk is the largest (only the tensor's last group is partial)
             scratch = np.empty(int(region_end[-1]), np.uint16)
         first_word = np.zeros(c1 - c0, np.int64)
-        launch(_encode_groups, _SERIAL['_encode_groups'], uc, lane_symbols, model.prob_bits, model.s, model.m, tpk,
-               rcp, lut, scratch, region_end, first_word, max_nb > 16, work=uc.size)
+        args = (uc, lane_symbols, model.prob_bits, model.s, model.m, tpk, rcp, lut, scratch, region_end,
+                first_word, max_nb > 16)
+        if not _encode_vec(args, uc):
+            launch(_encode_groups, _SERIAL['_encode_groups'], *args, work=uc.size)
         Wc = region_end - first_word
         W[c0:c1] = Wc
         out_start = np.zeros(c1 - c0 + 1, np.int64)
@@ -237,5 +334,18 @@ def encode(u: np.ndarray, lane_symbols: int, model: Model) -> bytes:
     return b"".join([head, W.astype("<u4").tobytes()] + parts)
 
 
+def _encode_vec(args, u) -> bool:
+    """Whether the groups were encoded by the vector kernel (``rans_vec.SIMD``, a table it takes, uint16 or
+    uint32 symbols); if it fails to compile, the vector code is turned off (``rans_vec.disable``)."""
+    if not (rans_vec.SIMD and u.dtype in (np.uint16, np.uint32) and args[2] >= P_MIN and not args[-1]):
+        return False
+    try:
+        launch(_encode_groups_vec, _SERIAL['_encode_groups_vec'], *args, work=u.size)
+        return True
+    except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+        rans_vec.disable(exc)
+        return False
+
+
 # serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)
-_SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_encode_groups, _gather)}
+_SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_encode_groups, _encode_groups_vec, _gather)}

@@ -48,17 +48,18 @@ def _target_features() -> set:
 
 
 _FEATURES = _target_features()
-#: Whether ``rans_dec`` decodes the usual step with ``vrun`` (tests flip it to compare both paths)
+#: Whether ``rans_dec`` decodes the usual step with ``vrun`` and ``rans_enc`` encodes it with
+#: ``rans_venc.venc_run`` (tests flip it to compare both paths)
 SIMD = {"avx512f", "avx512bw"} <= _FEATURES and os.environ.get("BSLCODEC_ANS_SIMD", "1") != "0"
 
 
 def disable(exc) -> None:
-    """Turn the vector step off for this process (its code failed to compile: another numba / LLVM), once,
-    with a warning; the scalar decoder gives the same values."""
+    """Turn the vector steps (decoder and encoder) off for this process (their code failed to compile:
+    another numba / LLVM), once, with a warning; the scalar kernels give the same values and bytes."""
     global SIMD
     if SIMD:
         SIMD = False
-        warnings.warn(f"bslcodec: the vector ans decoder did not compile ({type(exc).__name__}: "
+        warnings.warn(f"bslcodec: the vector ans code did not compile ({type(exc).__name__}: "
                       f"{str(exc)[:200]}); using the scalar one", RuntimeWarning, stacklevel=3)
 
 
