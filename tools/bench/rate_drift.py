@@ -168,6 +168,7 @@ def main(argv=None):
         print(f"drift check {1e6 * c['check_s']:.1f} us, refresh {1e3 * c['refresh_s']:.1f} ms, plain step "
               f"{1e3 * c['plain_step_s_before']:.1f} ms (after the refreshes {1e3 * c['plain_step_s']:.1f}); load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
         return
+    c = costs(base, data, args)  # also warms up (JIT, allocator) before the timed runs
     res = []
     for lam in [float(v) for v in args.lams.split(",")]:
         for mode in args.modes.split(","):
@@ -180,7 +181,9 @@ def main(argv=None):
             f"calibrate='exact', refresh_every {args.refresh}; error read every {args.track} steps; "
             f"{platform.machine()} {os.cpu_count()} cpus, torch threads {args.threads}, load average "
             f"{load0:.1f} at the start of fine-tuning, {os.getloadavg()[0]:.1f} at the end; "
-            f"{time.perf_counter() - t0:.0f} s wall")
+            f"{time.perf_counter() - t0:.0f} s wall. Same process, before the runs: one drift check "
+            f"{1e6 * c['check_s']:.1f} µs, one refresh {1e3 * c['refresh_s']:.0f} ms, a plain step (no rate term) "
+            f"{1e3 * c['plain_step_s']:.1f} ms (medians)")
     md = table(res, meta)
     print(md)
     if args.json:
