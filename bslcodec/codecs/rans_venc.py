@@ -55,8 +55,11 @@ def _compress_store(builder, w32, on, dst, tmp):
     cnt = builder.call(_fn(builder, "llvm.ctpop.i32", _I32, [_I32]), [builder.bitcast(on, _I32)])
     first = builder.icmp_unsigned("<", ir.Constant(_v(_I32), list(range(LANES))), _splat(builder, cnt))
     dst = _vptr(builder, dst, _I16)
-    builder.call(_fn(builder, f"llvm.masked.store.v{LANES}i16.p0", ir.VoidType(), [_v(_I16), dst.type, _I32, _v(_I1)]),
-                 [w, dst, ir.Constant(_I32, 2), first])
+    # the pointer suffix is p0 (opaque pointers) or p0v32i16 (typed pointers: older LLVM; newer ones remangle it)
+    typed = getattr(ir.types, "ir_layer_typed_pointers_enabled", True)
+    fn = _fn(builder, f"llvm.masked.store.v{LANES}i16.p0" + (f"v{LANES}i16" if typed else ""), ir.VoidType(),
+             [_v(_I16), dst.type, _I32, _v(_I1)])
+    builder.call(fn, [w, dst, ir.Constant(_I32, 2), first])
 
 
 def _step(builder, xv, uv, q, tabs, Pv, sPv, tmp):
