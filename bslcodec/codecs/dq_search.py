@@ -133,8 +133,6 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
     so that ties resolve as there. ``choice[t, ns, j]``: bit 1 = second predecessor, bit 0 = the 0 candidate.
     Returns (largest |x - x̂|, lanes without an admissible path)."""
     inv = 1.0 / step64
-    last = rate.size - 1
-    half = rate.size // 2  # rate[half + k] = λ·bits of index k
     S = N_STATES
     nl = min(LANES, ng)
     rows = (ng + LANES - 1) // LANES
@@ -151,21 +149,7 @@ def _group(x, start, ng, center, mode, step32, step64, lam, bound, slack_rel, sl
             _row_dists(x, base, jn, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, True, dist, kk)
         else:
             _row_dists(x, base, jn, center, mode, step32, step64, inv, bound, slack_rel, slack_abs, False, dist, kk)
-        r0 = rate[half]
-        for q1 in range(2):
-            for j in range(jn):
-                k = kk[q1, j]
-                i = k + half
-                if np.uint64(i) < np.uint64(last):  # k and k + 1 in the table
-                    c0 = dist[2 * q1, j] + rate[i]
-                    c1 = dist[2 * q1 + 1, j] + rate[i + 1]
-                else:
-                    c0 = dist[2 * q1, j] + lam * _bits(k, tokbits, s_tok, m_tok)
-                    c1 = dist[2 * q1 + 1, j] + lam * _bits(k + 1, tokbits, s_tok, m_tok)
-                odd = (k & 1) == 1
-                dpe[q1, j] = c1 if odd else c0
-                dpo[q1, j] = c0 if odd else c1
-                dz[q1, j] = math.inf if (k == 0) | (k == -1) else dist[4, j] + r0
+        _row_rates(jn, lam, rate, tokbits, s_tok, m_tok, dist, kk, dpe, dpo, dz)
         for ns in range(S):
             sa, sb = PRED_S[ns, 0], PRED_S[ns, 1]
             pa, pb = PRED_P[ns, 0], PRED_P[ns, 1]
