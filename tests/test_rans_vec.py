@@ -4,15 +4,10 @@ every float dtype through ``encode`` / ``decode``, and corrupted payloads (same 
 and on a target without AVX-512 (a subprocess compiling for Skylake's AVX2) it still gathers and still
 matches."""
 
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import ml_dtypes
 import numpy as np
 import pytest
+from ans_simd import child, needs_simd, symbols
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,15 +16,7 @@ from bslcodec.codecs import rans, rans_dec, rans_vec
 from bslcodec.container.errors import FormatError
 
 pytestmark = pytest.mark.filterwarnings("ignore::bslcodec.QualityWarning")  # low bits= on purpose
-ROOT = Path(__file__).resolve().parents[1]
 DT = {"F32": np.float32, "BF16": np.uint16}
-
-
-def _symbols(rng, n, scale, raw_rate, wide):
-    d = np.rint(rng.laplace(0, scale, n)).astype(np.int64)
-    far = rng.random(n) < raw_rate
-    d[far] = rng.integers(-(1 << 20 if wide else 3000), 1 << 20 if wide else 3000, int(far.sum()))
-    return ((d << 1) ^ (d >> 63)).astype(np.uint32)
 
 
 def _decode(payload, n, s, center, step, mode, dq, simd, monkeypatch):
@@ -44,14 +31,6 @@ def _decode(payload, n, s, center, step, mode, dq, simd, monkeypatch):
     return out.tobytes()
 
 
-HAVE_SIMD = rans_vec.SIMD  # (the tests flip rans_vec.SIMD, and hypothesis' examples share one monkeypatch)
-
-
-def _needs_simd():
-    if not HAVE_SIMD:
-        pytest.skip("this target does not use the vector step (no AVX-512); the subprocess test forces it")
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), s=st.sampled_from([16, 64, 256]), groups=st.integers(1, 4),
@@ -59,10 +38,10 @@ def _needs_simd():
        raw_rate=st.sampled_from([0.0, 0.0005, 0.01, 0.3]), wide=st.booleans(), dq=st.booleans(),
        center=st.integers(-100, 100))
 def test_vector_step_matches_scalar(seed, s, groups, tail, scale, raw_rate, wide, dq, center, monkeypatch):
-    _needs_simd()
+    needs_simd()
     rng = np.random.default_rng(seed)
     n = 32 * s * groups + tail
-    u = _symbols(rng, n, scale, raw_rate, wide)
+    u = symbols(rng, n, scale, raw_rate, wide)
     payload = rans.encode(u, s, rans.build_model(u)[0])
     step = float(rng.uniform(1e-4, 0.1))
     for mode in DT:
@@ -77,7 +56,7 @@ def test_vector_step_matches_scalar(seed, s, groups, tail, scale, raw_rate, wide
        bits=st.sampled_from([2, 3, 4, 6]), quantizer=st.sampled_from(["dq", "uniform"]),
        n=st.sampled_from([70_000, 140_001]))
 def test_whole_tensors_decode_the_same(seed, dtype, bits, quantizer, n, monkeypatch):
-    _needs_simd()
+    needs_simd()
     rng = np.random.default_rng(seed)
     x = (rng.laplace(0, 0.02, n) * rng.choice([1.0, 30.0], n, p=[0.999, 0.001])).astype(dtype)
     data = bslcodec.encode(x, bits=bits, expert={"quantizer": quantizer, "codec": "ans"})
@@ -94,10 +73,10 @@ def test_whole_tensors_decode_the_same(seed, dtype, bits, quantizer, n, monkeypa
 def test_corrupt_payloads_same_values_or_error(seed, dq, raw_rate, monkeypatch):
     """Flipped bits in the words or word counts shifted between groups: the vector step reads what the scalar
     one reads, so the same values or the same FormatError."""
-    _needs_simd()
+    needs_simd()
     rng = np.random.default_rng(seed)
     s, n = 64, 32 * 64 * 3 + 50
-    u = _symbols(rng, n, 3.0, raw_rate, False)
+    u = symbols(rng, n, 3.0, raw_rate, False)
     model = rans.build_model(u)[0]
     p = rans.encode(u, s, model)
     start = model.header_size + 4 * rans.n_groups(n, s)
@@ -128,7 +107,7 @@ def test_a_kernel_that_does_not_compile_falls_back_to_scalar(monkeypatch):
 
     rng = np.random.default_rng(3)
     s, n = 16, 32 * 16 * 3
-    u = _symbols(rng, n, 3.0, 0.01, False)
+    u = symbols(rng, n, 3.0, 0.01, False)
     payload = rans.encode(u, s, rans.build_model(u)[0])
     want = _decode(payload, n, s, 1, 0.01, "BF16", True, False, monkeypatch)
     monkeypatch.setattr(rans_dec, "_decode_groups_vec", broken)
@@ -138,6 +117,12 @@ def test_a_kernel_that_does_not_compile_falls_back_to_scalar(monkeypatch):
     with pytest.warns(RuntimeWarning, match="did not compile"):
         rans.decode_into(payload, n, s, 1, 0.01, out, "BF16", dq=True)
     assert out.tobytes() == want and rans_vec.SIMD is False
+
+
+def _child(name, features):
+    words = child(CHILD, name, features)
+    at = words.index("target")
+    return words[at + 1:at + 3], {k: int(words[words.index(k) + 1]) for k in ("gathers", "expands", "zmm")}
 
 
 CHILD = r"""
@@ -169,25 +154,9 @@ print("gathers", asm.count("vpgatherdd"), "expands", asm.count("vpexpandw"), "zm
 """
 
 
-def _child(name, features):
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
-        env.pop(k, None)
-    if name:
-        env.update(NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features)
-    with tempfile.TemporaryDirectory() as d:  # a fresh cache: the kernel compiled here, its assembly kept
-        env["NUMBA_CACHE_DIR"] = d
-        r = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
-                           timeout=900, check=False)
-    assert r.returncode == 0, r.stderr[-3000:]
-    words = r.stdout.split()
-    return words[words.index("target") + 1:words.index("target") + 3], \
-        {k: int(words[words.index(k) + 1]) for k in ("gathers", "expands", "zmm")}
-
-
 def test_this_target_vectorises():
     """Compiled for this machine: the vector step is vector code (hardware gathers; vpexpandw with VBMI2)."""
-    _needs_simd()
+    needs_simd()
     (simd, expand), n = _child(None, None)
     assert simd == "True" and n["gathers"] >= 4
     assert (n["expands"] >= 1) == (expand == "True")

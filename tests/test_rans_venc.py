@@ -5,15 +5,10 @@ every prob_bits, partial groups and tails), whole tensors of every float dtype (
 not compile falls back to the scalar one; and on targets without VBMI2 (AVX-512 F+BW only) or without
 AVX-512 (Skylake's AVX2, forced on) it still writes the same bytes."""
 
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import ml_dtypes
 import numpy as np
 import pytest
+from ans_simd import child, needs_simd, symbols
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,20 +16,6 @@ import bslcodec
 from bslcodec.codecs import rans, rans_enc, rans_vec, rans_venc
 
 pytestmark = pytest.mark.filterwarnings("ignore::bslcodec.QualityWarning")  # low bits= on purpose
-ROOT = Path(__file__).resolve().parents[1]
-HAVE_SIMD = rans_vec.SIMD  # (the tests flip rans_vec.SIMD)
-
-
-def _needs_simd():
-    if not HAVE_SIMD:
-        pytest.skip("this target does not use the vector step (no AVX-512); the subprocess tests force it")
-
-
-def _symbols(rng, n, scale, raw_rate, wide):
-    d = np.rint(rng.laplace(0, scale, n)).astype(np.int64)
-    far = rng.random(n) < raw_rate
-    d[far] = rng.integers(-(1 << 20 if wide else 3000), 1 << 20 if wide else 3000, int(far.sum()))
-    return ((d << 1) ^ (d >> 63)).astype(np.uint32)
 
 
 def _encode(u, s, model, simd, monkeypatch):
@@ -50,12 +31,12 @@ def _encode(u, s, model, simd, monkeypatch):
        prob_bits=st.sampled_from([(10,), (11,), (12,), (13,), (14,), (11, 12, 13)]))
 def test_vector_step_writes_the_scalar_bytes(seed, s, groups, tail, scale, raw_rate, wide, u16, prob_bits,
                                              monkeypatch):
-    _needs_simd()
+    needs_simd()
     rng = np.random.default_rng(seed)
     n = 32 * s * groups + tail
     if n == 0:
         return
-    u = _symbols(rng, n, scale, raw_rate, wide)
+    u = symbols(rng, n, scale, raw_rate, wide)
     if u16 and u.max() < 1 << 16:
         u = u.astype(np.uint16)
     model = rans.build_model(u, prob_bits_choices=prob_bits)[0]
@@ -68,12 +49,12 @@ def test_vector_step_writes_the_scalar_bytes(seed, s, groups, tail, scale, raw_r
 
 def test_one_token_table_and_escapes(monkeypatch):
     """A one-token table (f = 2^P: f << (32 - P) is 2^32) and symbols past the token table in full steps."""
-    _needs_simd()
+    needs_simd()
     for u in (np.zeros(32 * 64 * 2 + 5, np.uint16), np.full(32 * 64, 5000, np.uint32)):
         model = rans.build_model(u)[0]
         assert _encode(u, 64, model, True, monkeypatch) == _encode(u, 64, model, False, monkeypatch)
     rng = np.random.default_rng(9)
-    u = _symbols(rng, 32 * 256 * 3, 3.0, 0.0, False)
+    u = symbols(rng, 32 * 256 * 3, 3.0, 0.0, False)
     u[rng.integers(0, u.size, 40)] = rng.integers(4096, 6000, 40)  # escapes in scattered steps
     model = rans.build_model(u)[0]
     assert _encode(u, 256, model, True, monkeypatch) == _encode(u, 256, model, False, monkeypatch)
@@ -85,7 +66,7 @@ def test_one_token_table_and_escapes(monkeypatch):
        bits=st.sampled_from([2, 3, 4, 6]), quantizer=st.sampled_from(["dq", "uniform"]),
        n=st.sampled_from([70_000, 140_001]))
 def test_whole_tensors_encode_the_same(seed, dtype, bits, quantizer, n, monkeypatch):
-    _needs_simd()
+    needs_simd()
     rng = np.random.default_rng(seed)
     x = (rng.laplace(0, 0.02, n) * rng.choice([1.0, 30.0], n, p=[0.999, 0.001])).astype(dtype)
     got = []
@@ -122,7 +103,7 @@ def test_a_kernel_that_does_not_compile_falls_back_to_scalar(monkeypatch):
         raise numba.core.errors.LoweringError("no such intrinsic")
 
     rng = np.random.default_rng(3)
-    u = _symbols(rng, 32 * 64 * 3 + 7, 3.0, 0.01, False)
+    u = symbols(rng, 32 * 64 * 3 + 7, 3.0, 0.01, False)
     model = rans.build_model(u)[0]
     want = _encode(u, 64, model, False, monkeypatch)
     monkeypatch.setattr(rans_enc, "_encode_groups_vec", broken)
@@ -131,6 +112,12 @@ def test_a_kernel_that_does_not_compile_falls_back_to_scalar(monkeypatch):
     with pytest.warns(RuntimeWarning, match="did not compile"):
         got = rans.encode(u, 64, model)
     assert got == want and rans_vec.SIMD is False
+
+
+def _child(name, features):
+    words = child(CHILD, name, features)
+    at = words.index("target")
+    return words[at + 1:at + 3], {k: int(words[words.index(k) + 1]) for k in ("compressw", "compressd", "zmm")}
 
 
 CHILD = r"""
@@ -156,32 +143,16 @@ print("compressw", asm.count("vpcompressw"), "compressd", asm.count("vpcompressd
 """
 
 
-def _child(name, features):
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "BSLCODEC_ANS_SIMD"):
-        env.pop(k, None)
-    if name:
-        env.update(NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features)
-    with tempfile.TemporaryDirectory() as d:  # a fresh cache: the kernel compiled here, its assembly kept
-        env["NUMBA_CACHE_DIR"] = d
-        r = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
-                           timeout=900, check=False)
-    assert r.returncode == 0, r.stderr[-3000:]
-    words = r.stdout.split()
-    at = words.index("target")
-    return words[at + 1:at + 3], {k: int(words[words.index(k) + 1]) for k in ("compressw", "compressd", "zmm")}
-
-
 def test_this_target_compresses():
     """Compiled for this machine: the words stored by vpcompressw (VBMI2) or vpcompressd."""
-    _needs_simd()
+    needs_simd()
     (simd, expand), n = _child(None, None)
     assert simd == "True" and (n["compressw"] >= 2 if expand == "True" else n["compressd"] >= 2)
 
 
 def test_avx512_without_vbmi2_same_bytes():
     """Compiled for Skylake-AVX512 (F, BW, no VBMI2): the vector step is on, its words go by vpcompressd."""
-    _needs_simd()  # runs the AVX-512 code it compiles
+    needs_simd()  # runs the AVX-512 code it compiles
     (simd, expand), n = _child("skylake-avx512", "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd,+avx2,+avx,"
                                                  "+fma,+bmi2,+popcnt,+f16c")
     assert simd == "True" and expand == "False" and n["compressw"] == 0 and n["compressd"] >= 2
