@@ -1,9 +1,30 @@
 """``pipeline.ans_model.build_model``: the same model and bits as ``rans.build_model`` on small symbol sets."""
 
 import numpy as np
+import pytest
 
 from bslcodec.codecs import rans
+from bslcodec.codecs import rans_model as rm
 from bslcodec.pipeline import ans_model
+
+
+@pytest.fixture(params=[True, False], ids=["ranges", "search"], autouse=True)
+def _paths(request, monkeypatch):
+    """Every test with the search over token ranges (``_search_ranges``, the default) and with ``_search``
+    (every split's counts in full), each against ``rans.build_model``."""
+    monkeypatch.setattr(ans_model, "RANGES", request.param)
+
+
+def test_token_ranges():
+    """What ``_search_ranges`` relies on: split i's token t is the fine bins ``_TSTART[_TOFF[i] + t]`` up
+    to the next start, each of them with raw bit count ``_TNB[_TOFF[i] + t]``."""
+    for i in range(rm._TOK.shape[0]):
+        st = ans_model._TSTART[ans_model._TOFF[i]:ans_model._TOFF[i + 1]]
+        nb = ans_model._TNB[ans_model._TOFF[i]:ans_model._TOFF[i + 1] - 1]
+        lens = np.diff(st)
+        assert st[0] == 0 and st[-1] == rm.FINE_K and (lens >= 0).all()
+        assert np.array_equal(np.repeat(np.arange(lens.size), lens), rm._TOK[i])
+        assert np.array_equal(np.repeat(nb, lens), rm._NB[i])
 
 
 def _same(u=None, hist=None):
@@ -31,6 +52,7 @@ def test_small_models_are_rans_build_models():
             cases.append(np.where(z >= 0, 2 * z, -2 * z - 1).astype(np.uint32))
     for u in cases:
         _same(u)
+        _same(u[::3])  # not contiguous
         _same(u.astype(np.uint16)) if u.size and u.max() < 1 << 16 else None
     from bslcodec.codecs.rans_model import FINE_K
 
