@@ -328,26 +328,68 @@ def test_grid_point_kernel_is_the_reference(monkeypatch):
         n_all = sum(t.n for t in lossy.values())
         for kw in ({"rel_error": 2.0 ** -8}, {"rel_error": 0.05}, {"target_bits": 2.0 * n_all}):
             got = []
-            for kernel in (False, True):
+            for kernel, fast in ((False, False), (True, False), (True, True)):  # ref, round_many, round_many_fast
                 monkeypatch.setattr(allocation, "BATCH_KERNEL", kernel)
+                monkeypatch.setattr(allocation, "FAST_ROUNDING", fast)
                 alloc = Allocation(lossy)
                 res = alloc.solve(**kw)
                 for k in (K_MIN, K_MIN + 1, -37, -3, 0, 5, K_MAX - 1, K_MAX):
                     alloc._each(lambda c, k=k: c.point(k))
                 got.append((res, alloc._B.copy(), alloc._D.copy(), alloc._H.copy()))
-            assert got[0][0] == got[1][0], (seed, kw)
-            for a, b in zip(got[0][1:], got[1][1:]):
-                assert np.array_equal(a, b), (seed, kw)
+            for other in got[1:]:
+                assert got[0][0] == other[0], (seed, kw)
+                for a, b in zip(got[0][1:], other[1:]):
+                    assert np.array_equal(a, b), (seed, kw)
     rng = np.random.default_rng(47)
     t = {f"w{i}": rng.normal(0, 0.02 * (i + 1), (48, 40 + i)).astype(np.float32) for i in range(12)}
     t["b"] = rng.normal(0, 1, 64).astype(np.float16)
     t["c"] = np.full((9, 9), 0.25, np.float32)
     for kw in ({}, {"bits": 3}, {"rel_error": 0.01}):
         files = []
-        for kernel in (False, True):
+        for kernel, fast in ((False, False), (True, False), (True, True)):
             monkeypatch.setattr(allocation, "BATCH_KERNEL", kernel)
+            monkeypatch.setattr(allocation, "FAST_ROUNDING", fast)
             files.append(bslcodec.save(t, **kw))
-        assert files[0] == files[1], kw
+        assert files[0] == files[1] == files[2], kw
+
+
+def test_fast_rounding_is_round_many():
+    """``gridpoints.round_many_fast`` gives ``round_many``'s numbers at every point it takes, and leaves the
+    points it cannot take (a non-finite value, a symbol at or above 2^22, an empty sample); samples of
+    mixed lengths (groups of up to four of one length), steps from denormal to huge, shifted samples."""
+    from bslcodec.pipeline import gridpoints as gp
+
+    rng = np.random.default_rng(8)
+    samples = [rng.normal(0, 0.02, 4096), rng.standard_t(1.5, 4096), rng.normal(3, 0.5, 300), np.zeros(5),
+               np.full(64, 0.5), rng.laplace(0, 1e-3, 1000), rng.normal(0, 1, 17), np.r_[np.zeros(99), 1e-6],
+               np.r_[rng.normal(0, 1, 50), np.nan], np.r_[rng.normal(0, 1, 50), np.inf], np.zeros(0),
+               rng.normal(0, 1e30, 64), rng.normal(0, 1e-300, 64), rng.normal(1e6, 1, 700)]
+    xs = np.concatenate(samples)
+    ends = np.cumsum([a.size for a in samples])
+    lo_s, hi_s = ends - np.array([a.size for a in samples]), ends
+    tab, off = gp.log_table([max(a.size, 1) for a in samples])
+    toff_s = np.array([off[max(a.size, 1)] for a in samples], np.int64)
+    s0_s = gp.sums(xs, lo_s, hi_s)
+    xmin_s, xmax_s, ok_s = gp.extremes(xs, lo_s, hi_s)
+    n_left = 0
+    for trial in range(6):
+        P = 400
+        which = rng.integers(0, len(samples), P) if trial % 2 else np.repeat(rng.integers(0, len(samples), P // 4), 4)
+        steps = 2.0 ** rng.uniform(-1000 if trial == 5 else -40, 40, P)
+        args = [xs, lo_s[which], hi_s[which], steps, s0_s[which], tab, toff_s[which]]
+        ref = np.empty(P), np.empty(P, np.int64), np.empty(P), np.empty(P), np.empty(P, np.int64)
+        gp.round_many(*args, *ref)
+        got = np.full(P, -1.0), np.full(P, -1, np.int64), np.full(P, -1.0), np.full(P, -1.0), np.full(P, -1, np.int64)
+        done = np.empty(P, np.bool_)
+        gp.round_many_fast(xs, lo_s[which], hi_s[which], xmin_s[which], xmax_s[which], ok_s[which], steps,
+                           s0_s[which], tab, toff_s[which], *got, done)
+        assert done.any()
+        for a, b in zip(ref, got):
+            assert np.array_equal(a[done], b[done]), trial
+        left = ~done
+        n_left += int(left.sum())
+        assert (~ok_s[which][left] | (ref[2][left] >= 2.0 ** 22) | (hi_s[which] == lo_s[which])[left]).all()
+    assert n_left > 0
 
 
 def test_grid_point_sums_and_logs_are_numpys():

@@ -33,6 +33,7 @@ GRID = 4  # grid points per octave of step; between them bits and log(MSE) are i
 K_MIN, K_MAX = -20 * GRID, 5 * GRID  # steps from std / 2^20 to 32 std
 _NK = K_MAX - K_MIN + 1  # grid points K_MIN .. K_MAX
 BATCH_KERNEL = True  # the small curves' grid points by gridpoints.round_many; False: _eval_batch_ref
+FAST_ROUNDING = True  # gridpoints.round_many_fast first (round_many for the points it leaves); False: round_many
 COMPILED = True  # the lambda search's passes over the curves compiled (lambda_search.py); False: in Python
 _PRIMES = (1_000_003, 999_983, 1_000_033)  # sample strides: i * p mod n visits distinct elements where p ∤ n
 SAMPLE = 1 << 16  # elements whose rounding predicts a tensor's curve (the whole tensor if smaller)
@@ -269,6 +270,7 @@ class _SmallRows:
         self.lo = np.array([c._lo for c in small], np.int64)
         self.hi = np.array([c._hi for c in small], np.int64)
         self.s0 = _gp.sums(xs, self.lo, self.hi)
+        self.xmin, self.xmax, self.ok = _gp.extremes(xs, self.lo, self.hi)
         self.m = np.array([c.m for c in small], np.int64)
         self.n = np.array([c.n for c in small], np.int64)
         self.raw_bits = np.array([c.raw_bits for c in small])
@@ -305,8 +307,19 @@ def _eval_batch(want: list, xs: np.ndarray, small: _SmallRows | None = None, gri
     small.tables_for(si)
     sse, qmax, ent = np.empty(n), np.empty(n), np.empty(n)
     raw, n_live = np.empty(n, np.int64), np.empty(n, np.int64)
-    _gp.round_many(xs, small.lo[si], small.hi[si], steps, small.s0[si], small.tab, small.toff[si], sse, raw, qmax,
-                   ent, n_live)
+    lo, hi, s0, toff = small.lo[si], small.hi[si], small.s0[si], small.toff[si]
+    if FAST_ROUNDING:
+        done = np.empty(n, np.bool_)
+        _gp.round_many_fast(xs, lo, hi, small.xmin[si], small.xmax[si], small.ok[si], steps, s0, small.tab, toff, sse,
+                            raw, qmax, ent, n_live, done)
+        if not done.all():  # the points it leaves (a symbol at or above 2^22, a non-finite value): round_many
+            r = np.flatnonzero(~done)
+            got = np.empty(r.size), np.empty(r.size, np.int64), np.empty(r.size), np.empty(r.size), \
+                np.empty(r.size, np.int64)
+            _gp.round_many(xs, lo[r], hi[r], steps[r], s0[r], small.tab, toff[r], *got)
+            sse[r], raw[r], qmax[r], ent[r], n_live[r] = got
+    else:
+        _gp.round_many(xs, lo, hi, steps, s0, small.tab, toff, sse, raw, qmax, ent, n_live)
     lens = small.lens[si]
     ends = np.cumsum(lens)
     last = small.last[np.arange(int(ends[-1]) if n else 0) + np.repeat(small.last_start[si] - (ends - lens), lens)]

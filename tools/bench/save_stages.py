@@ -7,10 +7,11 @@ encode run alone over every tensor: the equal-slope allocation (``Allocation.sol
 model (``dq_search.quantize``), the GG fit of the informational params, ``rans.build_model`` of the final
 symbols (and, where the checkout has them, the search and the model with ``pipeline/ans_model.py``'s
 compiled model), ``rans.encode``; for fexp ``fexp.encode`` and the zstd trial. Microseconds a tensor, best of
-``--reps`` (the box is shared: compare checkouts alternately, same minutes). Only public entry points, so
-another checkout on ``PYTHONPATH`` gives its own numbers:
+``--reps`` (the box is shared: compare checkouts alternately, same minutes); ``--cpu``: the process's CPU
+time (``time.process_time``, every thread's) instead of the wall clock, steadier where other jobs hold
+the cores. Only public entry points, so another checkout on ``PYTHONPATH`` gives its own numbers:
 
-    PYTHONPATH=/path/to/checkout python tools/bench/save_stages.py [--n 300] [--reps 5]
+    PYTHONPATH=/path/to/checkout python tools/bench/save_stages.py [--n 300] [--reps 5] [--cpu]
 """
 
 import argparse
@@ -24,14 +25,17 @@ import numpy as np
 sys.path.append(os.path.join(os.path.dirname(__file__), "..", ".."))  # PYTHONPATH first: another checkout
 
 
+CLOCK = time.perf_counter  # --cpu: time.process_time
+
+
 def best(fn, reps: int, n: int) -> float:
     """Microseconds a tensor: the best of ``reps`` runs of ``fn`` (after one untimed run)."""
     fn()
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(CLOCK() - t0)
     return min(ts) / n * 1e6
 
 
@@ -102,7 +106,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--cpu", action="store_true", help="CPU time of the process instead of the wall clock")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.cpu else time.perf_counter
     import ml_dtypes  # noqa: F401  (numpy's "bfloat16")
 
     n = args.n
@@ -113,7 +120,8 @@ def main(argv=None):
         out = {kind: stages(kind, t, kw, os.path.join(tmp, "s.bsl"), args.reps) for kind, (t, kw) in files.items()}
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     for kind, r in out.items():
-        print(f"{kind} (n={n}, best of {args.reps}, load {load}):")
+        clock = "CPU time" if args.cpu else "wall clock"
+        print(f"{kind} (n={n}, best of {args.reps}, {clock}, load {load}):")
         for key, v in r.items():
             print(f"  {key:31s} {v:8.1f} us/tensor")
 
