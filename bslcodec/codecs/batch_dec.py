@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
-from . import fexp_dec, golomb
+from . import fexp_dec, golomb, rans_gen, rans_vec
 from .fexp_ref import HEAD_BYTES, MAX_CODE_LEN, MAX_M
 from .fexp_table import _fill_lut, _kraft, _lut_order
 from .fexp_table import _lane_table as _fexp_lanes
@@ -34,29 +34,31 @@ def _u32(buf, i):
             | (np.int64(buf[i + 3]) << 24))
 
 
-@numba.njit(nogil=True, cache=True)
-def _ans_one(buf, n, S, center, step32, step64, mode, dq, out):
-    """One tensor's payload ``buf`` into ``out`` (n elements); True where it decodes, False where
-    ``rans_dec.parse`` / ``decode_into`` would raise."""
+@numba.njit(inline="always")
+def _ans_head(buf, n, S):
+    """``rans_dec.parse``'s checks of one payload: (P, s, m, freqs, W, wstart, words); P = 0 where it would
+    raise."""
     size = buf.size
+    nothing = (np.int64(0), np.int64(0), np.int64(0), np.zeros(0, np.int64), np.zeros(0, np.int64),
+               np.zeros(0, np.int64), buf[:0].view(np.uint16))
     if size < 12:
-        return False
+        return nothing
     model, P, s, m = np.int64(buf[0]), np.int64(buf[1]), np.int64(buf[2]), np.int64(buf[3])
     K = np.int64(buf[4]) | (np.int64(buf[5]) << 8)
     kq, reserved = np.int64(buf[6]), np.int64(buf[7])
     B = _u32(buf, 8)
     if model != 0:
-        return False
+        return nothing
     if not (1 <= P <= MAX_PROB_BITS) or s > MAX_SPLIT or m > min(s, MAX_MSB) or kq > 15 or reserved:
-        return False
+        return nothing
     if not (1 <= K <= (np.int64(1) << s) + (25 - s) * (np.int64(1) << m)):
-        return False
+        return nothing
     if 12 + B > size:
-        return False
+        return nothing
     freqs = np.zeros(K, np.int64)
     pos, err = _parse_table(buf[12:12 + B], K, kq, np.int64(1) << P, freqs)
     if err or B != (pos + 7) // 8 or freqs.sum() != np.int64(1) << P:
-        return False
+        return nothing
     H = 12 + B
     H += -H % 4
     gsize = LANES * S
@@ -65,15 +67,20 @@ def _ans_one(buf, n, S, center, step32, step64, mode, dq, out):
     if G:
         need += 4 * G + 4 * (LANES * (G - 1) + min(LANES, n - (G - 1) * gsize))
     if size < need:
-        return False
+        return nothing
     W = np.empty(G, np.int64)
     wstart = np.zeros(G + 1, np.int64)
     for g in range(G):
         W[g] = _u32(buf, H + 4 * g)
         wstart[g + 1] = wstart[g] + W[g] + (W[g] % 2)
     if size != H + 4 * G + 2 * wstart[G]:
-        return False
-    words = buf[H + 4 * G:].view(np.uint16)
+        return nothing
+    return P, s, m, freqs, W, wstart, buf[H + 4 * G:].view(np.uint16)
+
+
+@numba.njit(inline="always")
+def _ans_scalar(P, s, m, freqs, W, wstart, words, n, S, center, step32, step64, mode, dq, out):
+    """The tables and the groups of ``rans_dec.decode_into`` (its scalar kernel); False where it would raise."""
     live = 0
     for f in freqs:
         live += f > 0
@@ -87,10 +94,41 @@ def _ans_one(buf, n, S, center, step32, step64, mode, dq, out):
     ttab = np.empty(live * _NS if table else 0, np.uint64)
     if table:
         _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
-    status = np.zeros(G, np.uint8)
-    for gi in range(G):
+    status = np.zeros(W.size, np.uint8)
+    for gi in range(W.size):
         _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, 0, n, S, center, out, 0, mode, step32, step64,
                       status, hi, check, dq)
+        if status[gi]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
+def _ans_one(buf, n, S, center, step32, step64, mode, dq, out):
+    """One tensor's payload ``buf`` into ``out`` (n elements); True where it decodes, False where
+    ``rans_dec.parse`` / ``decode_into`` would raise."""
+    P, s, m, freqs, W, wstart, words = _ans_head(buf, n, S)
+    if P == 0:
+        return False
+    return _ans_scalar(P, s, m, freqs, W, wstart, words, n, S, center, step32, step64, mode, dq, out)
+
+
+@numba.njit(nogil=True, cache=True)
+def _ans_one_vec(buf, n, S, center, step32, step64, mode, dq, out):
+    """``_ans_one`` with the vector general step (``rans_gen``) where the table allows it (F32 / BF16 output,
+    no raw bits above 16, levels below 2^24), the same values and the same refusals: a kernel of its own, so
+    that the scalar one never depends on the vector code compiling."""
+    P, s, m, freqs, W, wstart, words = _ans_head(buf, n, S)
+    if P == 0:
+        return False
+    sf = np.empty(np.int64(1) << P, np.uint32)
+    sb = np.empty(np.int64(1) << P, np.uint32)
+    _, hi, u_max = rans_gen.slot_tables(s, m, freqs, sf, sb)
+    if not rans_gen.usable(hi, u_max, center, dq):
+        return _ans_scalar(P, s, m, freqs, W, wstart, words, n, S, center, step32, step64, mode, dq, out)
+    status = np.zeros(W.size, np.uint8)
+    for gi in range(W.size):
+        rans_gen.decode_group(gi, words, W, wstart, sf, sb, P, n, S, center, out, mode, step32, step64, status, dq)
         if status[gi]:
             return False
     return True
@@ -180,6 +218,13 @@ def _ans_many(data, offs, lens, ns, S, centers, step32, step64, mode, dq, out, o
 
 
 @numba.njit(nogil=True, cache=True)
+def _ans_many_vec(data, offs, lens, ns, S, centers, step32, step64, mode, dq, out, out_offs, ok):
+    for t in range(offs.size):
+        ok[t] = _ans_one_vec(data[offs[t]:offs[t] + lens[t]], ns[t], S[t], centers[t], step32[t], step64[t], mode,
+                             dq[t], out[out_offs[t]:out_offs[t + 1]])
+
+
+@numba.njit(nogil=True, cache=True)
 def _eg_many(data, offs, lens, ns, S, centers, step32, step64, mode, out, out_offs, ok):
     for t in range(offs.size):
         ok[t] = _eg_one(data[offs[t]:offs[t] + lens[t]], ns[t], S[t], centers[t], step32[t], step64[t], mode,
@@ -222,5 +267,12 @@ def decode_many(data: np.ndarray, kind: str, mode, items: list) -> tuple:
     elif kind == "eg":
         _eg_many(data, offs, lens, ns, S, centers, step32, step64, MODES[mode], out, out_offs, ok)
     else:
-        _ans_many(data, offs, lens, ns, S, centers, step32, step64, MODES[mode], dq, out, out_offs, ok)
+        args = (data, offs, lens, ns, S, centers, step32, step64, MODES[mode], dq, out, out_offs, ok)
+        if rans_vec.SIMD and mode in ("F32", "BF16"):
+            try:
+                _ans_many_vec(*args)
+                return out, out_offs, ok
+            except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+                rans_vec.disable(exc)
+        _ans_many(*args)
     return out, out_offs, ok

@@ -12,6 +12,9 @@ the 32 lane states of a group are one ``<32 x i32>`` (states stay below 2^32, sp
   step does; a raw-bit token in any lane stops the run *before* that step, which the scalar general step
   then decodes from the same states (it reads exactly what the vector step would have read up to there).
 
+``vgrun`` is the general step the same way (tokens with up to 16 raw bits, the raw bits' own
+renormalisation, the dq level and the output: ``rans_gen``, for fine-step and small payloads).
+
 Each step reads at most one word a lane, all inside the group (the caller's ``p + 64 <= group end``, as in
 the scalar step), so a run is bit-identical to the scalar loop on every payload, valid or not: same words
 read, same outputs, same final states and word index. The generic vector types lower to whatever the
@@ -31,9 +34,11 @@ from numba.core import cgutils, config
 from numba.extending import intrinsic, overload
 
 from ..container.limits import LANES
+from ..quantize.dq import NEXT_PACKED
 from .rans_model import L
 
 _I1, _I16, _I32, _I64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_F32 = ir.FloatType()
 _U16, _U32 = np.uint64(16), np.uint64(32)
 _NS = 8  # dq states a token-table entry per live token (rans_dec._NS)
 
@@ -99,13 +104,9 @@ def _gather(builder, base, idx, t, et=None, on=None):
     return builder.call(fn, [ptrs, ir.Constant(_I32, (et or t).width // 8), mask, passthru])
 
 
-def _step(builder, xv, sv, p, ob, tabs, Pv, mask, wide):
-    """One step in IR: (states, dq states, words read (i32), any raw-bit token (i1)); outputs stored at ``ob``."""
-    words, sf, sk, tt = tabs
-    slot = builder.and_(xv, mask)
-    fb = _gather(builder, sf, slot, _I32)
-    xn = builder.add(builder.mul(builder.and_(fb, _const(_I32, 0xFFFF)), builder.lshr(xv, Pv)),
-                     builder.lshr(fb, _const(_I32, 16)))
+def _renorm(builder, xn, words, p):
+    """Renormalisation of the states ``xn``: the lanes with ``xn < 2^16`` read the next words from ``words[p]``
+    in lane order. Returns (states, words read (i32))."""
     rd = builder.icmp_unsigned("<", xn, _const(_I32, L))
     wp = builder.gep(words, [p])
     mbits = builder.bitcast(rd, _I32)
@@ -120,6 +121,17 @@ def _step(builder, xv, sv, p, ob, tabs, Pv, mask, wide):
         w = _gather(builder, builder.bitcast(wp, ir.PointerType(_I32)), rank, _I32, _I16, rd)
         w = builder.and_(w, _const(_I32, 0xFFFF))
     xr = builder.select(rd, builder.or_(builder.shl(xn, _const(_I32, 16)), w), xn)
+    return xr, builder.call(_fn(builder, "llvm.ctpop.i32", _I32, [_I32]), [mbits])
+
+
+def _step(builder, xv, sv, p, ob, tabs, Pv, mask, wide):
+    """One step in IR: (states, dq states, words read (i32), any raw-bit token (i1)); outputs stored at ``ob``."""
+    words, sf, sk, tt = tabs
+    slot = builder.and_(xv, mask)
+    fb = _gather(builder, sf, slot, _I32)
+    xn = builder.add(builder.mul(builder.and_(fb, _const(_I32, 0xFFFF)), builder.lshr(xv, Pv)),
+                     builder.lshr(fb, _const(_I32, 16)))
+    xr, cnt = _renorm(builder, xn, words, p)
     k8 = _gather(builder, sk, slot, _I32)
     if wide:  # binary32 output: rans_dec's 64-bit token table (bits | next state << 32 | raw bit 40)
         te = _gather(builder, tt, builder.add(builder.zext(k8, _v(_I64)), builder.zext(sv, _v(_I64))), _I64)
@@ -131,7 +143,6 @@ def _step(builder, xv, sv, p, ob, tabs, Pv, mask, wide):
         builder.store(builder.trunc(te, _v(_I16)), _vptr(builder, ob, _I16), align=2)
         sn = builder.and_(builder.lshr(te, _const(_I32, 16)), _const(_I32, 7))
         raw = builder.icmp_signed("<", te, _const(_I32, 0))
-    cnt = builder.call(_fn(builder, "llvm.ctpop.i32", _I32, [_I32]), [mbits])
     return xr, sn, cnt, builder.icmp_unsigned("!=", builder.bitcast(raw, _I32), ir.Constant(_I32, 0))
 
 
@@ -170,6 +181,92 @@ def vrun(typingctx, x, st, words, p, pend, out, ebase, nsteps, sf, sk, tt, Pu):
         for ph, v in ((xv, xr), (sv, sn), (p, builder.add(p, builder.zext(cnt, _I64))),
                       (t, builder.add(t, ir.Constant(_I64, 1)))):
             ph.add_incoming(v, cont)
+        builder.branch(head)
+        builder.position_at_end(done)
+        builder.store(xv, xp, align=4)
+        builder.store(sv, sp, align=4)
+        return context.make_tuple(builder, sig.return_type, [t, p])
+
+    return sig, codegen
+
+
+def _gstep(builder, xv, sv, p, ob, words, sf, sb, Pv, mask, c, step, dq, bf16):
+    """One general step (``rans_dec._general_step`` without raw bits above 16, then ``_emit``) in IR: the
+    token and its renormalisation, its raw bits (``sb``: nb | base << 5 a slot) and theirs, the level (dq:
+    ``dq.level`` and ``dq.next_state``), the output (binary32, or its bf16 bits rounded as ``store_dequant``
+    does). Returns (states, dq states, new word index)."""
+    slot = builder.and_(xv, mask)
+    fb = _gather(builder, sf, slot, _I32)
+    xn = builder.add(builder.mul(builder.and_(fb, _const(_I32, 0xFFFF)), builder.lshr(xv, Pv)),
+                     builder.lshr(fb, _const(_I32, 16)))
+    x1, c1 = _renorm(builder, xn, words, p)
+    p = builder.add(p, builder.zext(c1, _I64))
+    g = _gather(builder, sb, slot, _I32)
+    nb = builder.and_(g, _const(_I32, 31))
+    low = builder.and_(x1, builder.sub(builder.shl(_const(_I32, 1), nb), _const(_I32, 1)))
+    x2, c2 = _renorm(builder, builder.lshr(x1, nb), words, p)
+    p = builder.add(p, builder.zext(c2, _I64))
+    u = builder.add(builder.lshr(g, _const(_I32, 5)), low)
+    d = builder.xor(builder.lshr(u, _const(_I32, 1)), builder.sub(_const(_I32, 0), builder.and_(u, _const(_I32, 1))))
+    sg = builder.sub(builder.zext(builder.icmp_signed(">", d, _const(_I32, 0)), _v(_I32)),
+                     builder.zext(builder.icmp_signed("<", d, _const(_I32, 0)), _v(_I32)))
+    lev = builder.sub(builder.shl(d, _const(_I32, 1)), builder.mul(builder.and_(sv, _const(_I32, 1)), sg))
+    sh = builder.mul(builder.add(builder.shl(sv, _const(_I32, 1)), builder.and_(d, _const(_I32, 1))), _const(_I32, 3))
+    nxt = builder.trunc(builder.and_(builder.lshr(_const(_I64, NEXT_PACKED), builder.zext(sh, _v(_I64))),
+                                     _const(_I64, 7)), _v(_I32))
+    dqv = _splat(builder, dq)
+    q = builder.add(c, builder.select(dqv, lev, d))
+    f = builder.fmul(builder.sitofp(q, _v(_F32)), step)
+    if bf16:  # round to nearest even on the top 16 bits (store_dequant, mode 1)
+        b = builder.bitcast(f, _v(_I32))
+        b = builder.add(builder.add(b, _const(_I32, 0x7FFF)), builder.and_(builder.lshr(b, _const(_I32, 16)),
+                                                                          _const(_I32, 1)))
+        builder.store(builder.trunc(builder.lshr(b, _const(_I32, 16)), _v(_I16)), _vptr(builder, ob, _I16), align=2)
+    else:
+        builder.store(f, _vptr(builder, ob, _F32), align=4)
+    return x2, builder.select(dqv, nxt, sv), p
+
+
+@intrinsic
+def vgrun(typingctx, x, st, words, p, pend, out, ebase, nsteps, sf, sb, Pu, center, step32, dq):
+    """Up to ``nsteps`` general steps (tokens with up to 16 raw bits) of a group's 32 lanes while ``p <=
+    pend``: ``x`` (uint32 states) and ``st`` (uint32 dq states, ``dq``) updated in place, the levels
+    ``center`` + (dq) index dequantized by ``step32`` to ``out[ebase]`` on (float32, or uint16 bf16 bits).
+    ``sf``: per slot f | (slot - c) << 16; ``sb``: per slot nb | base << 5 (nb <= 16). A step reads at
+    most two words a lane: ``pend`` = group end - 65 keeps every read (also the 32-bit reads of the
+    non-VBMI2 renormalisation) inside the group. The caller makes sure no level reaches 2^24 (no range
+    check here). Returns (steps done, new word index)."""
+    if out.dtype not in (types.float32, types.uint16):
+        return None
+    sig = types.UniTuple(types.uint64, 2)(x, st, words, p, pend, out, ebase, nsteps, sf, sb, Pu, center, step32, dq)
+    bf16 = out.dtype == types.uint16
+
+    def codegen(context, builder, sig, args):
+        arr = [context.make_array(t)(context, builder, a) if isinstance(t, types.Array) else None
+               for t, a in zip(sig.args, args)]
+        p0, pend, ebase, nsteps, Pu, center, step32, dq = (args[i] for i in (3, 4, 6, 7, 10, 11, 12, 13))
+        P32 = builder.trunc(Pu, _I32)
+        mask = _splat(builder, builder.sub(builder.shl(ir.Constant(_I32, 1), P32), ir.Constant(_I32, 1)))
+        Pv = _splat(builder, P32)
+        c, step = _splat(builder, builder.trunc(center, _I32)), _splat(builder, step32)
+        dq1 = builder.icmp_unsigned("!=", dq, ir.Constant(dq.type, 0))
+        xp, sp = _vptr(builder, arr[0].data, _I32), _vptr(builder, arr[1].data, _I32)
+        x0, s0 = builder.load(xp, align=4), builder.load(sp, align=4)
+        entry = builder.block
+        head, body, done = (builder.append_basic_block(f"vgrun.{n}") for n in ("head", "body", "done"))
+        builder.branch(head)
+        builder.position_at_end(head)
+        xv, sv, p, t = builder.phi(_v(_I32)), builder.phi(_v(_I32)), builder.phi(_I64), builder.phi(_I64)
+        for ph, v in ((xv, x0), (sv, s0), (p, p0), (t, ir.Constant(_I64, 0))):
+            ph.add_incoming(v, entry)
+        builder.cbranch(builder.and_(builder.icmp_unsigned("<", t, nsteps), builder.icmp_unsigned("<=", p, pend)),
+                        body, done)
+        builder.position_at_end(body)
+        ob = builder.gep(arr[5].data, [builder.add(ebase, builder.shl(t, ir.Constant(_I64, 5)))])
+        xr, sn, pn = _gstep(builder, xv, sv, p, ob, arr[2].data, arr[8].data, arr[9].data, Pv, mask, c, step, dq1,
+                            bf16)
+        for ph, v in ((xv, xr), (sv, sn), (p, pn), (t, builder.add(t, ir.Constant(_I64, 1)))):
+            ph.add_incoming(v, builder.block)
         builder.branch(head)
         builder.position_at_end(done)
         builder.store(xv, xp, align=4)
