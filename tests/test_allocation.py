@@ -386,6 +386,17 @@ def test_fast_rounding_is_round_many():
         assert done.any()
         for a, b in zip(ref, got):
             assert np.array_equal(a[done], b[done]), trial
+        # the samples as float32 (what the allocation passes where they are): the same numbers
+        x32 = np.where(np.abs(xs) < 1e30, xs, 0.5).astype(np.float32).astype(np.float64)
+        s0_32 = gp.sums(x32, lo_s, hi_s)
+        xmin32, xmax32, ok32 = gp.extremes(x32, lo_s, hi_s)
+        ref = np.empty(P), np.empty(P, np.int64), np.empty(P), np.empty(P), np.empty(P, np.int64)
+        gp.round_many(x32, lo_s[which], hi_s[which], steps, s0_32[which], tab, toff_s[which], *ref)
+        done32 = np.empty(P, np.bool_)
+        gp.round_many_fast(x32.astype(np.float32), lo_s[which], hi_s[which], xmin32[which], xmax32[which],
+                           ok32[which], steps, s0_32[which], tab, toff_s[which], *got, done32)
+        for a, b in zip(ref, got):
+            assert np.array_equal(a[done32], b[done32]), trial
         left = ~done
         n_left += int(left.sum())
         assert (~ok_s[which][left] | (ref[2][left] >= 2.0 ** 22) | (hi_s[which] == lo_s[which])[left]).all()

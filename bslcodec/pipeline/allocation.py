@@ -271,6 +271,10 @@ class _SmallRows:
         self.hi = np.array([c._hi for c in small], np.int64)
         self.s0 = _gp.sums(xs, self.lo, self.hi)
         self.xmin, self.xmax, self.ok = _gp.extremes(xs, self.lo, self.hi)
+        # round_many_fast reads the samples as float32 where that is every value (F32, F16 and BF16 tensors)
+        with np.errstate(over="ignore", invalid="ignore"):  # (an F64 value beyond binary32: kept float64)
+            x32 = xs.astype(np.float32)
+        self.xs_fast = x32 if np.array_equal(x32, xs) else xs
         self.m = np.array([c.m for c in small], np.int64)
         self.n = np.array([c.n for c in small], np.int64)
         self.raw_bits = np.array([c.raw_bits for c in small])
@@ -310,8 +314,8 @@ def _eval_batch(want: list, xs: np.ndarray, small: _SmallRows | None = None, gri
     lo, hi, s0, toff = small.lo[si], small.hi[si], small.s0[si], small.toff[si]
     if FAST_ROUNDING:
         done = np.empty(n, np.bool_)
-        _gp.round_many_fast(xs, lo, hi, small.xmin[si], small.xmax[si], small.ok[si], steps, s0, small.tab, toff, sse,
-                            raw, qmax, ent, n_live, done)
+        _gp.round_many_fast(small.xs_fast, lo, hi, small.xmin[si], small.xmax[si], small.ok[si], steps, s0, small.tab,
+                            toff, sse, raw, qmax, ent, n_live, done)
         if not done.all():  # the points it leaves (a symbol at or above 2^22, a non-finite value): round_many
             r = np.flatnonzero(~done)
             got = np.empty(r.size), np.empty(r.size, np.int64), np.empty(r.size), np.empty(r.size), \

@@ -187,7 +187,6 @@ def extremes(xs, lo, hi):
 _G = 8  # points rounded side by side: their squared-error sums are eight independent serial chains
 _BLOCK = 512  # elements of each point's squared errors (and tokens) held at once: 48 KiB for eight points
 _Z_LIM = 4194304.0  # 2^22: _round_into counts the tokens of the symbols below (larger: stored exactly)
-assert rans.FINE_K % 8 == 0  # the entropy scan reads the histogram eight bins at a time
 
 
 @numba.njit(cache=True)
@@ -200,11 +199,13 @@ def round_many_fast(xs, lo, hi, xmin, xmax, ok, steps, s0, tab, toff, sse, raw, 
     squared errors, symbols' tokens and raw bits (no branch: it vectorizes; where every |z| < 2^11 the
     symbol is its own token, no raw bits); the squared errors summed in the reference's serial order, eight
     points' chains side by side (one chain is ~4 cycles an element); the tokens counted. The entropy as
-    ``round_many`` takes it, eight bins with no count skipped at once (a point at a fine step has a few
-    hundred tokens spread over ~4,000). Same floats."""
+    ``round_many`` takes it, each bin's term computed apart from keeping the live ones (the first
+    vectorizes). ``xs`` may be float32 where every sample value is one (half the
+    bytes to read: a batch reads every small tensor's sample): the same float64 values. Same floats."""
     P = steps.size
     hist = np.zeros((_G, rans.FINE_K), np.int32)
     terms = np.empty(rans.FINE_K)
+    every = np.empty(rans.FINE_K)
     d2 = np.zeros((_G, _BLOCK))
     tk = np.zeros((_G, _BLOCK), np.int32)
     grp = np.empty(_G, np.int64)
@@ -249,16 +250,18 @@ def round_many_fast(xs, lo, hi, xmin, xmax, ok, steps, s0, tab, toff, sse, raw, 
                 tp = tk[p]
                 if own[p]:
                     for i in range(bn):
-                        q = np.rint(x[i] * inv)
-                        d = x[i] - q * step
+                        v = np.float64(x[i])
+                        q = np.rint(v * inv)
+                        d = v - q * step
                         dp[i] = d * d
                         zi = np.int64(q - c)
                         tp[i] = np.int32((zi << 1) ^ (zi >> 63))
                 else:
                     w = np.int64(0)
                     for i in range(bn):
-                        q = np.rint(x[i] * inv)
-                        d = x[i] - q * step
+                        v = np.float64(x[i])
+                        q = np.rint(v * inv)
+                        d = v - q * step
                         dp[i] = d * d
                         zi = np.int64(q - c)
                         u = (zi << 1) ^ (zi >> 63)
@@ -287,16 +290,15 @@ def round_many_fast(xs, lo, hi, xmin, xmax, ok, steps, s0, tab, toff, sse, raw, 
             top = rans.FINE_K
             if mq < 1048576.0:
                 top = rans._token(np.int64(2.0 * mq), rans.FINE_S, rans.FINE_M)[0] + 1
+            # round_many's terms (no token at or above top has a count), written for every bin (this loop
+            # vectorizes), then the live ones kept in order
+            tb = tab[toff[pt]:]
+            for t in range(top):
+                every[t] = np.float64(hp[t]) * tb[hp[t]]
             k = 0
-            base = toff[pt]
-            for t0 in range(0, top, 8):  # round_many's scan (no token at or above top has a count)
-                if (hp[t0] | hp[t0 + 1] | hp[t0 + 2] | hp[t0 + 3] | hp[t0 + 4] | hp[t0 + 5] | hp[t0 + 6]
-                        | hp[t0 + 7]) == 0:
-                    continue
-                for t in range(t0, t0 + 8):
-                    h = np.int64(hp[t])
-                    terms[k] = np.float64(h) * tab[base + h]
-                    k += h > 0
-                    hp[t] = 0
+            for t in range(top):
+                terms[k] = every[t]
+                k += hp[t] > 0
+            hp[:top] = 0
             n_live[pt] = k
             ent[pt] = -(0.0 + pairwise(terms, 0, k))
