@@ -250,7 +250,8 @@ def _quantize(x, lane_symbols, center, mode, step32, step64, lam, bound, slack_r
     G = (x.size + gsize - 1) // gsize
     stats = np.zeros((G, 2), np.float64)
     for g in prange(G):
-        _groups(x, g, g + 1, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16,
+        gi = np.int64(g)  # (int64 as in the typing before the parfor rewrite: one compiled signature, not two)
+        _groups(x, gi, gi + 1, lane_symbols, center, mode, step32, step64, lam, bound, slack_rel, slack_abs, f16,
                 rate, tokbits, s_tok, m_tok, u, stats)
     return stats
 
@@ -346,7 +347,8 @@ def _value_tables(vals, center, mode, step32, step64, lam, bound, slack_rel, sla
 def _state(t, ns, sa, sb, pa, pb, co, no, wk, pk, jn):
     """``_group``'s update of state ``ns`` (constant predecessors ``sa`` < ``sb``, parities ``pa``, ``pb``) for
     lanes < ``jn``: costs from rows ``co`` + state of ``wk``, to row ``no`` + ``ns``; the row's candidate costs
-    in rows 16 + 3q + (0: dpe, 1: dpo, 2: dz); the choice's 2 bits at bit 2·ns of ``pk[t, j]``."""
+    in rows 16 + 3q + (0: dpe, 1: dpo, 2: dz); the choice's 2 bits at bit 2·ns of ``pk[t, j]``. (Inlined where
+    every argument but ``t`` and ``jn`` is a constant: each state's own branches, rows without overlap checks.)"""
     de = 16 + 3 * (sa & 1)
     for j in range(jn):
         ca, cb = wk[co + sa, j], wk[co + sb, j]
@@ -381,20 +383,7 @@ def _state(t, ns, sa, sb, pa, pb, co, no, wk, pk, jn):
             pk[t, j] |= np.uint16(ch << (2 * ns))
 
 
-@numba.njit(inline="always")
-def _states(t, co, no, wk, pk, jn):
-    """The 8 states of one row: ``_state`` with each one's predecessors (constants once compiled)."""
-    _state(t, 0, PRED_S[0, 0], PRED_S[0, 1], PRED_P[0, 0], PRED_P[0, 1], co, no, wk, pk, jn)
-    _state(t, 1, PRED_S[1, 0], PRED_S[1, 1], PRED_P[1, 0], PRED_P[1, 1], co, no, wk, pk, jn)
-    _state(t, 2, PRED_S[2, 0], PRED_S[2, 1], PRED_P[2, 0], PRED_P[2, 1], co, no, wk, pk, jn)
-    _state(t, 3, PRED_S[3, 0], PRED_S[3, 1], PRED_P[3, 0], PRED_P[3, 1], co, no, wk, pk, jn)
-    _state(t, 4, PRED_S[4, 0], PRED_S[4, 1], PRED_P[4, 0], PRED_P[4, 1], co, no, wk, pk, jn)
-    _state(t, 5, PRED_S[5, 0], PRED_S[5, 1], PRED_P[5, 0], PRED_P[5, 1], co, no, wk, pk, jn)
-    _state(t, 6, PRED_S[6, 0], PRED_S[6, 1], PRED_P[6, 0], PRED_P[6, 1], co, no, wk, pk, jn)
-    _state(t, 7, PRED_S[7, 0], PRED_S[7, 1], PRED_P[7, 0], PRED_P[7, 1], co, no, wk, pk, jn)
-
-
-assert N_STATES == 8  # (_states, and 2 bits a state in the uint16 choices)
+assert N_STATES == 8  # (_group_tab's 8 updates a row, and 2 bits a state in the uint16 choices)
 # the traceback's step from state s by choice ch: predecessor | its index's parity << 3 | index 0 chosen << 4
 _BACK_STEP = np.array([PRED_S[s, ch >> 1] | (PRED_P[s, ch >> 1] << 3) | ((ch & 1) << 4)
                        for s in range(N_STATES) for ch in range(4)], np.int64)
@@ -439,14 +428,31 @@ def _group_tab(x, start, ng, remap, cst, back, u, wk, cur, pk, rix, maxe):
             rix[t, j] = r
             for c in range(6):
                 wk[16 + c, j] = cst[r, c]
+        # the 8 state updates, each with its predecessors as constants, written out (not a helper inlined
+        # twice: numba's inlining copies the whole scope of the callee per block, which made this kernel's
+        # compile take ~3x as long); every row, the partial last one too, updates all 32 lanes (the lanes
+        # past a partial row compute from stale candidates, their choices are never read, and their costs are
+        # put back below), so there are two copies of the updates, not three
         co = 8 * (t & 1)  # this row's costs in rows co.., the next row's in 8 - co..
-        if jn == LANES:
-            if co:
-                _states(t, 8, 0, wk, pk, LANES)
-            else:
-                _states(t, 0, 8, wk, pk, LANES)
-        else:  # the last row, partial: the lanes past it keep their costs
-            _states(t, co, 8 - co, wk, pk, jn)
+        if co:
+            _state(t, 0, PRED_S[0, 0], PRED_S[0, 1], PRED_P[0, 0], PRED_P[0, 1], 8, 0, wk, pk, LANES)
+            _state(t, 1, PRED_S[1, 0], PRED_S[1, 1], PRED_P[1, 0], PRED_P[1, 1], 8, 0, wk, pk, LANES)
+            _state(t, 2, PRED_S[2, 0], PRED_S[2, 1], PRED_P[2, 0], PRED_P[2, 1], 8, 0, wk, pk, LANES)
+            _state(t, 3, PRED_S[3, 0], PRED_S[3, 1], PRED_P[3, 0], PRED_P[3, 1], 8, 0, wk, pk, LANES)
+            _state(t, 4, PRED_S[4, 0], PRED_S[4, 1], PRED_P[4, 0], PRED_P[4, 1], 8, 0, wk, pk, LANES)
+            _state(t, 5, PRED_S[5, 0], PRED_S[5, 1], PRED_P[5, 0], PRED_P[5, 1], 8, 0, wk, pk, LANES)
+            _state(t, 6, PRED_S[6, 0], PRED_S[6, 1], PRED_P[6, 0], PRED_P[6, 1], 8, 0, wk, pk, LANES)
+            _state(t, 7, PRED_S[7, 0], PRED_S[7, 1], PRED_P[7, 0], PRED_P[7, 1], 8, 0, wk, pk, LANES)
+        else:
+            _state(t, 0, PRED_S[0, 0], PRED_S[0, 1], PRED_P[0, 0], PRED_P[0, 1], 0, 8, wk, pk, LANES)
+            _state(t, 1, PRED_S[1, 0], PRED_S[1, 1], PRED_P[1, 0], PRED_P[1, 1], 0, 8, wk, pk, LANES)
+            _state(t, 2, PRED_S[2, 0], PRED_S[2, 1], PRED_P[2, 0], PRED_P[2, 1], 0, 8, wk, pk, LANES)
+            _state(t, 3, PRED_S[3, 0], PRED_S[3, 1], PRED_P[3, 0], PRED_P[3, 1], 0, 8, wk, pk, LANES)
+            _state(t, 4, PRED_S[4, 0], PRED_S[4, 1], PRED_P[4, 0], PRED_P[4, 1], 0, 8, wk, pk, LANES)
+            _state(t, 5, PRED_S[5, 0], PRED_S[5, 1], PRED_P[5, 0], PRED_P[5, 1], 0, 8, wk, pk, LANES)
+            _state(t, 6, PRED_S[6, 0], PRED_S[6, 1], PRED_P[6, 0], PRED_P[6, 1], 0, 8, wk, pk, LANES)
+            _state(t, 7, PRED_S[7, 0], PRED_S[7, 1], PRED_P[7, 0], PRED_P[7, 1], 0, 8, wk, pk, LANES)
+        if jn < LANES:  # the last row, partial: the lanes past it keep their costs
             for s in range(N_STATES):
                 for j in range(jn, LANES):
                     wk[8 - co + s, j] = wk[co + s, j]
@@ -480,7 +486,7 @@ def _groups_tab(x, g0, g1, lane_symbols, remap, cst, back, u, stats):
     """``_groups`` of the table path."""
     n = x.size
     gsize = LANES * lane_symbols
-    wk = np.empty((16 + 8, LANES), np.float64)
+    wk = np.zeros((16 + 8, LANES), np.float64)  # (zeros: a partial row's last lanes read candidates never set)
     cur = np.empty(LANES, np.int64)
     maxe = np.empty(LANES, np.float64)
     pk = np.empty((lane_symbols, LANES), np.uint16)
@@ -499,7 +505,7 @@ def _quantize_tab(x, lane_symbols, remap, cst, back, u):
     G = (x.size + gsize - 1) // gsize
     stats = np.zeros((G, 2), np.float64)
     for g in prange(G):
-        _groups_tab(x, g, g + 1, lane_symbols, remap, cst, back, u, stats)
+        _groups_tab(x, np.int64(g), np.int64(g) + 1, lane_symbols, remap, cst, back, u, stats)
     return stats
 
 

@@ -144,7 +144,8 @@ def _decode_group(gi, g_first, words, lens, word_start, lut, rest, b, w, n, lane
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _decode_groups(g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base, status):
-    for gi in prange(status.size):
+    for g in prange(status.size):
+        gi = np.int64(g)  # (int64 as in the typing before the parfor rewrite: one compiled signature, not two)
         _decode_group(gi, g_first, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, out_base, status)
 
 

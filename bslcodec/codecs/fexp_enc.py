@@ -45,7 +45,7 @@ def _top12_chunk(c, bits, w, top, hists):
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _top12_par(bits, w, top, hists):
     for c in prange(hists.shape[0]):
-        _top12_chunk(c, bits, w, top, hists)
+        _top12_chunk(np.int64(c), bits, w, top, hists)
 
 
 _top12_serial = serial_twin(_top12_par)
@@ -83,7 +83,7 @@ def _pack_chunk(c, bits, w, b, rest_words):
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _pack_par(bits, w, b, rest_words):
     for c in prange((bits.size + 63) // 64):
-        _pack_chunk(c, bits, w, b, rest_words)
+        _pack_chunk(np.int64(c), bits, w, b, rest_words)
 
 
 _pack_serial = serial_twin(_pack_par)
@@ -103,7 +103,7 @@ def _lane_lengths_group(g, sym, lane_symbols, lengths, lens):
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _lane_lengths_par(sym, lane_symbols, lengths, lens):
     for g in prange(lens.shape[0]):
-        _lane_lengths_group(g, sym, lane_symbols, lengths, lens)
+        _lane_lengths_group(np.int64(g), sym, lane_symbols, lengths, lens)
 
 
 _lane_lengths_serial = serial_twin(_lane_lengths_par)
@@ -142,7 +142,7 @@ def _write_group(g, sym, lane_symbols, lengths, rev, word_start, words):
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _write_par(sym, lane_symbols, lengths, rev, word_start, words):
     for g in prange(word_start.size - 1):
-        _write_group(g, sym, lane_symbols, lengths, rev, word_start, words)
+        _write_group(np.int64(g), sym, lane_symbols, lengths, rev, word_start, words)
 
 
 _write_serial = serial_twin(_write_par)

@@ -93,7 +93,7 @@ def _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits):
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _choose_orders_fast(u, lane_symbols, k_lo, k_hi, ks, gbits):
     for g in prange(ks.size):
-        _group_orders(g, u, lane_symbols, k_lo, k_hi, ks, gbits)
+        _group_orders(np.int64(g), u, lane_symbols, k_lo, k_hi, ks, gbits)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -118,7 +118,7 @@ def _lane_lengths_group(g, u, lane_symbols, ks, lens):
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _lane_lengths(u, lane_symbols, ks, lens):
     for g in prange(ks.size):
-        _lane_lengths_group(g, u, lane_symbols, ks, lens)
+        _lane_lengths_group(np.int64(g), u, lane_symbols, ks, lens)
 
 
 def choose_group_orders(u, lane_symbols, k_lo, k_hi):
@@ -186,7 +186,7 @@ def _write_group(g, u, lane_symbols, ks, word_start, words):
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _write_groups_par(u, lane_symbols, ks, word_start, words):
     for g in prange(ks.size):
-        _write_group(g, u, lane_symbols, ks, word_start, words)
+        _write_group(np.int64(g), u, lane_symbols, ks, word_start, words)
 
 
 _write_groups_serial = serial_twin(_write_groups_par)
@@ -441,7 +441,7 @@ def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbol
 def _decode_groups(words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                    mode, step32, step64, status):
     for gi in prange(status.size):
-        _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
+        _decode_group(np.int64(gi), words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                       mode, step32, step64, status)
 
 

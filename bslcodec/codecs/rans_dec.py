@@ -368,7 +368,7 @@ def _decode_groups(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbo
     if table:
         _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
     for gi in prange(status.size):
-        _decode_group(gi, words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
+        _decode_group(np.int64(gi), words, W, wstart, tos, tinfo, ttab, P, g_first, n_elems, lane_symbols, center, out,
                       out_base, mode, step32, step64, status, has_hi, check, dq)
 
 
@@ -382,7 +382,8 @@ def _decode_groups_vec(words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_s
     _fill_token_table(tinfo, center, mode, step32, step64, dq, ttab)
     sf, sk, tt = slot_tables(tos, tinfo, ttab)
     tt = token_table(out, ttab, tt)  # F32: ttab; BF16: the 32-bit table
-    for gi in prange(status.size):
+    for g in prange(status.size):
+        gi = np.int64(g)  # (int64 as in the typing before the parfor rewrite: one compiled signature, not two)
         _decode_group_v(gi, words, W, wstart, tos, tinfo, sf, sk, tt, P, g_first, n_elems, lane_symbols, center,
                         out, out_base, mode, step32, step64, status, has_hi, dq)
 

@@ -160,7 +160,7 @@ def _coded_state(xv, e, rcp_f, P):
 def _encode_groups(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
     """rANS-encode every group (``_encode_group``) in parallel."""
     for g in prange(region_end.size):
-        _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
+        _encode_group(np.int64(g), u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
 
 
 @numba.njit(inline="always", cache=True)
@@ -250,10 +250,11 @@ def _encode_groups_vec(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_
     for k in range(tpk.size):
         tp32[k] = np.uint32(tpk[k])
     for g in prange(region_end.size):
+        gi = np.int64(g)  # (int64 as in the typing before the parfor rewrite: one compiled signature, not two)
         if has_hi or P < P_MIN:
-            _encode_group(g, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
+            _encode_group(gi, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
         else:
-            _encode_group_v(g, u, lane_symbols, P, s, m, tpk, rcp, lut, tp32, scratch, region_end, first_word)
+            _encode_group_v(gi, u, lane_symbols, P, s, m, tpk, rcp, lut, tp32, scratch, region_end, first_word)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
