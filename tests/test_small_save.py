@@ -159,19 +159,26 @@ def test_zstd_with_a_reused_compressor_is_a_fresh_one():
     assert out == [fresh(arrs[2])]
 
 
-def test_gg_fit_many_is_fit_one_by_one():
+@pytest.mark.parametrize("compiled", [True, False], ids=["moments-kernel", "moments-numpy"])
+def test_gg_fit_many_is_fit_one_by_one(compiled, monkeypatch):
+    """``fit_many`` (its moments by ``_moments_kernel``, or by numpy one by one) gives ``ggd.fit``'s floats,
+    on odd sizes (up to past ``PAIRWISE_WIDE_MAX``), hostile values (NaN, inf, 1e300, denormal, constant),
+    float32, float64, bf16 bits, a non-contiguous view."""
     from bslcodec.pipeline import ggfit
     from bslcodec.quantize import ggd, quant
 
+    monkeypatch.setattr(ggfit, "COMPILED", compiled)
     rng = np.random.default_rng(24)
     xs = []
-    for n in (1, 2, 3, 64, 4096, 30000):
+    for n in (1, 2, 3, 7, 8, 9, 64, 129, 300, 4096, 7121, 7122, 30000, 60000):
         xs += [rng.normal(0, 0.02, n), rng.laplace(0, 1, n), rng.standard_t(1.2, n) * 1e-20,
                rng.uniform(-1, 1, n), np.full(n, 7.0), np.r_[np.zeros(n - 1), 1e-300],
                rng.standard_cauchy(n) * 1e300, (rng.random(n) < 0.01) * 1.0, rng.normal(5, 1e-9, n)]
     xs = [x.astype(np.float32) if i % 3 == 0 else x for i, x in enumerate(xs)]
     xs += [quant.bf16_bits(rng.normal(0, 0.1, 4096).astype(ml_dtypes.bfloat16))]  # bf16 as its bits
     xs += [np.r_[np.zeros(1 << 18), 1.0]]  # heavier-tailed than any shape: NU_MIN
+    xs += [np.r_[rng.normal(0, 1, 99), np.nan], np.r_[rng.normal(0, 1, 99), np.inf], -np.zeros(5),
+           np.r_[-np.zeros(7), 1e-320], rng.normal(0, 1, (64, 64))[:, ::2], rng.normal(0, 1, 50).astype(np.float16)]
     with np.errstate(all="ignore"):
         want = [ggd.fit(x) for x in xs]
         got = ggfit.fit_many(xs)

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from ..quantize import ggd
+from ..quantize.quant import f64_of
+from .gridpoints import PAIRWISE_WIDE_MAX, pairwise_wide
+
+COMPILED = True  # the moments of small tensors by _moments_many (one call a dtype); False: _moments one by one
 
 
 def _moments(x: np.ndarray):
@@ -33,6 +38,73 @@ def _moments(x: np.ndarray):
     return m2 / (m1 * m1), m2, big
 
 
+@numba.njit(cache=True)
+def _moments_kernel(buf, lo, hi, target, m2s, bigs, full):
+    """``_moments`` of each ``buf[lo[i]:hi[i]]`` (1 to ``PAIRWISE_WIDE_MAX`` elements: its whole sample):
+    ``full[i]`` False where ``_moments`` ends early ((2.0, 0.0)), else its (target, m2, big). The same
+    operations: float64 of each element, the largest magnitude (NaN if any is NaN, as ``np.max``), the
+    elementwise division, subtraction, ``abs`` and product, and each mean as numpy's sum in its pairwise
+    order (``0.0 +``: its start) divided by the count."""
+    s = np.empty(max(1, (hi - lo).max()))
+    t = np.empty(s.size)
+    for i in range(lo.size):
+        n = hi[i] - lo[i]
+        big, nan = 0.0, False
+        for j in range(n):
+            v = f64_of(buf[lo[i] + j])
+            s[j] = v
+            a = abs(v)
+            nan = nan or a != a
+            big = max(big, a)
+        if nan:
+            big = np.nan
+        full[i] = False
+        if not big > 0 or not np.isfinite(big):
+            continue
+        for j in range(n):
+            s[j] = s[j] / big
+        mean = (0.0 + pairwise_wide(s, 0, n)) / n
+        for j in range(n):
+            s[j] = s[j] - mean
+        for j in range(n):
+            t[j] = abs(s[j])
+        m1 = (0.0 + pairwise_wide(t, 0, n)) / n
+        for j in range(n):
+            t[j] = s[j] * s[j]
+        m2 = (0.0 + pairwise_wide(t, 0, n)) / n
+        if not m1 > 0:
+            continue
+        full[i] = True
+        target[i], m2s[i], bigs[i] = m2 / (m1 * m1), m2, big
+    return 0
+
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint16))  # (uint16: bf16 bits)
+
+
+def _moments_many(xs: list) -> list:
+    """``[_moments(x) for x in xs]``: the tensors of 1 to ``PAIRWISE_WIDE_MAX`` elements (sampled whole by
+    ``ggd.sample``) in one ``_moments_kernel`` call per dtype, the others one by one."""
+    out = [None] * len(xs)
+    groups = {}
+    for i, x in enumerate(xs):
+        if COMPILED and x.dtype in _KERNEL_DTYPES and 0 < x.size <= min(PAIRWISE_WIDE_MAX, ggd.FIT_SAMPLES):
+            groups.setdefault(x.dtype, []).append(i)
+        else:
+            out[i] = _moments(x)
+    for idx in groups.values():
+        flats = [xs[i].reshape(-1) for i in idx]
+        sizes = np.array([f.size for f in flats], np.int64)
+        hi = np.cumsum(sizes)
+        lo = hi - sizes
+        k = len(idx)
+        target, m2, big, full = np.empty(k), np.empty(k), np.empty(k), np.empty(k, np.bool_)
+        _moments_kernel(np.concatenate(flats), lo, hi, target, m2, big, full)
+        for j, i in enumerate(idx):
+            out[i] = (float(target[j]), float(m2[j]), float(big[j])) if full[j] else (2.0, 0.0)
+    return out
+
+
 def _ratios(nu: np.ndarray) -> np.ndarray:
     """``ggd._moment_ratio`` of each element."""
     g = ggd._gammaln()
@@ -44,8 +116,7 @@ def fit_many(xs: list) -> list:
     """``[ggd.fit(x) for x in xs]``."""
     out = [None] * len(xs)
     todo = []
-    for i, x in enumerate(xs):
-        got = _moments(x)
+    for i, got in enumerate(_moments_many(xs)):
         if len(got) == 2:
             out[i] = got
         else:

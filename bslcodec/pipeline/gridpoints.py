@@ -94,6 +94,28 @@ def pairwise(a, lo, n):
     return _pw0(a, lo, n) if n <= 128 else _pw5(a, lo, _half(n)) + _pw5(a, lo + _half(n), n - _half(n))
 
 
+@numba.njit
+def _pw6(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw5(a, lo, _half(n)) + _pw5(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def _pw7(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw6(a, lo, _half(n)) + _pw6(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def _pw8(a, lo, n):
+    return _pw0(a, lo, n) if n <= 128 else _pw7(a, lo, _half(n)) + _pw7(a, lo + _half(n), n - _half(n))
+
+
+@numba.njit
+def pairwise_wide(a, lo, n):
+    """``pairwise`` up to ``PAIRWISE_WIDE_MAX`` terms (three levels more)."""
+    return _pw0(a, lo, n) if n <= 128 else _pw8(a, lo, _half(n)) + _pw8(a, lo + _half(n), n - _half(n))
+
+
+PAIRWISE_WIDE_MAX = 56849  # ... 7121 -> 14225 -> 28433 -> 56849
 PAIRWISE_MAX = 7121  # 128 -> 239 -> 461 -> 905 -> 1793 -> 3569 -> 7121: n - _half(n) <= n / 2 + 8.5
 assert rans.FINE_K <= PAIRWISE_MAX  # a point's live tokens
 
