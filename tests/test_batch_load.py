@@ -127,3 +127,53 @@ def test_short_payloads_are_left_to_one_by_one():
     src.close()
     assert got and not {"m.2", "b.3", "x.1"} & set(got)
     assert _outcome(bslcodec.load, bad) == _outcome(_one_by_one, bad)
+
+
+def _old_quantized_check(e, where, s_min, s_max):
+    """``codec._check_quantized_params`` before its fast path for float steps (the reference)."""
+    from bslcodec.container.dtypes import FLOAT_NAMES
+    from bslcodec.container.errors import FormatError
+    from bslcodec.container.limits import MAX_SYMBOL_MAGNITUDE
+    from bslcodec.pipeline.codec import finite_float
+
+    p, name = e.params, e.codec
+    if e.dtype not in FLOAT_NAMES:
+        raise FormatError(f"{where}: codec {name} is only for float dtypes, not {e.dtype}")
+    step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (finite_float(step) > 0):
+        raise FormatError(f"{where}: {name} step must be a positive finite number, found {step!r}")
+    if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
+        raise FormatError(f"{where}: {name} step {step!r} is not a binary32 value")
+    if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
+        raise FormatError(f"{where}: {name} center must be an integer below 2^24 in magnitude, found {center!r}")
+    if type(s) is not int or not s_min <= s <= s_max or s & (s - 1):
+        raise FormatError(f"{where}: {name} lane_symbols must be a power of two in [{s_min}, {s_max}], "
+                          f"found {s!r}")
+    return float(step), center, s
+
+
+def test_params_check_fast_path_matches_the_reference():
+    """The quantized codecs' params check (its float-step fast path: no numpy scalars) accepts, returns and
+    refuses (same class and words) exactly what the numpy version did."""
+    from bslcodec.container.format import Entry
+    from bslcodec.pipeline import codec
+
+    f32max = float(np.finfo(np.float32).max)
+    rng = np.random.default_rng(0)
+    steps = [1e-3, 0.1, 1.0, 3.0, 1, 0, -1, True, False, None, "1", [1.0], 0.0, -0.0, -1e-3, float("nan"),
+             float("inf"), -float("inf"), f32max, np.nextafter(f32max, np.inf), 2.0**128, 2**128, 2**1024,
+             2**1100, 1e-45, 1.401298464324817e-45, 5e-324, 1e-40, float(np.float32(1e-40)), 2.0**-149,
+             2.0**-150, 3 * 2.0**-150, 2**24 + 1, 2**53 + 1, float(2**24 + 1)]
+    steps += [float(np.float32(v)) for v in rng.lognormal(-5, 6, 200)] + list(rng.lognormal(-5, 6, 200))
+    for dtype in ("F32", "F16", "BF16", "F64", "I32"):
+        for step in steps:
+            for center, s in ((3, 1024), (2**24, 1024), (1.0, 64), (0, 3)):
+                e = Entry("t", dtype, (4,), "ans", {"step": step, "center": center, "lane_symbols": s})
+                assert repr(_result(codec._check_quantized_params, e)) == repr(_result(_old_quantized_check, e))
+
+
+def _result(check, e):
+    try:
+        return check(e, "w", 16, 4096)
+    except bslcodec.BslError as exc:
+        return type(exc).__name__, str(exc)

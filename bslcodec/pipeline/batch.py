@@ -28,21 +28,23 @@ def batchable(e) -> bool:
     return e.codec in _FAMILY and 0 < e.numel < BATCH_BELOW and e.dtype in _MODE
 
 
-def _job(e, where: str, start: int) -> tuple:
-    """(batch key, item of ``batch_dec.decode_many``); FormatError where the params are refused, or where the
-    payload is shorter than any payload of ``e.numel`` elements (ans: ``rans.min_length``; eg: 1 bit an
-    element; fexp: 4 bits), so that the batch's one output buffer is bounded by the payloads' bytes as the
-    one-by-one decodes' outputs are (a hostile file's entries cannot size it alone)."""
-    n = e.numel
+def _job(e, n: int, where: str, start: int) -> tuple:
+    """(batch key, item of ``batch_dec.decode_many``) of ``e`` (``n`` = ``e.numel``); FormatError where the
+    params are refused, or where the payload is shorter than any payload of ``n`` elements (ans:
+    ``rans.min_length``; eg: 1 bit an element; fexp: 4 bits), so that the batch's one output buffer is
+    bounded by the payloads' bytes as the one-by-one decodes' outputs are (a hostile file's entries cannot
+    size it alone). ``where`` only names the tensor in an error, which the batch drops (one by one raises
+    it again with the tensor's name)."""
     if e.codec == "fexp":
         s = _codec._check_fexp_params(e, where)
         if e.length < n // 2:
             raise FormatError("too short")
         return ("fexp", _codec.numpy_dtype(e.dtype).itemsize), (start, e.length, n, s)
-    step, center, s = (_codec._check_eg_params if e.codec == "eg" else _codec._check_ans_params)(e, where)
-    if e.length < (n // 8 if e.codec == "eg" else rans.min_length(12, n, s)):
+    eg = e.codec == "eg"
+    step, center, s = (_codec._check_eg_params if eg else _codec._check_ans_params)(e, where)
+    if e.length < (n // 8 if eg else rans.min_length(12, n, s)):
         raise FormatError("too short")
-    return (_FAMILY[e.codec], _MODE[e.dtype]), (start, e.length, e.numel, s, center, step, e.codec == "ans-dq")
+    return (_FAMILY[e.codec], _MODE[e.dtype]), (start, e.length, n, s, center, step, e.codec == "ans-dq")
 
 
 def decode_small(src, names: list) -> dict:
@@ -51,30 +53,39 @@ def decode_small(src, names: list) -> dict:
     data = np.frombuffer(src.buf, np.uint8)
     if data.ctypes.data % 8:  # a buffer from ``load(bytes)`` at an odd address: the kernels read words
         return {}
-    base = src.index.data_start
+    base, buf, size, entries, where = src.index.data_start, src.buf, data.size, src.entries, src.where
     groups: dict = {}
-    for n in names:
-        e = src.entries[n]
-        if not batchable(e):
+    for name in names:
+        e = entries[name]
+        if e.codec not in _FAMILY or e.dtype not in _MODE:
+            continue
+        n = e.numel
+        if not 0 < n < BATCH_BELOW:
             continue
         start = base + e.offset
         try:
-            key, item = _job(e, f"{src.where}: tensor {n!r}", start)
+            key, item = _job(e, n, where, start)
         except FormatError:
             continue  # one by one raises it
-        if start + e.length > data.size or checksum(src.buf[start:start + e.length]) != e.checksum:
+        end = start + e.length
+        if end > size or checksum(buf[start:end]) != e.checksum:
             continue
-        groups.setdefault(key, []).append((e, item))
+        jobs = groups.get(key)
+        if jobs is None:
+            jobs = groups[key] = []
+        jobs.append((e, item))
     out = {}
     for (kind, mode), jobs in groups.items():
         flat, offs, ok = batch_dec.decode_many(data, kind, mode, [j for _, j in jobs])
+        offs, ok = offs.tolist(), ok.tolist()
+        f16, view = mode == "F32" and kind != "fexp", kind == "fexp" or mode != "F32"
         for t, (e, _) in enumerate(jobs):
             if not ok[t]:
                 continue
             a = flat[offs[t]:offs[t + 1]]
-            if e.dtype == "F16" and kind != "fexp":
+            if e.dtype == "F16" and f16:
                 a = _codec._to_f16(a)
-            elif e.dtype != "F32" or kind == "fexp":
+            elif view:
                 a = a.view(_codec.numpy_dtype(e.dtype))
             out[e.name] = a.reshape(e.shape)
     return out

@@ -3,6 +3,7 @@
 import fnmatch
 import functools
 import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -459,15 +460,26 @@ def finite_float(v) -> float:
     return f if math.isfinite(f) else math.nan
 
 
+_BINARY32 = struct.Struct("<f")
+
+
+def _is_binary32(x: float) -> bool:
+    """Whether the positive finite ``x`` is a binary32 value: ``float(np.float32(x)) == x`` (both round with a
+    C cast to float; ``struct`` does it without numpy scalars, ~1 -> 0.2 us)."""
+    return x <= _F32_MAX and _BINARY32.unpack(_BINARY32.pack(x))[0] == x
+
+
 def _check_quantized_params(e: Entry, where: str, s_min: int, s_max: int) -> tuple:
     """(step, center, S) of an ``eg`` or ``ans`` entry: both share the quantization of spec 4.3."""
     p, name = e.params, e.codec
     if e.dtype not in FLOAT_NAMES:
         raise FormatError(f"{where}: codec {name} is only for float dtypes, not {e.dtype}")
     step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (finite_float(step) > 0):
+    # a JSON float (the usual step) is compared directly: finite_float's numpy isinstance checks cost ~0.4 us
+    if not (0.0 < step < math.inf if type(step) is float else
+            not isinstance(step, bool) and isinstance(step, (int, float)) and finite_float(step) > 0):
         raise FormatError(f"{where}: {name} step must be a positive finite number, found {step!r}")
-    if e.dtype != "F64" and (float(step) > float(np.finfo(np.float32).max) or float(np.float32(step)) != float(step)):
+    if e.dtype != "F64" and not _is_binary32(float(step)):
         raise FormatError(f"{where}: {name} step {step!r} is not a binary32 value")
     if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
         raise FormatError(f"{where}: {name} center must be an integer below 2^24 in magnitude, found {center!r}")
