@@ -138,7 +138,8 @@ def _search(used, h, tok, nb, split_s, split_m, count_log, log_q, log_gain, choi
 def _token_ranges() -> tuple:
     """Each split's tokens as ranges of fine bins: a split's token never decreases along the fine bins
     (``rans_model._TOK``'s rows), so token t of split i covers bins ``start[off[i] + t]`` up to
-    ``start[off[i] + t + 1]``; every bin of a token has the same raw bit count, ``tnb[off[i] + t]``."""
+    ``start[off[i] + t + 1]``; every bin of a token has the same raw bit count, ``tnb[off[i] + t]``; its
+    tokens below 2^s are the bins themselves, with no raw bits."""
     tok, nb = rm._TOK, rm._NB
     S, B = tok.shape
     if not (np.diff(tok, axis=1) >= 0).all():
@@ -152,6 +153,9 @@ def _token_ranges() -> tuple:
         lens = np.diff(st)
         if not (np.repeat(tn, lens) == nb[i]).all():
             raise AssertionError("a split's token spans bins of different raw bit counts")
+        s = int(rm._SPLITS_S[i])
+        if not (np.array_equal(st[:(1 << s) + 1], np.arange((1 << s) + 1)) and not tn[:1 << s].any()):
+            raise AssertionError("a split's tokens below 2^s are not the fine bins themselves")
         starts.append(st)
         nbs.append(np.r_[tn, 0])
         off.append(off[-1] + K + 1)
@@ -177,10 +181,12 @@ def _ranges_hist(u):
 def _search_ranges(hist, tok, tstart, tnb, toff, split_s, split_m, count_log, log_q, log_gain, choices, top,
                    n_splits, q, qbest):
     """``_search`` of the fine histogram ``hist`` without building every split's counts: token t of split
-    i counts the bins of its range (``_token_ranges``), a difference of the histogram's prefix sums, so a
-    split costs its tokens up to the last used bin's (~3,300 for a 4,096-symbol tensor's 36 distinct
-    splits, against ~12,600 bins visited and ~12,600 counts written, zeroed and scanned by ``_split_counts``).
-    The live counts in token order, their terms and sums as ``_search`` takes them; splits whose used bins
+    i counts the bins of its range (``_token_ranges``), a difference of the histogram's prefix sums, and
+    its tokens below 2^s are the bins themselves, whose live terms are the same for every split (copied from
+    one pass over the bins), so a split costs its tokens above 2^s up to the last used bin's (~750 for a
+    4,096-symbol tensor's 36 distinct splits, against ~12,600 bins visited and ~12,600 counts written,
+    zeroed and scanned by ``_split_counts``). The live counts in token order, their terms and sums as
+    ``_search`` takes them; splits whose used bins
     are all their own tokens share the first such split's numbers (``_split_counts``' ``rep``); the full
     counts (zeros included) only for the splits costed exactly. The same (status, split, P, kq, table bits,
     total bits, tokens) and ``qbest``."""
@@ -199,6 +205,15 @@ def _search_ranges(hist, tok, tstart, tnb, toff, split_s, split_m, count_log, lo
     n_live = np.zeros(S, np.int64)
     ent = np.zeros(S)
     terms = np.empty(lim)
+    # a split's tokens below 2^s are the bins themselves: its first terms are the live bins' own, in order
+    own = np.empty(lim)
+    below = np.empty(lim + 1, np.int64)  # below[b]: live bins under b
+    k = 0
+    for b in range(lim):  # branch-free: a dead bin's term (0 x log 0 table entry) is written over
+        below[b] = k
+        own[k] = np.float64(hist[b]) * count_log[hist[b]]
+        k += hist[b] > 0
+    below[lim] = k
     first = -1
     for i in range(S):
         K[i] = tok[i, last] + 1
@@ -208,9 +223,11 @@ def _search_ranges(hist, tok, tstart, tnb, toff, split_s, split_m, count_log, lo
                 continue
             first = i
         base = toff[i]
-        k = 0
+        p = min(np.int64(1) << split_s[i], lim)
+        k = below[p]
+        terms[:k] = own[:k]
         r = np.int64(0)
-        for t in range(K[i]):  # branch-free: a dead token's term (0 x log 0 table entry) is written over
+        for t in range(p, K[i]):  # the tokens above 2^s (no raw bits below)
             c = C[min(tstart[base + t + 1], lim)] - C[min(tstart[base + t], lim)]
             terms[k] = np.float64(c) * count_log[c]
             k += c > 0
