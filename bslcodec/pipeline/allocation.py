@@ -259,6 +259,9 @@ class Curve:
         return b0 + f * (b1 - b0), d
 
 
+_BINARY32_EXACT = ("F32", "F16", "BF16")  # dtypes whose every value is a binary32 value
+
+
 class _SmallRows:
     """What ``_eval_batch`` needs of each small curve, as arrays indexed by ``curve._si``: where its sample lies
     in the shared buffer and that sample's sum, what ``_finish_arrays`` reads (m, n, raw bits, dq, the lanes of
@@ -271,10 +274,16 @@ class _SmallRows:
         self.hi = np.array([c._hi for c in small], np.int64)
         self.s0 = _gp.sums(xs, self.lo, self.hi)
         self.xmin, self.xmax, self.ok = _gp.extremes(xs, self.lo, self.hi)
-        # round_many_fast reads the samples as float32 where that is every value (F32, F16 and BF16 tensors)
-        with np.errstate(over="ignore", invalid="ignore"):  # (an F64 value beyond binary32: kept float64)
-            x32 = xs.astype(np.float32)
-        self.xs_fast = x32 if np.array_equal(x32, xs) else xs
+        # round_many_fast reads the samples as float32 where that is every value: those of F32, F16 and BF16
+        # tensors (taken from their own values); an F64 tensor's where the float32 copy equals them
+        self.xs_fast = xs
+        if all(getattr(c.t, "dtype", None) in _BINARY32_EXACT for c in small):
+            self.xs_fast = xs.astype(np.float32)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # (an F64 value beyond binary32: kept float64)
+                x32 = xs.astype(np.float32)
+            if np.array_equal(x32, xs):
+                self.xs_fast = x32
         self.m = np.array([c.m for c in small], np.int64)
         self.n = np.array([c.n for c in small], np.int64)
         self.raw_bits = np.array([c.raw_bits for c in small])
