@@ -86,3 +86,37 @@ def test_dq_search_with_it_is_unchanged():
                 a = dq_search.quantize(x, step, 0, dt, 1024)
                 b = dq_search.quantize(x, step, 0, dt, 1024, build_model=ans_model.build_model)
                 assert (a.n_bad, a.max_error) == (b.n_bad, b.max_error) and np.array_equal(a.u, b.u), (n, dt, step)
+
+
+@pytest.mark.parametrize("simd", [True, False], ids=["vector", "scalar"])
+def test_small_encode_is_rans_encode(simd, monkeypatch):
+    """``ans_encode.encode`` (one compiled call below 2^15 symbols) writes ``rans.encode``'s bytes: symbol
+    sets of every shape (raw bits above 16, every precision, one symbol, constant), uint16 and uint32, not
+    contiguous, with the vector group encoder and the scalar one."""
+    from bslcodec.codecs import rans_vec
+    from bslcodec.pipeline import ans_encode
+
+    monkeypatch.setattr(rans_vec, "SIMD", rans_vec.SIMD and simd)
+    rng = np.random.default_rng(11)
+    cases = [np.zeros(1, np.uint32), np.full(4096, 7, np.uint32), np.arange(4096, dtype=np.uint32),
+             np.arange(8000, dtype=np.uint32) * 1000, np.array([0, (1 << 23) - 1], np.uint32)]
+    for n in (1, 2, 31, 32, 33, 300, 1000, 4096, 5000, 16384, (1 << 15) - 1):
+        for kind in range(6):
+            z = [rng.normal(0, 3, n), rng.laplace(0, 0.7, n), rng.standard_t(1.2, n) * 5,
+                 rng.normal(0, 300, n), rng.normal(0, 1e5, n), rng.geometric(0.3, n) - 1.0][kind]
+            z = np.clip(np.rint(z), -(1 << 21), 1 << 21).astype(np.int64)
+            cases.append(np.where(z >= 0, 2 * z, -2 * z - 1).astype(np.uint32))
+    from bslcodec.codecs import rans_enc
+
+    n_models, kinds = set(), set()
+    for u in cases:
+        for v in (u, u[::2], u.astype(np.uint16) if u.max() < 1 << 16 else u):
+            if not v.size:
+                continue
+            for P in (None, 10, 12, 13):  # (10: below the vector encoder's P_MIN)
+                model = rans.build_model(v)[0] if P is None else rans.build_model(v, prob_bits_choices=(P,))[0]
+                n_models.add((model.prob_bits, model.s, model.m))
+                kinds.add((rans_enc._token_bits(model.freqs.size - 1, model.s, model.m) > 16,
+                           model.prob_bits >= rans_enc.P_MIN))
+                assert ans_encode.encode(v, 1024, model) == rans.encode(v, 1024, model), (v.size, P)
+    assert len(n_models) > 10 and kinds == {(False, True), (False, False), (True, True), (True, False)}

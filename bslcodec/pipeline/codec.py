@@ -14,7 +14,7 @@ from ..container.errors import EncodeError, FormatError
 from ..container.format import Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
-from . import ans_model, fexp_small, ggfit
+from . import ans_encode, ans_model, fexp_small, ggfit
 
 _F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
 DEFAULT_REL_ERROR = 2.0 ** -8  # the default: RMS over tensors of each one's relative L2 error ~0.39 % (allocation.py)
@@ -345,12 +345,12 @@ def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
     params, ks, lens, u = coded
     if ks is None:  # dependent quantization (LossyTensor._code_dq): ans-dq whatever ``codec`` says
         model, _ = ans_model.build_model(u)
-        return "ans-dq", params, rans.encode(u, ANS_LANE_SYMBOLS, model)
+        return "ans-dq", params, ans_encode.encode(u, ANS_LANE_SYMBOLS, model)
     eg_size = golomb.payload_size_of_groups(lens if lens.ndim == 1 else lens.sum(axis=1))
     if codec != "eg":
         model, bits = ans_model.build_model(u)
         if codec == "ans" or rans.estimate_bits(bits, u.size, ANS_LANE_SYMBOLS) < 8 * eg_size * 1.002:
-            payload = rans.encode(u, ANS_LANE_SYMBOLS, model)
+            payload = ans_encode.encode(u, ANS_LANE_SYMBOLS, model)
             if codec == "ans" or len(payload) < eg_size:
                 p = {k: v for k, v in params.items() if k != "k"}
                 p["lane_symbols"] = ANS_LANE_SYMBOLS
