@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
-from . import fexp_dec, golomb, rans_gen, rans_vec
+from . import fexp_dec, fexp_vec, golomb, rans_gen, rans_vec
 from .fexp_ref import HEAD_BYTES, MAX_CODE_LEN, MAX_M
 from .fexp_table import _fill_lut, _kraft, _lut_order
 from .fexp_table import _lane_table as _fexp_lanes
@@ -161,26 +161,27 @@ def _eg_one(buf, n, S, center, step32, step64, mode, out):
     return True
 
 
-@numba.njit(nogil=True, cache=True)
-def _fexp_one(buf, n, isz, S, out, order):
-    """``_ans_one`` for an ``fexp`` payload (``fexp_table.parse``, ``fexp_dec.decode_into``); ``order``:
-    ``fexp_table._lut_order()``."""
+@numba.njit(inline="always")
+def _fexp_head(buf, n, isz, S):
+    """``fexp_table.parse``'s checks of one payload: (code lengths, rest offset, T, word offset, G, word
+    starts); G = -1 where it would raise."""
     size = buf.size
+    nothing = (np.zeros(0, np.uint8), np.int64(0), np.int64(0), np.int64(0), np.int64(-1), np.zeros(1, np.int64))
     if size < HEAD_BYTES:
-        return False
+        return nothing
     m = np.int64(buf[0])
     if m > MAX_M:
-        return False
+        return nothing
     for i in range(1, HEAD_BYTES):
         if buf[i]:
-            return False
+            return nothing
     rb = 8 * isz - 8 - m
     rest_off = HEAD_BYTES + (np.int64(128) << m)
     t = rest_off + 8 * ((rb * n + 63) // 64)
     G = (n + LANES * S - 1) // (LANES * S)
     w0 = t + 64 * G
     if size < w0 + 8 or size < rest_off:
-        return False
+        return nothing
     lengths = np.empty(np.int64(256) << m, np.uint8)
     for i in range(np.int64(128) << m):
         v = buf[HEAD_BYTES + i]
@@ -188,23 +189,68 @@ def _fexp_one(buf, n, isz, S, out, order):
         lengths[2 * i + 1] = v >> 4
     top, total = _kraft(lengths)
     if top > MAX_CODE_LEN or total > np.int64(1) << MAX_CODE_LEN:
-        return False
+        return nothing
     lens = buf[t:t + 64 * G].view(np.uint16).reshape((G, LANES))
     word_start = np.empty(G + 1, np.int64)
     if _fexp_lanes(lens, n, S, word_start) >= 0 or size != w0 + 8 * (word_start[G] + 1):
-        return False
-    lut = np.empty(np.int64(1) << MAX_CODE_LEN, np.uint16)
-    _fill_lut(lengths, order, lut)
+        return nothing
+    return lengths, rest_off, t, w0, G, word_start
+
+
+@numba.njit(inline="always")
+def _fexp_words(buf, w0, G, word_start, S):
+    """The stream's words, copied with zero padding where the fast path's read-ahead needs it
+    (``fexp_dec.decode_into``)."""
     words = buf[w0:].view(np.uint64)
-    need = word_start[G] + (MAX_CODE_LEN * S + 63) // 64 + 2  # the fast path's read-ahead (fexp_dec.decode_into)
+    need = word_start[G] + (MAX_CODE_LEN * S + 63) // 64 + 2
     if words.size < need:
         padded = np.zeros(need, np.uint64)
         padded[:words.size] = words
         words = padded
+    return words
+
+
+@numba.njit(nogil=True, cache=True)
+def _fexp_one(buf, n, isz, S, out, order):
+    """``_ans_one`` for an ``fexp`` payload (``fexp_table.parse``, ``fexp_dec.decode_into``); ``order``:
+    ``fexp_table._lut_order()``."""
+    lengths, rest_off, t, w0, G, word_start = _fexp_head(buf, n, isz, S)
+    if G < 0:
+        return False
+    lut = np.empty(np.int64(1) << MAX_CODE_LEN, np.uint16)
+    _fill_lut(lengths, order, lut)
+    words = _fexp_words(buf, w0, G, word_start, S)
     rest = buf[rest_off:t + 8].view(np.uint64)
+    lens = buf[t:t + 64 * G].view(np.uint16).reshape((G, LANES))
+    rb = 8 * isz - 8 - np.int64(buf[0])
     status = np.zeros(G, np.uint8)
     for gi in range(G):
         fexp_dec._decode_group(gi, 0, words, lens, word_start, lut, rest, rb, 8 * isz, n, S, out, 0, status)
+        if status[gi]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
+def _fexp_one_vec(buf, n, isz, S, out, order):
+    """``_fexp_one`` with the full steps of its fast path as vector code (``fexp_vec``; 2- and 4-byte
+    floats): the same values and refusals, a kernel of its own (as ``_ans_one_vec``)."""
+    lengths, rest_off, t, w0, G, word_start = _fexp_head(buf, n, isz, S)
+    if G < 0:
+        return False
+    lut = np.empty(fexp_vec.LUT_ENTRIES, np.uint16)  # 2 entries of padding for the 32-bit reads
+    lut[-2:] = 0
+    _fill_lut(lengths, order, lut[:np.int64(1) << MAX_CODE_LEN])
+    words = _fexp_words(buf, w0, G, word_start, S)
+    rest = buf[rest_off:t + 8].view(np.uint64)
+    lens = buf[t:t + 64 * G].view(np.uint16).reshape((G, LANES))
+    rb = 8 * isz - 8 - np.int64(buf[0])
+    status = np.zeros(G, np.uint8)
+    vec = fexp_vec.usable(words, isz)
+    for gi in range(G):
+        if not (vec and fexp_vec.decode_group(gi, words, lens, word_start, lut, rest, rb, 8 * isz, n, S, out,
+                                              status)):
+            fexp_dec._decode_group(gi, 0, words, lens, word_start, lut, rest, rb, 8 * isz, n, S, out, 0, status)
         if status[gi]:
             return False
     return True
@@ -238,6 +284,13 @@ def _fexp_many(data, offs, lens, ns, S, isz, order, out, out_offs, ok):
                           order)
 
 
+@numba.njit(nogil=True, cache=True)
+def _fexp_many_vec(data, offs, lens, ns, S, isz, order, out, out_offs, ok):
+    for t in range(offs.size):
+        ok[t] = _fexp_one_vec(data[offs[t]:offs[t] + lens[t]], ns[t], isz, S[t],
+                              out[out_offs[t]:out_offs[t + 1]], order)
+
+
 _OUT = {"F32": np.float32, "BF16": np.uint16, "F64": np.float64, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -263,7 +316,14 @@ def decode_many(data: np.ndarray, kind: str, mode, items: list) -> tuple:
     if not T:
         pass
     elif fexp:
-        _fexp_many(data, offs, lens, ns, S, np.int64(mode), _lut_order(), out, out_offs, ok)
+        args = (data, offs, lens, ns, S, np.int64(mode), _lut_order(), out, out_offs, ok)
+        if rans_vec.SIMD and mode in (2, 4):
+            try:
+                _fexp_many_vec(*args)
+                return out, out_offs, ok
+            except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+                rans_vec.disable(exc)
+        _fexp_many(*args)
     elif kind == "eg":
         _eg_many(data, offs, lens, ns, S, centers, step32, step64, MODES[mode], out, out_offs, ok)
     else:

@@ -108,8 +108,9 @@ def _lut(lengths: np.ndarray) -> np.ndarray:
 @numba.njit(nogil=True, cache=True)
 def _fill_lut(lengths, order, lut):
     """``build_lut``'s table in one pass (Kraft-checked ``lengths``): canonical order is by (length,
-    symbol), so a counting sort by length gives each symbol's first 12-bit prefix; symbol k owns the next
-    2^(12 - l_k) prefixes; ``order`` maps a table index to its prefix (bit reversal)."""
+    symbol), so a counting sort by length gives each symbol's first 12-bit prefix p; symbol k owns the
+    2^(12 - l_k) prefixes from p on, i.e. the table indices whose low l_k bits are ``order[p]`` (``order``:
+    table index <-> prefix, a bit reversal), written straight there; indices of no code word are 0."""
     first = np.zeros(MAX_CODE_LEN + 2, np.int64)  # first prefix of each length, in code order
     for sym in range(lengths.size):
         ln = np.int64(lengths[sym])
@@ -117,17 +118,17 @@ def _fill_lut(lengths, order, lut):
             first[ln + 1] += np.int64(1) << (MAX_CODE_LEN - ln)
     for ln in range(1, MAX_CODE_LEN + 2):
         first[ln] += first[ln - 1]
-    by_prefix = np.zeros(LUT_SIZE, np.uint16)
+    for q in range(first[MAX_CODE_LEN + 1], LUT_SIZE):  # an incomplete code: prefixes no code word begins
+        lut[order[q]] = 0
     for sym in range(lengths.size):
         ln = np.int64(lengths[sym])
         if ln:
-            span = np.int64(1) << (MAX_CODE_LEN - ln)
             p = first[ln]
-            for q in range(p, p + span):
-                by_prefix[q] = np.uint16(sym | (ln << 12))
-            first[ln] = p + span
-    for i in range(LUT_SIZE):
-        lut[i] = by_prefix[order[i]]
+            first[ln] = p + (np.int64(1) << (MAX_CODE_LEN - ln))
+            i0 = np.int64(order[p])  # < 2^ln: the code word's bits in stream order
+            ent = np.uint16(sym | (ln << 12))
+            for k in range(np.int64(1) << (MAX_CODE_LEN - ln)):
+                lut[i0 + (k << ln)] = ent
 
 
 def build_lut_ref(lengths: np.ndarray) -> np.ndarray:
