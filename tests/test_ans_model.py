@@ -120,3 +120,37 @@ def test_small_encode_is_rans_encode(simd, monkeypatch):
                            model.prob_bits >= rans_enc.P_MIN))
                 assert ans_encode.encode(v, 1024, model) == rans.encode(v, 1024, model), (v.size, P)
     assert len(n_models) > 10 and kinds == {(False, True), (False, False), (True, True), (True, False)}
+
+
+def test_small_dq_search_is_dq_search():
+    """``dq_small.quantize`` (the serial kernels called directly, the token bits from a table) gives
+    ``dq_search.quantize``'s symbols, error and bad lanes with ``ans_model``'s models: every float dtype,
+    1 to 20,000 elements, steps from fine to coarse, with and without a strict bound (some lanes bad), and
+    the token bits of many models are ``dq_search.token_bits``'."""
+    import ml_dtypes  # noqa: F401  (numpy's "bfloat16")
+
+    from bslcodec.codecs import dq_search
+    from bslcodec.pipeline import dq_small
+    from bslcodec.quantize import quant
+
+    rng = np.random.default_rng(12)
+    n_bad = 0
+    for n in (1, 5, 300, 4096, 20000, 32768):
+        for dt, npt in (("F32", np.float32), ("F64", np.float64), ("F16", np.float16), ("BF16", "bfloat16")):
+            for scale, step in ((0.02, 0.003), (1.0, 1e-3), (1e-3, 1.0), (0.02, 1e-5)):
+                x = rng.standard_t(3, n).astype(npt) * np.asarray(scale, npt)
+                x = quant.bf16_bits(x) if dt == "BF16" else x.astype(np.float32) if dt == "F16" else x  # as kx
+                for bound, strict in ((None, False), (0.5 * step, True), (1.5 * step, True)):
+                    a = dq_search.quantize(x, step, 3, dt, 1024, bound=bound, strict=strict,
+                                           build_model=ans_model.build_model)
+                    b = dq_small.quantize(x, step, 3, dt, 1024, bound=bound, strict=strict)
+                    assert (a.n_bad, a.max_error) == (b.n_bad, b.max_error), (n, dt, step, bound)
+                    if not a.n_bad:  # (a bad lane's symbols are left unwritten)
+                        assert np.array_equal(a.u, b.u), (n, dt, step, bound)
+                    n_bad += a.n_bad > 0
+                    model = ans_model.build_model(a.u if not a.n_bad else None, hist=None if not a.n_bad else
+                                                  rm.fine_hist(np.arange(n, dtype=np.uint32)))[0]
+                    want = dq_search.token_bits(model)
+                    got = dq_small.token_bits(model.freqs, model.prob_bits, ans_model._LOG_Q, dq_search._NO_TOKEN_BITS)
+                    assert np.array_equal(want, got)
+    assert n_bad > 0

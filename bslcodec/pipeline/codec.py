@@ -14,7 +14,7 @@ from ..container.errors import EncodeError, FormatError
 from ..container.format import Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
-from . import ans_encode, ans_model, fexp_small, ggfit
+from . import ans_encode, ans_model, dq_small, fexp_small, ggfit
 
 _F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
 DEFAULT_REL_ERROR = 2.0 ** -8  # the default: RMS over tensors of each one's relative L2 error ~0.39 % (allocation.py)
@@ -241,8 +241,8 @@ class LossyTensor:
         x = self.kx
 
         def attempt(step, center):
-            r = dq_search.quantize(x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
-                                   strict=max_error is not None, build_model=ans_model.build_model)
+            r = dq_small.quantize(x, step, center, self.dtype, ANS_LANE_SYMBOLS, bound=max_error,
+                                  strict=max_error is not None)  # (dq_search.quantize with ans_model's models)
             if not r.n_bad and self.dtype == "F16":  # the error of the F16 values (and inf where they overflow)
                 r.max_error, r.n_bad = _f16_check(x, r.u, center, step, max_error)
             # (without max_error an element without an admissible level has |q| >= 2^24: stored exactly)
