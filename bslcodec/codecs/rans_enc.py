@@ -243,18 +243,18 @@ def _encode_group_v(g, u, lane_symbols, P, s, m, tpk, rcp, lut, tp32, scratch, r
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _encode_groups_vec(u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi):
-    """``_encode_groups`` with the vector step (``_encode_group_v``) where the table allows it (no raw bits
-    above 16, P >= ``rans_venc.P_MIN``); symbols uint16 or uint32. A kernel of its own, so that the scalar
-    one never depends on the vector code compiling."""
+    """``_encode_groups`` with the vector step (``_encode_group_v``), for a table that allows it (no raw bits
+    above 16, P >= ``rans_venc.P_MIN``: ``_encode_vec`` runs ``_encode_groups`` for any other); symbols uint16
+    or uint32. A kernel of its own, so that the scalar one never depends on the vector code compiling; nor
+    does this one compile the scalar ``_encode_group`` in (a first run compiled it, twice, for nothing)."""
+    if has_hi or P < P_MIN:
+        raise ValueError("_encode_groups_vec: a table with raw bits above 16 or P below P_MIN")
     tp32 = np.empty(tpk.size, np.uint32)  # f | c << 16 (both below 2^16)
     for k in range(tpk.size):
         tp32[k] = np.uint32(tpk[k])
     for g in prange(region_end.size):
         gi = np.int64(g)  # (int64 as in the typing before the parfor rewrite: one compiled signature, not two)
-        if has_hi or P < P_MIN:
-            _encode_group(gi, u, lane_symbols, P, s, m, tpk, rcp, lut, scratch, region_end, first_word, has_hi)
-        else:
-            _encode_group_v(gi, u, lane_symbols, P, s, m, tpk, rcp, lut, tp32, scratch, region_end, first_word)
+        _encode_group_v(gi, u, lane_symbols, P, s, m, tpk, rcp, lut, tp32, scratch, region_end, first_word)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
