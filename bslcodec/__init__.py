@@ -2,17 +2,36 @@
 
 Public API (safetensors-like): :func:`save_file`, :func:`load_file`, :func:`safe_open`, :func:`save`,
 :func:`load`, :func:`encode`, :func:`decode`; every bad-input error is a :class:`BslError`.
+
+``import bslcodec`` loads neither numba nor numpy: the API (and with it the codecs) is imported on first use of
+any name other than the error types and ``__version__`` (``bslcodec --help`` took 1.6 s of imports).
 """
 
 __version__ = "0.1.0"
 
-from . import jitcache  # noqa: E402 - before any kernel module: numba's cache keyed on what kernels inline
-
-jitcache.install()
-
+from . import jitcache  # noqa: E402,F401 - (kernel packages call jitcache.install() before defining kernels)
 from .container.errors import (  # noqa: E402
     BslError, ChecksumError, EncodeError, FormatError, LimitError, QualityWarning)
-from .files.api import decode, encode, load, load_file, safe_open, save, save_file  # noqa: E402
 
 __all__ = ["save_file", "load_file", "safe_open", "save", "load", "encode", "decode", "BslError", "QualityWarning",
            "FormatError", "ChecksumError", "LimitError", "EncodeError", "__version__"]
+
+
+def __getattr__(name):
+    """The API and everything ``import bslcodec`` used to import (``bslcodec.files.api``, the codecs, ...),
+    imported on the first access to a name this module does not have yet (PEP 562)."""
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .files import api
+    g = globals()
+    for k in ("decode", "encode", "load", "load_file", "safe_open", "save", "save_file"):
+        g[k] = getattr(api, k)
+    if name in g:
+        return g[name]
+    import importlib
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

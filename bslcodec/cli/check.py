@@ -9,8 +9,6 @@ from pathlib import Path
 import click
 
 from ..container.errors import BslError
-from ..pipeline.codec import QUANTIZED_CODECS
-from ..quantize.dq import BOUND_FACTOR as DQ_BOUND_FACTOR
 from .group import META, _g, _set_workers, _table, main, quiet_option, workers_option
 
 # ---------------------------------------------------------------- verify
@@ -25,7 +23,8 @@ def _bound_ok(e, x, xh, settings: dict, user: dict):
     """
     import numpy as np
 
-    from ..pipeline.codec import finite_float
+    from ..pipeline.codec import QUANTIZED_CODECS, finite_float
+    from ..quantize.dq import BOUND_FACTOR as DQ_BOUND_FACTOR
     from ..quantize.quant import ROUNDING
 
     if e.codec not in QUANTIZED_CODECS:  # raw / zstd / fexp: bit-exact
@@ -81,6 +80,7 @@ def verify(file, against, max_error, rel_step, as_json, workers, quiet):
     from ..files.checkpoint import Progress, TensorLookup
     from ..files.readers import BslFile, bsl_files
     from ..pipeline.arrays import as_numpy
+    from ..pipeline.codec import QUANTIZED_CODECS
 
     user = {k: v for k, v in (("max_error", max_error), ("rel_step", rel_step)) if v is not None}
     if len(user) > 1:
