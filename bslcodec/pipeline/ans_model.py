@@ -170,7 +170,7 @@ def _ranges_hist(u):
     """``rans_model._hist_of(u, None)``: the fine token histogram of symbols ``u`` (none: bin 0 once)."""
     hist = np.zeros(rm.FINE_K, np.int64)
     for i in range(u.size):
-        tok, nb, r = rm._token(np.int64(u[i]), rm.FINE_S, rm.FINE_M)
+        tok, _nb, _r = rm._token(np.int64(u[i]), rm.FINE_S, rm.FINE_M)
         hist[tok] += 1
     if u.size == 0:
         hist[0] = 1

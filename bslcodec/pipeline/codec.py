@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codecs import dq_search, fexp, golomb, lossless, rans, rdoq
+from ..codecs import fexp, golomb, lossless, rans, rdoq
 from ..container.dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from ..container.errors import EncodeError, FormatError
 from ..container.format import Entry

@@ -54,7 +54,7 @@ def _moments_kernel(buf, lo, hi, target, m2s, bigs, full):
             v = f64_of(buf[lo[i] + j])
             s[j] = v
             a = abs(v)
-            nan = nan or a != a
+            nan = nan or np.isnan(a)
             big = max(big, a)
         if nan:
             big = np.nan

@@ -240,7 +240,8 @@ SMALL_KINDS = {"1-D 64 f32, default (fine step)": (lambda rng: rng.normal(0, 1, 
 
 def small_bench(args, res, tmp):
     """Per-tensor cost of many small tensors (CPU, no GPU needed): ``save_file`` and ``load_file`` (numpy) of
-    ``--small`` tensors of one kind, against safetensors' numpy API in the same process; median of 3 runs."""
+    ``--small`` tensors of one kind, against safetensors' numpy API in the same process; median (and min) of
+    ``--small-reps`` runs, wall clock, and the median CPU time of the process (``*_cpu``)."""
     import ml_dtypes  # noqa: F401  (numpy's "bfloat16" dtype name)
     import safetensors.numpy as snp
 
@@ -257,13 +258,16 @@ def small_bench(args, res, tmp):
         for key, fn in (("bsl_save", lambda t=t, p=p, kw=kw: bslcodec.save_file(t, p, **kw)),
                         ("bsl_load", lambda p=p: bslcodec.load_file(p)),
                         ("st_save", lambda t=t, q=q: snp.save_file(t, q)), ("st_load", lambda q=q: snp.load_file(q))):
-            ts = []
+            ts, cs = [], []
             for _ in range(args.small_reps):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 fn()
                 ts.append(time.perf_counter() - t0)
+                cs.append(time.process_time() - c0)
             r[key] = statistics.median(ts) / len(t) * 1e6  # microseconds per tensor
             r[key + "_min"] = min(ts) / len(t) * 1e6
+            r[key + "_cpu"] = statistics.median(cs) / len(t) * 1e6  # the process's CPU time (every thread's):
+            # steadier than the wall clock where other jobs hold the cores
         with bslcodec.safe_open(p) as f:
             r["codecs"] = sorted({f.entry(k).codec for k in f.keys()})  # noqa: SIM118 (safe_open has no __iter__)
         rows.append(r)

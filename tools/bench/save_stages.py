@@ -6,10 +6,10 @@ the write (``_encode_tensors``), the header (``build_header``: its level-19 zstd
 encode run alone over every tensor: the equal-slope allocation (``Allocation.solve``), the dq trellis with its
 model (``dq_search.quantize``), the GG fit of the informational params, ``rans.build_model`` of the final
 symbols (and, where the checkout has them, the search and the model with ``pipeline/ans_model.py``'s
-compiled model), ``rans.encode``; for fexp ``fexp.encode`` and the zstd trial. Microseconds a tensor, best of
-``--reps`` (the box is shared: compare checkouts alternately, same minutes); ``--cpu``: the process's CPU
-time (``time.process_time``, every thread's) instead of the wall clock, steadier where other jobs hold
-the cores. Only public entry points, so another checkout on ``PYTHONPATH`` gives its own numbers:
+compiled model, ``pipeline/dq_small.py``'s search and ``pipeline/ans_encode.py``'s encode), ``rans.encode``;
+for fexp ``fexp.encode`` and the zstd trial. Microseconds a tensor, best of ``--reps`` (the box is shared:
+compare checkouts alternately, same minutes); ``--cpu``: the process's CPU time (``time.process_time``,
+every thread's) instead of the wall clock, steadier where other jobs hold the cores. Only public entry points, so another checkout on ``PYTHONPATH`` gives its own numbers:
 
     PYTHONPATH=/path/to/checkout python tools/bench/save_stages.py [--n 300] [--reps 5] [--cpu]
 """
@@ -99,6 +99,15 @@ def stages(kind: str, t: dict, kw: dict, path: str, reps: int) -> dict:
     except ImportError:
         pass
     r["rans.encode"] = best(lambda: [rans.encode(u, 1024, md_) for u, md_ in zip(us, models)], reps, n)
+    try:  # what the encoder runs since round 6 (results/load.md): the small dq search and ans encode
+        from bslcodec.pipeline import ans_encode, dq_small
+
+        r["dq_small.quantize"] = best(lambda: [dq_small.quantize(lossy[m].kx, steps[m], center[m], "F32", 1024)
+                                               for m in lossy], reps, n)
+        r["ans_encode.encode"] = best(lambda: [ans_encode.encode(u, 1024, md_) for u, md_ in zip(us, models)], reps,
+                                      n)
+    except ImportError:
+        pass
     return r
 
 
