@@ -14,12 +14,14 @@ Folder layout written by :func:`encode_checkpoint`::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import stat
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..container.errors import BslError, EncodeError
 from . import api
+from . import pool as _pool
 from .readers import (
     BSL_INDEX,
     BSL_SINGLE,
@@ -54,7 +57,7 @@ class Progress:
     when disabled."""
 
     def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
+        self.bar, self.lock = None, threading.Lock()  # two shards may be encoded at once
         if enabled:
             from tqdm.auto import tqdm
 
@@ -66,15 +69,18 @@ class Progress:
 
     def start(self, name: str):
         if self.bar is not None:
-            self.bar.set_postfix_str(name if len(name) <= 40 else "…" + name[-39:], refresh=False)
+            with self.lock:
+                self.bar.set_postfix_str(name if len(name) <= 40 else "…" + name[-39:], refresh=False)
 
     def update(self, n: int):
         if self.bar is not None:
-            self.bar.update(n)
+            with self.lock:
+                self.bar.update(n)
 
     def note(self, text: str):
         if self.bar is not None and not self.bar.disable:
-            self.bar.set_description_str(text)
+            with self.lock:
+                self.bar.set_description_str(text)
 
     def close(self):
         if self.bar is not None:
@@ -237,23 +243,27 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
             n = len(src.files)
             weight_map, names = {}, []
             part = [] if knobs.bits is not None and src.sharded and n > 1 else None
-            for i in range(n):
+
+            def one(i):
                 if not src.folder:
                     dest, shard = tmp, out.name
                 else:
                     shard = shard_name(i, n, ".bsl") if src.sharded else BSL_SINGLE
                     dest = tmp / shard
                 with src.open(i) as tf:
-                    size, n_w, rel = encode_file(tf, dest, bar=bar, part=part, **kw)
-                    for name in tf.keys():
+                    return (shard, list(tf.keys())) + encode_file(tf, dest, bar=bar, part=part, **kw)
+
+            with _shards(one, n, src.fmt) as done:
+                for shard, keys, size, n_w, rel in done:
+                    for name in keys:
                         if name in weight_map:
                             raise CheckpointError(f"{src.path}: tensor {name!r} is in two shards")
                         weight_map[name] = shard
                     names.append(shard)
-                res.out_bytes += size
-                res.n_weights += n_w
-                res.n_tensors += len(tf.keys())
-                res.rel_steps.append(rel)
+                    res.out_bytes += size
+                    res.n_weights += n_w
+                    res.n_tensors += len(keys)
+                    res.rel_steps.append(rel)
             check_folder_bits(src.path, knobs.bits, part, res.out_bytes, res.n_weights)
             if src.folder:
                 _finish_staged(src, tmp, names, weight_map, res.out_bytes)
@@ -264,6 +274,52 @@ def encode_checkpoint(inp, out, *, bits=None, rel_error=None, max_error=None, se
         bar.close()
     res.seconds = time.perf_counter() - t0
     return res
+
+
+OVERLAP = 2  # shards encoded at once (1: one after another)
+
+
+@contextlib.contextmanager
+def _shards(one, n: int, fmt: str):
+    """Yields an iterator of ``one(i)`` for each shard ``i``, in order. Two shards are encoded at a time where
+    that pays and keeps the memory bound: each shard's serial stages (its step search, the header, the write)
+    and the tail of its last tensors leave threads idle that the next shard's tensors then use. Both draw on
+    one in-flight budget (:func:`bslcodec.files.pool.shared`), so no more input is being coded at once than
+    with one shard; only formats read tensor by tensor qualify (a torch shard is read whole). Each shard's
+    bytes are what the one-at-a-time encode writes: a shard's encode depends only on its tensors. On leaving
+    the block (an error, an interrupt, or done) no other tensor is started and the running ones are waited
+    for, so nothing writes into the staged output after it."""
+    if OVERLAP < 2 or n < 2 or fmt not in ("safetensors", "bsl") or _pool.threads() < 2:
+        yield (one(i) for i in range(n))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _pool.shared() as sh, ThreadPoolExecutor(OVERLAP, thread_name_prefix="bslcodec-shard") as ex:
+        def run(i):
+            try:
+                return one(i)
+            except BaseException:
+                sh.stop()  # the other shards start no new tensor: the error is reported without waiting for them
+                raise
+
+        def results():
+            for f in futures:
+                try:
+                    yield f.result()
+                except _pool.Stopped:  # stopped by a later shard's error: raise that one
+                    for g in futures:
+                        exc = g.exception() if g.done() and not g.cancelled() else None
+                        if exc is not None and not isinstance(exc, _pool.Stopped):
+                            raise exc from None
+                    raise
+
+        futures = [ex.submit(run, i) for i in range(n)]
+        try:
+            yield results()
+        finally:
+            sh.stop()
+            for f in futures:
+                f.cancel()
 
 
 def check_folder_bits(path, bits, notes, out_bytes: int, n_weights: int) -> None:

@@ -12,6 +12,7 @@ threading layers, which run parallel regions of several Python threads side by s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -109,16 +110,22 @@ def split(n: int, n_items: int, limit: int, largest: int) -> tuple:
 
 
 class _Budget:
-    """Bytes in flight: ``take(n)`` waits until ``n`` fits (one task always fits)."""
+    """Bytes in flight: ``take(n)`` waits until ``n`` fits (one task always fits), first come first served
+    (a large task waiting for the others to drain is not passed by smaller ones, which could starve it)."""
 
     def __init__(self, limit: int):
         self.limit, self.used, self.cv = limit, 0, threading.Condition()
+        self.next_ticket = self.serving = 0
 
     def take(self, n: int):
         with self.cv:
-            while self.used and self.used + n > self.limit:
+            ticket = self.next_ticket
+            self.next_ticket += 1
+            while ticket != self.serving or (self.used and self.used + n > self.limit):
                 self.cv.wait()
+            self.serving += 1
             self.used += n
+            self.cv.notify_all()
 
     def give(self, n: int):
         with self.cv:
@@ -126,28 +133,78 @@ class _Budget:
             self.cv.notify_all()
 
 
+class Stopped(Exception):
+    """Raised in a task that was not started because :func:`shared`'s ``stop()`` was called."""
+
+
+class _Shared:
+    def __init__(self, limit: int):
+        self.budget, self.stopped = _Budget(limit), threading.Event()
+
+    def stop(self):
+        self.stopped.set()
+
+
+_shared = None  # the _Shared of a shared() block in effect, else None
+
+
+@contextlib.contextmanager
+def shared(limit: int | None = None):
+    """Within this block every :func:`run` in the process (several may run at once from different threads:
+    ``encode_checkpoint`` codes two shards at a time) draws on one in-flight budget of ``limit`` bytes
+    (default ``MEMORY_BUDGET``), the tensors run alone included, so that the memory bound of one ``run``
+    holds for all of them together. Yields an object whose ``stop()`` makes every task not yet started raise
+    :class:`Stopped` (an interrupted caller stops the other threads' work at the next tensor)."""
+    global _shared
+    if _shared is not None:  # nested: the outer block's budget already applies
+        yield _shared
+        return
+    _shared = _Shared(limit or MEMORY_BUDGET)
+    try:
+        yield _shared
+    finally:
+        _shared = None
+
+
 def run(fn, items: list, weights: list, n_threads: int | None = None, budget: int | None = None) -> list:
     """``[fn(item) for item in items]`` (results in order), the work spread over threads as the module
     docstring says; ``weights``: each item's input bytes. The first exception is raised (pending items are
     not started)."""
     n = threads() if n_threads is None else max(1, n_threads)
+    sh = _shared if budget is None else None
+
+    def alone(i):  # on the calling thread; with other run()s at once, within the shared budget too
+        if sh is None:
+            return fn(items[i])
+        if sh.stopped.is_set():
+            raise Stopped
+        sh.budget.take(weights[i])
+        try:
+            return fn(items[i])
+        finally:
+            sh.budget.give(weights[i])
+
     if n <= 1 or len(items) <= 1:
-        return [fn(it) for it in items]
+        return [alone(i) for i in range(len(items))]
     total = sum(weights) or 1
     order = sorted(range(len(items)), key=lambda i: (-weights[i], i))
     big = [i for i in order if weights[i] * n > total]
     small = [i for i in order if weights[i] * n <= total]
     out = [None] * len(items)
     for i in big:  # a thread's share or more: alone, its kernels parallel over groups
-        out[i] = fn(items[i])
+        out[i] = alone(i)
     if not small:
         return out
-    cap = _Budget(max(budget or MEMORY_BUDGET, max(weights[i] for i in small)))
+    limit = max(budget or MEMORY_BUDGET, max(weights[i] for i in small))
+    cap = _Budget(limit) if sh is None else sh.budget
     failed = threading.Event()
 
     def task(i):
         if failed.is_set():
             return None
+        if sh is not None and sh.stopped.is_set():
+            failed.set()
+            raise Stopped
         cap.take(weights[i])
         try:
             return fn(items[i])
@@ -157,7 +214,7 @@ def run(fn, items: list, weights: list, n_threads: int | None = None, budget: in
         finally:
             cap.give(weights[i])
 
-    workers, per = split(n, len(small), cap.limit, max(weights[i] for i in small))
+    workers, per = split(n, len(small), limit, max(weights[i] for i in small))
     with ThreadPoolExecutor(workers, initializer=_numba_threads, initargs=(per,)) as ex:
         futures = [(i, ex.submit(task, i)) for i in small]
         for i, f in futures:
