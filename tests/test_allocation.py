@@ -328,9 +328,11 @@ def test_grid_point_kernel_is_the_reference(monkeypatch):
         n_all = sum(t.n for t in lossy.values())
         for kw in ({"rel_error": 2.0 ** -8}, {"rel_error": 0.05}, {"target_bits": 2.0 * n_all}):
             got = []
-            for kernel, fast in ((False, False), (True, False), (True, True)):  # ref, round_many, round_many_fast
+            # ref; round_many with the points as a (curve, k) list; round_many_fast with them as arrays
+            for kernel, fast in ((False, False), (True, False), (True, True)):
                 monkeypatch.setattr(allocation, "BATCH_KERNEL", kernel)
                 monkeypatch.setattr(allocation, "FAST_ROUNDING", fast)
+                monkeypatch.setattr(allocation, "ARRAY_POINTS", fast)
                 alloc = Allocation(lossy)
                 res = alloc.solve(**kw)
                 for k in (K_MIN, K_MIN + 1, -37, -3, 0, 5, K_MAX - 1, K_MAX):
@@ -349,8 +351,26 @@ def test_grid_point_kernel_is_the_reference(monkeypatch):
         for kernel, fast in ((False, False), (True, False), (True, True)):
             monkeypatch.setattr(allocation, "BATCH_KERNEL", kernel)
             monkeypatch.setattr(allocation, "FAST_ROUNDING", fast)
+            monkeypatch.setattr(allocation, "ARRAY_POINTS", fast)
             files.append(bslcodec.save(t, **kw))
         assert files[0] == files[1] == files[2], kw
+
+
+def test_grid_point_steps_are_curve_steps():
+    """``gridpoints.steps`` (the lambda search's missing points as arrays) is ``Curve.step``: the same
+    floats for stds from denormal to huge and grid points past both ends of the grid."""
+    from bslcodec.pipeline import gridpoints as gp
+    from bslcodec.pipeline.allocation import GRID, K_MAX, K_MIN, Curve
+
+    rng = np.random.default_rng(13)
+    std = np.r_[10.0 ** rng.uniform(-310, 300, 3000), 1.0, 0.02, 5e-324, 1.7e308]
+    ks = rng.integers(K_MIN - 40, K_MAX + 40, std.size).astype(np.int64)
+    ks[:200] = np.arange(K_MIN - 50, K_MIN + 150)
+    got = gp.steps(std, ks, 2.0, float(GRID))
+    c = Curve.__new__(Curve)
+    for j in range(std.size):
+        c.std = float(std[j])
+        assert got[j] == c.step(int(ks[j])) or (np.isnan(got[j]) and np.isnan(c.step(int(ks[j])))), j
 
 
 def test_fast_rounding_is_round_many():

@@ -34,6 +34,7 @@ K_MIN, K_MAX = -20 * GRID, 5 * GRID  # steps from std / 2^20 to 32 std
 _NK = K_MAX - K_MIN + 1  # grid points K_MIN .. K_MAX
 BATCH_KERNEL = True  # the small curves' grid points by gridpoints.round_many; False: _eval_batch_ref
 FAST_ROUNDING = True  # gridpoints.round_many_fast first (round_many for the points it leaves); False: round_many
+ARRAY_POINTS = True  # the lambda search's missing small points as arrays (_eval_points); False: a (curve, k) list
 COMPILED = True  # the lambda search's passes over the curves compiled (lambda_search.py); False: in Python
 _PRIMES = (1_000_003, 999_983, 1_000_033)  # sample strides: i * p mod n visits distinct elements where p ∤ n
 SAMPLE = 1 << 16  # elements whose rounding predicts a tensor's curve (the whole tensor if smaller)
@@ -314,9 +315,17 @@ def _eval_batch(want: list, xs: np.ndarray, small: _SmallRows | None = None, gri
     ``_eval_batch_ref`` and ``Curve._eval`` point by point. ``small``: the curves' ``_SmallRows``."""
     if not BATCH_KERNEL or small is None:
         return _eval_batch_ref(want, xs)
-    n = len(want)
     steps = np.array([c.step(k) for c, k in want])
     si = np.array([c._si for c, _ in want], np.int64)
+    ks = np.array([k for _, k in want], np.int64)
+    _eval_points(si, ks, steps, xs, small, grid, [c for c, _ in want])
+
+
+def _eval_points(si: np.ndarray, ks: np.ndarray, steps: np.ndarray, xs: np.ndarray, small: _SmallRows,
+                 grid: tuple | None, curves) -> None:
+    """``_eval_batch`` of the points (small curve ``si[j]``, grid point ``ks[j]``, its step ``steps[j]``);
+    ``curves(j)`` or ``curves[j]``: the curve of point j, for a point outside the grid arrays."""
+    n = si.size
     small.tables_for(si)
     sse, qmax, ent = np.empty(n), np.empty(n), np.empty(n)
     raw, n_live = np.empty(n, np.int64), np.empty(n, np.int64)
@@ -338,15 +347,15 @@ def _eval_batch(want: list, xs: np.ndarray, small: _SmallRows | None = None, gri
     last = small.last[np.arange(int(ends[-1]) if n else 0) + np.repeat(small.last_start[si] - (ends - lens), lens)]
     bits, mse = _finish_arrays(small.m[si], small.n[si], small.raw_bits[si], small.dq[si], small.full[si],
                                small.last_sum[si], lens, last, sse, raw, qmax, ent, n_live)
-    i = np.array([k for _, k in want], np.int64) - K_MIN
+    i = ks - K_MIN
     inside = (i >= 0) & (i < _NK)
     if grid is not None:
         B, D, H = grid
         r = small.row[si[inside]]
         B[r, i[inside]], D[r, i[inside]], H[r, i[inside]] = bits[inside], mse[inside], True
     for j in np.flatnonzero(~inside if grid is not None else np.ones(n, np.bool_)).tolist():
-        c, k = want[j]
-        c._store(k, (float(bits[j]), float(mse[j])))
+        c = curves(j) if callable(curves) else curves[j]
+        c._store(int(ks[j]), (float(bits[j]), float(mse[j])))
 
 
 def _eval_batch_ref(want: list, xs: np.ndarray) -> None:
@@ -474,6 +483,9 @@ class Allocation:
         self._is_small[[i for i, c in enumerate(self._list) if 0 < c.m <= BATCH_SAMPLE]] = True
         row = {id(c): i for i, c in enumerate(self._list)}
         self._rows = _SmallRows(small, self._xs, [row[id(c)] for c in small])
+        self._std = np.array([c.std for c in self._list])
+        self._si = np.full(nc, -1, np.int64)  # a curve's index among the small ones (_SmallRows), by row
+        self._si[self._rows.row] = np.arange(len(small))
 
     def _pass(self, kind: int, lam: float = 0.0, cap=None, kf=None) -> tuple:
         """(out, out2) of ``lambda_search.run_pass`` over every curve (arrays in curve order): the grid
@@ -490,14 +502,18 @@ class Allocation:
                          K_MIN, K_MAX, float(GRID), 2 ** (2 / GRID) - 1, out, out2, miss)
             lacking = miss != _ls.NONE
             idx, miss = idx[lacking], miss[lacking]
-            want = []
-            for i, k in zip(idx.tolist(), miss.tolist()):
-                if self._is_small[i]:
-                    want.append((self._list[i], k))
+            sm = self._is_small[idx]
+            for i, k in zip(idx[~sm].tolist(), miss[~sm].tolist()):
+                self._list[i].point(k)  # evaluated on its own
+            if sm.any():
+                rows, ks = idx[sm], miss[sm]
+                grid = (self._B, self._D, self._H)
+                if BATCH_KERNEL and ARRAY_POINTS:  # (Curve.step's floats: gridpoints.steps)
+                    _eval_points(self._si[rows], ks, _gp.steps(self._std[rows], ks, 2.0, float(GRID)), self._xs,
+                                 self._rows, grid, lambda j, rows=rows: self._list[int(rows[j])])
                 else:
-                    self._list[i].point(k)  # evaluated on its own
-            if want:
-                _eval_batch(want, self._xs, self._rows, (self._B, self._D, self._H))
+                    _eval_batch([(self._list[i], k) for i, k in zip(rows.tolist(), ks.tolist())], self._xs,
+                                self._rows, grid)
         return out, out2
 
     def _array(self, pos: dict) -> np.ndarray:

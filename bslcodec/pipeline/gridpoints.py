@@ -121,6 +121,16 @@ assert rans.FINE_K <= PAIRWISE_MAX  # a point's live tokens
 
 
 @numba.njit(cache=True)
+def steps(std, ks, base, grid):
+    """``Curve.step`` of each point: ``std[j] * base ** (ks[j] / grid)``, ``base`` = 2.0 given at run time
+    (a constant base could let LLVM turn ``pow`` into ``exp2``): libm's ``pow``, as Python's ``**`` calls it."""
+    out = np.empty(ks.size)
+    for j in range(ks.size):
+        out[j] = std[j] * base ** (ks[j] / grid)
+    return out
+
+
+@numba.njit(cache=True)
 def sums(xs, lo, hi):
     """The sum of each sample ``xs[lo[i]:hi[i]]`` in ``_round_into``'s serial order."""
     out = np.empty(lo.size)
