@@ -6,7 +6,8 @@ reciprocals and packed table, the group regions, the scratch, the gather): ~25 u
 a group), and here all of that is one call built from ``rans_enc``'s own compiled group encoders
 (``_encode_group_v`` where ``rans_enc._encode_vec`` would take the vector one, else ``_encode_group``),
 with the same integer and float operations, so the same words; the header is ``rans_enc``'s. The same
-bytes as ``rans.encode``: tests/test_ans_model.py compares them. ``FAST = False``: ``rans.encode``.
+bytes as ``rans.encode``: tests/test_ans_model.py compares them. ``FAST = False``: ``rans.encode``. The
+kernels release the GIL (``nogil``), as ``rans_enc``'s do: the encode pool codes tensors on several threads.
 """
 
 import numba
@@ -44,7 +45,7 @@ def _gather(scratch, region_end, first_word):
     return w, words
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _encode_vec(u, lane_symbols, P, s, m, freqs, lut, per_sym):
     """One group by ``_encode_group_v`` (what ``_encode_groups_vec`` runs): (its words, words padded even)."""
     tpk, rcp = _tables(freqs)
@@ -60,7 +61,7 @@ def _encode_vec(u, lane_symbols, P, s, m, freqs, lut, per_sym):
     return _gather(scratch, region_end, first_word)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _encode_scalar(u, lane_symbols, P, s, m, freqs, lut, per_sym, has_hi):
     """One group by ``_encode_group`` (what ``_encode_groups`` runs)."""
     tpk, rcp = _tables(freqs)

@@ -38,7 +38,7 @@ def _count_log(n: int) -> np.ndarray:
     return t
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _exact(c, raw, P, log_q, log_gain, q):
     """``rans_model._exact``'s (total bits, kq, table bits) of counts ``c`` at precision P; ``q[:c.size]``
     gets the frequencies (``quantize_freqs``)."""
@@ -67,7 +67,7 @@ def _exact(c, raw, P, log_q, log_gain, q):
     return bits + np.float64(8 * (x + (-x % 4))), kq, tbits
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _search(used, h, tok, nb, split_s, split_m, count_log, log_q, log_gain, choices, top, n_splits, q, qbest):
     """``build_model``'s search: (status, split, P, kq, table bits, total bits, tokens); the winner's
     frequencies in ``qbest``. Status 1: no split fits its used tokens in 2^top slots."""
@@ -165,7 +165,7 @@ def _token_ranges() -> tuple:
 _TSTART, _TNB, _TOFF = _token_ranges()
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _ranges_hist(u):
     """``rans_model._hist_of(u, None)``: the fine token histogram of symbols ``u`` (none: bin 0 once)."""
     hist = np.zeros(rm.FINE_K, np.int64)
@@ -177,7 +177,7 @@ def _ranges_hist(u):
     return hist
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _search_ranges(hist, tok, tstart, tnb, toff, split_s, split_m, count_log, log_q, log_gain, choices, top,
                    n_splits, q, qbest):
     """``_search`` of the fine histogram ``hist`` without building every split's counts: token t of split

@@ -19,7 +19,7 @@ from . import ans_model
 FAST = True
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def token_bits(freqs, P, log_q, none):
     """``dq_search.token_bits`` of a model with frequencies ``freqs`` at precision P: P - log2(f) where
     f > 0 (``log_q[f]``: numpy's log2 of f), else ``none``."""
