@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bslcodec
-from bslcodec.codecs import batch_dec, rans, rans_vec
+from bslcodec.codecs import batch_dec, rans, rans_dec, rans_vec
 from bslcodec.container.errors import FormatError
 
 DT = {"F32": np.float32, "BF16": np.uint16}
@@ -161,6 +161,70 @@ def test_fine_step_file_loads_the_same(tmp_path, monkeypatch):
         got.append({k: v.tobytes() for k, v in bslcodec.load_file(path).items()})
     assert got[0] == got[1]
     assert {bslcodec.safe_open(path).entry(k).codec for k in t} == {"ans-dq"}
+
+
+def _decode_into(payload, n, s, center, step, mode, dq, general, monkeypatch, g0=0, g1=None):
+    """``rans.decode_into`` of groups [g0, g1) with rans_gen's vector general step, or with the scalar kernel."""
+    monkeypatch.setattr(rans_vec, "SIMD", general)
+    monkeypatch.setattr(rans_dec, "VEC_GENERAL", general)
+    g1 = rans.n_groups(n, s) if g1 is None else g1
+    out = np.full(min(n, g1 * 32 * s) - g0 * 32 * s, 7, DT[mode])
+    try:
+        rans.decode_into(payload, n, s, center, step, out, mode, g0, g1, dq=dq)
+    except FormatError as exc:
+        return str(exc)
+    return out.tobytes()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), s=st.sampled_from([16, 64, 256, 1024]), groups=st.integers(1, 5),
+       tail=st.integers(0, 100), scale=st.sampled_from([0.3, 3.0, 40.0, 400.0]),
+       raw_rate=st.sampled_from([0.0, 0.01, 0.3]), wide=st.booleans(), dq=st.booleans(),
+       center=st.sampled_from([0, -37, 5000, (1 << 24) - 3000]), data=st.data())
+def test_decode_into_matches_scalar(seed, s, groups, tail, scale, raw_rate, wide, dq, center, data, monkeypatch):
+    """Whole payloads and group ranges (``get_slice``), F32 and BF16: rans_gen's kernel (parallel over groups)
+    gives the scalar kernel's values or its error."""
+    needs_simd()
+    rng = np.random.default_rng(seed)
+    n = 32 * s * groups + tail
+    u = symbols(rng, n, scale, raw_rate, wide)
+    payload = rans.encode(u, s, rans.build_model(u)[0])
+    G = rans.n_groups(n, s)
+    g0 = data.draw(st.integers(0, G - 1))
+    g1 = data.draw(st.integers(g0 + 1, G))
+    step = float(rng.uniform(1e-4, 0.1))
+    for mode in DT:
+        for r in ((0, None), (g0, g1)):
+            a = _decode_into(payload, n, s, center, step, mode, dq, True, monkeypatch, *r)
+            assert a == _decode_into(payload, n, s, center, step, mode, dq, False, monkeypatch, *r)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), dq=st.booleans(), raw_rate=st.sampled_from([0.0, 0.01, 0.5]))
+def test_decode_into_corrupt_same_values_or_error(seed, dq, raw_rate, monkeypatch):
+    """Flipped bits in the words, word counts moved between groups: the same values or the same FormatError."""
+    needs_simd()
+    rng = np.random.default_rng(seed)
+    s, n = 64, 32 * 64 * 3 + 50
+    u = symbols(rng, n, 30.0, raw_rate, False)
+    model = rans.build_model(u)[0]
+    p = rans.encode(u, s, model)
+    start = model.header_size + 4 * rans.n_groups(n, s)
+    for i in range(6):
+        q = bytearray(p)
+        if i % 3 == 0:
+            at = model.header_size + 4 * int(rng.integers(0, rans.n_groups(n, s) - 1))
+            dw = 2 * int(rng.integers(-40, 40))
+            for a, d in ((at, -dw), (at + 4, dw)):
+                q[a:a + 4] = ((int.from_bytes(q[a:a + 4], "little") + d) % 2**32).to_bytes(4, "little")
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                q[int(rng.integers(start, len(p)))] ^= 1 << int(rng.integers(0, 8))
+        for mode in DT:
+            a = _decode_into(bytes(q), n, s, 3, 0.01, mode, dq, True, monkeypatch)
+            assert a == _decode_into(bytes(q), n, s, 3, 0.01, mode, dq, False, monkeypatch)
 
 
 CHILD = r"""

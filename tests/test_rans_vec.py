@@ -23,6 +23,7 @@ def _decode(payload, n, s, center, step, mode, dq, simd, monkeypatch):
     """The decode (or its FormatError's text) with the vector step on or off; the token table always used."""
     monkeypatch.setattr(rans_vec, "SIMD", simd)
     monkeypatch.setattr(rans_dec, "TABLE_ELEMS_PER_ENTRY", 0)
+    monkeypatch.setattr(rans_dec, "VEC_GENERAL", False)  # vrun, not rans_gen's general step (tests/test_rans_gen.py)
     out = np.full(n, 7, DT[mode])
     try:
         rans.decode_into(payload, n, s, center, step, out, mode, dq=dq)
@@ -110,6 +111,7 @@ def test_a_kernel_that_does_not_compile_falls_back_to_scalar(monkeypatch):
     u = symbols(rng, n, 3.0, 0.01, False)
     payload = rans.encode(u, s, rans.build_model(u)[0])
     want = _decode(payload, n, s, 1, 0.01, "BF16", True, False, monkeypatch)
+    monkeypatch.setattr(rans_dec, "VEC_GENERAL", False)
     monkeypatch.setattr(rans_dec, "_decode_groups_vec", broken)
     monkeypatch.setitem(rans_dec._SERIAL, "_decode_groups_vec", broken)
     monkeypatch.setattr(rans_vec, "SIMD", True)
@@ -133,6 +135,7 @@ simd, expand = rans_vec.SIMD, rans_vec.EXPAND
 print("target", simd, expand)
 rng = np.random.default_rng(5)
 rans_dec.TABLE_ELEMS_PER_ENTRY = 0
+rans_dec.VEC_GENERAL = False
 for s, raw, dq in ((16, 0.0, True), (64, 0.01, False), (16, 0.2, True)):
     n = 32 * s * 3 + 17
     d = np.rint(rng.laplace(0, 3, n)).astype(np.int64)

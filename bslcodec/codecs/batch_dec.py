@@ -128,7 +128,8 @@ def _ans_one_vec(buf, n, S, center, step32, step64, mode, dq, out):
         return _ans_scalar(P, s, m, freqs, W, wstart, words, n, S, center, step32, step64, mode, dq, out)
     status = np.zeros(W.size, np.uint8)
     for gi in range(W.size):
-        rans_gen.decode_group(gi, words, W, wstart, sf, sb, P, n, S, center, out, mode, step32, step64, status, dq)
+        rans_gen.decode_group(gi, 0, words, W, wstart, sf, sb, P, n, S, center, out, 0, mode, step32, step64, status,
+                              dq)
         if status[gi]:
             return False
     return True

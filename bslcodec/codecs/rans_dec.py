@@ -406,6 +406,10 @@ def decode_tables(table: np.ndarray) -> tuple:
 
 
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
+#: ``decode_into`` takes ``rans_gen``'s vector general step where the table allows it (no raw bits above 16,
+#: no level near 2^24): as fast as ``vrun`` without raw bits, ~5x the scalar step with them (a fine step's
+#: payloads). Tests turn it off to run ``vrun``, which stays for tables with raw bits above 16.
+VEC_GENERAL = True
 #: Elements a token-table entry must pay for (8 entries a live token): below, the general step decodes all
 #: (a table costs about as much to fill as ~10 symbols to decode; a 64x64 tensor goes without)
 TABLE_ELEMS_PER_ENTRY = 64
@@ -430,8 +434,22 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     table = mode in ("F32", "BF16") and not check and work >= TABLE_ELEMS_PER_ENTRY * _NS * tinfo.size
     args = (words, W, wstart, tos, tinfo, P, g_first, n_elems, lane_symbols, np.int64(center), out,
             g_first * LANES * lane_symbols, MODES[mode], _step32(step), np.float64(step), status, has_hi)
-    # the vector step stores 16-bit (BF16) or 32-bit (F32) lanes: only into the array those modes decode to
-    if rans_vec.SIMD and table and out.dtype == (np.uint16 if mode == "BF16" else np.float32):
+    # the vector steps store 16-bit (BF16) or 32-bit (F32) lanes: only into the array those modes decode to
+    vec = rans_vec.SIMD and mode in ("F32", "BF16") and out.dtype == (np.uint16 if mode == "BF16" else np.float32)
+    if vec and VEC_GENERAL and not has_hi and not check:  # the vector general step: every token
+        from . import rans_gen  # here: rans_gen imports this module's step helpers
+
+        try:
+            launch(rans_gen.decode_groups, rans_gen.decode_groups_serial, words, W, wstart, P, s, m, freqs,
+                   np.int64(g_first), np.int64(n_elems), np.int64(lane_symbols), np.int64(center), out,
+                   np.int64(g_first * LANES * lane_symbols), MODES[mode], _step32(step), np.float64(step), status,
+                   dq, work=work)
+            table = vec = None
+        except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+            rans_vec.disable(exc)
+            status[:] = 0
+            vec = False
+    if vec and table:  # the usual step's vector run (tokens without raw bits), the general step scalar
         try:
             launch(_decode_groups_vec, _SERIAL['_decode_groups_vec'], *args, dq, work=work)
             table = None

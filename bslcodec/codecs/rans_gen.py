@@ -12,8 +12,10 @@ on the same tables: same words read (clamped to the group), same levels, same ou
 
 import numba
 import numpy as np
+from numba import prange
 
 from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
+from ..parallel import serial_twin
 from .rans_dec import _U16, _dq_levels, _emit, _read
 from .rans_model import _BAD_STATE, _END, _OVERRUN, _RANGE, _SHORT, L
 from .rans_table import _nb_base
@@ -78,22 +80,23 @@ def _step(x, st, lt, ent, low, qs, sf, sb, words, p, last, mask, Pu, c32, dq):
 
 
 @numba.njit(nogil=True, cache=True)
-def decode_group(gi, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center, out, mode, step32, step64,
-                 status, dq):
-    """Group ``gi`` as ``rans_dec._decode_group`` decodes it (``g_first`` 0, ``out`` the whole tensor, F32 or
-    BF16 ``mode``), for a table ``usable`` says ``vgrun`` takes; the same status on a bad group."""
+def decode_group(gi, g_first, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center, out, out_base, mode,
+                 step32, step64, status, dq):
+    """Group ``g_first + gi`` as ``rans_dec._decode_group`` decodes it (element e to ``out[e - out_base]``,
+    F32 or BF16 ``mode``), for a table ``usable`` says ``vgrun`` takes; the same status on a bad group."""
     gsize = LANES * lane_symbols
     mask = (np.uint64(1) << np.uint64(P)) - np.uint64(1)
     Pu = np.uint64(P)
-    start = gi * gsize
+    g = g_first + gi
+    start = g * gsize
     ng = min(n_elems, start + gsize) - start
     A = min(LANES, ng)
     T = (ng + LANES - 1) // LANES
-    if W[gi] < 2 * A:
+    if W[g] < 2 * A:
         status[gi] = _SHORT
         return
-    w0 = np.uint64(wstart[gi])
-    wend = w0 + np.uint64(W[gi])
+    w0 = np.uint64(wstart[g])
+    wend = w0 + np.uint64(W[g])
     x32 = np.zeros(LANES, np.uint32)  # the lane states between steps (lanes >= A unused)
     st32 = np.zeros(LANES, np.uint32)
     bad = False
@@ -107,7 +110,7 @@ def decode_group(gi, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center,
     p = w0 + np.uint64(2 * A)
     t = 0
     if ng >= LANES and p + np.uint64(2 * LANES + 1) <= wend:
-        k, p = vgrun(x32, st32, words, p, wend - np.uint64(2 * LANES + 1), out, np.uint64(start),
+        k, p = vgrun(x32, st32, words, p, wend - np.uint64(2 * LANES + 1), out, np.uint64(start - out_base),
                      np.uint64(ng // LANES), sf, sb, Pu, np.int64(center), step32, dq)
         t = np.int64(k)
     out_of_range = False
@@ -124,7 +127,7 @@ def decode_group(gi, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center,
         c32 = np.int32(center)
         while t < T:
             lt = min(LANES, ng - LANES * t)
-            ebase = np.uint64(start + LANES * t)
+            ebase = np.uint64(start + LANES * t - out_base)
             p = _step(x, st, lt, ent, low, qs, sf, sb, words, p, last, mask, Pu, c32, dq)
             out_of_range |= _emit(out, ebase, qs, lt, mode, step32, step64)
             t += 1
@@ -140,3 +143,18 @@ def decode_group(gi, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center,
         status[gi] = _END
     elif out_of_range:
         status[gi] = _RANGE
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def decode_groups(words, W, wstart, P, s, m, freqs, g_first, n_elems, lane_symbols, center, out, out_base, mode,
+                  step32, step64, status, dq):
+    """``rans_dec._decode_groups`` by ``decode_group``: the slot tables, then the groups in parallel."""
+    sf = np.empty(np.int64(1) << P, np.uint32)
+    sb = np.empty(np.int64(1) << P, np.uint32)
+    slot_tables(s, m, freqs, sf, sb)
+    for gi in prange(status.size):
+        decode_group(gi, g_first, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center, out, out_base, mode,
+                     step32, step64, status, dq)
+
+
+decode_groups_serial = serial_twin(decode_groups)
