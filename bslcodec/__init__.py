@@ -19,7 +19,8 @@ __all__ = ["save_file", "load_file", "safe_open", "save", "load", "encode", "dec
 
 def __getattr__(name):
     """The API and everything ``import bslcodec`` used to import (``bslcodec.files.api``, the codecs, ...),
-    imported on the first access to a name this module does not have yet (PEP 562)."""
+    imported on the first access to a name this module does not have yet (PEP 562); then the same names as
+    before, no more (a submodule the API does not import still needs its own import)."""
     if name.startswith("__"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from .files import api
@@ -28,10 +29,4 @@ def __getattr__(name):
         g[k] = getattr(api, k)
     if name in g:
         return g[name]
-    import importlib
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
