@@ -5,7 +5,7 @@ empty Numba cache (``NUMBA_CACHE_DIR`` a fresh temporary dir, unless ``--cache``
 cached-kernel loads counted. Prints the wall time of each command and the compiles, largest first
 (results/encode.md, "First run and start-up").
 
-    python tools/experiments/coldstart.py [--root TREE] [--cache DIR] [--keep] [--warm] [--sigs] [--top 30]
+    python tools/experiments/coldstart.py [--root TREE] [--folder DIR] [--cache DIR] [--keep] [--warm] [--sigs]
 """
 
 import argparse
@@ -75,6 +75,7 @@ def main():
     ap.add_argument("--root", default=ROOT, help="the source tree to run (default: this one)")
     ap.add_argument("--cache", help="Numba cache dir (default: a fresh temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the cache dir")
+    ap.add_argument("--folder", help="encode this folder instead of the generated 3-tensor one")
     ap.add_argument("--bits", default="4")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--sigs", action="store_true", help="print each compiled signature")
@@ -83,8 +84,10 @@ def main():
     work = tempfile.mkdtemp(prefix="coldstart.")
     cache = a.cache or os.path.join(work, "numba")
     try:
-        folder(os.path.join(work, "in"))
-        cmds = {"encode": ["encode", os.path.join(work, "in"), os.path.join(work, "out"), "--bits", a.bits, "-q"],
+        src = a.folder or os.path.join(work, "in")
+        if not a.folder:
+            folder(src)
+        cmds = {"encode": ["encode", src, os.path.join(work, "out"), "--bits", a.bits, "-q"],
                 "decode": ["decode", os.path.join(work, "out"), os.path.join(work, "dec"), "-q"]}
         for name, args in cmds.items():
             reps = ["cold", "warm"] if a.warm else ["cold"]
