@@ -45,7 +45,7 @@ def _slope(B, D, H, c, k, k_min, n, w):
     return (0.0 if 0.0 > x else x) / dd, NONE  # noqa: FURB136 - Python's max(x, 0.0), spelled out
 
 
-@numba.njit(inline="always")
+@numba.njit(nogil=True, cache=True)  # (compiled on its own: see run_pass)
 def _bits_mse(B, D, H, c, kf, k_min):
     """(bits, MSE, missing grid point or NONE) of ``Curve.bits_mse``."""
     k = np.int64(math.floor(kf))
@@ -65,7 +65,7 @@ def _bits_mse(B, D, H, c, kf, k_min):
     return b0 + f * (b1 - b0), d, NONE
 
 
-@numba.njit(inline="always")
+@numba.njit(nogil=True, cache=True)  # (compiled on its own: see run_pass)
 def _at(B, D, H, c, lam, n, w, std2, k_min, k_max, grid, c_grid):
     """(``Curve.at(lam)``, missing grid point or NONE); ``c_grid`` = 2 ** (2 / GRID) - 1."""
     s2 = 12 / (grid * lam * w * c_grid)
@@ -104,7 +104,7 @@ def _at(B, D, H, c, lam, n, w, std2, k_min, k_max, grid, c_grid):
     return k - 0.5 + f, NONE
 
 
-@numba.njit(inline="always")
+@numba.njit(nogil=True, cache=True)  # (compiled on its own: see run_pass)
 def _within(B, D, H, c, cap, kf, k_min):
     """(``Curve.within(cap, kf)``, missing grid point or NONE)."""
     _, d, miss = _bits_mse(B, D, H, c, kf, k_min)
@@ -136,7 +136,10 @@ def _within(B, D, H, c, cap, kf, k_min):
 def run_pass(kind, idx, B, D, H, n, w, std2, lam, cap, kf, k_min, k_max, grid, c_grid, out, out2, miss):
     """One pass of ``kind`` over the curves ``idx``: ``AT`` (``out`` = position at ``lam``), ``WITHIN``
     (``out`` = the position at or below ``kf[c]`` within ``cap[c]``) or ``BITS_MSE`` (``out``, ``out2`` =
-    bits and MSE at ``kf[c]``); ``miss[j]``: the grid point curve ``idx[j]`` lacks, or NONE."""
+    bits and MSE at ``kf[c]``); ``miss[j]``: the grid point curve ``idx[j]`` lacks, or NONE. ``_at``,
+    ``_within`` and ``_bits_mse`` are called, not inlined: numba's inlining copies a callee's whole scope per
+    block, and the three inlined (with their own inlined ``_slope`` / ``_point``) made this kernel's compile
+    take ~1.4x as long on a first run; one call per curve costs nothing measurable."""
     for j in range(idx.size):
         c = idx[j]
         if kind == AT:
