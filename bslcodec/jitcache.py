@@ -7,7 +7,8 @@ it reads (``container/limits.py``'s ``LANES``). numba does not follow those: a c
 left a stale decoder in the cache, which decoded wrongly (issue 20, item 12). An upgrade that changes
 such a file, or an editable install being edited, would do the same.
 
-:func:`install` (called by ``bslcodec/__init__`` before any kernel module is imported) puts cache
+:func:`install` (called by the ``__init__`` of each package that defines cached kernels - codecs,
+quantize, pipeline, torch - before any of its modules is imported) puts cache
 locators in front of numba's own ones. They serve only functions defined in this package's files, and
 store them where numba would (``NUMBA_CACHE_DIR``, else ``__pycache__`` if writable, else the user-wide
 cache dir), with a source stamp that is numba's stamp of the
@@ -50,7 +51,7 @@ def digest() -> str:
     """sha256 of the package version and the kernel sources (path and bytes of each), computed once."""
     global _digest
     if _digest is None:
-        from . import __version__  # noqa: PLC0415 - bslcodec/__init__ sets it before installing
+        from . import __version__  # noqa: PLC0415 - bslcodec/__init__ sets it first
         h = hashlib.sha256(f"bslcodec {__version__}\0".encode())
         for f in sources():
             h.update(f.relative_to(PACKAGE).as_posix().encode() + b"\0")
