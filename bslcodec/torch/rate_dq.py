@@ -195,9 +195,15 @@ class DQRate(_Engine):
 
     def _segment_sum(self, x):
         """Per-row float64 values [R, k] -> per-tensor sums [T, k] (rows of a tensor are consecutive;
-        a difference of prefix sums: deterministic, one kernel)."""
-        cs = torch.cat([torch.zeros_like(x[:1]), x.cumsum(0)]) if x.shape[0] else x.new_zeros(1, x.shape[1])
-        return cs[self.seg[1]] - cs[self.seg[0]]
+        a difference of prefix sums: deterministic, one kernel). The prefix sums run along the last
+        dimension of the transposed [k, R] copy: CUDA scans an outer dimension with one thread per column
+        (k = 1 or 2 threads over ~14,000 rows: 1.8 ms on an H100, 40 % of the rate term's GPU time), the last
+        dimension in parallel; on CPU both are the same serial sum."""
+        if not x.shape[0]:
+            return x.new_zeros(1, x.shape[1])[self.seg[1]]
+        xt = x.t().contiguous()
+        cs = torch.cat([torch.zeros_like(xt[:, :1]), xt.cumsum(1)], 1)
+        return (cs[:, self.seg[1]] - cs[:, self.seg[0]]).t()
 
     def moments(self, F):
         """(mean, var) per tensor of the whole tensors (float64, all ranks equal)."""
