@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--cache", help="Numba cache dir (default: a fresh temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the cache dir")
     ap.add_argument("--folder", help="encode this folder instead of the generated 3-tensor one")
-    ap.add_argument("--bits", default="4")
+    ap.add_argument("--bits", default="4", help="the encode's --bits (\"\": the default setting)")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--sigs", action="store_true", help="print each compiled signature")
     ap.add_argument("--warm", action="store_true", help="run each command a second time (warm cache)")
@@ -87,7 +87,7 @@ def main():
         src = a.folder or os.path.join(work, "in")
         if not a.folder:
             folder(src)
-        cmds = {"encode": ["encode", src, os.path.join(work, "out"), "--bits", a.bits, "-q"],
+        cmds = {"encode": ["encode", src, os.path.join(work, "out"), "-q"] + (["--bits", a.bits] if a.bits else []),
                 "decode": ["decode", os.path.join(work, "out"), os.path.join(work, "dec"), "-q"]}
         for name, args in cmds.items():
             reps = ["cold", "warm"] if a.warm else ["cold"]
