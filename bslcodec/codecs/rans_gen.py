@@ -152,9 +152,9 @@ def decode_groups(words, W, wstart, P, s, m, freqs, g_first, n_elems, lane_symbo
     sf = np.empty(np.int64(1) << P, np.uint32)
     sb = np.empty(np.int64(1) << P, np.uint32)
     slot_tables(s, m, freqs, sf, sb)
-    for gi in prange(status.size):
-        decode_group(gi, g_first, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center, out, out_base, mode,
-                     step32, step64, status, dq)
+    for gi in prange(status.size):  # np.int64: numba types the prange index uint64 too (the callee twice)
+        decode_group(np.int64(gi), g_first, words, W, wstart, sf, sb, P, n_elems, lane_symbols, center, out,
+                     out_base, mode, step32, step64, status, dq)
 
 
 decode_groups_serial = serial_twin(decode_groups)
