@@ -300,16 +300,6 @@ assert all(abs(ba[k] - bb[k]) <= 1e-6 * ba[k] for k in ba), (ba, bb)
 for a, b in zip(ga, gb):
     differ = (a - b).abs() > 1e-5 * a.abs().max()
     assert int(differ.sum()) <= 2, int(differ.sum())
-from bslcodec.torch import rate_dq_triton as rt
-assert rt.HIST_TL  # the tl.histogram kernel ran (no fallback to the one-hot one)
-# both histogram kernels count the same: heavy tails (outside either window), padding, two tensors
-F = (torch.distributions.StudentT(1.5).sample((3, rate_dq.ROW)) * 8).float()
-row_t, valid = torch.tensor([0, 0, 1], dtype=torch.int32), torch.tensor([rate_dq.ROW, 1000, 3000], dtype=torch.int32)
-args = (F, row_t, valid, torch.tensor([1.0, 3.0]), torch.tensor([0.0, 2.0]), torch.tensor([0.5, 0.25]), 2)
-h_tl = rt.histogram(*args)
-rt.HIST_TL = False
-h_onehot = rt.histogram(*args)
-assert torch.equal(h_tl, h_onehot) and int(h_tl.sum()) == 2 * (rate_dq.ROW + 1000 + 3000)
 print("ok")
 """
 
