@@ -157,3 +157,17 @@ def test_interrupt_while_two_shards_run_leaves_nothing(tmp_path):
     assert proc.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_cli_bits_writes_what_the_api_writes(tmp_path):
+    """``bslcodec encode --bits 4`` records the target as ``save_file(bits=4)`` does (4, not 4.0): same bytes."""
+    from click.testing import CliRunner
+
+    from bslcodec.cli import main
+
+    _folder(tmp_path / "in", shards=2)
+    checkpoint.encode_checkpoint(tmp_path / "in", tmp_path / "api", bits=4, progress=False)
+    r = CliRunner().invoke(main, ["encode", str(tmp_path / "in"), str(tmp_path / "cli"), "--bits", "4", "-q"])
+    assert r.exit_code == 0, r.output
+    for p in (tmp_path / "api").iterdir():
+        assert p.read_bytes() == (tmp_path / "cli" / p.name).read_bytes(), p.name

@@ -125,6 +125,8 @@ def encode(input, output, bits, rel_error, max_error, exact, sensitivity, expert
                     ("--expert rel_step", expert.get("rel_step"))):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise click.BadParameter(f"must be a positive number, not {v}", param_hint=name)
+    if bits is not None and bits.is_integer() and bits < 2 ** 53:
+        bits = int(bits)  # as save_file(bits=4) records it: "--bits 4" and the API write the same bytes
     knobs = check_settings(bits=bits, rel_error=rel_error, max_error=max_error, exact=tuple(exact),
                            expert=expert)
     sens = None
