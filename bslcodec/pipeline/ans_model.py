@@ -68,6 +68,34 @@ def _exact(c, raw, P, log_q, log_gain, q):
 
 
 @numba.njit(nogil=True, cache=True)
+def _candidates(est, split_s, split_m, n_live, n_splits):
+    """The splits to cost exactly: the best ``n_splits`` by (estimate, s, m) (``np.lexsort``'s order; no two
+    splits share s, m), then the best two with at most 128 live tokens."""
+    S = est.size
+    order = np.arange(S)
+    for a in range(1, S):  # insertion sort
+        v = order[a]
+        b = a - 1
+        while b >= 0:
+            o = order[b]
+            if est[o] > est[v] or (est[o] == est[v] and (split_s[o] > split_s[v] or (
+                    split_s[o] == split_s[v] and split_m[o] > split_m[v]))):
+                order[b + 1] = o
+                b -= 1
+            else:
+                break
+        order[b + 1] = v
+    cand = np.empty(n_splits + 2, np.int64)
+    nc = min(n_splits, S)
+    cand[:nc] = order[:nc]
+    for j in range(n_splits, S):
+        if nc < n_splits + 2 and n_live[order[j]] <= 128:
+            cand[nc] = order[j]
+            nc += 1
+    return cand[:nc]
+
+
+@numba.njit(nogil=True, cache=True)
 def _search(used, h, tok, nb, split_s, split_m, count_log, log_q, log_gain, choices, top, n_splits, q, qbest):
     """``build_model``'s search: (status, split, P, kq, table bits, total bits, tokens); the winner's
     frequencies in ``qbest``. Status 1: no split fits its used tokens in 2^top slots."""
@@ -92,29 +120,10 @@ def _search(used, h, tok, nb, split_s, split_m, count_log, log_q, log_gain, choi
         e = e + np.float64(9 * n_live[i])
         e = e + np.float64(4 * np.int64(off[i + 1] - off[i] > n_live[i]))
         est[i] = e + 96.0
-    order = np.arange(S)
-    for a in range(1, S):  # insertion sort by (est, s, m): np.lexsort's order (no two splits share s, m)
-        v = order[a]
-        b = a - 1
-        while b >= 0:
-            o = order[b]
-            if est[o] > est[v] or (est[o] == est[v] and (split_s[o] > split_s[v] or (
-                    split_s[o] == split_s[v] and split_m[o] > split_m[v]))):
-                order[b + 1] = o
-                b -= 1
-            else:
-                break
-        order[b + 1] = v
-    cand = np.empty(n_splits + 2, np.int64)  # the best n_splits, then the best two with <= 128 live tokens
-    nc = min(n_splits, S)
-    cand[:nc] = order[:nc]
-    for j in range(n_splits, S):
-        if nc < n_splits + 2 and n_live[order[j]] <= 128:
-            cand[nc] = order[j]
-            nc += 1
+    cand = _candidates(est, split_s, split_m, n_live, n_splits)
     found = False
     bt, bi, bP, bkq, btb = 0.0, 0, 0, 0, 0
-    for i in cand[:nc]:
+    for i in cand:
         if n_live[i] > (np.int64(1) << top):
             continue
         t, kq, tb = _exact(counts[off[i]:off[i + 1]], raws[i], top, log_q, log_gain, q)
@@ -240,30 +249,11 @@ def _search_ranges(hist, tok, tstart, tnb, toff, split_s, split_m, count_log, lo
         e = e + np.float64(9 * n_live[i])
         e = e + np.float64(4 * np.int64(K[i] > n_live[i]))
         est[i] = e + 96.0
-    order = np.arange(S)
-    for a in range(1, S):  # insertion sort by (est, s, m): np.lexsort's order (no two splits share s, m)
-        v = order[a]
-        b = a - 1
-        while b >= 0:
-            o = order[b]
-            if est[o] > est[v] or (est[o] == est[v] and (split_s[o] > split_s[v] or (
-                    split_s[o] == split_s[v] and split_m[o] > split_m[v]))):
-                order[b + 1] = o
-                b -= 1
-            else:
-                break
-        order[b + 1] = v
-    cand = np.empty(n_splits + 2, np.int64)  # the best n_splits, then the best two with <= 128 live tokens
-    nc = min(n_splits, S)
-    cand[:nc] = order[:nc]
-    for j in range(n_splits, S):
-        if nc < n_splits + 2 and n_live[order[j]] <= 128:
-            cand[nc] = order[j]
-            nc += 1
+    cand = _candidates(est, split_s, split_m, n_live, n_splits)
     counts = np.empty(lim, np.int64)  # K[i] <= last + 1
     found = False
     bt, bi, bP, bkq, btb = 0.0, 0, 0, 0, 0
-    for i in cand[:nc]:
+    for i in cand:
         if n_live[i] > (np.int64(1) << top):
             continue
         c = counts[:K[i]]
