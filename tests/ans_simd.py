@@ -1,5 +1,5 @@
 """Helpers shared by the vector rANS step tests (tests/test_rans_vec.py: decoder, tests/test_rans_venc.py:
-encoder)."""
+encoder, tests/test_rans_gen.py: general step, tests/test_fexp_vec.py)."""
 
 import os
 import subprocess
@@ -27,6 +27,23 @@ def symbols(rng, n, scale, raw_rate, wide):
     far = rng.random(n) < raw_rate
     d[far] = rng.integers(-(1 << 20 if wide else 3000), 1 << 20 if wide else 3000, int(far.sum()))
     return ((d << 1) ^ (d >> 63)).astype(np.uint32)
+
+
+def corrupted(p: bytes, header_size: int, n_groups: int, rng, count: int = 6):
+    """``count`` damaged copies of the ans payload ``p``: every third moves ``2 dw`` words between two
+    neighbouring groups' word counts (the counts still add up), the others flip 1-3 bits in the words."""
+    start = header_size + 4 * n_groups
+    for i in range(count):
+        q = bytearray(p)
+        if i % 3 == 0:
+            at = header_size + 4 * int(rng.integers(0, n_groups - 1))
+            dw = 2 * int(rng.integers(-40, 40))
+            for a, d in ((at, -dw), (at + 4, dw)):
+                q[a:a + 4] = ((int.from_bytes(q[a:a + 4], "little") + d) % 2**32).to_bytes(4, "little")
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                q[int(rng.integers(start, len(p)))] ^= 1 << int(rng.integers(0, 8))
+        yield bytes(q)
 
 
 def child(code: str, name, features) -> list:
