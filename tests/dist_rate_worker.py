@@ -8,6 +8,7 @@ the small weights are shrunk toward zero: the rate loss's drift trigger refreshe
 ``refresh_every=3``) and writes, per step, the rate value, the whole gradients, the loss and the number of
 refreshes to ``OUT/rank{r}.pt``; the test compares them with one process on the whole batch (``reference``)."""
 
+import os
 import sys
 
 import torch
@@ -97,8 +98,14 @@ def main(mode, out, calibrate):
         assert type(m[0].weight).__name__ == "DTensor"
     res = train(m, rate, x, y, m.parameters())
     torch.save(res, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    dist.barrier()  # both ranks' results are on disk and no collective is in flight
 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3])
+    # Leave without the interpreter's teardown: once in CI (a loaded 2-core clone) rank 0 of the FSDP2 run died
+    # after its work with "terminate called without an active exception" (SIGABRT: a gloo C++ thread still
+    # joinable when its owner was destroyed at exit); torch's teardown is not what this test checks.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -126,9 +126,14 @@ def test_two_ranks_match_one_process(mode, calibrate, tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch without distributed")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), os.path.join(HERE, "dist_rate_worker.py"), mode, str(tmp_path), calibrate]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    for attempt in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), os.path.join(HERE, "dist_rate_worker.py"), mode, str(tmp_path), calibrate]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+        # One more launch only for a C++ abort inside torch's gloo threads (seen once in CI on a loaded 2-core
+        # box, not reproduced in 8 local runs); any other failure, or the same one twice, fails the test.
+        if r.returncode == 0 or "terminate called without an active exception" not in r.stderr or attempt:
+            break
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sys.path.insert(0, HERE)
     try:
