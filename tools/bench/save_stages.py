@@ -2,7 +2,7 @@
 
 Two files of ``bench_load.py --small``: ``--n`` 64x64 f32 tensors at the default settings (ans-dq) and ``--n``
 4,096-element bf16 tensors with ``exact=True`` (fexp). For each: ``save_file`` end to end, the encode without
-the write (``_encode_tensors``), the header (``build_header``: its level-19 zstd frame), and the stages of the
+the write (``_encode_tensors``), the header (``build_header``: its zstd frame), and the stages of the
 encode run alone over every tensor: the equal-slope allocation (``Allocation.solve``), the dq trellis with its
 model (``dq_search.quantize``), the GG fit of the informational params, ``rans.build_model`` of the final
 symbols (and, where the checkout has them, the search and the model with ``pipeline/ans_model.py``'s
