@@ -289,6 +289,50 @@ def test_compiled_lambda_search_is_the_python_one(monkeypatch):
         assert files[0] == files[1], kw
 
 
+def test_gallop_meets_the_criterion_of_the_whole_range_bisection(monkeypatch):
+    """``Allocation.solve`` bracketing lambda outward from its high-rate guess (``allocation.GALLOP``) meets
+    the stopping criterion the bisection of the whole range meets (bits within 1e-4 of a target; the error
+    within 1e-4 of a ``rel_error``), at positions within a small fraction of a grid step of that search's,
+    on mixed tensors (plain and dq, tiny, sampled, heavy-tailed) and hostile small ones; and evaluates fewer
+    grid points at the default ``rel_error``, where the whole range's far ends were most of the work."""
+    from bslcodec.pipeline import allocation
+    from bslcodec.pipeline.allocation import Allocation
+    from bslcodec.pipeline.codec import LossyTensor
+
+    fewer = 0
+    for seed in range(5):
+        r = np.random.default_rng(60 + seed)
+        lossy = {}
+        for i in range(int(r.choice([3, 12, 60]))):
+            shape = [(64, 64), (7, 3), (300, 20), (20000, 1), (100, 700)][int(r.integers(0, 5))]
+            a = [r.normal(0, 0.02, shape), r.laplace(0, 1e-3, shape), r.standard_t(2, shape),
+                 r.normal(3, 0.5, shape)][int(r.integers(0, 4))]
+            lt = LossyTensor(f"t{i:02d}", a.astype(np.float32), "F32")
+            lt.quantizer = "dq" if r.random() < 0.7 else "uniform"
+            lossy[lt.name] = lt
+        for lossy_ in (lossy, _hostile_lossy(70 + seed)):
+            n_all = sum(t.n for t in lossy_.values())
+            for kw in ({"rel_error": 2.0 ** -8}, {"rel_error": 0.03}, {"target_bits": 4.0 * n_all},
+                       {"target_bits": 2.0 * n_all}):
+                got = []
+                for gallop in (False, True):
+                    monkeypatch.setattr(allocation, "GALLOP", gallop)
+                    alloc = Allocation(lossy_)
+                    pos, bits, err = alloc.solve(**kw)
+                    got.append((pos, bits, err, int(alloc._H.sum())))
+                (p0, b0, e0, h0), (p1, b1, e1, h1) = got
+                if "target_bits" in kw:
+                    ok0, ok1 = (abs(b - kw["target_bits"]) <= 1e-4 * kw["target_bits"] for b in (b0, b1))
+                else:
+                    ok0, ok1 = (abs(e - kw["rel_error"]) <= 1e-4 * kw["rel_error"] for e in (e0, e1))
+                assert ok1 or not ok0, (seed, kw, b0, b1, e0, e1)
+                if ok0 and ok1:
+                    assert max(abs(p0[n] - p1[n]) for n in p0) < 0.05, (seed, kw)
+                if kw == {"rel_error": 2.0 ** -8} and lossy_ is lossy:
+                    fewer += h1 < h0
+    assert fewer == 5
+
+
 def _hostile_lossy(seed: int) -> dict:
     """Small tensors of every float dtype, odd sizes and values (denormal, huge, constant-ish, one element,
     heavy tails, shifted), plain and dq, and one sampled tensor, for the batched grid-point kernels."""
