@@ -65,8 +65,39 @@ def test_run_keeps_order_and_budget():
         return i * i
 
     items = list(range(1, 30))
-    assert pool.run(fn, items, items, n_threads=4, budget=40) == [i * i for i in items]
+    unit = pool.TINY_BYTES + 1  # (items of TINY_BYTES or less run on the calling thread, outside the budget)
+    assert pool.run(fn, items, [unit * i for i in items], n_threads=4, budget=40 * unit) == [i * i for i in items]
     assert peak[0] <= 40
+
+
+def test_tiny_items_run_on_the_calling_thread():
+    """Items of at most ``TINY_BYTES`` run on the calling thread (two threads coding tiny tensors hand the GIL
+    over at every kernel call and run slower than one); larger ones on the pool meanwhile; results in order;
+    the first error raised."""
+    me = threading.get_ident()
+    where = {}
+
+    def fn(i):
+        where[i] = threading.get_ident()
+        threading.Event().wait(0.002)
+        return -i
+
+    tiny, big = pool.TINY_BYTES, pool.TINY_BYTES + 1
+    items = list(range(12))
+    weights = [big if i % 3 == 0 else tiny for i in items]
+    assert pool.run(fn, items, weights, n_threads=3) == [-i for i in items]
+    assert all((where[i] == me) == (weights[i] == tiny) for i in items)
+    where.clear()
+    assert pool.run(fn, items, [tiny] * 12, n_threads=4) == [-i for i in items]
+    assert set(where.values()) == {me}
+
+    def bad(i):
+        if i == 5:
+            raise EncodeError("five")
+        return i
+
+    with pytest.raises(EncodeError, match="five"):
+        pool.run(bad, items, weights, n_threads=2)
 
 
 def test_threads_default_is_at_least_one():
