@@ -26,7 +26,7 @@ def _cases():
                 x = rng.normal(0, 1e30, n)
                 x[::5], x[1::7], x[2::11] = np.nan, np.inf, -np.inf
                 yield x.astype(dt)
-            yield (rng.random(n) * np.finfo(dt).tiny).astype(dt)  # denormals and zeros
+            yield (rng.random(n) * ml_dtypes.finfo(dt).tiny).astype(dt)  # denormals and zeros
         yield rng.laplace(0, 1, (17, 3, 5)).astype(dt)  # not 1-D
         yield np.asfortranarray(rng.normal(0, 1, (40, 30)).astype(dt))  # not C order
 
