@@ -71,6 +71,28 @@ def test_folder_bits_cli(tmp_path):
     assert abs(bpw - 4) <= 0.02 * 4
 
 
+def test_folder_quality_warnings_name_their_shard(tmp_path):
+    """Too few bits for a sharded folder: one warning line per shard that warns, each naming its input file
+    (two identical unnamed lines read like a bug)."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    wm = {}
+    for i in range(2):
+        f = f"model-{i + 1:05d}-of-00002.safetensors"
+        s = {f"layers.{i}.{j}.w": (rng.standard_normal((128, 128)) * 0.02).astype(np.float32) for j in range(3)}
+        safetensors_numpy.save_file(s, str(tmp_path / "in" / f), metadata={"format": "pt"})
+        wm.update({k: f for k in s})
+    (tmp_path / "in" / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
+    r = CliRunner().invoke(main, ["encode", str(tmp_path / "in"), str(tmp_path / "out"), "--bits", "1.5", "-q"])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 2, r.output
+    for i, ln in enumerate(sorted(lines)):
+        assert f"model-{i + 1:05d}-of-00002.safetensors: bits=1.5: " in ln and "relative L2 error" in ln
+    with pytest.warns(bslcodec.QualityWarning, match=r"model-00001-of-00002\.safetensors: bits=1\.5"):
+        encode_checkpoint(tmp_path / "in", tmp_path / "out2", bits=1.5, progress=False)
+
+
 def test_folder_out_of_reach_as_a_whole(tmp_path):
     _folder(tmp_path / "in")
     with pytest.raises(EncodeError, match="out of reach"):

@@ -164,7 +164,8 @@ def encode_file(tf: TensorFile, dest, *, knobs, sensitivity=None, bar=None, extr
             bar.update(nbytes)
 
     try:
-        entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, progress, part)
+        entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, progress, part,
+                                                             label=tf.path if part is not None else None)
     except BslError as exc:
         raise type(exc)(f"{tf.path}: {exc}") from None
     chosen = json.loads(metadata[api.SETTINGS_KEY]).get("rel_step") if bits is not None else None

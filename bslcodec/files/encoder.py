@@ -86,7 +86,7 @@ def _named(exc: BslError, name: str) -> BslError:
     return type(exc)(msg if repr(name) in msg else f"tensor {name!r}: {msg}")
 
 
-def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) -> tuple:
+def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, label=None) -> tuple:
     """(entries, payloads, metadata) of ``tensors`` encoded with ``knobs``.
 
     ``part``: None for a whole output file; a list when these tensors are one shard (or part) of a larger
@@ -94,7 +94,8 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
     error here. A part with no tensor whose step the allocation can choose (only small 1-D tensors at their
     fixed fine step, constant or exact ones) is written at its fixed steps; one whose tensors cannot reach
     the target comes as close as they allow and appends a note to the list (the caller raises if the whole
-    output then misses the target)."""
+    output then misses the target). ``label``: what a QualityWarning names (the input file of a folder's
+    shard, so that a folder's warnings say which file each is about)."""
     metadata = _check_inputs(tensors, metadata)
     settings = knobs.settings()
     codec = knobs.codec
@@ -262,7 +263,8 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None) 
                                                  prev=(entries, payloads))
         rel_error = math.sqrt(alloc.totals(pos)[1] / alloc.ms_total) if alloc.ms_total > 0 else 0.0
         if rel_error > WARN_REL_ERROR:
-            warnings.warn(f"bits={settings.bits}: the quantized weights' relative L2 error is about "
+            where = f"{label}: " if label else ""
+            warnings.warn(f"{where}bits={settings.bits}: the quantized weights' relative L2 error is about "
                           f"{100 * rel_error:.1f} % (above {100 * WARN_REL_ERROR:g} %): the model may be broken; "
                           f"check its outputs or ask for more bits", QualityWarning, stacklevel=3)
         return entries, payloads, metadata

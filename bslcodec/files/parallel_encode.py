@@ -118,7 +118,8 @@ def _encode_task(task: dict) -> dict:
         metadata[META_PREFIX + "source_format"] = tf.fmt
         arrays = {n: tf.get(n) for n in names}
         try:
-            entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, False, part)
+            entries, payloads, metadata = api._encode_tensors(arrays, metadata, knobs, sensitivity, False, part,
+                                                             label=tf.path if part is not None else None)
         except BslError as exc:
             raise type(exc)(f"{tf.path}: {exc}") from None
         n_weights = sum(int(a.size) for a in arrays.values())
