@@ -39,8 +39,8 @@ COMPILED = True  # the lambda search's passes over the curves compiled (lambda_s
 _PRIMES = (1_000_003, 999_983, 1_000_033)  # sample strides: i * p mod n visits distinct elements where p ∤ n
 SAMPLE = 1 << 16  # elements whose rounding predicts a tensor's curve (the whole tensor if smaller)
 WARN_REL_ERROR = 0.05  # bits= warns (QualityWarning) when the predicted relative L2 error is above 5 %
-GALLOP = True  # Allocation.solve brackets lambda outward from the middle of its range (False: bisects the
-# whole range, as before 2026-12-07: the same criterion, other positions within it)
+GALLOP = True  # Allocation.solve brackets lambda outward from a high-rate guess (False: bisects its whole
+# range, as before 2026-12-07: the same criterion, other positions within it)
 REL_CAP = 4.0  # no tensor's relative L2 error above ~REL_CAP x the whole model's
 # dq's saving against plain rounding at the same MSE, bits per weight, as a function of plain rounding's
 # bits per weight at the same step (piecewise linear). Measured with ans payloads on generalized-Gaussian
@@ -637,7 +637,7 @@ class Allocation:
             # e: -log2(e) bits). Within ~1.5 of the answer on synthetic files of three shapes (Gaussian,
             # t-tailed, Laplace) at 2-8 bits and rel_error 1/256-0.02. A bisection of the whole range first
             # visited positions 5-25 away: steps 2^4-2^18 finer or coarser than the answer, whose grid points
-            # were ~40 % of a small-tensor save's rounding work (results/load.md, round 8)
+            # were ~60 % of those a default save of small tensors evaluated (results/load.md, round 8)
             if target_bits is not None:
                 per = target_bits / max(sum(c.n for c in self.curves.values()), 1)
             else:
