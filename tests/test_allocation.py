@@ -249,6 +249,26 @@ def test_batched_curve_points_equal_one_by_one():
             assert got[n] == fresh._eval(k), (n, k)
 
 
+def _mixed_lossy(r, counts, near_constant: bool) -> dict:
+    """F32 LossyTensors (~70 % dq) of mixed shapes (tiny, sampled) and values (Gaussian, Laplace, t-tailed,
+    shifted; ``near_constant``: also 0.5 + 1e-9 noise), ``r.choice(counts)`` of them, for the lambda search
+    tests. Every candidate array is drawn before one is picked (the rng's draws do not depend on the pick)."""
+    from bslcodec.pipeline.codec import LossyTensor
+
+    lossy = {}
+    for i in range(int(r.choice(list(counts)))):
+        shape = [(64, 64), (7, 3), (300, 20), (20000, 1), (100, 700)][int(r.integers(0, 5))]
+        kinds = [r.normal(0, 0.02, shape), r.laplace(0, 1e-3, shape), r.standard_t(2, shape)]
+        if near_constant:
+            kinds.append(0.5 + r.normal(0, 1e-9, shape))
+        kinds.append(r.normal(3, 0.5, shape))
+        a = kinds[int(r.integers(0, len(kinds)))]
+        lt = LossyTensor(f"t{i:02d}", a.astype(np.float32), "F32")
+        lt.quantizer = "dq" if r.random() < 0.7 else "uniform"
+        lossy[lt.name] = lt
+    return lossy
+
+
 def test_compiled_lambda_search_is_the_python_one(monkeypatch):
     """The lambda search's passes compiled (``lambda_search.py``, ``allocation.COMPILED``) give the Python
     methods' positions, predicted bits and errors as the same floats, for the default, a loose ``rel_error``
@@ -256,18 +276,9 @@ def test_compiled_lambda_search_is_the_python_one(monkeypatch):
     same file bytes through ``save``."""
     from bslcodec.pipeline import allocation
     from bslcodec.pipeline.allocation import K_MAX, K_MIN, Allocation
-    from bslcodec.pipeline.codec import LossyTensor
 
     for seed in range(6):
-        r = np.random.default_rng(40 + seed)
-        lossy = {}
-        for i in range(int(r.choice([2, 9, 40]))):
-            shape = [(64, 64), (7, 3), (300, 20), (20000, 1), (100, 700)][int(r.integers(0, 5))]
-            a = [r.normal(0, 0.02, shape), r.laplace(0, 1e-3, shape), r.standard_t(2, shape),
-                 0.5 + r.normal(0, 1e-9, shape), r.normal(3, 0.5, shape)][int(r.integers(0, 5))]
-            lt = LossyTensor(f"t{i:02d}", a.astype(np.float32), "F32")
-            lt.quantizer = "dq" if r.random() < 0.7 else "uniform"
-            lossy[lt.name] = lt
+        lossy = _mixed_lossy(np.random.default_rng(40 + seed), (2, 9, 40), near_constant=True)
         n_all = sum(t.n for t in lossy.values())
         for kw in ({"rel_error": 2.0 ** -8}, {"rel_error": 0.05}, {"target_bits": 3.0 * n_all},
                    {"target_bits": 0.5 * n_all}):
@@ -297,19 +308,10 @@ def test_gallop_meets_the_criterion_of_the_whole_range_bisection(monkeypatch):
     grid points at the default ``rel_error``, where the whole range's far ends were most of the work."""
     from bslcodec.pipeline import allocation
     from bslcodec.pipeline.allocation import Allocation
-    from bslcodec.pipeline.codec import LossyTensor
 
     fewer = 0
     for seed in range(5):
-        r = np.random.default_rng(60 + seed)
-        lossy = {}
-        for i in range(int(r.choice([3, 12, 60]))):
-            shape = [(64, 64), (7, 3), (300, 20), (20000, 1), (100, 700)][int(r.integers(0, 5))]
-            a = [r.normal(0, 0.02, shape), r.laplace(0, 1e-3, shape), r.standard_t(2, shape),
-                 r.normal(3, 0.5, shape)][int(r.integers(0, 4))]
-            lt = LossyTensor(f"t{i:02d}", a.astype(np.float32), "F32")
-            lt.quantizer = "dq" if r.random() < 0.7 else "uniform"
-            lossy[lt.name] = lt
+        lossy = _mixed_lossy(np.random.default_rng(60 + seed), (3, 12, 60), near_constant=False)
         for lossy_ in (lossy, _hostile_lossy(70 + seed)):
             n_all = sum(t.n for t in lossy_.values())
             for kw in ({"rel_error": 2.0 ** -8}, {"rel_error": 0.03}, {"target_bits": 4.0 * n_all},

@@ -620,7 +620,8 @@ class Allocation:
             return b < target_bits if target_bits is not None else e > rel_error
 
         # lambda in bits per unit of weighted squared error, searched in log space within [lo, hi]
-        scale = sum(c.n for c in self.curves.values()) / max(self.ms_total, 1e-300)
+        n_weights = sum(c.n for c in self.curves.values())
+        scale = n_weights / max(self.ms_total, 1e-300)
         lo, hi = math.log(scale) - 40, math.log(scale) + 60
         r_lo = r_hi = best = None
 
@@ -639,7 +640,7 @@ class Allocation:
             # visited positions 5-25 away: steps 2^4-2^18 finer or coarser than the answer, whose grid points
             # were ~60 % of those a default save of small tensors evaluated (results/load.md, round 8)
             if target_bits is not None:
-                per = target_bits / max(sum(c.n for c in self.curves.values()), 1)
+                per = target_bits / max(n_weights, 1)
             else:
                 per = -math.log2(rel_error) if rel_error > 0 else 60.0
             x, stride = min(max(math.log(scale) + 2 * math.log(2) * per, lo), hi), 1.0
