@@ -95,6 +95,14 @@ def main(argv=None):
         for e in es:
             np.empty(e.numel, np.uint16).fill(0)
 
+    def kernel_fresh():  # the decode into new arrays, as load_file does: its page faults on every thread
+        for p, e, pp in zip(pl, es, parsed):
+            rans.decode_into(p, e.numel, e.params["lane_symbols"], e.params["center"], e.params["step"],
+                             np.empty(e.numel, np.uint16), "BF16", parsed=pp, dq=e.codec == "ans-dq")
+
+    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+    print(f"transparent huge pages: {open(thp).read().strip() if os.path.exists(thp) else 'unknown'}; numpy "
+          f"madvise(HUGEPAGE): {np._core.multiarray._get_madvise_hugepage()}", flush=True)
     print(f"{path}: {len(es)} ans tensors, {n / 1e6:.1f} M weights; bslcodec {bslcodec.__file__}; "
           f"{os.cpu_count()} CPUs", flush=True)
     top = numba.config.NUMBA_NUM_THREADS
@@ -109,7 +117,8 @@ def main(argv=None):
                            args.reps),
              "tables": best(lambda: [rans.tables(*pp[:4]) for pp in parsed], args.reps),
              "fresh output": best(fresh, args.reps),
-             "kernel": best(kernel, args.reps)}
+             "kernel": best(kernel, args.reps),
+             "kernel, fresh outputs": best(kernel_fresh, args.reps)}
         cpu = best(kernel, args.reps, time.process_time) if th == 1 else None
         if th == 1 and vec is not None and vec.SIMD:  # the scalar usual step, same process, alternated
             cpus = {True: [cpu], False: []}
