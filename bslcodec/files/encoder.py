@@ -143,14 +143,18 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
             arr = None
         return name, arr, dt, lt, fine, shape, nbytes
 
-    def code(item, rel):
-        """(entry, payload) of one prepared tensor at ``rel_step`` ``rel`` (None: the settings' own)."""
+    def code(item, rel, pre=None):
+        """(entry, payload) of one prepared tensor at ``rel_step`` ``rel`` (None: the settings' own);
+        ``pre``: a list holding its ``lt.encode`` already made (``_codec.encode_small``)."""
         name, arr, dt, lt, fine, shape, nbytes = item
         # in the allocation modes a tensor the allocation left out (constant, or a mean square beyond float64:
         # allocation.weights) has no step: stored exactly
         no_step = rel is None and (settings.bits is not None or settings.default)
-        coded = fine if fine is not None else (
-            lt.encode(lt.step_for(settings, rel), settings.max_error) if lt is not None and not no_step else None)
+        if pre:
+            coded = pre[0]
+        else:
+            coded = fine if fine is not None else (
+                lt.encode(lt.step_for(settings, rel), settings.max_error) if lt is not None and not no_step else None)
         if coded is not None:
             cname, params, payload = coded  # cname: "eg", "ans" or "ans-dq"
         else:
@@ -199,14 +203,25 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
             else:
                 _codec.apply_sensitivity(lossy, sensitivity)
 
+        def _small_first(todo, rel_of) -> dict:
+            """{i: [coded]} of the small dq tensors among ``todo``, coded together (``_codec.encode_small``:
+            one compiled call a thread for all of them, not ~15 calls each between Python steps)."""
+            if settings.max_error is not None:  # (its strict bound's retries: LossyTensor's own)
+                return {}
+            jobs = [(i, prepared[i][3], rel_of[i]) for i in todo
+                    if prepared[i][3] is not None and prepared[i][4] is None and rel_of[i] is not None]
+            got = _codec.encode_small([(lt, lt.step_for(settings, rel)) for _, lt, rel in jobs], _pool.threads())
+            return {jobs[j][0]: [coded] for j, coded in got.items()}
+
         def encode_all(rels=None, only=None, prev=None, sized=True):
             """(entries, payloads, file size); ``rels``: name -> rel_step (the allocation) or None (the
             settings' own); ``only``: code just these names, the others taken from ``prev``; ``sized``:
             False where the caller drops the size (building the header, a level-15 zstd frame of ~280 bytes
             of JSON a tensor, costs ~30 us a tensor)."""
             todo = [i for i, it in enumerate(prepared) if only is None or it[0] in only]
-            done = _pool.run(lambda i: code(prepared[i], None if rels is None else rels.get(prepared[i][0])),
-                             todo, [weights[i] for i in todo])
+            rel_of = {i: None if rels is None else rels.get(prepared[i][0]) for i in todo}
+            pre = _small_first(todo, rel_of)
+            done = _pool.run(lambda i: code(prepared[i], rel_of[i], pre.get(i)), todo, [weights[i] for i in todo])
             entries = list(prev[0]) if prev else [None] * len(prepared)
             payloads = list(prev[1]) if prev else [None] * len(prepared)
             for i, (e, p) in zip(todo, done):

@@ -6,15 +6,17 @@ import math
 import struct
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from ..codecs import fexp, golomb, lossless, rans, rdoq
+from ..codecs import dq_search, fexp, golomb, lossless, rans, rdoq
 from ..container.dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from ..container.errors import EncodeError, FormatError
 from ..container.format import Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
-from . import ans_encode, ans_model, dq_small, fexp_small, ggfit
+from ..quantize.quant import MODE_OF_DTYPE
+from . import ans_encode, ans_model, dq_batch, dq_small, fexp_small, ggfit
 
 _F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
 DEFAULT_REL_ERROR = 2.0 ** -8  # the default: RMS over tensors of each one's relative L2 error ~0.39 % (allocation.py)
@@ -332,6 +334,50 @@ def fit_small(tensors) -> None:
     todo = [t for t in tensors if t.gg_info and t.n < SMALL_FIT and t.flat is not None and "_gg" not in vars(t)]
     for t, got in zip(todo, ggfit.fit_many([t.kx for t in todo])):
         t._gg = got  # the cached_property's slot
+
+
+def encode_small(jobs: list, threads: int = 1) -> dict:
+    """{j: ``t.encode(step)``} for the jobs ``(t, step)`` whose encode ``dq_batch`` can run (small dq tensors
+    whose values are held, at the default bound), coded together: ``threads`` ranges of them at once, each
+    one compiled call (``dq_batch.run``); the others are left out (the caller encodes them one by one)."""
+    if not (dq_batch.FAST and dq_small.FAST and ans_encode.FAST and ans_model.RANGES and dq_search.PASSES == 1):
+        return {}
+    groups = {}  # the values' numpy dtype (one compiled kernel each) -> [(j, t, step, x)]
+    for j, (t, step) in enumerate(jobs):
+        if (t.quantizer == "dq" and t.flat is not None and 0 < t.n < dq_batch.BELOW and 0 < step < 3e38
+                and t.dtype in MODE_OF_DTYPE):
+            x = t.kx
+            groups.setdefault(x.dtype, []).append((j, t, step, x))
+    out = {}
+    for todo in groups.values():
+        steps = np.array([s for _, _, s, _ in todo], np.float64)
+        means = np.array([t.mean for _, t, _, _ in todo], np.float64)
+        lim = MAX_SYMBOL_MAGNITUDE - 1  # (LossyTensor._within_bound's center, for every tensor at once)
+        centers = np.clip(np.rint(means / steps), -lim, lim).astype(np.int64)
+        try:
+            got = dq_batch.run([x for _, _, _, x in todo], steps, centers, [t.dtype for _, t, _, _ in todo],
+                               dq_search.DEFAULT_C, threads)
+        except (numba.core.errors.NumbaError, RuntimeError):  # (the vector encoder did not compile here)
+            dq_batch.FAST = False
+            return {}
+        for i, (j, t, step, x) in enumerate(todo):
+            n_bytes = int(got.lens[i])
+            if n_bytes == dq_batch.NOT_DONE:
+                continue
+            if n_bytes == dq_batch.BAD_LANES:
+                out[j] = None  # (LossyTensor._code_dq: no lossy form at this step)
+                continue
+            center, max_err = int(centers[i]), float(got.stats[i, 0])
+            if t.dtype == "F16":  # (as _code_dq)
+                max_err, bad = _f16_check(x, got.symbols(i), center, step, None)
+                if bad:
+                    out[j] = None
+                    continue
+            if n_bytes >= t.n * numpy_dtype(t.dtype).itemsize:  # (LossyTensor.encode: stored exactly)
+                out[j] = None
+                continue
+            out[j] = "ans-dq", t._params(step, center, ANS_LANE_SYMBOLS, max_err), got.payload(i)
+    return out
 
 
 def entropy_code(coded: tuple, codec: str = "auto") -> tuple:
