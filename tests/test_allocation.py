@@ -485,3 +485,22 @@ def test_grid_point_sums_and_logs_are_numpys():
         pad = rng.integers(0, 9)
         got = np.log2(np.r_[np.ones(pad), c / m])[pad:]
         assert np.array_equal(tab[off[m] + c.astype(np.int64)], got), m
+
+
+def test_compiled_totals_are_the_loops(monkeypatch):
+    """``Allocation._totals``' sums compiled (``allocation.COMPILED_SUMS``: ``_sums``) are its Python loop's
+    floats, at the grid's ends, the middle and fractional positions, and the solve's positions are the same."""
+    from bslcodec.pipeline import allocation
+    from bslcodec.pipeline.allocation import K_MAX, K_MIN, Allocation
+
+    for seed in range(4):
+        lossy = _mixed_lossy(np.random.default_rng(60 + seed), (3, 12, 40), near_constant=True)
+        got = []
+        for compiled in (False, True):
+            monkeypatch.setattr(allocation, "COMPILED_SUMS", compiled)
+            alloc = Allocation(lossy)
+            r = np.random.default_rng(seed)
+            totals = [alloc.totals({n: float(k) for n in alloc.curves}) for k in (K_MIN, -20, K_MAX)]
+            totals.append(alloc.totals({n: float(r.uniform(K_MIN, K_MAX)) for n in alloc.curves}))
+            got.append((totals, alloc.solve(rel_error=2.0 ** -8)))
+        assert got[0] == got[1], seed

@@ -94,3 +94,47 @@ def test_default_save_with_the_batch_is_the_save_without(threads, monkeypatch):
     with_batch = save()
     monkeypatch.setattr(dq_batch, "FAST", False)
     assert save() == with_batch
+
+
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_rows_group_is_quantize_serial(name):
+    """``dq_rows.group`` (the batch's trellis) against ``dq_search._quantize_serial``: the same symbols,
+    largest error and lanes without a path, at every size of a partial and a full last row, with lanes that
+    have no admissible level (a huge outlier at a fine step, strict bounds) and indices beyond the rate table."""
+    from bslcodec.codecs import dq_search
+    from bslcodec.pipeline import ans_model, dq_rows
+
+    rng = np.random.default_rng(5)
+    sc = dq_rows.scratch(dq_batch.LANE_SYMBOLS)
+    seen_bad = seen_wide = 0
+    for n in (2, 5, 31, 32, 33, 64, 1000, 4095, 4096, 4097, 32767):
+        for kind, rel in (("normal", 2.0 ** -3), ("normal", 2.0 ** -9), ("outlier", 2.0 ** -12),
+                          ("wide", 2.0 ** -4), ("strict", 2.0 ** -6)):
+            x = rng.normal(0, 0.02, n)
+            if kind == "outlier":
+                x[rng.integers(n)] = 6e4 if name == "F16" else 1e7
+            elif kind == "wide":  # indices beyond the rate table (|k| >= 2048)
+                x = rng.standard_t(1.5, n) * 0.02
+            x = x.astype(DTYPES[name])
+            lt = LossyTensor("x", x, name)
+            kx = lt.kx
+            step = lt.step_at(rel)
+            center = int(np.rint(lt.mean / step))
+            hist = dq_search._q0_hist_serial(kx, float(step), np.int64(center))[0]
+            model, _ = ans_model.build_model(None, hist=hist)
+            tok = dq_search.token_bits(model)
+            rate = dq_search._rate_table(0.1, tok, model.s, model.m, dq_search._RATE_TABLE)
+            mode = dq_search.MODE_OF_DTYPE[name]
+            rel_, ab = (0.0, 0.0) if kind == "strict" else dq_search.ROUNDING[name]
+            bound = (0.6 if kind == "strict" else 1.5) * step
+            args = (np.int64(center), mode, np.float32(step), float(step), 0.1, bound, rel_, ab, name == "F16", rate,
+                    tok, model.s, model.m)
+            u_ref = np.zeros(n, np.uint32)
+            st = dq_search._quantize_serial(kx, dq_batch.LANE_SYMBOLS, *args[:10], *args[10:], u_ref)
+            u = np.zeros(n, np.uint32)
+            me, bad = dq_rows.group(kx, *args, u, *sc)
+            assert (me, bad) == (st[0, 0], st[0, 1]), (n, kind)
+            assert np.array_equal(u, u_ref), (n, kind)
+            seen_bad += bad > 0
+            seen_wide += bool(u.max() >= dq_search._RATE_TABLE)  # zigzag of |k| >= 2048
+    assert seen_bad and seen_wide  # both rare paths exercised

@@ -25,9 +25,10 @@ from ..codecs.rans_enc import _token_lut
 from ..codecs.rans_venc import P_MIN
 from ..container.limits import LANES
 from ..parallel import SERIAL_BELOW
-from . import ans_encode, ans_model, dq_small
+from . import ans_encode, ans_model, dq_rows, dq_small
 
 FAST = True
+ROWS = True  # the trellis by dq_rows.group (False: dq_search._quantize_serial, the same symbols)
 LANE_SYMBOLS = 1024  # codec.ANS_LANE_SYMBOLS (spec 4.4's S of every ans-dq payload the encoder writes)
 BELOW = min(SERIAL_BELOW, ans_model.SMALL, ans_encode.SMALL, LANES * LANE_SYMBOLS + 1)  # elements
 # what a tensor's row of the outputs says (``lens``): its payload's bytes, or why there is none
@@ -102,15 +103,18 @@ def _payload(u, i, P, kq, tbits, K, freqs, tabs, luts, use_vec, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def _code_range(t0, t1, xs, off, steps, centers, bounds, modes, rels, abss, f16s, lam, use_vec, count_logs,
+def _code_range(t0, t1, xs, off, steps, centers, bounds, modes, rels, abss, f16s, lam, use_vec, rows, count_logs,
                 clog_off, tabs, luts, us, stats, pay, pay_off, lens):
     """Tensors ``t0 .. t1`` (tensor t: ``xs[off[t]:off[t + 1]]``) through what ``dq_small.quantize`` and
     ``entropy_code`` do: its symbols into ``us`` (same places), ``stats[t]`` = (largest |x - x̂|, lanes
     without a path), its payload at ``pay[pay_off[t]:]`` and its length in ``lens[t]`` (or ``BAD_LANES``,
-    ``NOT_DONE``)."""
+    ``NOT_DONE``). ``rows``: the trellis by ``dq_rows.group`` (else ``dq_search._quantize_serial``)."""
     q = np.empty(rm.FINE_K, np.int64)
     qbest = np.empty(rm.FINE_K, np.int64)
     split_s, split_m, log_q = tabs[4], tabs[5], tabs[6]
+    wk = np.zeros((24, LANES))  # dq_rows.group's scratch (dq_rows.scratch)
+    pk = np.zeros((LANE_SYMBOLS, LANES), np.uint16)
+    dist, kk, cur = np.empty((5, LANES)), np.empty((2, LANES), np.int64), np.empty(LANES, np.int64)
     for t in range(t0, t1):
         a, b = off[t], off[t + 1]
         x = xs[a:b]
@@ -125,10 +129,16 @@ def _code_range(t0, t1, xs, off, steps, centers, bounds, modes, rels, abss, f16s
             continue
         tokbits = dq_small.token_bits(qbest[:K], P, log_q, dq_search._NO_TOKEN_BITS)
         rate = dq_search._rate_table(lam, tokbits, split_s[i], split_m[i], dq_search._RATE_TABLE)
-        got = dq_search._quantize_serial(x, LANE_SYMBOLS, center, modes[t], np.float32(step), step, lam, bounds[t],
-                                         rels[t], abss[t], f16s[t], rate, tokbits, split_s[i], split_m[i], u)
-        stats[t, 0], stats[t, 1] = got[0, 0], got[0, 1]
-        if got[0, 1] > 0:
+        if rows:
+            me, bad = dq_rows.group(x, center, modes[t], np.float32(step), step, lam, bounds[t], rels[t], abss[t],
+                                    f16s[t], rate, tokbits, split_s[i], split_m[i], u, wk, pk, dist, kk, cur)
+        else:
+            got = dq_search._quantize_serial(x, LANE_SYMBOLS, center, modes[t], np.float32(step), step, lam,
+                                             bounds[t], rels[t], abss[t], f16s[t], rate, tokbits, split_s[i],
+                                             split_m[i], u)
+            me, bad = got[0, 0], got[0, 1]
+        stats[t, 0], stats[t, 1] = me, bad
+        if bad > 0:
             lens[t] = BAD_LANES
             continue
         # the final model: of the symbols the trellis chose (entropy_code's build_model)
@@ -193,7 +203,7 @@ def run(xs: list, steps: list, centers: list, dtypes: list, lam: float, threads:
     out.stats = np.zeros((nt, 2), np.float64)
     out.pay, out.pay_off = np.empty(int(pay_off[-1]), np.uint8), pay_off
     out.lens = np.full(nt, NOT_DONE, np.int64)
-    args = (cat, off, steps_a, centers_a, bounds, modes, rels, abss, f16s, float(lam), bool(rans_vec.SIMD),
+    args = (cat, off, steps_a, centers_a, bounds, modes, rels, abss, f16s, float(lam), bool(rans_vec.SIMD), ROWS,
             count_logs, clog_off, _tabs(), _luts(), out.us, out.stats, out.pay, pay_off, out.lens)
     parts = max(1, min(threads, nt))
     if parts == 1:
