@@ -138,3 +138,23 @@ def test_rows_group_is_quantize_serial(name):
             seen_bad += bad > 0
             seen_wide += bool(u.max() >= dq_search._RATE_TABLE)  # zigzag of |k| >= 2048
     assert seen_bad and seen_wide  # both rare paths exercised
+
+
+def test_f16_payloads_longer_than_the_tensor_are_stored_exactly():
+    """An F16 tensor's values are widened to float32 for the trellis, but its payload is measured against its
+    own 2 bytes an element: at fine steps (payloads between 2 and 4 bytes an element) the batch, as
+    ``LossyTensor.encode``, gives None (stored exactly)."""
+    rng = np.random.default_rng(3)
+    jobs = []
+    for n in (64, 1024, 4096):
+        for rel in (2.0 ** -12, 2.0 ** -14, 2.0 ** -16):
+            lt = LossyTensor("h", rng.uniform(-1, 1, n).astype(np.float16), "F16")
+            lt.quantizer = "dq"
+            jobs.append((lt, lt.step_at(rel)))
+    got = codec.encode_small(jobs, 1)
+    longer = 0
+    for j, (lt, step) in enumerate(jobs):
+        assert got[j] == lt.encode(step)
+        _, _, payload = codec.entropy_code(lt.code(step, lane_lengths=False))
+        longer += got[j] is None and 2 * lt.n <= len(payload) < 4 * lt.n
+    assert longer >= 3

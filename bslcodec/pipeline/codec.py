@@ -367,13 +367,14 @@ def encode_small(jobs: list, threads: int = 1) -> dict:
             if n_bytes == dq_batch.BAD_LANES:
                 out[j] = None  # (LossyTensor._code_dq: no lossy form at this step)
                 continue
+            too_big = n_bytes == dq_batch.TOO_BIG  # (LossyTensor.encode: stored exactly)
             center, max_err = int(centers[i]), float(got.stats[i, 0])
             if t.dtype == "F16":  # (as _code_dq)
                 max_err, bad = _f16_check(x, got.symbols(i), center, step, None)
                 if bad:
                     out[j] = None
                     continue
-            if n_bytes >= t.n * numpy_dtype(t.dtype).itemsize:  # (LossyTensor.encode: stored exactly)
+            if too_big:
                 out[j] = None
                 continue
             out[j] = "ans-dq", t._params(step, center, ANS_LANE_SYMBOLS, max_err), got.payload(i)

@@ -23,6 +23,7 @@ from ..codecs import dq_search, rans_table, rans_vec
 from ..codecs import rans_model as rm
 from ..codecs.rans_enc import _token_lut
 from ..codecs.rans_venc import P_MIN
+from ..container.dtypes import numpy_dtype
 from ..container.limits import LANES
 from ..parallel import SERIAL_BELOW
 from . import ans_encode, ans_model, dq_rows, dq_small
@@ -33,7 +34,8 @@ LANE_SYMBOLS = 1024  # codec.ANS_LANE_SYMBOLS (spec 4.4's S of every ans-dq payl
 BELOW = min(SERIAL_BELOW, ans_model.SMALL, ans_encode.SMALL, LANES * LANE_SYMBOLS + 1)  # elements
 # what a tensor's row of the outputs says (``lens``): its payload's bytes, or why there is none
 BAD_LANES = -1  # some lane has no admissible path: stored exactly (as LossyTensor's verdict 1)
-NOT_DONE = -2  # not coded here (no split fits, or a payload beyond its room): left to LossyTensor.encode
+NOT_DONE = -2  # not coded here (no split fits): left to LossyTensor.encode
+TOO_BIG = -3  # a payload of at least the tensor's own bytes (its room here): stored exactly (LossyTensor.encode)
 
 _LUTS = None  # every split's ``rans_enc._token_lut``, one row a split (rm._SPLITS' order)
 
@@ -43,13 +45,6 @@ def _luts() -> np.ndarray:
     if _LUTS is None:
         _LUTS = np.ascontiguousarray(np.stack([_token_lut(s, m) for s, m in rm._SPLITS]))
     return _LUTS
-
-
-def room(n: int) -> int:
-    """Bytes a payload of ``n`` symbols may take here: the 16-byte head and its padding, a table of at most
-    ~85 bits a live token (an EG code word of <= 29 bits, and a run of zeros after it of <= 56), the lane
-    count and ``rans_enc.encode``'s worst case of words (2 a lane's state, 3 a symbol)."""
-    return 32 + 12 * (min(n, rm.FINE_K) + 1) + 4 + 2 * (2 * LANES + 3 * n + 2)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -65,8 +60,9 @@ def _model(hist, count_log, tabs, q, qbest):
 @numba.njit(nogil=True, cache=True)
 def _payload(u, i, P, kq, tbits, K, freqs, tabs, luts, use_vec, out):
     """``rans_table.header_bytes`` + ``ans_encode.encode``'s lane count and words of ``u`` under the model
-    (split ``i``, precision ``P``, frequencies ``freqs``), written to ``out``; its length, or -1 where
-    ``out`` is too small."""
+    (split ``i``, precision ``P``, frequencies ``freqs``), written to ``out``; its length, or ``TOO_BIG``
+    where it would take all of ``out`` or more (nothing written), ``NOT_DONE`` where the table's bits are
+    not the model's."""
     split_s, split_m = tabs[4], tabs[5]
     s, m = split_s[i], split_m[i]
     top_tok = K - 1  # rans_enc._token_bits of the last token: its raw bits
@@ -82,8 +78,8 @@ def _payload(u, i, P, kq, tbits, K, freqs, tabs, luts, use_vec, out):
     head = 12 + nb
     pad = -head % 4
     total = head + pad + 4 + 2 * words.size
-    if total > out.size:
-        return -1
+    if total >= out.size:
+        return TOO_BIG
     out[0], out[1], out[2], out[3] = 0, P, s, m
     out[4], out[5], out[6], out[7] = K & 0xFF, (K >> 8) & 0xFF, kq, 0
     for b in range(4):
@@ -91,7 +87,7 @@ def _payload(u, i, P, kq, tbits, K, freqs, tabs, luts, use_vec, out):
     out[12:head + pad] = 0
     n_bits = rans_table._write_table(freqs, np.int64(kq), out[12:head])
     if n_bits != tbits:  # (header_bytes asserts it)
-        return -1
+        return NOT_DONE
     p = head + pad
     for b in range(4):
         out[p + b] = (w >> (8 * b)) & 0xFF
@@ -104,21 +100,27 @@ def _payload(u, i, P, kq, tbits, K, freqs, tabs, luts, use_vec, out):
 
 @numba.njit(nogil=True, cache=True)
 def _code_range(t0, t1, xs, off, steps, centers, bounds, modes, rels, abss, f16s, lam, use_vec, rows, count_logs,
-                clog_off, tabs, luts, us, stats, pay, pay_off, lens):
+                clog_off, tabs, luts, us, uoff, stats, pay, pay_off, lens):
     """Tensors ``t0 .. t1`` (tensor t: ``xs[off[t]:off[t + 1]]``) through what ``dq_small.quantize`` and
-    ``entropy_code`` do: its symbols into ``us`` (same places), ``stats[t]`` = (largest |x - x̂|, lanes
-    without a path), its payload at ``pay[pay_off[t]:]`` and its length in ``lens[t]`` (or ``BAD_LANES``,
-    ``NOT_DONE``). ``rows``: the trellis by ``dq_rows.group`` (else ``dq_search._quantize_serial``)."""
+    ``entropy_code`` do: ``stats[t]`` = (largest |x - x̂|, lanes without a path), its payload at
+    ``pay[pay_off[t]:pay_off[t + 1]]`` and its length in ``lens[t]`` (or ``BAD_LANES``, ``NOT_DONE``,
+    ``TOO_BIG``); its symbols at ``us[uoff[t]:]`` where ``uoff[t] >= 0`` (the F16 tensors, which the caller
+    checks), else in a scratch. ``rows``: the trellis by ``dq_rows.group`` (else
+    ``dq_search._quantize_serial``)."""
     q = np.empty(rm.FINE_K, np.int64)
     qbest = np.empty(rm.FINE_K, np.int64)
     split_s, split_m, log_q = tabs[4], tabs[5], tabs[6]
     wk = np.zeros((24, LANES))  # dq_rows.group's scratch (dq_rows.scratch)
     pk = np.zeros((LANE_SYMBOLS, LANES), np.uint16)
     dist, kk, cur = np.empty((5, LANES)), np.empty((2, LANES), np.int64), np.empty(LANES, np.int64)
+    most = 0
+    for t in range(t0, t1):
+        most = max(most, off[t + 1] - off[t])
+    ubuf = np.empty(most, np.uint32)
     for t in range(t0, t1):
         a, b = off[t], off[t + 1]
         x = xs[a:b]
-        u = us[a:b]
+        u = us[uoff[t]:uoff[t] + b - a] if uoff[t] >= 0 else ubuf[:b - a]
         step, center = steps[t], centers[t]
         count_log = count_logs[clog_off[t]:clog_off[t] + (b - a) + 1]
         # the first pass's model: of plain Q0 rounding (dq_search.quantize, one block)
@@ -148,7 +150,7 @@ def _code_range(t0, t1, xs, off, steps, centers, bounds, modes, rels, abss, f16s
             continue
         got_len = _payload(u, i, P, kq, tbits, K, qbest[:K].copy(), tabs, luts, use_vec,
                            pay[pay_off[t]:pay_off[t + 1]])
-        lens[t] = got_len if got_len >= 0 else NOT_DONE
+        lens[t] = got_len
 
 
 def _tabs() -> tuple:
@@ -158,16 +160,18 @@ def _tabs() -> tuple:
 
 class Batch:
     """The outputs of ``run``: per tensor ``stats[t]`` (largest error, lanes without a path), ``lens[t]``
-    (payload bytes, ``BAD_LANES`` or ``NOT_DONE``), ``payload(t)``, ``symbols(t)``."""
+    (payload bytes, ``BAD_LANES``, ``NOT_DONE`` or ``TOO_BIG``), ``payload(t)``, ``symbols(t)`` (F16
+    tensors only)."""
 
-    __slots__ = ("off", "us", "stats", "pay", "pay_off", "lens")
+    __slots__ = ("off", "us", "uoff", "stats", "pay", "pay_off", "lens")
 
     def payload(self, t: int) -> bytes:
         a = self.pay_off[t]
         return self.pay[a:a + self.lens[t]].tobytes()
 
     def symbols(self, t: int) -> np.ndarray:
-        return self.us[self.off[t]:self.off[t + 1]]
+        a = self.uoff[t]
+        return self.us[a:a + self.off[t + 1] - self.off[t]]
 
 
 def run(xs: list, steps: list, centers: list, dtypes: list, lam: float, threads: int = 1) -> Batch:
@@ -196,15 +200,19 @@ def run(xs: list, steps: list, centers: list, dtypes: list, lam: float, threads:
             pos += n + 1
     count_logs = np.concatenate(logs) if logs else np.zeros(1)
     clog_off = np.array([where[n] for n in sizes.tolist()], np.int64)
+    # a tensor's payload has room for its own bytes less one: a longer one is not written (TOO_BIG)
     pay_off = np.zeros(nt + 1, np.int64)
-    np.cumsum([room(n) for n in sizes.tolist()], out=pay_off[1:])
+    np.cumsum(sizes * np.array([numpy_dtype(d).itemsize for d in dtypes], np.int64), out=pay_off[1:])
+    # the F16 tensors' symbols are kept (the caller checks them decoded to F16), the others' are not
+    uoff = np.where(f16s, np.cumsum(np.where(f16s, sizes, 0)) - sizes, -1).astype(np.int64)
     out = Batch()
-    out.off, out.us = off, np.empty(int(off[-1]), np.uint32)
+    out.off, out.uoff = off, uoff
+    out.us = np.empty(int(sizes[f16s].sum()), np.uint32)
     out.stats = np.zeros((nt, 2), np.float64)
     out.pay, out.pay_off = np.empty(int(pay_off[-1]), np.uint8), pay_off
     out.lens = np.full(nt, NOT_DONE, np.int64)
     args = (cat, off, steps_a, centers_a, bounds, modes, rels, abss, f16s, float(lam), bool(rans_vec.SIMD), ROWS,
-            count_logs, clog_off, _tabs(), _luts(), out.us, out.stats, out.pay, pay_off, out.lens)
+            count_logs, clog_off, _tabs(), _luts(), out.us, uoff, out.stats, out.pay, pay_off, out.lens)
     parts = max(1, min(threads, nt))
     if parts == 1:
         _code_range(0, nt, *args)
