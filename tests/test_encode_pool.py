@@ -116,3 +116,51 @@ def test_split_spreads_idle_threads_over_the_tensors_the_budget_allows(monkeypat
     assert pool.split(16, 40, 128 << 20, 200 << 20) == (1, 16)
     monkeypatch.setattr(pool, "_nested_ok", lambda: False)
     assert pool.split(16, 40, 128 << 20, 23_000_000) == (16, 1)
+
+
+def test_threads_own_leaves_out_this_process_load(monkeypatch):
+    """``threads(own=True)`` takes from the load average what this process itself kept busy since its last
+    such call (within a minute): 2 cores, load 1.1 of which this process's ~1: 2 threads; with another
+    process's load on top: 1; a first call, or one after a long pause: the plain rule."""
+    monkeypatch.setattr(pool, "_threads", None)
+    monkeypatch.setattr(pool, "cpus", lambda: 2)
+    load = [1.1]
+    monkeypatch.setattr(pool.os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+    clock = {"wall": 100.0, "cpu": 10.0}
+    monkeypatch.setattr(pool.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(pool.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(pool, "_last_busy", None)
+    assert pool.threads(own=True) == 1  # no earlier sample: the plain rule
+    clock["wall"] += 2.0
+    clock["cpu"] += 1.9  # busy on one core since
+    assert pool.threads(own=True) == 2 and pool.threads() == 1
+    clock["wall"] += 2.0
+    clock["cpu"] += 1.9
+    load[0] = 2.1  # someone else's work on the other core
+    assert pool.threads(own=True) == 1
+    clock["wall"] += 120.0  # a sample older than the window tells nothing
+    clock["cpu"] += 1.0
+    load[0] = 1.1
+    assert pool.threads(own=True) == 1
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(bits=4), dict(rel_error=0.01)])
+def test_fits_beside_the_allocation_give_the_same_bytes(tensors, threads, monkeypatch, kw):
+    """The allocation modes' GG fits on a thread of their own (``encoder.FITS_BESIDE``, 2 threads) give the
+    bytes of the fits made first."""
+    from bslcodec.files import encoder
+
+    pool.set_threads(2)
+    beside = bslcodec.save(tensors, **kw)
+    monkeypatch.setattr(encoder, "FITS_BESIDE", False)
+    assert bslcodec.save(tensors, **kw) == beside
+
+
+def test_beside_raises_in_join():
+    def boom():
+        raise EncodeError("fits")
+
+    join = pool.beside(boom)
+    with pytest.raises(EncodeError, match="fits"):
+        join()
+    join()  # once

@@ -50,6 +50,7 @@ def _utf8(s: str) -> bytes:
 
 
 _INFO = ("gg_nu", "gg_scale", "max_abs_error", "k")  # informational params (spec 4.3), not needed to decode
+FITS_BESIDE = True  # the allocation modes' GG fits on a thread of their own where a core is free (False: first)
 SETTINGS_KEY = "bslcodec.settings"  # metadata key (reserved prefix "bslcodec.") with the options used
 
 
@@ -196,7 +197,13 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
 
         prepared = _pool.run(lambda name: prepare(name, hold=False), names, weights)
         lossy = {it[0]: it[3] for it in prepared if it[3] is not None}
-        _codec.fit_small(lossy.values())
+        if FITS_BESIDE and allocate and _pool.threads(own=True) > 1:
+            # the GG fits (informational params, read only when a tensor is coded) beside the allocation's
+            # search: their compiled moments and its compiled rounding passes run side by side
+            fitted = _pool.beside(lambda: _codec.fit_small(lossy.values()))
+        else:
+            _codec.fit_small(lossy.values())
+            fitted = lambda: None  # noqa: E731
         if sensitivity is not None:
             if allocate:
                 sensitivity = _codec.check_sensitivity(lossy, sensitivity)
@@ -210,7 +217,8 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
                 return {}
             jobs = [(i, prepared[i][3], rel_of[i]) for i in todo
                     if prepared[i][3] is not None and prepared[i][4] is None and rel_of[i] is not None]
-            got = _codec.encode_small([(lt, lt.step_for(settings, rel)) for _, lt, rel in jobs], _pool.threads())
+            got = _codec.encode_small([(lt, lt.step_for(settings, rel)) for _, lt, rel in jobs],
+                                      _pool.threads(own=True))
             return {jobs[j][0]: [coded] for j, coded in got.items()}
 
         def encode_all(rels=None, only=None, prev=None, sized=True):
@@ -218,6 +226,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
             settings' own); ``only``: code just these names, the others taken from ``prev``; ``sized``:
             False where the caller drops the size (building the header, a level-15 zstd frame of ~280 bytes
             of JSON a tensor, costs ~30 us a tensor)."""
+            fitted()  # (the fits made: before any tensor's params)
             todo = [i for i, it in enumerate(prepared) if only is None or it[0] in only]
             rel_of = {i: None if rels is None else rels.get(prepared[i][0]) for i in todo}
             pre = _small_first(todo, rel_of)

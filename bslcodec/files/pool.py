@@ -16,6 +16,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 MEMORY_BUDGET = 128 << 20  # bytes of input tensors being encoded at once (bf16 costs ~7x its bytes meanwhile)
@@ -41,9 +42,14 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
-def threads() -> int:
+def threads(own: bool = False) -> int:
     """Threads to encode with: as set, else the cores this process may use less those busy with other
-    work (1-minute load average), at least 1: on a loaded machine extra threads only contend."""
+    work (1-minute load average), at least 1: on a loaded machine extra threads only contend.
+
+    ``own=True``: less only the load of *other* processes, the average less what this process kept busy
+    since its last such call (``_own_busy``): a process that saves file after file holds a load of ~1 by
+    itself, which alone made the 2-core box look busy (one thread). For work that holds no GIL and leaves no
+    thread spinning (``codec.encode_small``'s compiled ranges), where a free core is all that matters."""
     if _threads is not None:
         return _threads
     n = cpus()
@@ -51,7 +57,24 @@ def threads() -> int:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover
         load = 0.0
+    if own:
+        load = max(0.0, load - _own_busy())
     return max(1, min(n, int(n - load + 0.5)))
+
+
+_last_busy = None  # (time.monotonic(), time.process_time()) at the last _own_busy call
+OWN_WINDOW = 60.0  # seconds: a sample older than this (the load average's own horizon) tells nothing
+
+
+def _own_busy() -> float:
+    """The cores this process kept busy (its CPU time over the wall time) since the last call, if that was
+    within ``OWN_WINDOW`` seconds, else 0 (a process idle until now adds nothing to the load average)."""
+    global _last_busy
+    now = (time.monotonic(), time.process_time())
+    prev, _last_busy = _last_busy, now
+    if prev is None or not 0 < now[0] - prev[0] <= OWN_WINDOW:
+        return 0.0
+    return min(max((now[1] - prev[1]) / (now[0] - prev[0]), 0.0), float(cpus()))
 
 
 MMAP_THRESHOLD = 4 << 20  # glibc: allocations from this size get pages of their own (see unpooled_large)
@@ -137,6 +160,29 @@ class _Budget:
         with self.cv:
             self.used -= n
             self.cv.notify_all()
+
+
+def beside(fn):
+    """Start ``fn()`` on a thread of its own; returns ``join()``, which waits for it and raises what it raised
+    (once; later calls return at once)."""
+    box = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to join()
+            box["exc"] = exc
+
+    th = threading.Thread(target=target, name="bslcodec-beside", daemon=True)
+    th.start()
+
+    def join():
+        th.join()
+        exc = box.pop("exc", None)
+        if exc is not None:
+            raise exc
+
+    return join
 
 
 class Stopped(Exception):

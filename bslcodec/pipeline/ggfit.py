@@ -38,7 +38,7 @@ def _moments(x: np.ndarray):
     return m2 / (m1 * m1), m2, big
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)  # (nogil: the encoder runs the fits beside the allocation)
 def _moments_kernel(buf, lo, hi, target, m2s, bigs, full):
     """``_moments`` of each ``buf[lo[i]:hi[i]]`` (1 to ``PAIRWISE_WIDE_MAX`` elements: its whole sample):
     ``full[i]`` False where ``_moments`` ends early ((2.0, 0.0)), else its (target, m2, big). The same

@@ -221,7 +221,7 @@ _BLOCK = 512  # elements of each point's squared errors (and tokens) held at onc
 _Z_LIM = 4194304.0  # 2^22: _round_into counts the tokens of the symbols below (larger: stored exactly)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)  # (nogil: the encoder runs the GG fits beside the allocation)
 def round_many_fast(xs, lo, hi, xmin, xmax, ok, steps, s0, tab, toff, sse, raw, qmax, ent, n_live, done):
     """``round_many`` of the points it can take apart (``done[j]`` set; the caller runs ``round_many`` on
     the rest): a point whose sample is finite and whose every symbol is below 2^22, known from the sample's
