@@ -34,6 +34,15 @@ PACKAGE = Path(__file__).resolve().parent
 #: What kernels may compile in (besides their own module): floors below pipeline/, relative to PACKAGE
 KERNEL_SOURCES = ("container", "quantize", "codecs", "parallel.py")
 
+#: Files of pipeline/ whose kernels compile in njit code of other pipeline/ files (which :func:`digest` does not
+#: cover, pipeline/ being no floor): the stamp of each adds those files' bytes, so that an edit there alone
+#: does not leave its callers stale (dq_batch's ``_code_range`` runs dq_rows', ans_model's, ans_encode's and
+#: dq_small's kernels; ans_model's sums are gridpoints' ``pairwise``)
+COMPILES_IN = {
+    "pipeline/dq_batch.py": ("pipeline/dq_rows.py", "pipeline/ans_model.py", "pipeline/ans_encode.py",
+                             "pipeline/dq_small.py", "pipeline/gridpoints.py"),
+    "pipeline/ans_model.py": ("pipeline/gridpoints.py",),
+}
 _digest: str | None = None
 _installed: bool | None = None
 
@@ -61,6 +70,21 @@ def digest() -> str:
     return _digest
 
 
+def compiled_in(py_file: str) -> str | None:
+    """sha256 of the pipeline/ files ``py_file``'s kernels compile in (``COMPILES_IN``), or None."""
+    try:
+        rel = Path(py_file).resolve().relative_to(PACKAGE).as_posix()
+    except (ValueError, OSError):
+        return None
+    deps = COMPILES_IN.get(rel)
+    if not deps:
+        return None
+    h = hashlib.sha256()
+    for d in deps:
+        h.update(d.encode() + b"\0" + (PACKAGE / d).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _in_package(py_file: str) -> bool:
     try:
         Path(py_file).resolve().relative_to(PACKAGE)
@@ -85,7 +109,9 @@ def _locator_classes():
     out = []
     for base in bases:
         def get_source_stamp(self):
-            return (super(type(self), self).get_source_stamp(), digest())
+            stamp = (super(type(self), self).get_source_stamp(), digest())
+            extra = compiled_in(getattr(self, "_py_file", ""))
+            return stamp if extra is None else stamp + (extra,)
 
         def from_function(cls, py_func, py_file, _base=base):
             if not _in_package(py_file):

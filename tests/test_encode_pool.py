@@ -144,7 +144,7 @@ def test_threads_own_leaves_out_this_process_load(monkeypatch):
     assert pool.threads(own=True) == 1
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(bits=4), dict(rel_error=0.01)])
+@pytest.mark.parametrize("kw", [{}, {"bits": 4}, {"rel_error": 0.01}])
 def test_fits_beside_the_allocation_give_the_same_bytes(tensors, threads, monkeypatch, kw):
     """The allocation modes' GG fits on a thread of their own (``encoder.FITS_BESIDE``, 2 threads) give the
     bytes of the fits made first."""

@@ -87,3 +87,22 @@ def test_changing_an_inlined_module_rebuilds_the_decoder(tmp_path):
     after = _run(pkg, blob)  # rans_dec.py itself is unchanged: numba alone would load its cached decoder
     assert after["same_as_reference"], "a stale decoder ran: the cache did not follow the inlined dq.py"
     assert after["sum"] != before["sum"]  # the change does change the decoded values
+
+
+def test_pipeline_kernels_compiling_in_other_pipeline_files_are_keyed_on_them(tmp_path, monkeypatch):
+    """pipeline/dq_batch.py's kernel runs the kernels of the pipeline modules it imports (pipeline/ is no floor
+    of :func:`jitcache.digest`): each is in ``COMPILES_IN``, and an edit of one changes dq_batch's stamp."""
+    import ast
+
+    src = (ROOT / "bslcodec" / "pipeline" / "dq_batch.py").read_text()
+    imported = {f"pipeline/{a.name}.py" for node in ast.walk(ast.parse(src))
+                if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module for a in node.names}
+    assert imported and imported <= set(jitcache.COMPILES_IN["pipeline/dq_batch.py"])
+    copy = tmp_path / "bslcodec"
+    shutil.copytree(ROOT / "bslcodec" / "pipeline", copy / "pipeline")
+    monkeypatch.setattr(jitcache, "PACKAGE", copy)
+    before = jitcache.compiled_in(str(copy / "pipeline" / "dq_batch.py"))
+    assert jitcache.compiled_in(str(copy / "pipeline" / "codec.py")) is None
+    with open(copy / "pipeline" / "dq_rows.py", "a") as f:
+        f.write("\n# edited\n")
+    assert jitcache.compiled_in(str(copy / "pipeline" / "dq_batch.py")) != before

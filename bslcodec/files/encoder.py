@@ -203,7 +203,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
             fitted = _pool.beside(lambda: _codec.fit_small(lossy.values()))
         else:
             _codec.fit_small(lossy.values())
-            fitted = lambda: None  # noqa: E731
+            fitted = lambda: None
         if sensitivity is not None:
             if allocate:
                 sensitivity = _codec.check_sensitivity(lossy, sensitivity)

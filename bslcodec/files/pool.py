@@ -24,7 +24,8 @@ MEMORY_BUDGET = 128 << 20  # bytes of input tensors being encoded at once (bf16 
 # 4,096-element tensor is ~15 short kernel calls between Python steps, and two threads doing that hand the
 # GIL over at every call (2-core box, 300 64x64 f32 tensors, default save: 8 context switches and ~100 us of
 # system time a tensor; 459-562 us a tensor on 2 threads against 371-410 on one). From 8,192 elements (f32
-# or bf16) two threads were ahead (503 vs 540-553 us; 16,384: 750-790 vs 945-960).
+# or bf16) two threads were ahead (503 vs 540-553 us; 16,384: 750-790 vs 945-960). (The allocation modes'
+# small dq tensors are coded before ``run``, together: ``codec.encode_small``, one compiled call a thread.)
 TINY_BYTES = 16 << 10
 _threads = None  # set by the CLI's --workers (set_threads); None: from the cores and the load
 

@@ -163,7 +163,7 @@ class Batch:
     (payload bytes, ``BAD_LANES``, ``NOT_DONE`` or ``TOO_BIG``), ``payload(t)``, ``symbols(t)`` (F16
     tensors only)."""
 
-    __slots__ = ("off", "us", "uoff", "stats", "pay", "pay_off", "lens")
+    __slots__ = ("lens", "off", "pay", "pay_off", "stats", "uoff", "us")
 
     def payload(self, t: int) -> bytes:
         a = self.pay_off[t]

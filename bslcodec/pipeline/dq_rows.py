@@ -16,7 +16,15 @@ import math
 import numba
 import numpy as np
 
-from ..codecs.dq_search import PRED_P, PRED_S, _UNREACHABLE, _bits, _kc, _row_dists, _state
+from ..codecs.dq_search import (
+    _UNREACHABLE,
+    PRED_P,
+    PRED_S,
+    _bits,
+    _kc,
+    _row_dists,
+    _state,
+)
 from ..container.limits import LANES
 from ..quantize.dq import N_STATES, level
 from ..quantize.quant import _dequant, f64_of
