@@ -164,3 +164,31 @@ def test_beside_raises_in_join():
     with pytest.raises(EncodeError, match="fits"):
         join()
     join()  # once
+
+
+def test_an_error_in_the_search_waits_for_the_fits(tensors, monkeypatch):
+    """An exception in the allocation's search (here: Allocation.solve raising, as Ctrl-C would) leaves after
+    the fits' thread has ended: no compiled code of this save runs on while the caller unwinds or the
+    interpreter shuts down."""
+    import threading
+
+    from bslcodec.files import encoder
+
+    pool.set_threads(2)
+    ended = threading.Event()
+    fit_small = encoder._codec.fit_small
+
+    def slow_fits(lossy):
+        threading.Event().wait(0.3)
+        fit_small(lossy)
+        ended.set()
+
+    def broken_solve(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoder._codec, "fit_small", slow_fits)
+    monkeypatch.setattr(encoder.Allocation, "solve", broken_solve)
+    monkeypatch.setattr(encoder._pool, "threads", lambda own=False: 2)
+    with pytest.raises(KeyboardInterrupt):
+        bslcodec.save(tensors)
+    assert ended.is_set()

@@ -165,6 +165,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
         report("encode", name, nbytes)
         return entry, payload
 
+    fitted = None  # the GG fits' thread (join), where they run beside the allocation
     try:
         allocate = settings.bits is not None or settings.default  # the equal-slope allocation (allocation.py)
         used = {k: v for k, v in (("max_error", settings.max_error), ("rel_step", settings.rel_step),
@@ -293,6 +294,13 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
                           f"check its outputs or ask for more bits", QualityWarning, stacklevel=3)
         return entries, payloads, metadata
     finally:
+        if fitted is not None:  # no fit thread outlives this call (an error or Ctrl-C in the search): its
+            leaving = sys.exc_info()[1]  # compiled code must not run on while the interpreter shuts down
+            try:
+                fitted()  # (at once where encode_all joined it already)
+            except BaseException:  # noqa: BLE001 - an error already on its way out wins over the fits' own
+                if leaving is None:
+                    raise
         report.close()
 
 
