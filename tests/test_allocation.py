@@ -504,3 +504,42 @@ def test_compiled_totals_are_the_loops(monkeypatch):
             totals.append(alloc.totals({n: float(r.uniform(K_MIN, K_MAX)) for n in alloc.curves}))
             got.append((totals, alloc.solve(rel_error=2.0 ** -8)))
         assert got[0] == got[1], seed
+
+
+def test_fast_set_up_split_rounding_and_fused_steps_are_the_reference(monkeypatch):
+    """``Allocation``'s set-up from arrays (``allocation.FAST_INIT``: the float32 buffer, ``sample_stats``'
+    sums and extremes, no per-curve copies), the small curves' rounding split over two threads
+    (``allocation.SPLIT``, ``SPLIT_MIN`` lowered so that these small files split) and a search step's passes in
+    one compiled call (``allocation.FUSED``: ``lambda_search.look``) give the reference's grid
+    points, positions, bits and errors as the same floats: F32, F16, BF16 and F64 tensors (these keep a float64
+    buffer), released tensors (their kept float64 samples), and a curve's float64 sample asked for afterwards."""
+    import ml_dtypes
+
+    from bslcodec.pipeline import allocation
+    from bslcodec.pipeline.allocation import Allocation
+    from bslcodec.pipeline.codec import LossyTensor
+
+    monkeypatch.setattr(allocation, "SPLIT_MIN", 1)
+    for seed in range(5):
+        r = np.random.default_rng(80 + seed)
+        lossy = _mixed_lossy(r, (3, 12, 40), near_constant=True)
+        for i, dt in enumerate((np.float16, ml_dtypes.bfloat16, np.float64)):
+            a = r.normal(0, 0.1, int(r.integers(1, 5000))).astype(dt)
+            lossy[f"d{i}"] = LossyTensor(f"d{i}", a, {np.float16: "F16", np.float64: "F64"}.get(dt, "BF16"))
+        if seed >= 3:  # without the F64 one (the float32 buffer); the last: some released
+            del lossy["d2"]
+        if seed == 4:
+            for i, (n, lt) in enumerate(sorted(lossy.items())):
+                if i % 2:
+                    lt.release(lambda lt=lt: lt.flat)
+        got = []
+        for fast, threads in ((False, 1), (True, 1), (True, 2)):
+            monkeypatch.setattr(allocation, "FAST_INIT", fast)
+            monkeypatch.setattr(allocation, "SPLIT", fast)
+            monkeypatch.setattr(allocation, "FUSED", fast)
+            alloc = Allocation(lossy, threads=threads)
+            res = (alloc.solve(rel_error=2.0 ** -8), alloc.solve(target_bits=2.0 * sum(t.n for t in lossy.values())))
+            xs = [alloc.curves[n].x.tolist() for n in alloc.curves]
+            got.append((res, alloc._B.tolist(), alloc._D.tolist(), alloc._H.tolist(), xs,
+                        alloc._rows.s0.tolist(), alloc._rows.xmin.tolist(), alloc._rows.ok.tolist()))
+        assert got[0] == got[1] == got[2], seed

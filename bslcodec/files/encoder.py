@@ -198,7 +198,8 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
 
         prepared = _pool.run(lambda name: prepare(name, hold=False), names, weights)
         lossy = {it[0]: it[3] for it in prepared if it[3] is not None}
-        if FITS_BESIDE and allocate and _pool.threads(own=True) > 1:
+        n_threads = _pool.threads(own=True) if allocate else 1
+        if FITS_BESIDE and allocate and n_threads > 1:
             # the GG fits (informational params, read only when a tensor is coded) beside the allocation's
             # search: their compiled moments and its compiled rounding passes run side by side
             fitted = _pool.beside(lambda: _codec.fit_small(lossy.values()))
@@ -246,7 +247,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
         if not allocate:  # rel_step= with sensitivity=
             entries, payloads, _ = encode_all(sized=False)
             return entries, payloads, metadata
-        alloc = Allocation(lossy, sensitivity)
+        alloc = Allocation(lossy, sensitivity, n_threads)
         if settings.default:
             pos, _, _ = alloc.solve(rel_error=settings.rel_error)
             entries, payloads, _ = encode_all(steps_for(alloc, pos, lossy), sized=False)

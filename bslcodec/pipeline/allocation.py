@@ -28,6 +28,7 @@ from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..container.dtypes import numpy_dtype
 from . import gridpoints as _gp
 from . import lambda_search as _ls
+from . import sample_stats as _ss
 
 GRID = 4  # grid points per octave of step; between them bits and log(MSE) are interpolated linearly
 K_MIN, K_MAX = -20 * GRID, 5 * GRID  # steps from std / 2^20 to 32 std
@@ -40,6 +41,11 @@ _PRIMES = (1_000_003, 999_983, 1_000_033)  # sample strides: i * p mod n visits 
 SAMPLE = 1 << 16  # elements whose rounding predicts a tensor's curve (the whole tensor if smaller)
 WARN_REL_ERROR = 0.05  # bits= warns (QualityWarning) when the predicted relative L2 error is above 5 %
 COMPILED_SUMS = True  # Allocation._totals' sums by _sums (~10 us a tensor of Python less); False: its loop
+FUSED = True  # a search step's passes in one compiled call (Allocation._look: lambda_search.look); False: _pass each
+FAST_INIT = True  # Allocation's set-up from arrays (sample_stats, float32 buffer, no per-curve copies); False: _init_ref
+SPLIT = True  # round_many_fast's points split over an Allocation's ``threads`` (nogil calls side by side);
+# False: one call. Each point's numbers are its own whatever the split (no sum runs across points)
+SPLIT_MIN = 1 << 17  # sample elements a batch must round before it is split (a hand-over costs ~20-50 us)
 GALLOP = True  # Allocation.solve brackets lambda outward from a high-rate guess (False: bisects its whole
 # range, as before 2026-12-07: the same criterion, other positions within it)
 REL_CAP = 4.0  # no tensor's relative L2 error above ~REL_CAP x the whole model's
@@ -140,23 +146,43 @@ def sample(flat: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(flat, dtype=np.float64)
 
 
+def sample_size(t) -> int:
+    """The size of ``sample(t.flat)`` (or of the sample a released tensor kept), without taking it."""
+    s = getattr(t, "sample", None)
+    return int(s.size) if s is not None else min(int(t.flat.size), SAMPLE)
+
+
 class Curve:
     """Predicted (bits, MSE) of one tensor at steps std * 2^(k / GRID), k integer, computed on demand."""
 
-    def __init__(self, t, weight: float = 1.0):
+    def __init__(self, t, weight: float = 1.0, rows: tuple | None = None, take_x: bool = True):
         self.t, self.n, self.w = t, int(t.n), float(weight)
         self.name = None  # its key in Allocation.curves
         self.dq = t.quantizer == "dq"
         self.std = float(t.std)
         self.ms = _mean_square(t)  # mean square: the tensor's share of ||W||^2
-        self.x = t.sample if getattr(t, "sample", None) is not None else sample(t.flat)
-        self.m = int(self.x.size)
+        self._x = t.sample if getattr(t, "sample", None) is not None else sample(t.flat) if take_x else None
+        self.m = int(self._x.size) if self._x is not None else sample_size(t)
         self.raw_bits = 8.0 * self.n * numpy_dtype(t.dtype).itemsize  # stored exactly instead
         # the evaluated grid points K_MIN .. K_MAX: bits, MSE, whether evaluated (rows of an Allocation's
-        # arrays once it holds this curve); any other k in ``_other``
-        self._b, self._d, self._h = np.zeros(_NK), np.zeros(_NK), np.zeros(_NK, np.bool_)
+        # arrays once it holds this curve: ``rows``, its views of them); any other k in ``_other``
+        if rows is None:
+            rows = np.zeros(_NK), np.zeros(_NK), np.zeros(_NK, np.bool_)
+        self._b, self._d, self._h = rows
         self._other = {}
         self._defer = False  # inside Allocation._each: a missing point raises _Missing (batched there)
+
+    @property
+    def x(self) -> np.ndarray:
+        """Its sample as float64 (``take_x=False``: an Allocation's small curve, whose sample is a view of
+        the Allocation's float64 buffer, made on first use: the fast rounding reads a float32 copy)."""
+        if self._x is None:
+            self._x = self._alloc._xs[self._lo:self._hi]
+        return self._x
+
+    @x.setter
+    def x(self, v: np.ndarray) -> None:
+        self._x = v
 
     def step(self, k: float) -> float:
         return self.std * 2.0 ** (k / GRID)
@@ -271,17 +297,29 @@ class _SmallRows:
     in the shared buffer and that sample's sum, what ``_finish_arrays`` reads (m, n, raw bits, dq, the lanes of
     ``rans_model._last_lanes``), its row in the Allocation's grid arrays; and the log tables by sample size."""
 
-    def __init__(self, small: list, xs: np.ndarray, rows: list):
+    def __init__(self, small: list, xs: np.ndarray, rows, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
+                 threads: int = 1, is32: bool = False):
+        """``xs``: the samples one after the other (float64; ``is32``: float32, every value exact, from
+        FAST_INIT), curve i's at ``lo[i]:hi[i]`` (None: at ``c._lo:c._hi``); ``rows``: their grid rows."""
         for i, c in enumerate(small):
             c._si = i
-        self.lo = np.array([c._lo for c in small], np.int64)
-        self.hi = np.array([c._hi for c in small], np.int64)
-        self.s0 = _gp.sums(xs, self.lo, self.hi)
-        self.xmin, self.xmax, self.ok = _gp.extremes(xs, self.lo, self.hi)
+        if lo is None:  # (the reference: its sums and extremes from the float64 buffer)
+            self.lo = np.array([c._lo for c in small], np.int64)
+            self.hi = np.array([c._hi for c in small], np.int64)
+            self.s0 = _gp.sums(xs, self.lo, self.hi)
+            self.xmin, self.xmax, self.ok = _gp.extremes(xs, self.lo, self.hi)
+        else:
+            self.lo, self.hi = lo, hi
+            ns = lo.size
+            self.s0, self.xmin, self.xmax, self.ok = np.empty(ns), np.empty(ns), np.empty(ns), np.empty(ns, np.bool_)
+            _split_call(_ss.sums_extremes, (xs, lo, hi, self.s0, self.xmin, self.xmax, self.ok), (0,), hi - lo,
+                        threads)
         # round_many_fast reads the samples as float32 where that is every value: those of F32, F16 and BF16
         # tensors (taken from their own values); an F64 tensor's where the float32 copy equals them
         self.xs_fast = xs
-        if all(getattr(c.t, "dtype", None) in _BINARY32_EXACT for c in small):
+        if is32:
+            pass
+        elif all(getattr(c.t, "dtype", None) in _BINARY32_EXACT for c in small):
             self.xs_fast = xs.astype(np.float32)
         else:
             with np.errstate(over="ignore", invalid="ignore"):  # (an F64 value beyond binary32: kept float64)
@@ -293,7 +331,8 @@ class _SmallRows:
         self.raw_bits = np.array([c.raw_bits for c in small])
         self.dq = np.array([c.dq for c in small], np.bool_)
         self.row = np.array(rows, np.int64)
-        lanes = [rans_model._last_lanes(int(v), 1024) for v in self.n.tolist()]
+        by_n = {v: rans_model._last_lanes(v, 1024) for v in set(self.n.tolist())}  # (small tensors share sizes)
+        lanes = [by_n[v] for v in self.n.tolist()]
         self.full = np.array([f for f, _, _ in lanes], np.int64)
         self.last_sum = np.array([t for _, _, t in lanes], np.int64)
         self.lens = np.array([last.size for _, last, _ in lanes], np.int64)
@@ -324,10 +363,40 @@ def _eval_batch(want: list, xs: np.ndarray, small: _SmallRows | None = None, gri
     _eval_points(si, ks, steps, xs, small, grid, [c for c, _ in want])
 
 
+_EXECUTOR = None  # the helper thread of _split_call (made on first use, kept: a thread start costs ~100 us)
+
+
+def _split_call(kernel, args: tuple, shared: tuple, work: np.ndarray, threads: int) -> None:
+    """``kernel(*args)`` over all points, as up to ``threads`` calls side by side (the kernel holds no GIL) on
+    consecutive ranges of the points of about equal ``work`` each: one compiled call a thread, not one a
+    tensor. ``args[i]`` is indexed by point unless ``i`` is in ``shared``; a call gets slices of those (views:
+    it writes its own points' outputs in place)."""
+    n = work.size
+    total = int(work.sum())
+    if not SPLIT or threads <= 1 or n < 2 or total < SPLIT_MIN:
+        kernel(*args)
+        return
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _EXECUTOR = ThreadPoolExecutor(1, thread_name_prefix="bslcodec-alloc")
+    cut = min(max(int(np.searchsorted(np.cumsum(work), total // 2)), 1), n - 1)
+
+    def part(sl):
+        kernel(*(v if i in shared else v[sl] for i, v in enumerate(args)))
+
+    fut = _EXECUTOR.submit(part, slice(cut, n))  # (two threads: the 2-core box's; more would split further)
+    part(slice(0, cut))
+    fut.result()
+
+
 def _eval_points(si: np.ndarray, ks: np.ndarray, steps: np.ndarray, xs: np.ndarray, small: _SmallRows,
-                 grid: tuple | None, curves) -> None:
-    """``_eval_batch`` of the points (small curve ``si[j]``, grid point ``ks[j]``, its step ``steps[j]``);
-    ``curves(j)`` or ``curves[j]``: the curve of point j, for a point outside the grid arrays."""
+                 grid: tuple | None, curves, threads: int = 1) -> None:
+    """``_eval_batch`` of the points (small curve ``si[j]``, grid point ``ks[j]``, its step ``steps[j]``; ``xs``
+    the float64 samples or a function giving them);
+    ``curves(j)`` or ``curves[j]``: the curve of point j, for a point outside the grid arrays; ``threads``: the
+    rounding's calls side by side (``_split_call``)."""
     n = si.size
     small.tables_for(si)
     sse, qmax, ent = np.empty(n), np.empty(n), np.empty(n)
@@ -335,16 +404,16 @@ def _eval_points(si: np.ndarray, ks: np.ndarray, steps: np.ndarray, xs: np.ndarr
     lo, hi, s0, toff = small.lo[si], small.hi[si], small.s0[si], small.toff[si]
     if FAST_ROUNDING:
         done = np.empty(n, np.bool_)
-        _gp.round_many_fast(small.xs_fast, lo, hi, small.xmin[si], small.xmax[si], small.ok[si], steps, s0, small.tab,
-                            toff, sse, raw, qmax, ent, n_live, done)
+        _split_call(_gp.round_many_fast, (small.xs_fast, lo, hi, small.xmin[si], small.xmax[si], small.ok[si], steps, s0,
+                                          small.tab, toff, sse, raw, qmax, ent, n_live, done), (0, 8), hi - lo, threads)
         if not done.all():  # the points it leaves (a symbol at or above 2^22, a non-finite value): round_many
             r = np.flatnonzero(~done)
             got = np.empty(r.size), np.empty(r.size, np.int64), np.empty(r.size), np.empty(r.size), \
                 np.empty(r.size, np.int64)
-            _gp.round_many(xs, lo[r], hi[r], steps[r], s0[r], small.tab, toff[r], *got)
+            _gp.round_many(xs() if callable(xs) else xs, lo[r], hi[r], steps[r], s0[r], small.tab, toff[r], *got)
             sse[r], raw[r], qmax[r], ent[r], n_live[r] = got
     else:
-        _gp.round_many(xs, lo, hi, steps, s0, small.tab, toff, sse, raw, qmax, ent, n_live)
+        _gp.round_many(xs() if callable(xs) else xs, lo, hi, steps, s0, small.tab, toff, sse, raw, qmax, ent, n_live)
     lens = small.lens[si]
     ends = np.cumsum(lens)
     last = small.last[np.arange(int(ends[-1]) if n else 0) + np.repeat(small.last_start[si] - (ends - lens), lens)]
@@ -465,20 +534,78 @@ def weights(lossy: dict, sensitivity: dict | None = None) -> dict:
 class Allocation:
     """The curves of a file's quantized tensors and the search for lambda."""
 
-    def __init__(self, lossy: dict, sensitivity: dict | None = None):
+    def __init__(self, lossy: dict, sensitivity: dict | None = None, threads: int = 1):
+        self.threads = threads  # the small curves' rounding calls side by side (_split_call)
         w = weights(lossy, sensitivity)
+        if not FAST_INIT:
+            return self._init_ref(lossy, w)
+        names = sorted(w)
+        nc = len(names)
+        # the curves' grid points as arrays, each curve's rows views of them (lambda_search's passes read these)
+        self._B, self._D, self._H = np.zeros((nc, _NK)), np.zeros((nc, _NK)), np.zeros((nc, _NK), np.bool_)
+        ts = [lossy[n] for n in names]
+        is_small = [0 < sample_size(t) <= BATCH_SAMPLE for t in ts]
+        # a small curve's float64 sample is not taken here (take_x=False) where the float32 buffer below holds
+        # its values: all of them as F32/F16/BF16 arrays (the float64 one is made only where asked for)
+        f32 = all(getattr(t, "sample", None) is None and getattr(t, "flat", None) is not None
+                  and t.dtype in _BINARY32_EXACT and t.flat.dtype == numpy_dtype(t.dtype)
+                  for t, sm in zip(ts, is_small) if sm)
+        self._list = [Curve(t, w[n], (self._B[i], self._D[i], self._H[i]), take_x=not (f32 and sm))
+                      for i, (n, t, sm) in enumerate(zip(names, ts, is_small))]
+        self.curves = dict(zip(names, self._list))
+        for n, c in self.curves.items():
+            c.name = n
+        self.ms_total = sum(c.n * c.ms for c in self._list)
+        small = [c for c, sm in zip(self._list, is_small) if sm]
+        ms = np.array([c.m for c in small], np.int64)
+        hi = np.cumsum(ms)
+        lo = hi - ms
+        for c, a, b in zip(small, lo.tolist(), hi.tolist()):
+            c._lo, c._hi, c._alloc = a, b, self
+        if f32:
+            xs32 = (np.concatenate([c.t.flat.astype(np.float32, copy=False) for c in small]) if small
+                    else np.zeros(0, np.float32))
+            self._xs64 = None  # made from xs32 where asked for (_xs)
+        else:
+            self._xs64 = np.concatenate([c.x for c in small]) if small else np.zeros(0)
+            for c in small:
+                c.x = self._xs64[c._lo:c._hi]
+            xs32 = None
+        self._small = small
+        self._n = np.array([float(c.n) for c in self._list])
+        self._w = np.array([c.w for c in self._list])
+        self._std = np.array([c.std for c in self._list])
+        self._std2 = np.array([c.std ** 2 for c in self._list])
+        self._ms = np.array([c.ms for c in self._list])
+        self._is_small = np.array(is_small, np.bool_)
+        self._rows = _SmallRows(small, self._xs64 if xs32 is None else xs32, np.flatnonzero(self._is_small), lo, hi,
+                                threads, xs32 is not None)
+        self._si = np.full(nc, -1, np.int64)  # a curve's index among the small ones (_SmallRows), by row
+        self._si[self._rows.row] = np.arange(len(small))
+
+    @property
+    def _xs(self) -> np.ndarray:
+        """The small curves' samples as float64, one after the other (made from the float32 copy on first use)."""
+        if self._xs64 is None:
+            self._xs64 = self._rows.xs_fast.astype(np.float64)
+        return self._xs64
+
+    def _init_ref(self, lossy: dict, w: dict) -> None:
+        """``__init__`` as before FAST_INIT (the reference): every curve's float64 sample taken, then copied
+        into one buffer; the grid rows copied into the arrays; the sums and extremes read from the float64
+        buffer by ``gridpoints.sums`` and ``gridpoints.extremes``."""
         self.curves = {n: Curve(lossy[n], w[n]) for n in sorted(w)}
         self.ms_total = sum(c.n * c.ms for c in self.curves.values())
         for n, c in self.curves.items():
             c.name = n
         # the samples of the small curves in one buffer (each curve's x becomes a view of it), for _eval_batch
         small = [c for c in self.curves.values() if 0 < c.m <= BATCH_SAMPLE]
-        self._xs = np.empty(sum(c.m for c in small))
+        self._xs64 = np.empty(sum(c.m for c in small))
         pos = 0
         for c in small:
             c._lo, c._hi = pos, pos + c.m
-            self._xs[pos:pos + c.m] = c.x
-            c.x = self._xs[pos:pos + c.m]
+            self._xs64[pos:pos + c.m] = c.x
+            c.x = self._xs64[pos:pos + c.m]
             pos += c.m
         self._small = small
         # the curves' grid points as arrays (each curve's rows are views of them), for lambda_search's passes
@@ -496,7 +623,7 @@ class Allocation:
         self._is_small = np.zeros(nc, np.bool_)
         self._is_small[[i for i, c in enumerate(self._list) if 0 < c.m <= BATCH_SAMPLE]] = True
         row = {id(c): i for i, c in enumerate(self._list)}
-        self._rows = _SmallRows(small, self._xs, [row[id(c)] for c in small])
+        self._rows = _SmallRows(small, self._xs64, [row[id(c)] for c in small])
         self._std = np.array([c.std for c in self._list])
         self._si = np.full(nc, -1, np.int64)  # a curve's index among the small ones (_SmallRows), by row
         self._si[self._rows.row] = np.arange(len(small))
@@ -516,6 +643,13 @@ class Allocation:
                          K_MIN, K_MAX, float(GRID), 2 ** (2 / GRID) - 1, out, out2, miss)
             lacking = miss != _ls.NONE
             idx, miss = idx[lacking], miss[lacking]
+            self._fill(idx, miss)
+        return out, out2
+
+    def _fill(self, idx: np.ndarray, miss: np.ndarray) -> None:
+        """Evaluate grid point ``miss[j]`` of curve ``idx[j]`` for every j: the small curves' in one
+        ``_eval_points`` (or ``_eval_batch``), the others one by one."""
+        if idx.size:
             sm = self._is_small[idx]
             for i, k in zip(idx[~sm].tolist(), miss[~sm].tolist()):
                 self._list[i].point(k)  # evaluated on its own
@@ -523,12 +657,13 @@ class Allocation:
                 rows, ks = idx[sm], miss[sm]
                 grid = (self._B, self._D, self._H)
                 if BATCH_KERNEL and ARRAY_POINTS:  # (Curve.step's floats: gridpoints.steps)
-                    _eval_points(self._si[rows], ks, _gp.steps(self._std[rows], ks, 2.0, float(GRID)), self._xs,
-                                 self._rows, grid, lambda j, rows=rows: self._list[int(rows[j])])
+                    # (the float64 samples only for the points round_many_fast leaves: made if asked for)
+                    _eval_points(self._si[rows], ks, _gp.steps(self._std[rows], ks, 2.0, float(GRID)),
+                                 lambda: self._xs,
+                                 self._rows, grid, lambda j, rows=rows: self._list[int(rows[j])], self.threads)
                 else:
                     _eval_batch([(self._list[i], k) for i, k in zip(rows.tolist(), ks.tolist())], self._xs,
                                 self._rows, grid)
-        return out, out2
 
     def _array(self, pos: dict) -> np.ndarray:
         return np.array([float(pos[c.name]) for c in self._list])
@@ -580,6 +715,25 @@ class Allocation:
                 e2 = self.totals(pos)[1] / self.ms_total
                 pos = self._each(lambda c, e2=e2, pos=pos: c.within(REL_CAP ** 2 * e2 * c.ms, pos[c.name]))
         return pos
+
+    def _look(self, lam: float) -> tuple:
+        """(positions, predicted bits, ``tensor_error``) at ``lam``: ``value(positions(lam))`` of ``solve`` by
+        ``lambda_search.look``, one compiled call a search step (again after each batch of missing points), the
+        same floats; the tensor error's sum in Python (``sum``'s own order, as ``tensor_error``)."""
+        nc = len(self._list)
+        pos, b, d, miss = np.empty(nc), np.empty(nc), np.empty(nc), np.empty(nc, np.int64)
+        clamp = self.ms_total > 0 and nc > 1
+        while True:
+            ok, bits = _ls.look(self._B, self._D, self._H, self._n, self._w, self._std2, self._ms, float(lam),
+                                float(self.ms_total), REL_CAP ** 2, clamp, K_MIN, K_MAX, float(GRID),
+                                2 ** (2 / GRID) - 1, pos, b, d, miss)
+            if ok:
+                break
+            idx = np.flatnonzero(miss != _ls.NONE)
+            self._fill(idx, miss[idx])
+        live = self._ms > 0
+        rel = (d[live] / self._ms[live]).tolist()  # (IEEE division, as di / c.ms)
+        return self._dict(pos), bits, math.sqrt(sum(rel) / len(rel)) if rel else 0.0
 
     def totals(self, pos: dict) -> tuple:
         """(predicted bits, predicted sum of squared errors) at grid positions ``pos``."""
@@ -641,7 +795,7 @@ class Allocation:
 
         def look(x):
             nonlocal best
-            r = value(self.positions(math.exp(x)))
+            r = self._look(math.exp(x)) if COMPILED and FUSED else value(self.positions(math.exp(x)))
             if best is None or err_of(r) < err_of(best):
                 best = r
             return r

@@ -151,3 +151,46 @@ def run_pass(kind, idx, B, D, H, n, w, std2, lam, cap, kf, k_min, k_max, grid, c
             out2[c] = d
         out[c] = v
         miss[j] = m
+
+
+@numba.njit(nogil=True, cache=True)
+def look(B, D, H, n, w, std2, ms, lam, ms_total, cap2, clamp, k_min, k_max, grid, c_grid, pos, b, d, miss):
+    """``Allocation.positions(lam)`` and the (bits, MSE) of every curve there in one call: the ``AT`` pass,
+    then (``clamp``) three times the totals' ``BITS_MSE`` pass and the ``WITHIN`` pass at the cap
+    ``cap2 * (sse / ms_total) * ms[c]``, then ``BITS_MSE`` at the positions: ``pos``, ``b``, ``d``; returns
+    (True, total bits) with the sums in ``allocation._sums``' order. At the first pass where some curve
+    lacks a grid point it stops: ``miss[c]`` that point (NONE for the others), (False, 0.0); the caller
+    evaluates them and calls again (every pass before gives the same floats again: its points are unchanged),
+    so the points are asked for in the batches ``Allocation._pass`` asks for them, and the same numbers come
+    out. One compiled call a search step instead of ~9 passes each with its Python (issue 19)."""
+    nc = n.size
+    lacking = False
+    for c in range(nc):
+        pos[c], miss[c] = _at(B, D, H, c, lam, n[c], w[c], std2[c], k_min, k_max, grid, c_grid)
+        lacking = lacking or miss[c] != NONE
+    if lacking:
+        return False, 0.0
+    if clamp:
+        for _ in range(3):  # clamping lowers the model's error, which tightens the cap: iterate
+            sse = 0.0
+            for c in range(nc):
+                _, dc, miss[c] = _bits_mse(B, D, H, c, pos[c], k_min)
+                lacking = lacking or miss[c] != NONE
+                sse += dc * n[c]
+            if lacking:
+                return False, 0.0
+            cap_s = cap2 * (sse / ms_total)  # (Python's REL_CAP ** 2 * e2, then times each ms)
+            for c in range(nc):
+                b[c], miss[c] = _within(B, D, H, c, cap_s * ms[c], pos[c], k_min)
+                lacking = lacking or miss[c] != NONE
+            if lacking:
+                return False, 0.0
+            pos[:] = b
+    bits = 0.0
+    for c in range(nc):
+        b[c], d[c], miss[c] = _bits_mse(B, D, H, c, pos[c], k_min)
+        lacking = lacking or miss[c] != NONE
+        bits += b[c]
+    if lacking:
+        return False, 0.0
+    return True, bits
