@@ -43,6 +43,9 @@ WARN_REL_ERROR = 0.05  # bits= warns (QualityWarning) when the predicted relativ
 COMPILED_SUMS = True  # Allocation._totals' sums by _sums (~10 us a tensor of Python less); False: its loop
 FUSED = True  # a search step's passes in one compiled call (Allocation._look: lambda_search.look); False: _pass each
 FAST_INIT = True  # Allocation's set-up from arrays (sample_stats, float32 buffer, no per-curve copies); False: _init_ref
+REUSE = True  # FAST_INIT's float32 sample buffer taken from a finished Allocation (_SPARE); False: a new one
+SPARE_BYTES = 64 << 20  # a larger buffer is not kept
+_SPARE = []  # at most one buffer, given back by _SmallRows.__del__ (list pop/append: atomic under the GIL)
 SPLIT = True  # round_many_fast's points split over an Allocation's ``threads`` (nogil calls side by side);
 # False: one call. Each point's numbers are its own whatever the split (no sum runs across points)
 SPLIT_MIN = 1 << 17  # sample elements a batch must round before it is split (a hand-over costs ~20-50 us)
@@ -177,7 +180,7 @@ class Curve:
         """Its sample as float64 (``take_x=False``: an Allocation's small curve, whose sample is a view of
         the Allocation's float64 buffer, made on first use: the fast rounding reads a float32 copy)."""
         if self._x is None:
-            self._x = self._alloc._xs[self._lo:self._hi]
+            self._x = self._rows.f64()[self._lo:self._hi]
         return self._x
 
     @x.setter
@@ -298,9 +301,11 @@ class _SmallRows:
     ``rans_model._last_lanes``), its row in the Allocation's grid arrays; and the log tables by sample size."""
 
     def __init__(self, small: list, xs: np.ndarray, rows, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
-                 threads: int = 1, is32: bool = False):
+                 threads: int = 1, is32: bool = False, spare: np.ndarray | None = None):
         """``xs``: the samples one after the other (float64; ``is32``: float32, every value exact, from
-        FAST_INIT), curve i's at ``lo[i]:hi[i]`` (None: at ``c._lo:c._hi``); ``rows``: their grid rows."""
+        FAST_INIT), curve i's at ``lo[i]:hi[i]`` (None: at ``c._lo:c._hi``); ``rows``: their grid rows;
+        ``spare``: the buffer ``xs`` lies in, given back to ``_SPARE`` when this goes."""
+        self._spare, self._f64 = spare, None if is32 else xs
         for i, c in enumerate(small):
             c._si = i
         if lo is None:  # (the reference: its sums and extremes from the float64 buffer)
@@ -340,6 +345,21 @@ class _SmallRows:
         self.last = np.concatenate([last for _, last, _ in lanes]).astype(np.int64) if lanes else np.zeros(0, np.int64)
         self.tables = {}  # gridpoints' log tables: {m: (table, offset)}
         self.tab, self.toff = np.zeros(1), np.zeros(len(small), np.int64)
+
+    def f64(self) -> np.ndarray:
+        """The samples as float64 (from the float32 ones on first use: round_many's leftover points, a small
+        curve's ``x``)."""
+        if self._f64 is None:
+            self._f64 = self.xs_fast.astype(np.float64)
+        return self._f64
+
+    def __del__(self):
+        spare, self._spare = self._spare, None
+        try:
+            if spare is not None and spare.nbytes <= SPARE_BYTES and not _SPARE:
+                _SPARE.append(spare)
+        except (NameError, TypeError):  # pragma: no cover - interpreter shutdown
+            pass
 
     def tables_for(self, si: np.ndarray) -> None:
         """Make ``tab`` hold a log table of every sample size among the curves ``si``."""
@@ -561,11 +581,20 @@ class Allocation:
         hi = np.cumsum(ms)
         lo = hi - ms
         for c, a, b in zip(small, lo.tolist(), hi.tolist()):
-            c._lo, c._hi, c._alloc = a, b, self
+            c._lo, c._hi = a, b
+        spare = None
         if f32:
-            xs32 = (np.concatenate([c.t.flat.astype(np.float32, copy=False) for c in small]) if small
-                    else np.zeros(0, np.float32))
-            self._xs64 = None  # made from xs32 where asked for (_xs)
+            total = int(hi[-1]) if small else 0
+            try:  # a finished Allocation's buffer (fresh pages cost ~4x the copy: ~1.5 ms for 4.9 MB)
+                spare = _SPARE.pop() if REUSE else None
+            except IndexError:  # (none, or another thread took it)
+                spare = None
+            if spare is None or spare.size < total:
+                spare = np.empty(total, np.float32)
+            xs32 = spare[:total]
+            if small:
+                np.concatenate([c.t.flat for c in small], out=xs32, casting="same_kind")  # (exact: F16/BF16 widen)
+            self._xs64 = None  # made from xs32 where asked for (_rows.f64)
         else:
             self._xs64 = np.concatenate([c.x for c in small]) if small else np.zeros(0)
             for c in small:
@@ -579,16 +608,16 @@ class Allocation:
         self._ms = np.array([c.ms for c in self._list])
         self._is_small = np.array(is_small, np.bool_)
         self._rows = _SmallRows(small, self._xs64 if xs32 is None else xs32, np.flatnonzero(self._is_small), lo, hi,
-                                threads, xs32 is not None)
+                                threads, xs32 is not None, spare)
+        for c in small:
+            c._rows = self._rows  # (not the Allocation: no cycle, so its buffer is given back as soon as it goes)
         self._si = np.full(nc, -1, np.int64)  # a curve's index among the small ones (_SmallRows), by row
         self._si[self._rows.row] = np.arange(len(small))
 
     @property
     def _xs(self) -> np.ndarray:
         """The small curves' samples as float64, one after the other (made from the float32 copy on first use)."""
-        if self._xs64 is None:
-            self._xs64 = self._rows.xs_fast.astype(np.float64)
-        return self._xs64
+        return self._rows.f64() if self._xs64 is None else self._xs64
 
     def _init_ref(self, lossy: dict, w: dict) -> None:
         """``__init__`` as before FAST_INIT (the reference): every curve's float64 sample taken, then copied

@@ -29,7 +29,10 @@ def _one(xs, a, b):
 @numba.njit(nogil=True, cache=True)
 def sums_extremes(xs, lo, hi, s0, xmin, xmax, ok):
     """For each sample ``xs[lo[i]:hi[i]]``: ``s0[i]`` its serial sum, ``xmin[i]``/``xmax[i]`` its extremes,
-    ``ok[i]`` whether it is non-empty and finite (``gridpoints.extremes``' ``ok``)."""
+    ``ok[i]`` whether it is non-empty and finite (``gridpoints.extremes``' ``ok``). Each sample's running
+    sum, minimum and maximum are taken element by element in its own order, as the reference takes them (so
+    the same floats, a zero's sign included); the finiteness from the sum: a finite sum has only finite
+    terms, else each value is looked at."""
     n = lo.size
     i = 0
     while i < n:
@@ -38,15 +41,22 @@ def sums_extremes(xs, lo, hi, s0, xmin, xmax, ok):
             # four samples of one length: four independent chains, each in its own serial order
             a0, a1, a2, a3 = lo[i], lo[i + 1], lo[i + 2], lo[i + 3]
             s_0, s_1, s_2, s_3 = 0.0, 0.0, 0.0, 0.0
+            l0, l1, l2, l3 = np.inf, np.inf, np.inf, np.inf
+            h0, h1, h2, h3 = -np.inf, -np.inf, -np.inf, -np.inf
             for t in range(m):
-                s_0 += np.float64(xs[a0 + t])
-                s_1 += np.float64(xs[a1 + t])
-                s_2 += np.float64(xs[a2 + t])
-                s_3 += np.float64(xs[a3 + t])
+                v0, v1, v2, v3 = np.float64(xs[a0 + t]), np.float64(xs[a1 + t]), np.float64(xs[a2 + t]), \
+                    np.float64(xs[a3 + t])
+                s_0 += v0
+                s_1 += v1
+                s_2 += v2
+                s_3 += v3
+                l0, l1, l2, l3 = min(l0, v0), min(l1, v1), min(l2, v2), min(l3, v3)
+                h0, h1, h2, h3 = max(h0, v0), max(h1, v1), max(h2, v2), max(h3, v3)
             s0[i], s0[i + 1], s0[i + 2], s0[i + 3] = s_0, s_1, s_2, s_3
-            for j in range(i, i + 4):  # (min/max/finite: no chain, the order does not matter)
-                _, xmin[j], xmax[j], fin = _extremes(xs, lo[j], hi[j])
-                ok[j] = fin and m > 0
+            xmin[i], xmin[i + 1], xmin[i + 2], xmin[i + 3] = l0, l1, l2, l3
+            xmax[i], xmax[i + 1], xmax[i + 2], xmax[i + 3] = h0, h1, h2, h3
+            for j in range(i, i + 4):
+                ok[j] = m > 0 and (np.isfinite(s0[j]) or _finite(xs, lo[j], hi[j]))
             i += 4
         else:
             s0[i], xmin[i], xmax[i], fin = _one(xs, lo[i], hi[i])
@@ -54,12 +64,10 @@ def sums_extremes(xs, lo, hi, s0, xmin, xmax, ok):
             i += 1
 
 
-@numba.njit(inline="always")
-def _extremes(xs, a, b):
-    lo, hi, fin = np.inf, -np.inf, True
+@numba.njit
+def _finite(xs, a, b):
+    """Whether every value of xs[a:b] is finite."""
     for t in range(a, b):
-        v = np.float64(xs[t])
-        fin = fin and np.isfinite(v)
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return 0.0, lo, hi, fin
+        if not np.isfinite(np.float64(xs[t])):
+            return False
+    return True
