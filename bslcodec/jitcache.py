@@ -37,11 +37,12 @@ KERNEL_SOURCES = ("container", "quantize", "codecs", "parallel.py")
 #: Files of pipeline/ whose kernels compile in njit code of other pipeline/ files (which :func:`digest` does not
 #: cover, pipeline/ being no floor): the stamp of each adds those files' bytes, so that an edit there alone
 #: does not leave its callers stale (dq_batch's ``_code_range`` runs dq_rows', ans_model's, ans_encode's and
-#: dq_small's kernels; ans_model's sums are gridpoints' ``pairwise``)
+#: dq_small's kernels; ans_model's sums are gridpoints' ``pairwise``, ggfit's its ``pairwise_wide``)
 COMPILES_IN = {
     "pipeline/dq_batch.py": ("pipeline/dq_rows.py", "pipeline/ans_model.py", "pipeline/ans_encode.py",
                              "pipeline/dq_small.py", "pipeline/gridpoints.py"),
     "pipeline/ans_model.py": ("pipeline/gridpoints.py",),
+    "pipeline/ggfit.py": ("pipeline/gridpoints.py",),
 }
 _digest: str | None = None
 _installed: bool | None = None

@@ -98,6 +98,8 @@ def test_pipeline_kernels_compiling_in_other_pipeline_files_are_keyed_on_them(tm
     imported = {f"pipeline/{a.name}.py" for node in ast.walk(ast.parse(src))
                 if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module for a in node.names}
     assert imported and imported <= set(jitcache.COMPILES_IN["pipeline/dq_batch.py"])
+    # ggfit's _moments_kernel sums with gridpoints' pairwise_wide (it was not keyed on gridpoints before 2026-12-07)
+    assert "pipeline/gridpoints.py" in jitcache.COMPILES_IN["pipeline/ggfit.py"]
     copy = tmp_path / "bslcodec"
     shutil.copytree(ROOT / "bslcodec" / "pipeline", copy / "pipeline")
     monkeypatch.setattr(jitcache, "PACKAGE", copy)
