@@ -74,6 +74,11 @@ def stages(kind: str, t: dict, kw: dict, path: str, reps: int) -> dict:
         lt.quantizer, lt.rdoq = s.quantizer, s.rdoq
         lossy[name] = lt
     r["Allocation.solve"] = best(lambda: Allocation(lossy).solve(rel_error=s.rel_error), reps, n)
+    try:  # since 6a6aa29: the small curves' rounding on two threads (allocation.SPLIT), as the encoder asks
+        r["Allocation.solve (2 threads)"] = best(lambda: Allocation(lossy, threads=2).solve(rel_error=s.rel_error),
+                                                 reps, n)
+    except TypeError:
+        pass
     al = Allocation(lossy)
     rels = steps_for(al, al.solve(rel_error=s.rel_error)[0], lossy)
     steps = {name: lossy[name].step_for(s, rels[name]) for name in lossy}
