@@ -197,3 +197,31 @@ def test_default_save_with_fits_made_together(monkeypatch):
     got = bslcodec.save(t)
     monkeypatch.setattr(codec_mod, "SMALL_FIT", 0)  # every fit one by one, when its params are written
     assert bslcodec.save(t) == got
+
+
+def test_small_moments_are_numpys(monkeypatch):
+    """``quant.moments`` of a tensor below ``SERIAL_BELOW`` elements with Python floats
+    (``quant.SMALL_MOMENTS``: ``_small_moments``) gives the numpy path's (mean, std, bad count) floats: f32,
+    f64, f16 values (as f32, as LossyTensor gives them) and bf16 bits, sizes 1-32767, signed zeros only, NaN/Inf, values near the float64 limit (its
+    rescaling), constant."""
+    from bslcodec.quantize import quant
+
+    rng = np.random.default_rng(31)
+    xs = []
+    for n in (1, 2, 3, 7, 8, 9, 64, 4096, 32767):
+        for a in (rng.normal(0, 0.02, n), rng.standard_t(1.2, n) * 1e-20, np.full(n, -0.0), np.full(n, 3.25),
+                  rng.normal(1e300, 1e299, n), rng.normal(0, 1e160, n), rng.normal(-1e-3, 1e-3, n)):
+            xs += [a.astype(np.float64), a.astype(np.float32), a.astype(np.float16).astype(np.float32),
+                   quant.bf16_bits(a.astype(np.float32).astype(ml_dtypes.bfloat16))]
+        b = rng.normal(0, 1, n)
+        b[int(rng.integers(0, n))] = [np.nan, np.inf, -np.inf][n % 3]
+        xs += [b, b.astype(np.float32)]
+    got = []
+    for small in (False, True):
+        monkeypatch.setattr(quant, "SMALL_MOMENTS", small)
+        with np.errstate(all="ignore"):
+            got.append([quant.moments(x) for x in xs])
+    for a, b in zip(*got):
+        assert np.array_equal(np.array(a, np.float64), np.array(b, np.float64), equal_nan=True)
+        assert np.array_equal(np.signbit(np.array(a[:2], np.float64)), np.signbit(np.array(b[:2], np.float64)))
+        assert [type(v) for v in a] == [type(v) for v in b]
