@@ -558,7 +558,8 @@ class Allocation:
         self.threads = threads  # the small curves' rounding calls side by side (_split_call)
         w = weights(lossy, sensitivity)
         if not FAST_INIT:
-            return self._init_ref(lossy, w)
+            self._init_ref(lossy, w)
+            return
         names = sorted(w)
         nc = len(names)
         # the curves' grid points as arrays, each curve's rows views of them (lambda_search's passes read these)
