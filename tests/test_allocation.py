@@ -2,12 +2,14 @@
 
 import doctest
 import math
+import os
 
 import numpy as np
 import pytest
 
 import bslcodec
 from bslcodec import calibrate
+from bslcodec.pipeline import allocation
 
 
 def _model():
@@ -584,3 +586,36 @@ def test_sample_stats_are_gridpoints_sums_and_extremes():
             assert np.array_equal(got[3], ok), trial
             for a, b in zip(got[1:3], gridpoints.extremes(x64, lo, hi)[:2]):
                 assert np.array_equal(a[ok], b[ok]) and np.array_equal(np.signbit(a[ok]), np.signbit(b[ok])), trial
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_split_rounding_works_in_a_forked_child():
+    """The split rounding's helper thread (allocation._EXECUTOR) made in this process does not exist in a
+    forked child: the child makes its own instead of waiting forever on the parent's."""
+    big = np.full(4, allocation.SPLIT_MIN)  # work enough to split
+    allocation._split_call(lambda *a: None, (np.zeros(4),), (), big, 2)  # the executor exists now
+    assert allocation._EXECUTOR is not None
+    out = np.zeros(1 << 10)
+
+    def fill(a):
+        a += 1
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        ok = allocation._EXECUTOR is None
+        try:
+            allocation._split_call(fill, (out,), (), np.full(out.size, allocation.SPLIT_MIN), 2)
+            ok = ok and bool((out == 1).all())
+        finally:
+            os._exit(0 if ok else 1)
+    import time
+
+    t0 = time.monotonic()
+    while (got := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    if got[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's split rounding hung (the parent's executor thread)")
+    assert os.waitstatus_to_exitcode(got[1]) == 0
+    assert allocation._EXECUTOR is not None  # the parent's own is untouched

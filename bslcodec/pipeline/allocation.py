@@ -18,6 +18,7 @@ MSE it keeps (it stores the step times ``dq.STEP_FACTOR``). D: the sample's mean
 """
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -384,6 +385,17 @@ def _eval_batch(want: list, xs: np.ndarray, small: _SmallRows | None = None, gri
 
 
 _EXECUTOR = None  # the helper thread of _split_call (made on first use, kept: a thread start costs ~100 us)
+
+
+def _forget_executor() -> None:
+    """In a forked child: the parent's helper thread does not exist there, and a submit to its executor would
+    wait forever; the child makes its own on first use."""
+    global _EXECUTOR
+    _EXECUTOR = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
 
 
 def _split_call(kernel, args: tuple, shared: tuple, work: np.ndarray, threads: int) -> None:
