@@ -25,8 +25,8 @@ import numpy as np
 
 from ..codecs import rans, rans_model
 from ..codecs.rans_model import _segment_sums
-from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from ..container.dtypes import numpy_dtype
+from ..container.limits import LANES, MAX_SYMBOL_MAGNITUDE
 from . import gridpoints as _gp
 from . import lambda_search as _ls
 from . import sample_stats as _ss
