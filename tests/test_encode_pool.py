@@ -166,7 +166,7 @@ def test_beside_raises_in_join():
     join()  # once
 
 
-def test_an_error_in_the_search_waits_for_the_fits(tensors, monkeypatch):
+def test_an_error_in_the_search_waits_for_the_fits(tensors, threads, monkeypatch):
     """An exception in the allocation's search (here: Allocation.solve raising, as Ctrl-C would) leaves after
     the fits' thread has ended: no compiled code of this save runs on while the caller unwinds or the
     interpreter shuts down."""
