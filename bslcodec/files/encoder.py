@@ -299,7 +299,7 @@ def _encode_tensors(tensors, metadata, knobs, sensitivity, progress, part=None, 
             leaving = sys.exc_info()[1]  # compiled code must not run on while the interpreter shuts down
             try:
                 fitted()  # (at once where encode_all joined it already)
-            except BaseException:  # noqa: BLE001 - an error already on its way out wins over the fits' own
+            except BaseException:  # an error already on its way out wins over the fits' own
                 if leaving is None:
                     raise
         report.close()
