@@ -605,3 +605,28 @@ def test_a_swallowed_interrupt_still_stops_the_output(sig, code, target, tmp_pat
     assert atomic.signalled() is None  # cleared when the command ends: later library writes are not refused
     bslcodec.save_file({"x": w}, tmp_path / "later.bsl")
     assert (tmp_path / "later.bsl").exists()
+
+
+def test_a_signal_inside_numba_is_sent_again_not_raised(monkeypatch):
+    """A signal that arrives while numba or llvmlite code is on the stack (a kernel loading from its cache
+    through llvmlite's ctypes callback, where a raised exception is swallowed and leaves LLVM half done) is
+    noted and sent again a moment later instead of raising there; elsewhere it raises at once."""
+    from bslcodec.cli import group
+
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(sig))
+    numba_like = type(sys)("numba.core.fake")
+    code = compile("def inside(fn):\n    return fn(sys._getframe())\n", "<numba>", "exec")
+    numba_like.__dict__.update(sys=sys, __name__="numba.core.fake")
+    exec(code, numba_like.__dict__)
+    assert numba_like.inside(lambda f: group._deferred(signal.SIGINT, f)) is True
+    deadline = time.monotonic() + 5
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [signal.SIGINT]
+    assert group._deferred(signal.SIGINT, sys._getframe()) is False  # plain Python: raise now
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            group._raise_interrupt(signal.SIGINT, sys._getframe())
+    finally:
+        group._atomic.clear_signals()  # (noted by the handler: no later write in this process may see it)
