@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -45,8 +46,6 @@ def _deferred(signum, frame) -> bool:
     of raising there, until it lands where an exception unwinds cleanly."""
     if not _in_native_callback(frame):
         return False
-    import os
-
     t = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
     t.daemon = True
     t.start()
