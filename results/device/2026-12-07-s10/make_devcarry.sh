@@ -3,7 +3,7 @@ set -e
 P="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any"
 python3 -m pip download -q $P -d wheels zstandard==0.25.0 ml-dtypes==0.6.0
 python3 -m pip download -q $P -d wheels_serve litserve==0.2.19 fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 \
-  pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 pyzmq==27.3.0 annotated-doc==0.0.7
+  pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 pyzmq==27.3.0 annotated-doc==0.0.7 opentelemetry-api==1.45.3
 mkdir -p devcarry/tinycfg
 cp results/device/2026-12-07-s10/*.sh devcarry/
 git rev-parse --short HEAD > devcarry/COMMIT
