@@ -8,7 +8,6 @@ tests/test_gpu_ans_emu.py (emulated) and tests/test_gpu_load.py (on a GPU)."""
 import contextlib
 import ctypes
 import importlib
-import itertools
 import sys
 import types
 
@@ -151,30 +150,3 @@ def test_host_pipeline_reports_a_checksum_error(gpu_load, tmp_path):
             _loader(gpu_load, src, []).run(list(src.entries))
     finally:
         src.close()
-
-
-def test_read_ahead_advises_the_gpu_span_once(gpu_load, tmp_path, monkeypatch):
-    """The readers' read-ahead (posix_fadvise WILLNEED, READ_AHEAD bytes ahead of the chunk being read) covers
-    the GPU payloads' byte span exactly, without gaps or overlaps, and changes no output."""
-    import os
-
-    if not hasattr(os, "posix_fadvise"):
-        pytest.skip("no posix_fadvise here")
-    calls = []
-    monkeypatch.setattr(gpu_load, "READ_AHEAD", 64 << 10)  # a few chunks of 48 KiB a window: several calls
-    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)))
-    path = tmp_path / "m.bsl"
-    bslcodec.save_file(_tensors(), path)
-    src = api._Source(path=str(path))
-    try:
-        got = _loader(gpu_load, src, []).run(list(src.entries))
-        chunks = gpu_load._chunks(gpu_load._plan(src, list(src.entries))[0])
-        want = {n: _to_framework(src.tensor(n), "pt", "cpu") for n in src.entries}
-    finally:
-        src.close()
-    calls.sort()  # (reader threads make the calls: submitted in order, they may finish in any)
-    assert len(calls) >= 2 and all(a == os.POSIX_FADV_WILLNEED and n > 0 for _, n, a in calls)
-    assert calls[0][0] == chunks[0][0] and calls[-1][0] + calls[-1][1] == chunks[-1][1]
-    assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(calls))  # contiguous
-    for k, w in want.items():
-        assert torch.equal(got[k].reshape(-1).view(torch.uint8), w.reshape(-1).view(torch.uint8)), k

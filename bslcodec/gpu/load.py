@@ -43,11 +43,6 @@ CHUNK_BYTES = 32 << 20  # staging slot size (payload bytes); a larger payload ge
 _MIN_CHUNK = 4 << 20  # smaller files are split into at least ~4 chunks so that reads, copies and decodes overlap
 _GAP_BYTES = 1 << 20  # a chunk ends before a gap this long (bytes of CPU-decoded tensors between GPU payloads)
 _READ_PIECE = 4 << 20  # bytes one reader thread reads with one call
-# Bytes of the file asked for ahead of the chunk being read (posix_fadvise WILLNEED, from a reader thread): on
-# a cold page cache the kernel then reads them with deep queues, where the readers' buffered preadv calls of
-# 4 MiB alone went at 1.6-2.5 GB/s on the H100 host whose disk gave safetensors 6 GB/s (eleventh session).
-# 0: no advice (the readers alone).
-READ_AHEAD = 256 << 20
 _EG_BLOCK, _EG_MAX_GRID = 256, 1 << 20
 _FEXP_BLOCK = 256
 _pool = None
@@ -168,29 +163,6 @@ def _read(src, host: np.ndarray, lo: int, hi: int, pool) -> list:
             got += k
 
     return [pool.submit(piece, a) for a in range(0, n, _READ_PIECE)]
-
-
-class _Ahead:
-    """Ask the kernel to read the file ``READ_AHEAD`` bytes ahead of where the readers are (up to ``end``)."""
-
-    def __init__(self, src, end: int, pool):
-        self.fd = src._fh.fileno() if getattr(src, "_fh", None) is not None and hasattr(os, "posix_fadvise") else None
-        self.done, self.end, self.pool = 0, end, pool
-
-    def at(self, pos: int) -> None:
-        if self.fd is None or READ_AHEAD <= 0:
-            return
-        lo, hi = max(self.done, pos), min(self.end, pos + READ_AHEAD)
-        if hi > lo and hi - lo >= min(READ_AHEAD // 4, self.end - lo):  # large steps: a quarter window a call
-            self.done = hi
-            self.pool.submit(_advise, self.fd, lo, hi)  # ahead of the chunk's reads in the readers' queue
-
-
-def _advise(fd, lo, hi):
-    try:
-        os.posix_fadvise(fd, lo, hi - lo, os.POSIX_FADV_WILLNEED)
-    except OSError:  # advice only: the reads below do the work anyway
-        pass
 
 
 def _verify(view: np.ndarray, it: _Item) -> bool:
@@ -331,11 +303,8 @@ class _Loader:
         dbuf = [torch.empty(cap, dtype=torch.uint8, device=self.dev) for _ in range(slots)]
         copied, decoded, pending = [None] * slots, [None] * slots, [[] for _ in range(slots)]
         reading = []
-        ahead = _Ahead(self.src, chunks[-1][1] if chunks else 0, self.pool)
         try:
-            if chunks:
-                ahead.at(chunks[0][0])
-                reading = _read(self.src, hbuf[0].numpy(), *chunks[0][:2], self.pool)
+            reading = _read(self.src, hbuf[0].numpy(), *chunks[0][:2], self.pool) if chunks else []
             for ci, (lo, hi, group) in enumerate(chunks):
                 s = ci % 2
                 host = hbuf[s].numpy()
@@ -367,7 +336,6 @@ class _Loader:
                     if copied[n] is not None:
                         copied[n].synchronize()  # chunk ci-1 has left pinned slot n
                         wait(pending[n])  # and its checksums have read it
-                    ahead.at(chunks[ci + 1][0])
                     reading = _read(self.src, hbuf[n].numpy(), *chunks[ci + 1][:2], self.pool)
             out = {name: None for name in names}
             self._cpu_tensors(cpu, out)
