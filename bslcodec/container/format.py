@@ -32,8 +32,8 @@ ZHEAD = struct.Struct("<QQ")  # compressed header: JSON length J, frame length F
 # tensors (names and shapes repeating) 7 % larger (51 against 48 bytes a tensor: 0.08 % of that file) and 3
 # instead of 31 us a tensor, where level 15's optimal parser chases the repeats (2026-12-07, eleventh session).
 # Level 19 took ~90 us a tensor there; levels 3-12 leave frames 6-15 % larger.
-HEADER_ZSTD_PARAMS = dict(window_log=17, chain_log=17, hash_log=17, search_log=6, min_match=5, target_length=16,
-                          strategy=zstandard.STRATEGY_LAZY2)
+HEADER_ZSTD_PARAMS = {"window_log": 17, "chain_log": 17, "hash_log": 17, "search_log": 6, "min_match": 5,
+                      "target_length": 16, "strategy": zstandard.STRATEGY_LAZY2}
 # Writers compress headers of at least this many bytes of JSON (~15 tensors): below it the saving is a few
 # 64-byte units, not worth making the file unreadable to a 1.0/1.1 reader
 ZSTD_HEADER_MIN_BYTES = 4096
