@@ -38,3 +38,28 @@ def test_cli_help_does_not_import_the_codecs():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_safe_open_reads_the_header_without_the_codecs(tmp_path):
+    """``bslcodec.safe_open`` (keys, metadata, entries) reads the header without importing numba or the codecs
+    (~0.5 s in a fresh process); the first ``get_tensor`` imports them and decodes as ``load_file`` does."""
+    import numpy as np
+
+    import bslcodec
+
+    path = tmp_path / "m.bsl"
+    bslcodec.save_file({"a": np.linspace(-1, 1, 300, dtype=np.float32), "b": np.arange(10)}, path,
+                       metadata={"k": "v"})
+    code = (
+        "import sys, json, numpy as np, bslcodec\n"
+        f"f = bslcodec.safe_open({str(path)!r})\n"
+        "head = [f.keys(), f.metadata()['k'], [e.codec for e in f.entries()]]\n"
+        "light = 'numba' not in sys.modules and 'bslcodec.files.api' not in sys.modules\n"
+        "a = f.get_tensor('a'); f.close()\n"
+        f"same = bool(np.array_equal(a, bslcodec.load_file({str(path)!r})['a']))\n"
+        "print(json.dumps({'head': head, 'light': light, 'same': same,\n"
+        "                  'one_class': bslcodec.safe_open is bslcodec.files.api.safe_open}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["head"][:2] == [["a", "b"], "v"] and got["light"] and got["same"] and got["one_class"]

@@ -9,10 +9,22 @@ import numpy as np
 
 from ..container.errors import BslError, ChecksumError, FormatError
 from ..container.format import PREAMBLE_BYTES, Entry, checksum, parse_header, read_header_length
-from ..pipeline import codec as _codec
-from ..pipeline.arrays import _to_framework
 
 FRAMEWORKS = ("np", "numpy", "pt", "torch")
+
+
+# The decoders (and with them numba, ~0.5 s on first import) are imported on the first decode, not on opening
+# a file: a ``safe_open`` that reads keys, metadata or entries stays as quick as the header read.
+def _codec():
+    from ..pipeline import codec
+
+    return codec
+
+
+def _to_framework(arr, framework, device):
+    from ..pipeline.arrays import _to_framework as convert
+
+    return convert(arr, framework, device)
 
 
 class _Source:
@@ -65,7 +77,7 @@ class _Source:
 
     def tensor(self, name: str) -> np.ndarray:
         e = self.entry(name)
-        return _codec.decode(e, self.payload(e), f"{self.where}: tensor {name!r}")
+        return _codec().decode(e, self.payload(e), f"{self.where}: tensor {name!r}")
 
     def close(self):
         buf = getattr(self, "buf", None)
@@ -132,7 +144,7 @@ class _Slice:
         lo, hi = (min(rows), max(rows) + 1) if len(rows) else (0, 0)
         row = int(np.prod(e.shape[1:], dtype=np.int64))
         src = self._h._src
-        flat = _codec.decode_flat(e, src.payload(e), f"{src.where}: tensor {e.name!r}", lo * row, hi * row)
+        flat = _codec().decode_flat(e, src.payload(e), f"{src.where}: tensor {e.name!r}", lo * row, hi * row)
         block = flat.reshape((hi - lo,) + tuple(e.shape[1:]))
         if rows.step != 1 and len(rows) > 1:
             block = block[::rows.step] if rows.step > 0 else block[::-1][::-rows.step]
