@@ -63,3 +63,22 @@ def test_safe_open_reads_the_header_without_the_codecs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["head"][:2] == [["a", "b"], "v"] and got["light"] and got["same"] and got["one_class"]
+
+
+def test_cli_info_reads_headers_without_the_codecs(tmp_path):
+    """``bslcodec info`` lists a file (and an encoded folder) from the headers alone: no numba import."""
+    import numpy as np
+
+    import bslcodec
+
+    path = tmp_path / "m.bsl"
+    bslcodec.save_file({"a": np.linspace(-1, 1, 300, dtype=np.float32)}, path)
+    code = ("import sys, json\nfrom click.testing import CliRunner\nfrom bslcodec.cli import main\n"
+            f"r = CliRunner().invoke(main, ['info', '--json', {str(path)!r}])\n"
+            "print(json.dumps({'rc': r.exit_code, 'numba': 'numba' in sys.modules, 'out': r.output}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 0 and not got["numba"], got
+    info = json.loads(got["out"])
+    assert info["total"]["tensors"] == 1 and info["files"][0]["tensors"][0]["codec"] in ("ans-dq", "ans", "eg")

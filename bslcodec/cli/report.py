@@ -13,7 +13,7 @@ from .group import META, _g, _size, _table, main
 
 def _tensor_info(e) -> dict:
     from ..container.dtypes import NUMPY_DTYPES
-    from ..pipeline.codec import QUANTIZED_CODECS
+    from ..container.format import QUANTIZED_CODECS
 
     raw = e.numel * NUMPY_DTYPES[e.dtype].itemsize
     p = e.params if e.codec in QUANTIZED_CODECS else {}
@@ -32,7 +32,7 @@ def info(file, as_json):
     import os
 
     from ..files.readers import BslFile, bsl_files
-    from ..pipeline.codec import QUANTIZED_CODECS
+    from ..container.format import QUANTIZED_CODECS
 
     files, out = bsl_files(file), []
     for path in files:

@@ -39,6 +39,7 @@ HEADER_ZSTD_PARAMS = {"window_log": 17, "chain_log": 17, "hash_log": 17, "search
 ZSTD_HEADER_MIN_BYTES = 4096
 ALIGN = 64
 CODECS = ("raw", "zstd", "eg", "ans", "fexp", "ans-dq")
+QUANTIZED_CODECS = ("eg", "ans", "ans-dq")  # the codecs of spec 4.3/4.4/4.6: a step, a center, symbols
 CODEC_MINOR = {"ans-dq": 1}  # the minor version that added a codec (section 7); others are 1.0
 
 

@@ -22,8 +22,7 @@ import numpy as np
 
 from ..container.dtypes import NUMPY_DTYPES
 from ..container.errors import BslError, EncodeError
-from ..pipeline.arrays import as_numpy
-from . import api
+from .source import safe_open as _bsl_open  # (not files.api: listing and reading headers need no codecs)
 
 # ---------------------------------------------------------------- names
 
@@ -226,6 +225,8 @@ class TorchFile(TensorFile):
 
     def get(self, name):
         try:
+            from ..pipeline.arrays import as_numpy  # (the pipeline package brings numba)
+
             return as_numpy(self._sd[name], name)
         except EncodeError as exc:
             raise CheckpointError(f"{self.path}: {exc}") from None
@@ -283,7 +284,7 @@ class BslFile(TensorFile):
 
     def __init__(self, path, framework="np", device="cpu"):
         super().__init__(path)
-        self._f = api.safe_open(str(path), framework=framework, device=device)
+        self._f = _bsl_open(str(path), framework=framework, device=device)
         self.metadata = self._f.metadata()
         self._keys = self._f.keys()
 

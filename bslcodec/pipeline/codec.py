@@ -12,7 +12,7 @@ import numpy as np
 from ..codecs import dq_search, fexp, golomb, lossless, rans, rdoq
 from ..container.dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from ..container.errors import EncodeError, FormatError
-from ..container.format import Entry
+from ..container.format import QUANTIZED_CODECS, Entry
 from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
 from ..quantize import dq, ggd, quant
 from ..quantize.quant import MODE_OF_DTYPE
@@ -34,7 +34,6 @@ ANS_MIN_S, ANS_MAX_S = 16, 4096
 LOSSY_CODECS = ("eg", "ans")
 CODEC_CHOICES = ("auto",) + LOSSY_CODECS  # "auto": per tensor, the smaller payload of eg and ans
 DEFAULT_CODEC = "auto"
-QUANTIZED_CODECS = ("eg", "ans", "ans-dq")  # the codecs of spec 4.3/4.4/4.6: a step, a center, symbols
 ANS_CODECS = ("ans", "ans-dq")  # the ans payload layout (spec 4.4); ans-dq reads its indices as dq levels
 QUANTIZERS = ("uniform", "dq")  # plain rounding (spec 4.3) or dependent quantization (spec 4.6, ans only)
 QUANTIZER_CHOICES = ("auto",) + QUANTIZERS
