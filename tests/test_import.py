@@ -24,10 +24,15 @@ print(json.dumps({"light": light, "api": api, "missing": missing, "first_locator
 """
 
 
-def test_import_is_light_and_the_api_loads_on_use():
-    r = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=ROOT, timeout=600)
+def _child(code: str) -> str:
+    """The last line a fresh ``python -c code`` prints (it must exit 0)."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_import_is_light_and_the_api_loads_on_use():
+    got = json.loads(_child(CHILD))
     assert got["light"] == []  # nothing heavy on `import bslcodec`
     assert got["api"] and got["missing"]
     assert got["installed"] and got["first_locator"] == "BslUserProvidedCacheLocator"
@@ -35,9 +40,7 @@ def test_import_is_light_and_the_api_loads_on_use():
 
 def test_cli_help_does_not_import_the_codecs():
     code = "import sys, bslcodec.cli; print(sorted(m for m in ('numba', 'numpy') if m in sys.modules))"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == "[]"
+    assert _child(code) == "[]"
 
 
 def test_safe_open_reads_the_header_without_the_codecs(tmp_path):
@@ -59,14 +62,12 @@ def test_safe_open_reads_the_header_without_the_codecs(tmp_path):
         f"same = bool(np.array_equal(a, bslcodec.load_file({str(path)!r})['a']))\n"
         "print(json.dumps({'head': head, 'light': light, 'same': same,\n"
         "                  'one_class': bslcodec.safe_open is bslcodec.files.api.safe_open}))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = json.loads(_child(code))
     assert got["head"][:2] == [["a", "b"], "v"] and got["light"] and got["same"] and got["one_class"]
 
 
 def test_cli_info_reads_headers_without_the_codecs(tmp_path):
-    """``bslcodec info`` lists a file (and an encoded folder) from the headers alone: no numba import."""
+    """``bslcodec info`` lists a file from its header alone: no numba import."""
     import numpy as np
 
     import bslcodec
@@ -76,9 +77,7 @@ def test_cli_info_reads_headers_without_the_codecs(tmp_path):
     code = ("import sys, json\nfrom click.testing import CliRunner\nfrom bslcodec.cli import main\n"
             f"r = CliRunner().invoke(main, ['info', '--json', {str(path)!r}])\n"
             "print(json.dumps({'rc': r.exit_code, 'numba': 'numba' in sys.modules, 'out': r.output}))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = json.loads(_child(code))
     assert got["rc"] == 0 and not got["numba"], got
     info = json.loads(got["out"])
     assert info["total"]["tensors"] == 1 and info["files"][0]["tensors"][0]["codec"] in ("ans-dq", "ans", "eg")
