@@ -5,7 +5,7 @@ Layers:
 * the Numba encoder byte-identical to the reference, the Numba decoder bit-identical to it, both agreeing on
   what a corrupt payload is;
 * the CUDA kernel source compiled as plain C++ (``-DBSL_HOST_EMU``) and run thread by thread;
-* the real GPU decoder (skipped without CUDA and CuPy);
+* the real GPU decoder (skipped without CUDA);
 * the codec hooks: ``encode_lossless`` picks fexp where it beats zstd, ``decode_flat`` ranges, files.
 """
 

@@ -6,7 +6,7 @@ The kernel is warp-synchronous (``__ballot_sync`` / ``__popc`` decide which lane
 emulation runs the shipped source text unchanged under g++ with a small shim: every CUDA thread of a
 block is a host thread, the warp intrinsics exchange values through a per-warp barrier, ``__syncthreads``
 is a block barrier and shared memory is a host array. The host side is the real one too
-(what ``bslcodec.gpu._ans.Prepared`` computes, copied here because that module needs CuPy to import; descriptors
+(what ``bslcodec.gpu._ans.Prepared`` computes, copied here because the package refuses to import where torch sees no GPU; descriptors
 as ``Launch`` builds them, with host addresses).
 """
 
@@ -110,7 +110,7 @@ WPB = 2  # warps per block in the emulation (the GPU uses 16): blocks then hold 
 
 
 def _kernel_source() -> str:
-    """``_ans_src.SOURCE`` without importing ``bslcodec.gpu`` (its ``__init__`` needs CUDA and CuPy): the
+    """``_ans_src.SOURCE`` without importing ``bslcodec.gpu`` (its ``__init__`` needs a CUDA device): the
     gpu folder's source modules are loaded as a stand-alone package."""
     pkg = types.ModuleType("bsl_gpu_sources")
     pkg.__path__ = [str(ROOT / "bslcodec" / "gpu")]
@@ -119,8 +119,8 @@ def _kernel_source() -> str:
 
 
 class _Prepared:
-    """What ``bslcodec.gpu._ans.Prepared`` computes on the host (that module imports CuPy at import time,
-    so it runs only on the GPU machine, in test_gpu_ans.py): checks, slot tables, group word starts."""
+    """What ``bslcodec.gpu._ans.Prepared`` computes on the host (its package imports only where torch sees a
+    GPU, so the real one runs only on the GPU machine, in test_gpu_ans.py): checks, slot tables, group word starts."""
 
     def __init__(self, payload, n, s):
         head = np.frombuffer(payload, np.uint8)

@@ -466,22 +466,17 @@ def _tables_only_eg(groups=1000, s=1024):
 
 
 def test_eg_layout_bounds_the_output_by_the_payload(monkeypatch):
-    """The host-side check of bslcodec.gpu._eg, run on the CPU: torch.cuda and CuPy stubbed for the import
+    """The host-side check of bslcodec.gpu._eg, run on the CPU: torch.cuda.is_available() stubbed for the import
     (eg_layout is plain Python and runs before decode_eg allocates anything)."""
     import importlib
-    import types
 
     torch = pytest.importorskip("torch")
     if "bslcodec.gpu._eg" not in sys.modules:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        if "cupy" not in sys.modules:
-            monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
         for m in [m for m in sys.modules if m.startswith("bslcodec.gpu")]:
             monkeypatch.delitem(sys.modules, m)
         try:
             eg = importlib.import_module("bslcodec.gpu._eg")
-        except Exception as exc:  # noqa: BLE001 - a module that needs more of CuPy at import
-            pytest.skip(f"bslcodec.gpu._eg does not import with a stub CuPy: {exc}")
         finally:
             for m in [m for m in sys.modules if m.startswith("bslcodec.gpu")]:
                 monkeypatch.delitem(sys.modules, m, raising=False)
@@ -503,7 +498,6 @@ def test_eg_layout_bounds_the_output_by_the_payload(monkeypatch):
 
 def test_gpu_eg_refuses_before_allocating():
     torch = pytest.importorskip("torch")
-    pytest.importorskip("cupy", reason="bslcodec.gpu needs CuPy")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     data, payload, n = _tables_only_eg()

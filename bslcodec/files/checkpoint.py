@@ -434,7 +434,7 @@ def load_torch(path, device="cpu") -> dict:
     if dev.startswith("cuda"):
         try:
             return api.load_file(path, framework="pt", device=dev)
-        except ImportError:  # no GPU decoder here (no CuPy, or not built yet): CPU decode, then copy
+        except ImportError:  # no GPU decoder here (GpuUnavailableError): CPU decode, then copy
             pass
     sd = api.load_file(path, framework="pt", device="cpu")
     return sd if dev == "cpu" else {k: v.to(dev) for k, v in sd.items()}

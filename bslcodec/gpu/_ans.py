@@ -15,7 +15,8 @@ from ..codecs import rans
 from ..container.errors import FormatError, LimitError
 from ..container.limits import MAX_ELEMENTS, MAX_SYMBOL_MAGNITUDE
 from ._ans_src import DESC_FIELDS, ERR_END, ERR_RANGE, ERR_SHORT, ERR_STATE, SOURCE
-from ._eg import _cupy_stream, _output, _to_device
+from ._cuda import Module
+from ._eg import _output, _to_device
 
 WARPS_PER_BLOCK = 16
 _KERNELS = {"default": "ans_decode", "v1": "ans_decode_v1", "ring": "ans_decode_ring"}  # variant -> kernel
@@ -40,14 +41,11 @@ def _allow_shmem(fn, key, nbytes: int) -> None:
 
 
 def _module(device_index: int):
-    import cupy
-
     mod = _modules.get(device_index)
     if mod is None:
-        with cupy.cuda.Device(device_index):
-            mod = cupy.RawModule(code=SOURCE, options=("--std=c++14",))
-            for name in _KERNELS.values():
-                mod.get_function(name)  # compile and load now, not inside the caller's timing
+        mod = Module(SOURCE, device_index)  # compiled (or read from the cache) and loaded now
+        for name in _KERNELS.values():
+            mod.get_function(name)
         _modules[device_index] = mod
     return mod
 
@@ -180,11 +178,8 @@ class Launch:
         """Queue the decode on ``stream`` (default: torch's current stream on the device)."""
         if not self.grid:
             return self.outs
-        import cupy
-
         stream = stream if stream is not None else torch.cuda.current_stream(self.device)
-        with cupy.cuda.Device(self.device.index), _cupy_stream(stream):
-            self.fn((self.grid,), (self.block,), self.args, shared_mem=self.shmem)
+        self.fn((self.grid,), (self.block,), self.args, shared_mem=self.shmem, stream=stream)
         return self.outs
 
     def raise_errors(self):

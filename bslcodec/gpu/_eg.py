@@ -10,12 +10,12 @@ Three launches on torch's current stream, no host round trip until the error fla
 
 import warnings
 
-import cupy
 import numpy as np
 import torch
 
 from ..container.errors import FormatError, LimitError
 from ..container.limits import LANES, MAX_ELEMENTS, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
+from ._cuda import Module
 from ._kernel_src import MULTI_SOURCE, SOURCE
 
 _BLOCK = 256  # the kernels are built with __launch_bounds__(256, 6): 40 registers, 48 warps per SM
@@ -28,17 +28,16 @@ _ERRORS = ((1, "a code word has too many leading zeros (or the group order is > 
            (4, "a symbol gives |q| >= 2^24"),
            (8, "the lane table's word count does not match the payload length"))
 _MULTI_KERNELS = {torch.float32: "bsl_multi_f32", torch.float16: "bsl_multi_f16", torch.bfloat16: "bsl_multi_bf16"}
-_modules = {}  # device index -> cupy.RawModule
-_multi_modules = {}  # device index -> cupy.RawModule with the multi-tensor entry points (MULTI_SOURCE)
+_modules = {}  # device index -> Module
+_multi_modules = {}  # device index -> Module with the multi-tensor entry points (MULTI_SOURCE)
 
 
 def _module(device_index: int):
     mod = _modules.get(device_index)
     if mod is None:
-        with cupy.cuda.Device(device_index):
-            mod = cupy.RawModule(code=SOURCE, options=("--std=c++14",))
-            for name in ("eg_group_words", *_KERNEL_OF_DTYPE.values()):
-                mod.get_function(name)  # compile and load now, not inside the caller's timing
+        mod = Module(SOURCE, device_index)  # compiled (or read from the cache) and loaded now
+        for name in ("eg_group_words", *_KERNEL_OF_DTYPE.values()):
+            mod.get_function(name)
         _modules[device_index] = mod
     return mod
 
@@ -47,27 +46,11 @@ def multi_module(device_index: int):
     """The multi-tensor ``eg`` kernels (``bsl_multi_<dtype>``: many payloads, one launch) on a device."""
     mod = _multi_modules.get(device_index)
     if mod is None:
-        with cupy.cuda.Device(device_index):
-            mod = cupy.RawModule(code=SOURCE + MULTI_SOURCE, options=("--std=c++14",))
-            for name in _MULTI_KERNELS.values():
-                mod.get_function(name)
+        mod = Module(SOURCE + MULTI_SOURCE, device_index)
+        for name in _MULTI_KERNELS.values():
+            mod.get_function(name)
         _multi_modules[device_index] = mod
     return mod
-
-
-def _cupy_stream(stream: torch.cuda.Stream):
-    """The CuPy view of a torch stream (``Stream.from_external`` where CuPy has it)."""
-    from_external = getattr(cupy.cuda.Stream, "from_external", None)
-    if from_external is not None:
-        try:
-            cs = from_external(stream)
-            if cs.ptr == stream.cuda_stream:
-                return cs
-        except Exception:  # noqa: BLE001 - older torch without the stream protocol
-            pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return cupy.cuda.ExternalStream(stream.cuda_stream)
 
 
 def eg_layout(payload_len: int, n_elems: int, lane_symbols: int):
@@ -176,17 +159,17 @@ def decode_eg(payload, n_elems, lane_symbols, step, center, dtype, device="cuda"
     offs = torch.empty(g_count + 1, dtype=torch.int64, device=dev)
     err = torch.zeros(1, dtype=torch.int32, device=dev)
     stream = torch.cuda.current_stream(dev)
-    with cupy.cuda.Device(dev.index), _cupy_stream(stream):
-        grid = min(-(-(g_count + 1) // _BLOCK), _MAX_GRID)
-        mod.get_function("eg_group_words")(
-            (grid,), (_BLOCK,), (np.uint64(buf.data_ptr()), np.int64(g_count), np.uint64(offs.data_ptr())))
-        offs = torch.cumsum(offs, 0)  # offs[g] = first word of group g; offs[G] = total words
-        grid = min(-(-(LANES * g_count) // _BLOCK), _MAX_GRID)
-        mod.get_function(_KERNEL_OF_DTYPE[dtype])(
-            (grid,), (_BLOCK,),
-            (np.uint64(buf.data_ptr()), np.int64(n_elems), np.int32(lane_symbols.bit_length() - 1),
-             np.int64(g_count), np.uint64(offs.data_ptr()), np.int64(head_padded), np.int64(n_words),
-             step32, np.int32(center), np.uint64(out.data_ptr()), np.uint64(err.data_ptr())))
+    grid = min(-(-(g_count + 1) // _BLOCK), _MAX_GRID)
+    mod.get_function("eg_group_words")(
+        (grid,), (_BLOCK,), (np.uint64(buf.data_ptr()), np.int64(g_count), np.uint64(offs.data_ptr())),
+        stream=stream)
+    offs = torch.cumsum(offs, 0)  # offs[g] = first word of group g; offs[G] = total words
+    grid = min(-(-(LANES * g_count) // _BLOCK), _MAX_GRID)
+    mod.get_function(_KERNEL_OF_DTYPE[dtype])(
+        (grid,), (_BLOCK,),
+        (np.uint64(buf.data_ptr()), np.int64(n_elems), np.int32(lane_symbols.bit_length() - 1),
+         np.int64(g_count), np.uint64(offs.data_ptr()), np.int64(head_padded), np.int64(n_words),
+         step32, np.int32(center), np.uint64(out.data_ptr()), np.uint64(err.data_ptr())), stream=stream)
     if check:
         code = int(err.item())
         if code:

@@ -15,7 +15,8 @@ import torch
 from ..codecs import fexp
 from ..container.errors import FormatError, LimitError
 from ..container.limits import LANES, MAX_ELEMENTS
-from ._eg import _MAX_GRID, _cupy_stream, _output, _to_device
+from ._cuda import Module
+from ._eg import _MAX_GRID, _output, _to_device
 from ._fexp_src import SOURCE
 
 _BLOCK = 256
@@ -30,14 +31,11 @@ _modules = {}
 
 
 def _module(device_index: int):
-    import cupy
-
     mod = _modules.get(device_index)
     if mod is None:
-        with cupy.cuda.Device(device_index):
-            mod = cupy.RawModule(code=SOURCE, options=("--std=c++14",))
-            for name in ("fexp_group_words", *_KERNELS):
-                mod.get_function(name)  # compile and load now, not inside the caller's timing
+        mod = Module(SOURCE, device_index)  # compiled (or read from the cache) and loaded now
+        for name in ("fexp_group_words", *_KERNELS):
+            mod.get_function(name)
         _modules[device_index] = mod
     return mod
 
@@ -88,8 +86,6 @@ def decode_fexp(payload, n_elems, lane_symbols, dtype, device="cuda", out=None, 
         if p["n_words"] != 0:
             raise FormatError("fexp payload for 0 elements has stream words")
         return out.view(-1)
-    import cupy
-
     buf = _to_device(payload, dev)
     if lut is None:
         lut = torch.from_numpy(p["lut"].view(np.int16)).to(dev)
@@ -98,18 +94,19 @@ def decode_fexp(payload, n_elems, lane_symbols, dtype, device="cuda", out=None, 
     offs = torch.empty(g + 1, dtype=torch.int64, device=dev)
     err = torch.zeros(1, dtype=torch.int32, device=dev)
     base = buf.data_ptr()
-    with cupy.cuda.Device(dev.index), _cupy_stream(torch.cuda.current_stream(dev)):
-        grid = min(-(-(g + 1) // _BLOCK), _MAX_GRID)
-        mod.get_function("fexp_group_words")(
-            (grid,), (_BLOCK,), (np.uint64(base + p["lanes_off"]), np.int64(g), np.uint64(offs.data_ptr())))
-        offs = torch.cumsum(offs, 0)
-        grid = min(-(-(LANES * g) // _BLOCK), _MAX_GRID)
-        mod.get_function(f"fexp_decode_{itemsize}")(
-            (grid,), (_BLOCK,),
-            (np.uint64(lut.data_ptr()), np.uint64(base + p["lanes_off"]), np.uint64(base + p["words_off"]),
-             np.int64(p["n_words"]), np.uint64(base + p["rest_off"]), np.uint32(p["rest_bits"]),
-             np.int64(n_elems), np.int32(lane_symbols.bit_length() - 1), np.int64(g),
-             np.uint64(offs.data_ptr()), np.uint64(out.data_ptr()), np.uint64(err.data_ptr())))
+    stream = torch.cuda.current_stream(dev)
+    grid = min(-(-(g + 1) // _BLOCK), _MAX_GRID)
+    mod.get_function("fexp_group_words")(
+        (grid,), (_BLOCK,), (np.uint64(base + p["lanes_off"]), np.int64(g), np.uint64(offs.data_ptr())),
+        stream=stream)
+    offs = torch.cumsum(offs, 0)
+    grid = min(-(-(LANES * g) // _BLOCK), _MAX_GRID)
+    mod.get_function(f"fexp_decode_{itemsize}")(
+        (grid,), (_BLOCK,),
+        (np.uint64(lut.data_ptr()), np.uint64(base + p["lanes_off"]), np.uint64(base + p["words_off"]),
+         np.int64(p["n_words"]), np.uint64(base + p["rest_off"]), np.uint32(p["rest_bits"]),
+         np.int64(n_elems), np.int32(lane_symbols.bit_length() - 1), np.int64(g),
+         np.uint64(offs.data_ptr()), np.uint64(out.data_ptr()), np.uint64(err.data_ptr())), stream=stream)
     if check:
         code = int(err.item())
         if code:
@@ -182,12 +179,9 @@ class ManyLaunch:
             self.launches.append((fn, blocks[-1], args, err, [ji for ji, _, _ in items], desc, blk0))
 
     def run(self, stream=None):
-        import cupy
-
         stream = stream if stream is not None else torch.cuda.current_stream(self.device)
-        with cupy.cuda.Device(self.device.index), _cupy_stream(stream):
-            for fn, grid, args, *_ in self.launches:
-                fn((grid,), (_BLOCK,), args)
+        for fn, grid, args, *_ in self.launches:
+            fn((grid,), (_BLOCK,), args, stream=stream)
         return self.outs
 
     def raise_errors(self):

@@ -35,7 +35,7 @@ from ..container.format import checksum
 from ..container.limits import LANES
 from ..pipeline import codec
 from . import _ans, _fexp
-from ._eg import _MULTI_KERNELS, _cupy_stream, decode_eg, multi_module
+from ._eg import _MULTI_KERNELS, decode_eg, multi_module
 
 _GPU_DTYPES = ("F32", "F16", "BF16")
 _TORCH = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -182,7 +182,6 @@ class _Loader:
         self.keep = []  # host and device temporaries that queued work still reads (freed after the last wait)
         self.checks = []  # (future -> bool, item)
         self.errs = []  # (kind, items): what each element of the error tensor flags
-        self.cs = _cupy_stream(self.stream)
 
     # ------------------------------------------------------------ per chunk: host tables and launches
     def _prepare(self, items, data, lo, meta):
@@ -268,28 +267,25 @@ class _Loader:
         devmeta.copy_(host, non_blocking=True)  # on the current stream, ahead of the launches that read it
         self.keep += [host, devmeta]
 
-        import cupy
-
-        errp = self.err.data_ptr()
-        with cupy.cuda.Device(self.dev.index), self.cs:
-            if ans:
-                p_max = max(p.P for _, _, p, _, _ in ans)
-                shmem = 8 * (1 << p_max)
-                fn = _ans._module(self.dev.index).get_function("ans_decode")
-                _ans._allow_shmem(fn, (self.dev.index, "ans_decode"), shmem)
-                fn((int(a_blocks[-1]),), (32 * _ans.WARPS_PER_BLOCK,),
-                   (np.uint64(mbase + a_desc), np.uint64(mbase + a_blk), np.int32(len(ans)),
-                    np.uint64(errp + 4 * a_err), np.int32(1)), shared_mem=shmem)
-            for dtype, jobs, rows, r_off, e_slot in eg_launches:
-                total = int(sum(LANES * j[2] for j in jobs))
-                fn = multi_module(self.dev.index).get_function(_MULTI_KERNELS[dtype])
-                grid = max(1, min(-(-total // _EG_BLOCK), _EG_MAX_GRID))
-                fn((grid,), (_EG_BLOCK,), (np.uint64(mbase + r_off), np.int32(len(jobs)), np.int64(total),
-                                           np.uint64(errp + 4 * e_slot)))
-            for itemsize, jobs, rows, blocks, r_off, b_off, e_slot in fexp_launches:
-                fn = _fexp._module(self.dev.index).get_function(f"fexp_decode_many_{itemsize}")
-                fn((int(blocks[-1]),), (_FEXP_BLOCK,), (np.uint64(mbase + r_off), np.uint64(mbase + b_off),
-                                                        np.int32(len(jobs)), np.uint64(errp + 4 * e_slot)))
+        errp, st = self.err.data_ptr(), self.stream
+        if ans:
+            p_max = max(p.P for _, _, p, _, _ in ans)
+            shmem = 8 * (1 << p_max)
+            fn = _ans._module(self.dev.index).get_function("ans_decode")
+            _ans._allow_shmem(fn, (self.dev.index, "ans_decode"), shmem)
+            fn((int(a_blocks[-1]),), (32 * _ans.WARPS_PER_BLOCK,),
+               (np.uint64(mbase + a_desc), np.uint64(mbase + a_blk), np.int32(len(ans)),
+                np.uint64(errp + 4 * a_err), np.int32(1)), shared_mem=shmem, stream=st)
+        for dtype, jobs, rows, r_off, e_slot in eg_launches:
+            total = int(sum(LANES * j[2] for j in jobs))
+            fn = multi_module(self.dev.index).get_function(_MULTI_KERNELS[dtype])
+            grid = max(1, min(-(-total // _EG_BLOCK), _EG_MAX_GRID))
+            fn((grid,), (_EG_BLOCK,), (np.uint64(mbase + r_off), np.int32(len(jobs)), np.int64(total),
+                                       np.uint64(errp + 4 * e_slot)), stream=st)
+        for itemsize, jobs, rows, blocks, r_off, b_off, e_slot in fexp_launches:
+            fn = _fexp._module(self.dev.index).get_function(f"fexp_decode_many_{itemsize}")
+            fn((int(blocks[-1]),), (_FEXP_BLOCK,), (np.uint64(mbase + r_off), np.uint64(mbase + b_off),
+                                                    np.int32(len(jobs)), np.uint64(errp + 4 * e_slot)), stream=st)
 
     # ------------------------------------------------------------ the pipeline
     def run(self, names):
@@ -404,3 +400,13 @@ def load_to_cuda(src, device="cuda", names=None) -> dict:
     names = list(src.entries) if names is None else list(names)
     with torch.cuda.device(dev):
         return _Loader(src, dev).run(names)
+
+
+def warm_up(device="cuda") -> None:
+    """Load every decoding kernel on ``device`` now (compiled once, then read from the cubin cache), so that a
+    later load does not pay for it; servers call it on a thread while other start-up work runs."""
+    dev = torch.device(device)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    _ans._module(index)
+    _fexp._module(index)
+    multi_module(index)

@@ -71,17 +71,19 @@ def _load(folder: Path, model_class, device: str, dtype):
 
 
 def _prefetch_gpu_decoder(folder: Path, device: str):
-    """For ``.bsl`` weights on a CUDA device, import the GPU decoders (CuPy and ``bslcodec.gpu``) on a thread
-    while the tokenizer loads, instead of inside the weight load; returns the thread (join it before the
-    load) or None. A fresh H100 replica of a 1.1B model loaded its ``.bsl`` weights in 0.94 s against 0.57 s
-    in a warm process (results/serve.md); the import is part of that difference. Failures are left to the
-    load, which reports them."""
+    """For ``.bsl`` weights on a CUDA device, import the GPU decoders (``bslcodec.gpu``) and load their kernels
+    (from the cubin cache) on a thread while the tokenizer loads, instead of inside the weight load; returns the
+    thread (join it before the load) or None. A fresh H100 replica of a 1.1B model loaded its ``.bsl`` weights in
+    0.94 s against 0.57 s in a warm process (results/serve.md); imports and first uses are that difference.
+    Failures are left to the load, which reports them."""
     if not str(device).startswith("cuda") or not has_bsl_weights(folder):
         return None
 
     def work():
         try:
-            import bslcodec.gpu  # noqa: F401
+            from bslcodec.gpu import warm_up
+
+            warm_up(device)
         except Exception as e:  # noqa: BLE001 - the weight load imports it again and says what is wrong
             log.debug("bslcodec.serve: GPU decoder prefetch failed: %s", e)
 

@@ -358,7 +358,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
     if cm.cuda and kernel == "multi":
         try:
             _build_launches(cm)
-        except Exception as exc:  # noqa: BLE001 - NVRTC/CuPy trouble: the per-tensor decoder still works
+        except Exception as exc:  # noqa: BLE001 - NVRTC trouble: the per-tensor decoder still works
             warnings.warn(f"bslcodec: multi-tensor GPU kernel unavailable ({exc!r}); using decode_eg per tensor")
             cm.kernel = "decode_eg"
 

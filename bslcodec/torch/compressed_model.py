@@ -111,7 +111,6 @@ class CompressedModel:
         self.owner, self.ready, self.free = [], [], []
         self._pending = None
         self._last_slot = 0
-        self._cupy_streams = {}
         self.stats = {"decodes": 0, "prefetch_hits": 0, "prefetch_issued": 0, "fresh_decodes": 0}
 
     # ------------------------------------------------------------------ sizes
@@ -139,14 +138,6 @@ class CompressedModel:
         }
 
     # ------------------------------------------------------------------ decoding
-    def _cupy_stream(self, stream):
-        cs = self._cupy_streams.get(stream.cuda_stream)
-        if cs is None:
-            from ..gpu._eg import _cupy_stream
-
-            cs = self._cupy_streams[stream.cuda_stream] = _cupy_stream(stream)
-        return cs
-
     def _decode_weight(self, w, out, check=False):
         """Decode ``w`` into the flat tensor ``out`` (its dtype) on the current stream / CPU."""
         if self.cuda and w.codec in _codec.ANS_CODECS:
@@ -166,15 +157,13 @@ class CompressedModel:
     def _decode_unit(self, u, slot, stream=None):
         self.stats["decodes"] += 1
         if self.kernel == "multi":
-            import cupy
-
-            with cupy.cuda.Device(self.device.index), self._cupy_stream(stream):
-                for launch in u.launches[slot]:
-                    if isinstance(launch, tuple):  # eg: (kernel, grid, args)
-                        fn, grid, args = launch
-                        fn((grid,), (_BLOCK,), args)
-                    else:  # ans: a bslcodec.gpu._ans.Launch
-                        launch.run(stream)
+            stream = stream if stream is not None else torch.cuda.current_stream(self.device)
+            for launch in u.launches[slot]:
+                if isinstance(launch, tuple):  # eg: (kernel, grid, args)
+                    fn, grid, args = launch
+                    fn((grid,), (_BLOCK,), args, stream=stream)
+                else:  # ans: a bslcodec.gpu._ans.Launch
+                    launch.run(stream)
             return
         ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
         with ctx:
