@@ -106,8 +106,10 @@ def _tensors():
     return t
 
 
+@pytest.mark.parametrize("slots", [2, 3])
 @pytest.mark.parametrize("kw", [{}, {"codec": "eg", "rel_step": 0.05}, {"lossless": True}])
-def test_host_pipeline_feeds_each_launch_its_bytes(gpu_load, tmp_path, kw):
+def test_host_pipeline_feeds_each_launch_its_bytes(gpu_load, tmp_path, kw, slots, monkeypatch):
+    monkeypatch.setattr(gpu_load, "SLOTS", slots)
     path = tmp_path / "m.bsl"
     bslcodec.save_file(_tensors(), path, **kw)
     src = api._Source(path=str(path))

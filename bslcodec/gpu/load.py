@@ -43,6 +43,7 @@ CHUNK_BYTES = 32 << 20  # staging slot size (payload bytes); a larger payload ge
 _MIN_CHUNK = 4 << 20  # smaller files are split into at least ~4 chunks so that reads, copies and decodes overlap
 _GAP_BYTES = 1 << 20  # a chunk ends before a gap this long (bytes of CPU-decoded tensors between GPU payloads)
 _READ_PIECE = 4 << 20  # bytes one reader thread reads with one call
+SLOTS = 2  # staging slots (pinned and device): reads run up to SLOTS - 1 chunks ahead of the decode
 _EG_BLOCK, _EG_MAX_GRID = 256, 1 << 20
 _FEXP_BLOCK = 256
 _pool = None
@@ -294,24 +295,33 @@ class _Loader:
         # one error flag per ans / fexp tensor and per eg launch: at most one per item plus one per dtype and chunk
         self.err = torch.zeros(max(1, len(items) + 3 * len(chunks)), dtype=torch.int32, device=self.dev)
         cap = max((hi - lo for lo, hi, _ in chunks), default=0)
-        slots = min(2, len(chunks))
+        slots = min(SLOTS, len(chunks))
         hbuf = [torch.empty(cap, dtype=torch.uint8, pin_memory=True) for _ in range(slots)]
         dbuf = [torch.empty(cap, dtype=torch.uint8, device=self.dev) for _ in range(slots)]
         copied, decoded, pending = [None] * slots, [None] * slots, [[] for _ in range(slots)]
-        reading = []
+        reading = {}  # chunk index -> its read futures
+
+        def start_read(cj):
+            s = cj % slots
+            if copied[s] is not None:
+                copied[s].synchronize()  # chunk cj - slots has left pinned slot s
+                wait(pending[s])  # and its checksums have read it
+            reading[cj] = _read(self.src, hbuf[s].numpy(), *chunks[cj][:2], self.pool)
+
         try:
-            reading = _read(self.src, hbuf[0].numpy(), *chunks[0][:2], self.pool) if chunks else []
+            for cj in range(min(slots - 1, len(chunks))):  # reads run up to slots - 1 chunks ahead
+                start_read(cj)
             for ci, (lo, hi, group) in enumerate(chunks):
-                s = ci % 2
+                s = ci % slots
                 host = hbuf[s].numpy()
                 # the host tables of chunk ci from the memory map while the reader threads fill slot s
                 meta = _Meta()
                 plans = self._prepare(group, np.frombuffer(self.src.buf[lo:hi], np.uint8), lo, meta)
-                for f in reading:
+                for f in reading.pop(ci):
                     f.result()
                 with torch.cuda.stream(self.copy):
                     if decoded[s] is not None:
-                        self.copy.wait_event(decoded[s])  # chunk ci-2's kernels are done with device slot s
+                        self.copy.wait_event(decoded[s])  # chunk ci - slots's kernels are done with device slot s
                     dbuf[s][:hi - lo].copy_(hbuf[s][:hi - lo], non_blocking=True)
                     copied[s] = torch.cuda.Event()
                     copied[s].record(self.copy)
@@ -326,18 +336,13 @@ class _Loader:
                 self._launch(plans, dbuf[s].data_ptr(), meta)
                 decoded[s] = torch.cuda.Event()
                 decoded[s].record(self.stream)
-                reading = []
-                if ci + 1 < len(chunks):  # start reading chunk ci+1; its tables are prepared meanwhile
-                    n = (ci + 1) % 2
-                    if copied[n] is not None:
-                        copied[n].synchronize()  # chunk ci-1 has left pinned slot n
-                        wait(pending[n])  # and its checksums have read it
-                    reading = _read(self.src, hbuf[n].numpy(), *chunks[ci + 1][:2], self.pool)
+                if ci + slots - 1 < len(chunks):  # its tables are prepared while it is read
+                    start_read(ci + slots - 1)
             out = {name: None for name in names}
             self._cpu_tensors(cpu, out)
             self._finish()
         except BaseException:
-            for f in reading:  # no reader thread may still write into a pinned slot
+            for f in [f for fs in reading.values() for f in fs]:  # no reader may still write into a pinned slot
                 f.cancel() or f.exception()
             self.copy.synchronize()
             self.stream.synchronize()
