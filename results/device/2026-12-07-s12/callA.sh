@@ -13,6 +13,7 @@ done
 grep "^st \|^bsl " $OUT/first_load.txt; echo "old (CuPy):"; grep "^bsl " $OUT/first_load_old.txt; tail -3 $OUT/first_load_old.txt | grep -i error
 FL_PROF=1 timeout 40 python devcarry/first_load.py bsl > $OUT/first_load_prof.txt 2>&1
 echo "first loads done at $(( $(date +%s) - T0 )) s"
+timeout 150 python devcarry/ab_slots.py > $OUT/ab_slots.txt 2>&1; echo "ab_slots rc $? at $(( $(date +%s) - T0 )) s"; grep -v Warn $OUT/ab_slots.txt | tail -16
 LEFT=$(( 570 - ($(date +%s) - T0) ))
 timeout $LEFT python -m pytest -q -p no:cacheprovider -n 6 tests/test_gpu.py tests/test_gpu_ans.py tests/test_gpu_dq.py tests/test_gpu_load.py tests/test_fexp.py tests/test_compressed.py tests/test_tp.py tests/test_hostile_writers.py > $OUT/t_gpu.txt 2>&1
 echo "t_gpu rc $? at $(( $(date +%s) - T0 )) s"; grep -i "passed\|failed\|error" $OUT/t_gpu.txt | tail -25
