@@ -139,3 +139,15 @@ def install() -> bool:
         if _installed:
             impl._locator_classes[:0] = locators
     return _installed
+
+
+def loaded(fn) -> bool:
+    """Whether numba has ``fn`` compiled or loaded in this process (or it is a plain function: NUMBA_DISABLE_JIT).
+
+    A process's first call of any cached kernel costs 0.3-0.7 s (numba initialises its registries and, through
+    its BLAS check, imports scipy.linalg), each further kernel's first call a few ms. Host-side table work of a few
+    microseconds a tensor (``rans_table.parse_header`` and ``gpu_table``, ``golomb.parse_tables``, ``fexp_table``'s
+    checks and decoding table) has a numpy twin that runs while its kernel is not loaded yet, so a process that
+    only loads onto a GPU (a serving replica) never pays for numba; the twins are tested equal to the kernels.
+    """
+    return bool(getattr(fn, "signatures", True))

@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from ..container.errors import FormatError
+from ..jitcache import loaded
 from ..container.limits import LANES
 from . import fexp_ref
 from .fexp_ref import (
@@ -84,7 +85,13 @@ def _kraft(lengths):
 
 
 def check_lengths(lengths: np.ndarray) -> None:
-    top, total = _kraft(np.ascontiguousarray(lengths))
+    if loaded(_kraft):
+        top, total = _kraft(np.ascontiguousarray(lengths))
+    else:  # numpy twin (jitcache.loaded)
+        ln = np.asarray(lengths, np.int64)
+        top = int(ln.max(initial=0))
+        ok = (ln > 0) & (ln <= MAX_CODE_LEN)
+        total = int(np.sum(np.left_shift(1, MAX_CODE_LEN - ln[ok])))
     if top > MAX_CODE_LEN:
         raise FormatError(f"fexp code length {int(top)} is over {MAX_CODE_LEN}")
     if total > LUT_SIZE:
@@ -100,6 +107,8 @@ def build_lut(lengths: np.ndarray) -> np.ndarray:
 
 def _lut(lengths: np.ndarray) -> np.ndarray:
     """``build_lut`` of lengths that ``check_lengths`` accepted."""
+    if not loaded(_fill_lut):
+        return _lut_np(lengths)
     lut = np.empty(LUT_SIZE, np.uint16)
     _fill_lut(np.ascontiguousarray(lengths), _lut_order(), lut)
     return lut
@@ -134,6 +143,11 @@ def _fill_lut(lengths, order, lut):
 def build_lut_ref(lengths: np.ndarray) -> np.ndarray:
     """``build_lut`` in numpy (canonical order by lexsort): the reference the compiled one is tested on."""
     check_lengths(lengths)
+    return _lut_np(lengths)
+
+
+def _lut_np(lengths: np.ndarray) -> np.ndarray:
+    """``build_lut_ref`` of lengths that ``check_lengths`` accepted."""
     order, ln, _ = canonical(lengths)
     # in code (MSB-first) order, symbol k owns the next 2^(12 - l_k) of the 4096 12-bit prefixes
     by_prefix = np.zeros(LUT_SIZE, np.uint16)

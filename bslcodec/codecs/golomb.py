@@ -13,6 +13,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ..container.errors import FormatError
+from ..jitcache import loaded
 from ..container.limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
 from ..parallel import launch, serial_twin
 from ..quantize.quant import store_dequant
@@ -248,6 +249,25 @@ def _lane_table(lens, ks, n_elems, lane_symbols, word_start):
     return -1
 
 
+def _lane_table_np(lens, ks, n_elems, lane_symbols, word_start) -> int:
+    """``_lane_table`` in numpy (``jitcache.loaded``): the same checks, offsets and first bad lane."""
+    G = ks.size
+    if G == 0:
+        word_start[0] = 0
+        return -1
+    n_last = n_elems - (G - 1) * LANES * lane_symbols
+    cnt = np.full((G, LANES), lane_symbols, np.int64)
+    cnt[-1] = np.maximum(0, (n_last - np.arange(LANES) + LANES - 1) // LANES)
+    k = ks.astype(np.int64)[:, None]
+    ln = lens.astype(np.int64)
+    bad = np.flatnonzero((ln < cnt * (k + 1)) | (ln > cnt * (MAX_CODE_BITS - k)))
+    if bad.size:
+        return int(bad[0])
+    word_start[0] = 0
+    np.cumsum((ln.sum(axis=1) + 63) // 64, out=word_start[1:])
+    return -1
+
+
 def parse_tables(payload, n_elems: int, lane_symbols: int):
     """Split a payload into (lane lengths, orders, word offsets per group, words); checks sizes."""
     buf = np.frombuffer(payload, np.uint8)
@@ -260,7 +280,7 @@ def parse_tables(payload, n_elems: int, lane_symbols: int):
     if g_count and int(ks.max()) > MAX_EG_ORDER:
         raise FormatError(f"eg order {int(ks.max())} is over {MAX_EG_ORDER}")
     word_start = np.empty(g_count + 1, np.int64)
-    bad = _lane_table(lens, ks, n_elems, lane_symbols, word_start)
+    bad = (_lane_table if loaded(_lane_table) else _lane_table_np)(lens, ks, n_elems, lane_symbols, word_start)
     if bad >= 0:
         g, j = divmod(bad, LANES)
         n_last = n_elems - (g_count - 1) * LANES * lane_symbols

@@ -8,6 +8,7 @@ import numba
 import numpy as np
 
 from ..container.errors import FormatError
+from ..jitcache import loaded
 from .rans_model import (
     Model,
     _align4,
@@ -144,6 +145,39 @@ def _parse_table(tb, K, kq, M, freqs):
     return pos, 0
 
 
+def _parse_table_np(tb: bytes, K: int, kq: int, M: int, freqs: np.ndarray) -> tuple:
+    """``_parse_table`` in Python (the table as one integer, a code word a few operations): the same results and
+    error codes; what a process uses before numba has loaded the kernel (``jitcache.loaded``)."""
+    T, nbits, pos, i, run = int.from_bytes(tb, "little"), 8 * len(tb), 0, 0, False
+    while i < K:
+        k = 0 if run else kq
+        x = T >> pos
+        z = (x & -x).bit_length() - 1 if x else nbits - pos  # leading zeros before the code word's 1 bit
+        if z > MAX_TABLE_ZEROS:
+            return pos + MAX_TABLE_ZEROS + 1, 2
+        if not x:
+            return nbits, 1
+        pos += z + 1
+        n = z + k
+        if pos + n > nbits:
+            return pos, 1
+        v = (1 << n) + ((T >> pos) & ((1 << n) - 1)) - (1 << k)
+        pos += n
+        if run:
+            if i + v + 1 > K:
+                return pos, 4
+            i += v + 1
+            run = False
+        elif v > 0:
+            if v > M:
+                return pos, 3
+            freqs[i] = v
+            i += 1
+        else:
+            run = True
+    return pos, 0
+
+
 _TABLE_ERRORS = {1: "a code word reads past the table bit string",
                  2: f"a code word has more than {MAX_TABLE_ZEROS} leading zeros",
                  3: "a frequency is over M", 4: "a run of zero frequencies passes the table's end"}
@@ -166,7 +200,10 @@ def parse_header(buf: np.ndarray) -> tuple:
     if 12 + B > buf.size:
         raise FormatError(f"ans table bit string of {B} bytes runs past the payload ({buf.size} bytes)")
     freqs = np.zeros(K, np.int64)
-    pos, err = _parse_table(buf[12:12 + B], K, kq, 1 << P, freqs)
+    if loaded(_parse_table):
+        pos, err = _parse_table(buf[12:12 + B], K, kq, 1 << P, freqs)
+    else:
+        pos, err = _parse_table_np(bytes(buf[12:12 + B]), K, kq, 1 << P, freqs)
     if err:
         raise FormatError(f"ans table: {_TABLE_ERRORS[err]}")
     if B != (pos + 7) // 8:
@@ -239,9 +276,25 @@ def _fill_gpu_table(P, s, m, freqs, out):
 
 def gpu_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
     """The default GPU kernel's slot table (int64, 2^P entries), see ``_fill_gpu_table``."""
+    freqs = np.asarray(freqs, np.int64)
+    if not loaded(_fill_gpu_table):
+        return _gpu_table_np(P, s, m, freqs)
     out = np.empty(1 << P, np.int64)
-    _fill_gpu_table(P, s, m, np.asarray(freqs, np.int64), out)
+    _fill_gpu_table(P, s, m, freqs, out)
     return out
+
+
+def _gpu_table_np(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
+    """``gpu_table`` in numpy (``jitcache.loaded``): per live token its packed high word and f, repeated f times."""
+    live = np.flatnonzero(freqs > 0)
+    f = freqs[live]
+    i = live - (1 << s)
+    small = live < (1 << s)
+    nb = np.where(small, 0, s + (i >> m) - m)
+    base = np.where(small, live, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
+    start = np.cumsum(f) - f
+    j = np.arange(1 << P, dtype=np.int64) - np.repeat(start, f)  # slot - c
+    return np.repeat(f | ((nb | (base << 5)) << 32), f) | (j << 15)
 
 
 def slot_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
