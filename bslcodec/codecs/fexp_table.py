@@ -9,8 +9,8 @@ import numba
 import numpy as np
 
 from ..container.errors import FormatError
-from ..jitcache import loaded
 from ..container.limits import LANES
+from ..jitcache import loaded
 from . import fexp_ref
 from .fexp_ref import (
     HEAD_BYTES,

@@ -13,8 +13,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ..container.errors import FormatError
-from ..jitcache import loaded
 from ..container.limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
+from ..jitcache import loaded
 from ..parallel import launch, serial_twin
 from ..quantize.quant import store_dequant
 
