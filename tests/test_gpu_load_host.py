@@ -126,6 +126,23 @@ def test_host_pipeline_feeds_each_launch_its_bytes(gpu_load, tmp_path, kw, slots
         assert torch.equal(got[k].reshape(-1).view(torch.uint8), want[k].reshape(-1).view(torch.uint8)), k
 
 
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_host_pipeline_one_chunk(gpu_load, tmp_path, slots, monkeypatch):
+    """A file whose GPU payloads make one chunk (one staging slot): read, copied, decoded once."""
+    monkeypatch.setattr(gpu_load, "SLOTS", slots)
+    path = tmp_path / "one.bsl"
+    bslcodec.save_file({"w": _tensors()["l0.w"]}, path)
+    src = api._Source(path=str(path))
+    try:
+        launches = []
+        got = _loader(gpu_load, src, launches).run(["w"])
+        want = _to_framework(src.tensor("w"), "pt", "cpu")
+    finally:
+        src.close()
+    assert launches == [["w"]]
+    assert torch.equal(got["w"].reshape(-1).view(torch.uint8), want.reshape(-1).view(torch.uint8))
+
+
 def test_host_pipeline_reports_a_checksum_error(gpu_load, tmp_path):
     path = tmp_path / "m.bsl"
     bslcodec.save_file(_tensors(), path, codec="eg", rel_step=0.05)

@@ -308,8 +308,9 @@ class _Loader:
                 wait(pending[s])  # and its checksums have read it
             reading[cj] = _read(self.src, hbuf[s].numpy(), *chunks[cj][:2], self.pool)
 
+        ahead = max(1, slots - 1)  # reads run this many chunks ahead of the decode (1 with one slot: one chunk)
         try:
-            for cj in range(min(slots - 1, len(chunks))):  # reads run up to slots - 1 chunks ahead
+            for cj in range(min(ahead, len(chunks))):
                 start_read(cj)
             for ci, (lo, hi, group) in enumerate(chunks):
                 s = ci % slots
@@ -336,8 +337,8 @@ class _Loader:
                 self._launch(plans, dbuf[s].data_ptr(), meta)
                 decoded[s] = torch.cuda.Event()
                 decoded[s].record(self.stream)
-                if ci + slots - 1 < len(chunks):  # its tables are prepared while it is read
-                    start_read(ci + slots - 1)
+                if ci + ahead < len(chunks):  # its tables are prepared while it is read
+                    start_read(ci + ahead)
             out = {name: None for name in names}
             self._cpu_tensors(cpu, out)
             self._finish()
