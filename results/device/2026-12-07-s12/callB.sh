@@ -13,8 +13,8 @@ for i in 1 2 3; do
 done
 grep "^st \|^bsl " $OUT/first_load2.txt; echo "old (CuPy):"; grep "^bsl " $OUT/first_load2_old.txt; grep -i "error" $OUT/first_load2*.txt | head -5
 echo "first loads done at $(( $(date +%s) - T0 )) s"
-timeout 150 python devcarry/ab_slots.py > $OUT/ab_slots.txt 2>&1; echo "ab_slots rc $? at $(( $(date +%s) - T0 )) s"; grep -v Warn $OUT/ab_slots.txt | tail -16
-LEFT=$(( 560 - ($(date +%s) - T0) ))
-timeout $LEFT python -m pytest -q -p no:cacheprovider -n 8 tests/test_gpu.py tests/test_fexp.py tests/test_hf.py \
+timeout 110 python devcarry/ab_slots.py > $OUT/ab_slots.txt 2>&1; echo "ab_slots rc $? at $(( $(date +%s) - T0 )) s"; grep -v Warn $OUT/ab_slots.txt | tail -16
+LEFT=$(( 445 - ($(date +%s) - T0) ))
+[ $LEFT -gt 40 ] && timeout $LEFT python -m pytest -q -p no:cacheprovider -n 8 tests/test_gpu.py tests/test_fexp.py tests/test_hf.py \
   tests/test_compressed.py tests/test_tp.py > $OUT/t_gpu2.txt 2>&1
 echo "t_gpu2 rc $? at $(( $(date +%s) - T0 )) s"; grep -i "passed\|failed\|error" $OUT/t_gpu2.txt | tail -15
