@@ -13,9 +13,10 @@ at most ``CHUNK_BYTES``, or one larger payload)::
     reader threads; launch; start the
     read of chunk i+1
 
-Two pinned host slots and two device slots are reused: slot ``i % 2`` is refilled only after chunk ``i - 2``
-has left it (an event per slot on each side), so while chunk ``i`` is decoded chunk ``i + 1`` is copied
-and chunk ``i + 2`` is read. GPU memory is the outputs plus two staging slots plus the tables. Nothing
+``SLOTS`` (2) pinned host slots and as many device slots are reused: slot ``i % SLOTS`` is refilled only after
+chunk ``i - SLOTS`` has left it (an event per slot on each side), so with two slots, while chunk ``i`` is decoded
+chunk ``i + 1`` is copied and read (reads run ``SLOTS - 1`` chunks ahead; whether three slots help cold reads is
+not measured yet). GPU memory is the outputs plus the staging slots plus the tables. Nothing
 waits per tensor: the host waits only for a slot (after two chunks) and once at the end, for the error
 flags of every launch and the checksums (xxhash on reader threads, off the critical path). A checksum
 mismatch is reported before a decoder error, so a corrupted file reads as :class:`ChecksumError` as before;
