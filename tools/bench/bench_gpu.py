@@ -330,7 +330,7 @@ def main(argv=None):
         med, lo, hi = _median_ms(lambda: decode_eg(buf, n, s, step, 0, torch.bfloat16, out=out, check=False),
                                  args.reps, torch)
         exact = exact and torch.equal(out.view(torch.int16), ref.view(torch.int16))  # after the timed runs too
-        row = dict(impl="CuPy (NVRTC CUDA C)", S=s, bpw=bpw, ms=med, lo=lo, hi=hi, exact=exact,
+        row = dict(impl="NVRTC CUDA C", S=s, bpw=bpw, ms=med, lo=lo, hi=hi, exact=exact,
                    enc=t_enc, h2d=h2d_ms)
         rows.append(row)
         print(f"S={s}: {bpw:.3f} bits/weight, encode {t_enc:.1f} s, decode {med:.3f} ms "
@@ -345,7 +345,7 @@ def main(argv=None):
                                args.reps, torch)
                 ex = torch.equal(out.view(torch.int16), ref.view(torch.int16))
                 print(f"  variant {name}: {m[0]:.3f} ms ({out_bytes / m[0] / 1e6:.0f} GB/s), exact={ex}", flush=True)
-                rows.append(dict(row, impl=f"CuPy, variant {name}", ms=m[0], lo=m[1], hi=m[2], exact=ex))
+                rows.append(dict(row, impl=f"NVRTC CUDA C, variant {name}", ms=m[0], lo=m[1], hi=m[2], exact=ex))
             eg._KERNEL_OF_DTYPE[torch.bfloat16] = default
         if args.numba and si == 0:
             try:
@@ -379,12 +379,12 @@ def main(argv=None):
                  f"{d2d[0] / h2d[0]:.2f} | |")
     lines.append(f"| (b) D2D copy of the bf16 weights | | 16 | {d2d[0]:.3f} | {gbs(d2d[0]):.0f} | 1.00 | |")
     for r in rows:
-        if r["impl"] == "CuPy (NVRTC CUDA C)":
+        if r["impl"] == "NVRTC CUDA C":
             lines.append(f"| pinned H2D of the S={r['S']} payload (compressed) | {r['S']} | {r['bpw']:.3f} | "
                          f"{r['h2d']:.3f} | {gbs(r['h2d']):.0f} (output-equivalent) | | |")
     lines.append("")
     lines.append("CPU encode time (Numba, this machine): " +
-                 ", ".join(f"S={r['S']} {r['enc']:.1f} s" for r in rows if r["impl"] == "CuPy (NVRTC CUDA C)"))
+                 ", ".join(f"S={r['S']} {r['enc']:.1f} s" for r in rows if r["impl"] == "NVRTC CUDA C"))
     text = "\n".join(lines)
     print(text)
     if args.md:

@@ -580,12 +580,6 @@ def main():
     RESULTS.update(device=torch.cuda.get_device_name() if DEV == "cuda" else "cpu (dry run)", torch=torch.__version__,
                    transformers=transformers.__version__, python=platform.python_version(),
                    batches=args.batches, cpus=os.cpu_count())
-    try:
-        import cupy
-
-        RESULTS["cupy"] = cupy.__version__
-    except ImportError:
-        pass
     import bslcodec
 
     RESULTS["bslcodec_from"] = bslcodec.__file__

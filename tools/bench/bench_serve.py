@@ -28,7 +28,7 @@ the load phase is the format's own work. Consecutive marks give phases that add 
 load" is the part the format changes, "rest" (process starts, imports, CUDA init, tokenizer, LitServe,
 the first request) is the same code for both formats and carries the run-to-run spread.
 
-Order: one untimed warm-up run of each format first (reported as "first run": Numba/CuPy kernel caches
+Order: one untimed warm-up run of each format first (reported as "first run": Numba and CUDA kernel caches
 and the page cache for libraries and weights cold), then ``--repeats`` rounds of every condition; each
 condition runs the two formats back to back, their order flipping from one pair to the next (ABBA), so
 each format goes first equally often and slow drifts cancel. ``--deadline`` is a finish time: a pair is
@@ -495,7 +495,7 @@ def run_model(name: str, args, work: Path, results: dict) -> dict:
            "folder_bytes": {k: folder_bytes(v) for k, v in folders.items()}, "first_run": {}, "runs": [],
            "skipped": []}
     results["models"].append(out)
-    for fmt, folder in folders.items():  # warm-up: page cache, Numba / CuPy caches
+    for fmt, folder in folders.items():  # warm-up: page cache, Numba and CUDA kernel caches
         r = cold_start(kind, folder, 0, args, work)
         out["first_run"][fmt] = r
         write(results, args, quiet=True)
@@ -571,7 +571,7 @@ def phase_tables(mod: dict) -> list:
         return []
     rates = sorted({r["rate"] for r in runs})
     L = ["", (f"**{name}: where the time goes.** Medians (min–max) over the timed runs, seconds. \"pull + load\" "
-              "is the pull (throttled rows) plus loading the weights into the model (`.bsl` decode, CuPy import "
+              "is the pull (throttled rows) plus loading the weights into the model (`.bsl` decode, the GPU decoders' import "
               "included, or transformers' `from_pretrained`, then a device sync); \"rest\" is everything else "
               "(process starts, imports, CUDA init, tokenizer, LitServe start, the first request), the same code "
               "for both formats."), "",
