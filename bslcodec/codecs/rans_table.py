@@ -293,8 +293,10 @@ def _gpu_table_np(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
     nb = np.where(small, 0, s + (i >> m) - m)
     base = np.where(small, live, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
     start = np.cumsum(f) - f
-    j = np.arange(1 << P, dtype=np.int64) - np.repeat(start, f)  # slot - c
-    return np.repeat(f | ((nb | (base << 5)) << 32), f) | (j << 15)
+    # f | (slot - c) << 15 | hi with + for |: f <= 2^MAX_PROB_BITS < 2^15 and slot - c < 2^15 share no bits
+    out = np.repeat(f + ((nb | (base << 5)) << 32) - (start << 15), f)
+    out += np.arange(0, 1 << (P + 15), 1 << 15, dtype=np.int64)
+    return out
 
 
 def slot_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
