@@ -137,3 +137,16 @@ def test_gpu_host_side_calls_no_numba_kernel(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
 
+
+
+def test_loaded_follows_numba_initialisation():
+    """In a fresh process the twins run until any numba kernel has run; then the kernels are used."""
+    code = ("import sys, numpy as np\n"
+            "from bslcodec.jitcache import loaded\n"
+            "from bslcodec.codecs import rans_table, golomb\n"
+            "before = loaded(rans_table._parse_table)\n"
+            "golomb._lane_table(np.full((1, 32), 8, np.uint16), np.zeros(1, np.uint8), 32, 16, np.empty(2, np.int64))\n"
+            "print(before, loaded(rans_table._parse_table), loaded(rans_table._fill_gpu_table))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "True", "True"]
