@@ -6,8 +6,8 @@ The kernel is warp-synchronous (``__ballot_sync`` / ``__popc`` decide which lane
 emulation runs the shipped source text unchanged under g++ with a small shim: every CUDA thread of a
 block is a host thread, the warp intrinsics exchange values through a per-warp barrier, ``__syncthreads``
 is a block barrier and shared memory is a host array. The host side is the real one too
-(what ``bslcodec.gpu._ans.Prepared`` computes, copied here because the package refuses to import where torch sees no GPU; descriptors
-as ``Launch`` builds them, with host addresses).
+(``bslcodec.gpu._ans.Prepared``, imported with ``torch.cuda.is_available`` stubbed where torch sees no GPU;
+descriptors as ``Launch`` builds them, with host addresses).
 """
 
 from __future__ import annotations
@@ -118,26 +118,26 @@ def _kernel_source() -> str:
     return importlib.import_module("bsl_gpu_sources._ans_src").SOURCE
 
 
-class _Prepared:
-    """What ``bslcodec.gpu._ans.Prepared`` computes on the host (its package imports only where torch sees a
-    GPU, so the real one runs only on the GPU machine, in test_gpu_ans.py): checks, slot tables, group word starts."""
-
-    def __init__(self, payload, n, s):
-        head = np.frombuffer(payload, np.uint8)
-        P, sp, m, freqs, H = rans.parse_header(head)
-        G = rans.n_groups(n, s)
-        if head.size < rans.min_length(H, n, s):
-            raise FormatError("too short")
-        W = head[H:H + 4 * G].view("<u4").astype(np.int64)
-        start = np.zeros(G + 1, np.int64)
-        np.cumsum(W + (W % 2), out=start[1:])
-        if head.size != H + 4 * G + 2 * int(start[-1]):
-            raise FormatError("length")
-        self.P, self.groups = P, G
-        self.table = rans.slot_table(P, sp, m, freqs)  # variants v1 and ring
-        self.gpu_table = rans.gpu_table(P, sp, m, freqs)  # as _ans.Prepared
-        self.wstart = start[:-1]
-        self.wcount_off, self.words_off = H, H + 4 * G
+def _prepared_class():
+    """``bslcodec.gpu._ans.Prepared``, the shipped host side: imported with ``torch.cuda.is_available`` stubbed
+    where torch sees no GPU (the package refuses to import there), then taken out of ``sys.modules`` again so that
+    other tests still see the package as it imports on this machine."""
+    mod = sys.modules.get("bslcodec.gpu._ans")
+    if mod is not None:
+        return mod.Prepared
+    torch = pytest.importorskip("torch")
+    saved = {m: sys.modules[m] for m in list(sys.modules) if m.startswith("bslcodec.gpu")}
+    real = torch.cuda.is_available
+    torch.cuda.is_available = lambda: True
+    try:
+        for m in saved:
+            del sys.modules[m]
+        return importlib.import_module("bslcodec.gpu._ans").Prepared
+    finally:
+        torch.cuda.is_available = real
+        for m in [m for m in sys.modules if m.startswith("bslcodec.gpu")]:
+            del sys.modules[m]
+        sys.modules.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def emu_decode_many(lib, jobs, variant="default"):
     Returns (outputs as element bits, per-job error flags)."""
     keep, rows, blocks, outs, p_max = [], [], [0], [], 1
     for j in jobs:
-        prep = _Prepared(j["payload"], j["n"], j["s"])
+        prep = _prepared_class()(j["payload"], j["n"], j["s"])
         step32 = np.float32(j["step"])
         mode, dt = MODES[j["mode"]]
         out = np.full(j["n"], 0x5A if dt != np.float32 else 0x5A5A5A5A,
