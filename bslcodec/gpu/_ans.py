@@ -27,17 +27,16 @@ _ERRORS = ((ERR_SHORT, "a group has fewer words than its lane states"),
            (ERR_END, "a group does not end where its word count says (or a lane's final state is not 2^16)"),
            (ERR_RANGE, "a symbol gives |q| >= 2^24"))
 _modules = {}
-_shmem_limit = {}  # (device index, kernel) -> the dynamic shared memory limit set on the kernel so far
 
 
-def _allow_shmem(fn, key, nbytes: int) -> None:
+def _allow_shmem(fn, nbytes: int) -> None:
     """Raise the kernel's dynamic shared memory limit to ``nbytes`` if it is lower. The limit is a property
     of the kernel, shared by every prepared launch, so it only ever grows: a launch built earlier with a
     larger table stays valid."""
     need = max(nbytes, 48 << 10)
-    if _shmem_limit.get(key, 0) < need:
+    # the Kernel (one per device and name) keeps what was set; its setter is a driver call, so only when it grows
+    if fn.max_dynamic_shared_size_bytes < need:  # noqa: PLR1730
         fn.max_dynamic_shared_size_bytes = need
-        _shmem_limit[key] = need
 
 
 def _module(device_index: int):
@@ -170,7 +169,7 @@ class Launch:
         self.block = 32 * wpb
         self.shmem = 8 * (1 << p_max) + (wpb * 512 if variant == "ring" else 0)
         self.fn = _module(dev.index).get_function(_KERNELS[variant])
-        _allow_shmem(self.fn, (dev.index, _KERNELS[variant]), self.shmem)
+        _allow_shmem(self.fn, self.shmem)
         self.args = (np.uint64(self.desc.data_ptr()), np.uint64(self.blk0.data_ptr()), np.int32(len(rows)),
                      np.uint64(self.err.data_ptr()), np.int32(self.err_stride))
 

@@ -125,10 +125,13 @@ def _nvrtc():
 
 
 def _nvrtc_version() -> str:
-    lib = _nvrtc()
-    a, b = ctypes.c_int(), ctypes.c_int()
-    lib.nvrtcVersion(ctypes.byref(a), ctypes.byref(b))
-    return f"{a.value}.{b.value}"
+    """NVRTC's version (part of the cache key: a new NVRTC compiles again); CudaError where there is none."""
+    v = _libs.get("nvrtc_version")
+    if v is None:
+        a, b = ctypes.c_int(), ctypes.c_int()
+        _nvrtc().nvrtcVersion(ctypes.byref(a), ctypes.byref(b))
+        v = _libs["nvrtc_version"] = f"{a.value}.{b.value}"
+    return v
 
 
 def compile_cubin(source: str, options: tuple, arch: str) -> bytes:
@@ -196,7 +199,7 @@ def _write_cached(path: Path, cubin: bytes) -> None:
 
 def cubin(source: str, options: tuple, arch: str) -> bytes:
     """``compile_cubin``'s result from the disk cache, or compiled now and stored there."""
-    key = hashlib.sha256("\0".join((_CACHE_FORMAT.decode(), source, *options, arch, _nvrtc_version_cached()))
+    key = hashlib.sha256("\0".join((_CACHE_FORMAT.decode(), source, *options, arch, _nvrtc_version()))
                          .encode()).hexdigest()
     path = cache_dir() / f"{key}.cubin"
     got = _read_cached(path)
@@ -204,18 +207,6 @@ def cubin(source: str, options: tuple, arch: str) -> bytes:
         got = compile_cubin(source, options, arch)
         _write_cached(path, got)
     return got
-
-
-def _nvrtc_version_cached() -> str:
-    """NVRTC's version, or "absent" where there is no NVRTC (a cached cubin still loads then)."""
-    v = _libs.get("nvrtc_version")
-    if v is None:
-        try:
-            v = _nvrtc_version()
-        except CudaError:
-            v = "absent"
-        _libs["nvrtc_version"] = v
-    return v
 
 
 def _context(device_index: int):

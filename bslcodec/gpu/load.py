@@ -274,7 +274,7 @@ class _Loader:
             p_max = max(p.P for _, _, p, _, _ in ans)
             shmem = 8 * (1 << p_max)
             fn = _ans._module(self.dev.index).get_function("ans_decode")
-            _ans._allow_shmem(fn, (self.dev.index, "ans_decode"), shmem)
+            _ans._allow_shmem(fn, shmem)
             fn((int(a_blocks[-1]),), (32 * _ans.WARPS_PER_BLOCK,),
                (np.uint64(mbase + a_desc), np.uint64(mbase + a_blk), np.int32(len(ans)),
                 np.uint64(errp + 4 * a_err), np.int32(1)), shared_mem=shmem, stream=st)
