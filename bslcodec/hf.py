@@ -67,8 +67,10 @@ def from_pretrained(folder, *model_args, model_class=None, device=None, strict: 
         raise BslError("bslcodec.hf needs transformers: pip install transformers") from None
     from transformers import AutoConfig
 
-    from .files.checkpoint import load_torch
     from .files.readers import bsl_files
+    from .files.source import (
+        load_torch,  # (not files.checkpoint: its writers import the encoder and numba)
+    )
 
     folder = Path(folder)
     if not folder.is_dir():

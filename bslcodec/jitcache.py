@@ -7,8 +7,9 @@ it reads (``container/limits.py``'s ``LANES``). numba does not follow those: a c
 left a stale decoder in the cache, which decoded wrongly (issue 20, item 12). An upgrade that changes
 such a file, or an editable install being edited, would do the same.
 
-:func:`install` (called by the ``__init__`` of each package that defines cached kernels - codecs,
-quantize, pipeline, torch - before any of its modules is imported) puts cache
+:func:`install` (called by the ``__init__`` of quantize, pipeline and torch before any of their modules is
+imported, and at the top of each kernel module of codecs, whose package and ``*_header`` modules import no
+numba; tests/test_jitcache.py checks every module that defines cached kernels) puts cache
 locators in front of numba's own ones. They serve only functions defined in this package's files, and
 store them where numba would (``NUMBA_CACHE_DIR``, else ``__pycache__`` if writable, else the user-wide
 cache dir), with a source stamp that is numba's stamp of the
@@ -149,9 +150,9 @@ def loaded(fn) -> bool:
 
     A process's first call of any cached kernel costs 0.3-0.7 s (numba initialises its registries and, through
     its BLAS check, imports scipy.linalg). Host-side table work of a few microseconds a tensor
-    (``rans_table.parse_header`` and ``gpu_table``, ``golomb.parse_tables``, ``fexp_table``'s checks and decoding
-    table) has a numpy twin that runs until then, so a process that only loads onto a GPU (a serving replica)
-    never pays for numba, and a process that has run any kernel keeps the compiled forms (parse 0.9 against
+    (``rans_header.parse_header`` and ``gpu_table``, ``golomb_header.parse_tables``, ``fexp_header``'s checks and
+    decoding table) has a numpy twin that runs until then, so a process that only loads onto a GPU (a serving
+    replica) never imports numba (those modules do not), and a process that has run any kernel keeps the compiled forms (parse 0.9 against
     12 us, slot table 4 against 21 us on the 2-core box); the twins are tested equal to the kernels.
     """
     return bool(getattr(fn, "signatures", True)) or "numba.np.arraymath" in sys.modules

@@ -108,3 +108,23 @@ def test_pipeline_kernels_compiling_in_other_pipeline_files_are_keyed_on_them(tm
     with open(copy / "pipeline" / "dq_rows.py", "a") as f:
         f.write("\n# edited\n")
     assert jitcache.compiled_in(str(copy / "pipeline" / "dq_batch.py")) != before
+
+
+def test_every_kernel_module_installs_the_locators_first():
+    """A module defining cached kernels calls ``jitcache.install()`` itself, before them (a module imported first in a
+    process would otherwise cache its kernels under numba's own stamps, issue 20, item 12), and no package's
+    ``__init__`` does: importing a package imports no numba (a load onto a GPU reads payload headers with
+    ``codecs.*_header`` and never imports it)."""
+    missing, inits = [], []
+    for f in sorted(jitcache.PACKAGE.rglob("*.py")):
+        text = f.read_text()
+        if f.name == "__init__.py":
+            if "jitcache.install()" in text.split('"""')[-1] or "import numba" in text:
+                inits.append(f.relative_to(jitcache.PACKAGE).as_posix())
+            continue
+        first = min((i for i in (text.find("cache=True"), text.find("serial_twin(")) if i >= 0), default=-1)
+        if first < 0 or f.name in ("jitcache.py", "parallel.py"):  # parallel.py: serial_twin itself
+            continue
+        if not 0 <= text.find("jitcache.install()") < first:
+            missing.append(f.relative_to(jitcache.PACKAGE).as_posix())
+    assert missing == [] and inits == []

@@ -8,6 +8,10 @@ A tensor the kernel refuses is only flagged (``ok[t]`` False): the caller decode
 which raises the same FormatError, with the same words, that a one-by-one load raises.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

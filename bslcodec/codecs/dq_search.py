@@ -1,6 +1,10 @@
 """The encoder of dependent quantization: a Viterbi search per lane over the 8-state trellis of
 :mod:`bslcodec.quantize.dq` minimising ``(x − x̂)²/Δ² + c·bits``, bits from the ans model of the previous pass."""
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 
 import numba

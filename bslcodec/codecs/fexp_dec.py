@@ -1,6 +1,10 @@
 """Numba decoding of the ``fexp`` payload (spec 4.5), bit-exact with ``fexp_ref``: one lookup in the 4096-entry
 table per symbol, groups in parallel (``prange``) with their serial twin; a bad group is reported by status code."""
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 from numba import prange

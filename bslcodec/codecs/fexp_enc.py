@@ -2,6 +2,10 @@
 bits, the choice of ``m`` and the code, the raw low bits packed, the lane lengths and the code words, groups in
 parallel (``prange``) with their serial twins."""
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 from numba import prange

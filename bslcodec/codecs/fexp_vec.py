@@ -11,6 +11,10 @@ the end. Positions are int32 lanes: only for streams below 2^31 bits (``usable``
 small tensors (``batch_dec``), behind ``rans_vec.SIMD`` (the switch of all vector decoding code).
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 from llvmlite import ir

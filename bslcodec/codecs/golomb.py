@@ -5,6 +5,10 @@ Symbols are unsigned (< 2^25). The payload holds groups of 32 lanes × S symbols
 Per-element work never runs in Python.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -13,10 +17,17 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ..container.errors import FormatError
-from ..container.limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER, MAX_SYMBOL_MAGNITUDE
-from ..jitcache import loaded
+from ..container.limits import LANES, MAX_CODE_BITS, MAX_SYMBOL_MAGNITUDE
 from ..parallel import launch, serial_twin
 from ..quantize.quant import store_dequant
+from . import golomb_header
+from .golomb_header import (  # noqa: F401 - golomb.<name> as before
+    _lane_table_np,
+    n_groups,
+    parse_tables,
+    table_bytes,
+    word_offsets,
+)
 
 _MAX_Z = (MAX_CODE_BITS - 1) // 2  # 25: zero-run limit for k = 0
 _QLIM = MAX_SYMBOL_MAGNITUDE
@@ -61,10 +72,6 @@ def _floor_log2(v):
 def code_length(u, k):
     """Bit length of the EG-k code word of ``u``: 2*floor(log2(u + 2^k)) - k + 1."""
     return 2 * _floor_log2(np.uint64(u) + (np.uint64(1) << np.uint64(k))) - k + 1
-
-
-def n_groups(n_elems: int, lane_symbols: int) -> int:
-    return -(-n_elems // (LANES * lane_symbols))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -197,12 +204,6 @@ def _write_groups(u, lane_symbols, ks, word_start, words):
     launch(_write_groups_par, _write_groups_serial, u, lane_symbols, ks, word_start, words, work=u.size)
 
 
-def table_bytes(g_count: int) -> int:
-    """Bytes before the bit stream: lane lengths, orders, padding to 8."""
-    head = 2 * LANES * g_count + g_count
-    return head + (-head % 8)
-
-
 def encode(u: np.ndarray, lane_symbols: int, ks: np.ndarray, lens: np.ndarray) -> bytes:
     """Build the ``eg`` payload of symbols ``u`` with per-group orders ``ks`` and lane lengths ``lens``."""
     g_count = ks.size
@@ -247,71 +248,6 @@ def _lane_table(lens, ks, n_elems, lane_symbols, word_start):
             bits += ln
         word_start[g + 1] = word_start[g] + (bits + 63) // 64
     return -1
-
-
-def _lane_table_np(lens, ks, n_elems, lane_symbols, word_start) -> int:
-    """``_lane_table`` in numpy (``jitcache.loaded``): the same checks, offsets and first bad lane."""
-    G = ks.size
-    if G == 0:
-        word_start[0] = 0
-        return -1
-    n_last = n_elems - (G - 1) * LANES * lane_symbols
-    cnt = np.full((G, LANES), lane_symbols, np.int64)
-    cnt[-1] = np.maximum(0, (n_last - np.arange(LANES) + LANES - 1) // LANES)
-    k = ks.astype(np.int64)[:, None]
-    ln = lens.astype(np.int64)
-    bad = np.flatnonzero((ln < cnt * (k + 1)) | (ln > cnt * (MAX_CODE_BITS - k)))
-    if bad.size:
-        return int(bad[0])
-    word_start[0] = 0
-    np.cumsum((ln.sum(axis=1) + 63) // 64, out=word_start[1:])
-    return -1
-
-
-def parse_tables(payload, n_elems: int, lane_symbols: int):
-    """Split a payload into (lane lengths, orders, word offsets per group, words); checks sizes."""
-    buf = np.frombuffer(payload, np.uint8)
-    g_count = n_groups(n_elems, lane_symbols)
-    head = table_bytes(g_count)
-    if buf.size < head + 8:
-        raise FormatError(f"eg payload of {buf.size} bytes is shorter than its tables ({head + 8} bytes)")
-    lens = buf[: 2 * LANES * g_count].view("<u2").reshape(g_count, LANES)
-    ks = buf[2 * LANES * g_count: 2 * LANES * g_count + g_count]
-    if g_count and int(ks.max()) > MAX_EG_ORDER:
-        raise FormatError(f"eg order {int(ks.max())} is over {MAX_EG_ORDER}")
-    word_start = np.empty(g_count + 1, np.int64)
-    bad = (_lane_table if loaded(_lane_table) else _lane_table_np)(lens, ks, n_elems, lane_symbols, word_start)
-    if bad >= 0:
-        g, j = divmod(bad, LANES)
-        n_last = n_elems - (g_count - 1) * LANES * lane_symbols
-        cnt = lane_symbols if g < g_count - 1 else max(0, (n_last - j + LANES - 1) // LANES)
-        raise FormatError(f"eg payload group {g} lane {j}: {int(lens[g, j])} bits cannot hold "
-                          f"{cnt} code words of order {int(ks[g])}")
-    expect = head + 8 * (int(word_start[-1]) + 1)
-    if buf.size != expect:
-        raise FormatError(f"eg payload is {buf.size} bytes, its lane table says {expect}")
-    words = buf[head:].view("<u8")
-    return lens, ks, word_start, words
-
-
-def word_offsets(payload, n_elems: int, lane_symbols: int) -> tuple:
-    """(offs, head_padded, n_words) of an ``eg`` payload: offs[g] = first 64-bit word of group g, offs[G] = W.
-
-    The lighter half of :func:`parse_tables` (no per-lane bounds): what the GPU decoder needs to decode a payload
-    in one launch, computed once on the host.
-    """
-    buf = np.frombuffer(payload, np.uint8)
-    g_count = n_groups(n_elems, lane_symbols)
-    head_padded = table_bytes(g_count)
-    if buf.size < head_padded + 8 or (buf.size - head_padded) % 8:
-        raise FormatError(f"eg payload of {buf.size} bytes cannot hold {g_count} groups")
-    lens = buf[:2 * LANES * g_count].view("<u2").reshape(g_count, LANES)
-    offs = np.zeros(g_count + 1, np.int64)
-    np.cumsum((lens.sum(axis=1, dtype=np.int64) + 63) // 64, out=offs[1:])
-    n_words = (buf.size - head_padded) // 8 - 1
-    if offs[-1] != n_words:
-        raise FormatError(f"eg payload: the lane table gives {int(offs[-1])} words, the payload holds {n_words}")
-    return offs, head_padded, n_words
 
 
 @numba.njit(inline="always")
@@ -507,3 +443,5 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
 
 # serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)
 _SERIAL = {k.py_func.__name__: serial_twin(k) for k in (_choose_orders_fast, _lane_lengths)}
+
+golomb_header.KERNELS["lane_table"] = _lane_table

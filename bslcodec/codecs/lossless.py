@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import zstandard
 
+from ..container.dtypes import numpy_dtype
 from ..container.errors import FormatError
 from ..container.limits import MAX_ZSTD_CHUNK_ELEMS, ZSTD_MAX_RATIO
 
@@ -109,3 +110,29 @@ def decode_zstd(payload, n: int, dtype: np.dtype, params: dict, where: str, firs
         else:
             dst[...] = raw
     return out.view(dtype)
+
+
+def decode_entry(e, payload, where: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Elements [start, stop) of a ``raw`` or ``zstd`` entry (spec 4.1, 4.2), flat, in its dtype (BOOL bytes
+    checked to be 0 or 1). No numba: a load onto a GPU decodes its raw tensors (small norms) with this alone."""
+    n = e.numel
+    stop = n if stop is None else stop
+    dtype = numpy_dtype(e.dtype)
+    if stop <= start:
+        return np.empty(0, dtype)
+    store = dtype if e.dtype != "BOOL" else np.dtype(np.uint8)
+    if e.codec == "raw":
+        if len(payload) != n * dtype.itemsize:
+            raise FormatError(f"{where}: raw payload is {len(payload)} bytes, expected {n * dtype.itemsize}")
+        out = np.frombuffer(payload, np.uint8, (stop - start) * dtype.itemsize, start * dtype.itemsize)
+        out = out.view(store).copy()
+    else:
+        c = e.params.get("chunk_elems")
+        unit = c if type(c) is int and c > 0 else 1  # zstd_chunks rejects a bad one
+        u0, u1 = start // unit, -(-stop // unit)
+        out = decode_zstd(payload, n, store, e.params, where, u0, u1)[start - u0 * unit: stop - u0 * unit]
+    if e.dtype == "BOOL":
+        if out.size and out.max() > 1:
+            raise FormatError(f"{where}: BOOL tensor holds a byte other than 0 or 1")
+        out = out.view(np.bool_)
+    return out

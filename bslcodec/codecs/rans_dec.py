@@ -1,7 +1,9 @@
 """The ``ans`` / ``ans-dq`` decoder (spec 4.4, 4.6), bit-exact with ``rans_ref``: groups decoded in
 parallel, dequantization fused (plain levels, or the dq state machine's)."""
 
+from .. import jitcache
 
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
 
 import numba
 import numpy as np
@@ -17,6 +19,7 @@ from ..quantize.dq import next_state as _dq_next
 from ..quantize.quant import store_dequant
 from . import rans_vec
 from .golomb import _step32
+from .rans_header import min_length
 from .rans_model import (
     _BAD_STATE,
     _END,
@@ -35,16 +38,6 @@ from .rans_table import (
 from .rans_vec import slot_tables, token_table, vrun
 
 # ---------------------------------------------------------------- decoder
-
-def min_length(header: int, n_elems: int, lane_symbols: int) -> int:
-    """Smallest payload that can describe ``n_elems`` elements: uint32 W per group, 4 bytes per lane state.
-    So a reader allocates at most 32·S·itemsize / 132 bytes of output per payload byte (S=1024, F32: ~1000)."""
-    G = n_groups(n_elems, lane_symbols)
-    if G == 0:
-        return header
-    lanes = LANES * (G - 1) + min(LANES, n_elems - (G - 1) * LANES * lane_symbols)
-    return header + 4 * G + 4 * lanes
-
 
 def parse(payload, n_elems: int, lane_symbols: int):
     """(P, s, m, frequency table, word counts, word offsets per group, words); checks all sizes."""

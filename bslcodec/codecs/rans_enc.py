@@ -1,7 +1,9 @@
 """The ``ans`` encoder (spec 4.4), bit-exact with ``rans_ref``: 32 rANS lanes per group sharing one
 stream of 16-bit words; groups encoded in parallel into scratch regions, then gathered."""
 
+from .. import jitcache
 
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
 
 import functools
 

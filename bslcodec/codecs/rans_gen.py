@@ -10,6 +10,10 @@ take (a partial step, the group's last words) run ``_step``, the scalar twin of 
 on the same tables: same words read (clamped to the group), same levels, same output, valid payload or not.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 from numba import prange

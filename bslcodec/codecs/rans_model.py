@@ -2,6 +2,9 @@
 frequency table), its choice (``build_model``: the smallest payload, table included) and size estimates.
 :mod:`bslcodec.codecs.rans` is the face importers use."""
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
 
 import functools
 import math
@@ -16,6 +19,7 @@ from ..parallel import launch, serial_twin
 
 # inlined into the cached decoder; bslcodec/jitcache.py keys numba's cache on dq.py too
 from .golomb import _ctlz
+from .rans_header import _align4, n_groups
 from .rans_ref import MAX_MSB, MAX_SPLIT, k_max
 
 L = 1 << 16
@@ -33,10 +37,6 @@ _STATUS_TEXT = {
     _END: "the lanes do not end in the state 2^16 at the group's last word",
     _RANGE: "a symbol gives |q| >= 2^24",
 }
-
-
-def n_groups(n_elems: int, lane_symbols: int) -> int:
-    return -(-n_elems // (LANES * lane_symbols))
 
 
 @numba.njit(inline="always")
@@ -80,10 +80,6 @@ class Model:
     @property
     def header_size(self) -> int:
         return _align4(12 + (self.table_bits + 7) // 8)
-
-
-def _align4(x: int) -> int:
-    return x + (-x % 4)
 
 
 _HIST_BLOCK = 1 << 20

@@ -1,21 +1,26 @@
-"""The ``ans`` table bytes (spec 4.4): the writer, the parser, and the decoder tables built from them
-(CPU slot tables, the GPU's)."""
+"""The ``ans`` table bytes (spec 4.4): the writer, the compiled parser, and the decoder tables built from them
+(CPU slot tables, the GPU's). The numba-free half (header parse, GPU slot table) is ``rans_header``, which
+uses this module's compiled forms once they are loaded."""
 
+from .. import jitcache
 
-import struct
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
 
 import numba
 import numpy as np
 
-from ..container.errors import FormatError
-from ..jitcache import loaded
-from .rans_model import (
-    Model,
-    _align4,
+from . import rans_header
+from .rans_header import (  # noqa: F401 - rans_table.<name> as before
+    _MODEL_HEADER,
+    _TABLE_ERRORS,
+    _gpu_table_np,
+    _parse_table_np,
+    gpu_table,
+    parse_header,
+    slot_table,
 )
-
-# inlined into the cached decoder; bslcodec/jitcache.py keys numba's cache on dq.py too
-from .rans_ref import MAX_MSB, MAX_PROB_BITS, MAX_SPLIT, MAX_TABLE_ZEROS, k_max
+from .rans_model import Model
+from .rans_ref import MAX_TABLE_ZEROS
 
 # ---------------------------------------------------------------- table bytes (writer and parser)
 
@@ -145,74 +150,6 @@ def _parse_table(tb, K, kq, M, freqs):
     return pos, 0
 
 
-def _parse_table_np(tb: bytes, K: int, kq: int, M: int, freqs: np.ndarray) -> tuple:
-    """``_parse_table`` in Python (the table as one integer, a code word a few operations): the same results and
-    error codes; what a process uses before numba has loaded the kernel (``jitcache.loaded``)."""
-    T, nbits, pos, i, run = int.from_bytes(tb, "little"), 8 * len(tb), 0, 0, False
-    while i < K:
-        k = 0 if run else kq
-        x = T >> pos
-        z = (x & -x).bit_length() - 1 if x else nbits - pos  # leading zeros before the code word's 1 bit
-        if z > MAX_TABLE_ZEROS:
-            return pos + MAX_TABLE_ZEROS + 1, 2
-        if not x:
-            return nbits, 1
-        pos += z + 1
-        n = z + k
-        if pos + n > nbits:
-            return pos, 1
-        v = (1 << n) + ((T >> pos) & ((1 << n) - 1)) - (1 << k)
-        pos += n
-        if run:
-            if i + v + 1 > K:
-                return pos, 4
-            i += v + 1
-            run = False
-        elif v > 0:
-            if v > M:
-                return pos, 3
-            freqs[i] = v
-            i += 1
-        else:
-            run = True
-    return pos, 0
-
-
-_TABLE_ERRORS = {1: "a code word reads past the table bit string",
-                 2: f"a code word has more than {MAX_TABLE_ZEROS} leading zeros",
-                 3: "a frequency is over M", 4: "a run of zero frequencies passes the table's end"}
-
-
-_MODEL_HEADER = struct.Struct("<4BH2BI")  # model, P, s, m, K, kq, reserved, B (spec 4.4)
-
-
-def parse_header(buf: np.ndarray) -> tuple:
-    """(P, s, m, freqs, H) from payload bytes; FormatError on anything spec 4.4 rejects."""
-    if buf.size < 12:
-        raise FormatError(f"ans payload of {buf.size} bytes is shorter than its 12-byte model header")
-    model, P, s, m, K, kq, reserved, B = _MODEL_HEADER.unpack_from(buf)
-    if model != 0:
-        raise FormatError(f"ans model {model} is unknown (only 0, a frequency table)")
-    if not 1 <= P <= MAX_PROB_BITS or s > MAX_SPLIT or m > min(s, MAX_MSB) or kq > 15 or reserved:
-        raise FormatError(f"ans model header out of range (P={P}, s={s}, m={m}, kq={kq}, reserved={reserved})")
-    if not 1 <= K <= k_max(s, m):
-        raise FormatError(f"ans table has {K} entries, allowed 1..{k_max(s, m)}")
-    if 12 + B > buf.size:
-        raise FormatError(f"ans table bit string of {B} bytes runs past the payload ({buf.size} bytes)")
-    freqs = np.zeros(K, np.int64)
-    if loaded(_parse_table):
-        pos, err = _parse_table(buf[12:12 + B], K, kq, 1 << P, freqs)
-    else:
-        pos, err = _parse_table_np(bytes(buf[12:12 + B]), K, kq, 1 << P, freqs)
-    if err:
-        raise FormatError(f"ans table: {_TABLE_ERRORS[err]}")
-    if B != (pos + 7) // 8:
-        raise FormatError(f"ans table bit string is {B} bytes, its code words use {(pos + 7) // 8}")
-    if int(freqs.sum()) != 1 << P:
-        raise FormatError(f"ans table frequencies sum to {int(freqs.sum())}, not M = {1 << P}")
-    return P, s, m, freqs, _align4(12 + B)
-
-
 @numba.njit(inline="always")
 def _nb_base(tok, s, m):
     """(raw bit count, smallest symbol) of token ``tok`` under split (s, m) (spec 4.4)."""
@@ -274,40 +211,4 @@ def _fill_gpu_table(P, s, m, freqs, out):
         c += f
 
 
-def gpu_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
-    """The default GPU kernel's slot table (int64, 2^P entries), see ``_fill_gpu_table``."""
-    freqs = np.asarray(freqs, np.int64)
-    if not loaded(_fill_gpu_table):
-        return _gpu_table_np(P, s, m, freqs)
-    out = np.empty(1 << P, np.int64)
-    _fill_gpu_table(P, s, m, freqs, out)
-    return out
-
-
-def _gpu_table_np(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
-    """``gpu_table`` in numpy (``jitcache.loaded``): per live token its packed high word and f, repeated f times."""
-    live = np.flatnonzero(freqs > 0)
-    f = freqs[live]
-    i = live - (1 << s)
-    small = live < (1 << s)
-    nb = np.where(small, 0, s + (i >> m) - m)
-    base = np.where(small, live, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
-    start = np.cumsum(f) - f
-    # f | (slot - c) << 15 | hi with + for |: f <= 2^MAX_PROB_BITS < 2^15 and slot - c < 2^15 share no bits
-    out = np.repeat(f + ((nb | (base << 5)) << 32) - (start << 15), f)
-    out += np.arange(0, 1 << (P + 15), 1 << 15, dtype=np.int64)
-    return out
-
-
-def slot_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
-    """Per slot, packed: f (15 bits) | slot - c (14 bits) << 15 | raw bits (5) << 29 | symbol base << 34."""
-    K = freqs.size
-    tok = np.arange(K, dtype=np.int64)
-    i = tok - (1 << s)
-    nb = np.where(tok < (1 << s), 0, s + (i >> m) - m)
-    base = np.where(tok < (1 << s), tok, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
-    cum = np.concatenate(([0], np.cumsum(freqs)))
-    slot_tok = np.repeat(tok, freqs)
-    slots = np.arange(1 << P, dtype=np.int64)
-    return (freqs[slot_tok] | ((slots - cum[slot_tok]) << 15) | (nb[slot_tok] << 29)
-            | (base[slot_tok] << 34)).astype(np.int64)
+rans_header.KERNELS.update(parse_table=_parse_table, fill_gpu_table=_fill_gpu_table)

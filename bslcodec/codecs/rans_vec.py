@@ -23,6 +23,10 @@ them (AVX-512: F and BW). Elsewhere (AVX2 only, where LLVM scalarises gathers on
 step is as fast or faster.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import os
 import warnings
 

@@ -18,6 +18,10 @@ the run stops before it and the scalar step takes it):
   ``q - n2``. The bytes are the scalar encoder's.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numpy as np
 from llvmlite import ir
 from numba import types

@@ -24,6 +24,10 @@ holds; with ``rel_step``/``bits`` it is one ``step`` plus the dtype's rounding s
 instead of ``step/2``.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 
 import numba

@@ -10,16 +10,12 @@ Example::
     True
 """
 
-import os
-
-import numpy as np
-
-from ..container.errors import FormatError
 from ..pipeline import knobs as _knobs
 from .atomic import atomic_write, check_signals, lock_temp, remove_stale_temps  # noqa: F401 - importers use api.<name>
 from .encoder import SETTINGS_KEY, _encode_tensors, _write  # noqa: F401
-from .source import FRAMEWORKS, _load, _Source, safe_open  # noqa: F401
 
+# the read side (no codecs until the first decode; none at all for a GPU load): api.<name> as before
+from .source import FRAMEWORKS, _load, _Source, decode, load, load_file, safe_open  # noqa: F401
 
 # ---------------------------------------------------------------- writing
 
@@ -85,20 +81,6 @@ def save_file(tensors: dict, path, *, metadata=None, bits=None, rel_error=None, 
 
 # ---------------------------------------------------------------- reading
 
-def load_file(path, *, framework: str = "np", device: str = "cpu") -> dict:
-    """Decode every tensor of a ``.bsl`` file: name -> numpy array (``framework="pt"``: torch tensor)."""
-    src = _Source(path=os.fspath(path))
-    try:
-        return _load(src, framework, device)
-    finally:
-        src.close()
-
-
-def load(data, *, framework: str = "np", device: str = "cpu") -> dict:
-    """Decode every tensor of ``.bsl`` bytes."""
-    return _load(_Source(data=data), framework, device)
-
-
 def encode(array, *, bits=None, rel_error=None, max_error=None, exact: bool = False, expert=None,
            **deprecated) -> bytes:
     """One tensor -> bytes of a one-tensor ``.bsl`` file (its name is ``"tensor"``); the options are
@@ -115,9 +97,3 @@ def encode(array, *, bits=None, rel_error=None, max_error=None, exact: bool = Fa
     return buf.getvalue()
 
 
-def decode(data) -> np.ndarray:
-    """Bytes from :func:`encode` -> the array (in its original dtype and shape)."""
-    src = _Source(data=data)
-    if len(src.entries) != 1:
-        raise FormatError(f"decode() expects a one-tensor file, this one has {len(src.entries)}")
-    return src.tensor(next(iter(src.entries)))

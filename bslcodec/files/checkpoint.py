@@ -48,6 +48,7 @@ from .readers import (
     open_file,
     shard_name,
 )
+from .source import load_torch
 from .writers import WRITERS, output_format, staged_output, write_bsl
 
 # ---------------------------------------------------------------- progress
@@ -427,19 +428,6 @@ def decode_checkpoint(inp, out, *, overwrite=False, progress=True) -> Result:
     return res
 
 
-def load_torch(path, device="cpu") -> dict:
-    """Torch tensors of one ``.bsl`` file on ``device``. For CUDA it uses the GPU decoder
-    (``bslcodec.gpu``) when that can run here, else decodes on the CPU and copies the tensors over."""
-    dev = str(device)
-    if dev.startswith("cuda"):
-        try:
-            return api.load_file(path, framework="pt", device=dev)
-        except ImportError:  # no GPU decoder here (GpuUnavailableError): CPU decode, then copy
-            pass
-    sd = api.load_file(path, framework="pt", device="cpu")
-    return sd if dev == "cpu" else {k: v.to(dev) for k, v in sd.items()}
-
-
 def load_tensors(path, framework: str = "np", device: str = "cpu") -> dict:
     """Every tensor of a ``.bsl`` file or encoded folder (all shards), decoded."""
     out = {}
@@ -482,5 +470,18 @@ class TensorLookup:
         self.close()
 
 
-__all__ = ["CheckpointError", "Checkpoint", "TensorFile", "TensorLookup", "open_checkpoint", "open_file", "bsl_files",
-           "encode_checkpoint", "decode_checkpoint", "load_tensors", "load_torch", "staged_output", "Result"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "Result",
+    "TensorFile",
+    "TensorLookup",
+    "bsl_files",
+    "decode_checkpoint",
+    "encode_checkpoint",
+    "load_tensors",
+    "load_torch",
+    "open_checkpoint",
+    "open_file",
+    "staged_output",
+]

@@ -8,7 +8,13 @@ import stat
 import numpy as np
 
 from ..container.errors import BslError, ChecksumError, FormatError
-from ..container.format import PREAMBLE_BYTES, Entry, checksum, parse_header, read_header_length
+from ..container.format import (
+    PREAMBLE_BYTES,
+    Entry,
+    checksum,
+    parse_header,
+    read_header_length,
+)
 
 FRAMEWORKS = ("np", "numpy", "pt", "torch")
 
@@ -77,7 +83,12 @@ class _Source:
 
     def tensor(self, name: str) -> np.ndarray:
         e = self.entry(name)
-        return _codec().decode(e, self.payload(e), f"{self.where}: tensor {name!r}")
+        where = f"{self.where}: tensor {name!r}"
+        if e.codec in ("raw", "zstd"):  # no decoders (numba) needed: a GPU load's raw norms import none
+            from ..codecs.lossless import decode_entry
+
+            return decode_entry(e, self.payload(e), where).reshape(e.shape)
+        return _codec().decode(e, self.payload(e), where)
 
     def close(self):
         buf = getattr(self, "buf", None)
@@ -109,6 +120,41 @@ def _load(src: _Source, framework: str, device) -> dict:
     from .loader import decode_all
 
     return decode_all(src, list(src.entries), lambda arr: _to_framework(arr, framework, device))
+
+
+def load_file(path, *, framework: str = "np", device: str = "cpu") -> dict:
+    """Decode every tensor of a ``.bsl`` file: name -> numpy array (``framework="pt"``: torch tensor)."""
+    src = _Source(path=os.fspath(path))
+    try:
+        return _load(src, framework, device)
+    finally:
+        src.close()
+
+
+def load(data, *, framework: str = "np", device: str = "cpu") -> dict:
+    """Decode every tensor of ``.bsl`` bytes."""
+    return _load(_Source(data=data), framework, device)
+
+
+def decode(data) -> np.ndarray:
+    """Bytes from :func:`encode` -> the array (in its original dtype and shape)."""
+    src = _Source(data=data)
+    if len(src.entries) != 1:
+        raise FormatError(f"decode() expects a one-tensor file, this one has {len(src.entries)}")
+    return src.tensor(next(iter(src.entries)))
+
+
+def load_torch(path, device="cpu") -> dict:
+    """Torch tensors of one ``.bsl`` file on ``device``. For CUDA it uses the GPU decoder
+    (``bslcodec.gpu``) when that can run here, else decodes on the CPU and copies the tensors over."""
+    dev = str(device)
+    if dev.startswith("cuda"):
+        try:
+            return load_file(path, framework="pt", device=dev)
+        except ImportError:  # no GPU decoder here (GpuUnavailableError): CPU decode, then copy
+            pass
+    sd = load_file(path, framework="pt", device="cpu")
+    return sd if dev == "cpu" else {k: v.to(dev) for k, v in sd.items()}
 
 
 class _Slice:

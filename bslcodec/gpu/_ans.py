@@ -11,7 +11,8 @@ decoded values are those of ``bslcodec.load_file`` bit for bit (``fl32(q * step)
 import numpy as np
 import torch
 
-from ..codecs import rans
+# rans_header, not rans: no numba in a process that only decodes on a GPU
+from ..codecs import rans_header as rans
 from ..container.errors import FormatError, LimitError
 from ..container.limits import MAX_ELEMENTS, MAX_SYMBOL_MAGNITUDE
 from ._ans_src import DESC_FIELDS, ERR_END, ERR_RANGE, ERR_SHORT, ERR_STATE, SOURCE

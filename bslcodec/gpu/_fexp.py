@@ -12,7 +12,8 @@ on torch's current stream, no host round trip until the error flag is read:
 import numpy as np
 import torch
 
-from ..codecs import fexp
+# fexp_header, not fexp: no numba in a process that only decodes on a GPU
+from ..codecs import fexp_header as fexp
 from ..container.errors import FormatError, LimitError
 from ..container.limits import LANES, MAX_ELEMENTS
 from ._cuda import Module

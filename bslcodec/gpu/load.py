@@ -30,11 +30,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
-from ..codecs import golomb
+# golomb_header and params, not golomb and pipeline.codec: no numba in a process that only decodes on a GPU
+from ..codecs import golomb_header as golomb
+from ..codecs import params
 from ..container.errors import ChecksumError, FormatError, LimitError
 from ..container.format import checksum
 from ..container.limits import LANES
-from ..pipeline import codec
 from . import _ans, _fexp
 from ._eg import _MULTI_KERNELS, decode_eg, multi_module
 
@@ -114,12 +115,12 @@ def _plan(src, names):
         where = f"{src.where}: tensor {name!r}"
         if e.numel == 0:
             cpu.append(name)
-        elif e.codec in codec.ANS_CODECS and e.dtype in _GPU_DTYPES:
-            items.append(_Item(name, e, where, "ans", base + e.offset, codec._check_ans_params(e, where)))
+        elif e.codec in params.ANS_CODECS and e.dtype in _GPU_DTYPES:
+            items.append(_Item(name, e, where, "ans", base + e.offset, params.check_ans(e, where)))
         elif e.codec == "eg" and e.dtype in _GPU_DTYPES:
-            items.append(_Item(name, e, where, "eg", base + e.offset, codec._check_eg_params(e, where)))
+            items.append(_Item(name, e, where, "eg", base + e.offset, params.check_eg(e, where)))
         elif e.codec == "fexp":
-            items.append(_Item(name, e, where, "fexp", base + e.offset, (None, None, codec._check_fexp_params(e, where))))
+            items.append(_Item(name, e, where, "fexp", base + e.offset, (None, None, params.check_fexp(e, where))))
         else:
             cpu.append(name)
     items.sort(key=lambda it: it.start)

@@ -1,6 +1,2 @@
 """The per-tensor pipeline: which codec a tensor gets and with what parameters (codec), rate control across
 tensors (ratecontrol), and array conversion between numpy and the frameworks (arrays)."""
-
-from .. import jitcache
-
-jitcache.install()  # before any module here defines a cached kernel (bslcodec/jitcache.py)

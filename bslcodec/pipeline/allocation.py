@@ -17,6 +17,10 @@ dq is predicted as plain rounding minus ``dq_saving`` (measured, see ``DQ_SAVING
 MSE it keeps (it stores the step times ``dq.STEP_FACTOR``). D: the sample's mean squared rounding error.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 import os
 

@@ -10,6 +10,10 @@ bytes as ``rans.encode``: tests/test_ans_model.py compares them. ``FAST = False`
 kernels release the GIL (``nogil``), as ``rans_enc``'s do: the encode pool codes tensors on several threads.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

@@ -13,6 +13,10 @@ ties by token). So the same model and bits as ``rans.build_model``; tests/test_a
 Only for fewer than ``SMALL`` symbols (the count table is one entry a symbol).
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

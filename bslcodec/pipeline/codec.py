@@ -1,24 +1,39 @@
 """Per-tensor pipeline: which codec a tensor gets, encoding it, and decoding it (all or a range)."""
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import fnmatch
 import functools
 import math
-import struct
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from ..codecs import dq_search, fexp, golomb, lossless, rans, rdoq
+from ..codecs.params import ANS_CODECS, ANS_MAX_S, ANS_MIN_S, finite_float  # noqa: F401 - codec.<name> as before
+from ..codecs.params import (
+    F32_MAX as _F32_MAX,  # gg_scale is stored as a binary32 value (informational)
+)
+from ..codecs.params import check_ans as _check_ans_params
+from ..codecs.params import check_eg as _check_eg_params
+from ..codecs.params import check_fexp as _check_fexp_params
+from ..codecs.params import check_quantized as _check_quantized_params  # noqa: F401
+from ..codecs.params import is_binary32 as _is_binary32  # noqa: F401
 from ..container.dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from ..container.errors import EncodeError, FormatError
-from ..container.format import QUANTIZED_CODECS, Entry
-from ..container.limits import LANES, MAX_EG_ORDER, MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
+from ..container.format import QUANTIZED_CODECS, Entry  # noqa: F401 - codec.QUANTIZED_CODECS as before
+from ..container.limits import (
+    LANES,
+    MAX_EG_ORDER,
+    MAX_SYMBOL_MAGNITUDE,
+)
 from ..quantize import dq, ggd, quant
 from ..quantize.quant import MODE_OF_DTYPE
 from . import ans_encode, ans_model, dq_batch, dq_small, fexp_small, ggfit
 
-_F32_MAX = float(np.finfo(np.float32).max)  # gg_scale is stored as a binary32 value (informational)
 DEFAULT_REL_ERROR = 2.0 ** -8  # the default: RMS over tensors of each one's relative L2 error ~0.39 % (allocation.py)
 DEFAULT_REL_STEP = 1 / 64  # what rel_step-based callers (torch.rate) use when no setting is given
 LANE_SYMBOLS = 512  # 32 * 512 elements per group; lane table = 16 bits per 512 symbols
@@ -30,11 +45,9 @@ SMALL_REL_STEP = 2.0 ** -10  # their plain-rounding step / scale: |x - x̂| <= s
 # what all its conv weights cost at the default, for 2 bits an element less; on MiniLM and the char LM
 # either step is far below the weights' error (results/fixed_cost.md, results/allocation_suite.md)
 ANS_LANE_SYMBOLS = 1024  # ans groups of 32 * 1024: lane flushes cost ~24 bits / 1024 symbols (0.02 b/w)
-ANS_MIN_S, ANS_MAX_S = 16, 4096
 LOSSY_CODECS = ("eg", "ans")
 CODEC_CHOICES = ("auto",) + LOSSY_CODECS  # "auto": per tensor, the smaller payload of eg and ans
 DEFAULT_CODEC = "auto"
-ANS_CODECS = ("ans", "ans-dq")  # the ans payload layout (spec 4.4); ans-dq reads its indices as dq levels
 QUANTIZERS = ("uniform", "dq")  # plain rounding (spec 4.3) or dependent quantization (spec 4.6, ans only)
 QUANTIZER_CHOICES = ("auto",) + QUANTIZERS
 DEFAULT_QUANTIZER = "auto"  # dq for rel_step / bits / the default; uniform with max_error, a named codec, rdoq
@@ -492,59 +505,6 @@ def encode_lossless(arr: np.ndarray) -> tuple:
 
 # ---------------------------------------------------------------- decoding
 
-def finite_float(v) -> float:
-    """``v`` as a float if it is a number (not a bool) that a binary64 holds as a finite value, else NaN.
-
-    A JSON integer can be far beyond binary64 (``2**1024 - 1`` rounds to 2**1024): ``float()`` of it raises
-    OverflowError, so every number read from a file goes through here before any arithmetic."""
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        return math.nan
-    try:
-        f = float(v)
-    except OverflowError:
-        return math.nan
-    return f if math.isfinite(f) else math.nan
-
-
-_BINARY32 = struct.Struct("<f")
-
-
-def _is_binary32(x: float) -> bool:
-    """Whether the positive finite ``x`` is a binary32 value: ``float(np.float32(x)) == x`` (both round with a
-    C cast to float; ``struct`` does it without numpy scalars, ~1 -> 0.2 us)."""
-    return x <= _F32_MAX and _BINARY32.unpack(_BINARY32.pack(x))[0] == x
-
-
-def _check_quantized_params(e: Entry, where: str, s_min: int, s_max: int) -> tuple:
-    """(step, center, S) of an ``eg`` or ``ans`` entry: both share the quantization of spec 4.3."""
-    p, name = e.params, e.codec
-    if e.dtype not in FLOAT_NAMES:
-        raise FormatError(f"{where}: codec {name} is only for float dtypes, not {e.dtype}")
-    step, center, s = p.get("step"), p.get("center"), p.get("lane_symbols")
-    # a JSON float (the usual step) is compared directly: finite_float's numpy isinstance checks cost ~0.4 us
-    if not (0.0 < step < math.inf if type(step) is float else
-            not isinstance(step, bool) and isinstance(step, (int, float)) and finite_float(step) > 0):
-        raise FormatError(f"{where}: {name} step must be a positive finite number, found {step!r}")
-    if e.dtype != "F64" and not _is_binary32(float(step)):
-        raise FormatError(f"{where}: {name} step {step!r} is not a binary32 value")
-    if type(center) is not int or abs(center) >= MAX_SYMBOL_MAGNITUDE:
-        raise FormatError(f"{where}: {name} center must be an integer below 2^24 in magnitude, found {center!r}")
-    if type(s) is not int or not s_min <= s <= s_max or s & (s - 1):
-        raise FormatError(f"{where}: {name} lane_symbols must be a power of two in [{s_min}, {s_max}], "
-                          f"found {s!r}")
-    return float(step), center, s
-
-
-def _check_eg_params(e: Entry, where: str) -> tuple:
-    """(step, center, S) of an ``eg`` entry (spec 4.3)."""
-    return _check_quantized_params(e, where, MIN_LANE_SYMBOLS, MAX_LANE_SYMBOLS)
-
-
-def _check_ans_params(e: Entry, where: str) -> tuple:
-    """(step, center, S) of an ``ans`` or ``ans-dq`` entry (spec 4.4: as 4.3, with 16 <= S <= 4096)."""
-    return _check_quantized_params(e, where, ANS_MIN_S, ANS_MAX_S)
-
-
 def _to_f16(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):  # spec 4.3: overflow to +-inf per IEEE, not a RuntimeWarning
         return x.astype(np.float16)
@@ -574,17 +534,6 @@ def _decode_quantized_range(e: Entry, payload, where: str, g0: int, g1: int) -> 
     if e.dtype == "F16":
         return _to_f16(out)
     return out.view(numpy_dtype(e.dtype)) if e.dtype == "BF16" else out
-
-
-def _check_fexp_params(e: Entry, where: str) -> int:
-    """S of an ``fexp`` entry (spec 4.5)."""
-    if e.dtype not in FLOAT_NAMES:
-        raise FormatError(f"{where}: codec fexp is only for float dtypes, not {e.dtype}")
-    s = e.params.get("lane_symbols")
-    if type(s) is not int or not fexp.MIN_LANE_SYMBOLS <= s <= fexp.MAX_LANE_SYMBOLS or s & (s - 1):
-        raise FormatError(f"{where}: fexp lane_symbols must be a power of two in "
-                          f"[{fexp.MIN_LANE_SYMBOLS}, {fexp.MAX_LANE_SYMBOLS}], found {s!r}")
-    return s
 
 
 def _decode_fexp_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.ndarray:
@@ -618,31 +567,16 @@ def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None 
     n = e.numel
     stop = n if stop is None else stop
     dtype = numpy_dtype(e.dtype)
+    if e.codec in ("raw", "zstd"):
+        return lossless.decode_entry(e, payload, where, start, stop)
     if stop <= start:
         return np.empty(0, dtype)
-    if e.codec == "raw":
-        if len(payload) != n * dtype.itemsize:
-            raise FormatError(f"{where}: raw payload is {len(payload)} bytes, expected {n * dtype.itemsize}")
-        raw = np.frombuffer(payload, np.uint8, (stop - start) * dtype.itemsize, start * dtype.itemsize)
-        out = raw.view(dtype if e.dtype != "BOOL" else np.uint8).copy()
-    elif start == 0 and stop == n and e.codec != "zstd":  # the whole tensor: every group (params checked once)
-        out = (_decode_fexp_range if e.codec == "fexp" else _decode_quantized_range)(e, payload, where, 0, None)
-    else:
-        unit = _unit(e, where)
-        u0, u1 = start // unit, -(-stop // unit)
-        if e.codec in QUANTIZED_CODECS:
-            out = _decode_quantized_range(e, payload, where, u0, u1)
-        elif e.codec == "fexp":
-            out = _decode_fexp_range(e, payload, where, u0, u1)
-        else:
-            out = lossless.decode_zstd(payload, n, dtype if e.dtype != "BOOL" else np.dtype(np.uint8),
-                                       e.params, where, u0, u1)
-        out = out[start - u0 * unit: stop - u0 * unit]
-    if e.dtype == "BOOL":
-        if out.size and out.max() > 1:
-            raise FormatError(f"{where}: BOOL tensor holds a byte other than 0 or 1")
-        out = out.view(np.bool_)
-    return out
+    if start == 0 and stop == n:  # the whole tensor: every group (params checked once)
+        return (_decode_fexp_range if e.codec == "fexp" else _decode_quantized_range)(e, payload, where, 0, None)
+    unit = _unit(e, where)
+    u0, u1 = start // unit, -(-stop // unit)
+    decode_range = _decode_fexp_range if e.codec == "fexp" else _decode_quantized_range
+    return decode_range(e, payload, where, u0, u1)[start - u0 * unit: stop - u0 * unit]
 
 
 def decode(e: Entry, payload, where: str) -> np.ndarray:

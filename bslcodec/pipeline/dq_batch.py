@@ -16,6 +16,10 @@ Only what ``dq_small.quantize`` and ``ans_encode.encode`` would run in their one
 (no ``max_error``: its step-shrinking retries stay with ``LossyTensor``).
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

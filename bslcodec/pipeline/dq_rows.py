@@ -11,6 +11,10 @@ compared in the same order, so the same symbols, largest error and lanes without
 tests/test_dq_batch.py compares it with ``dq_search._quantize_serial``.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 
 import numba

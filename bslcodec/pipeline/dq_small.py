@@ -8,6 +8,10 @@ the one group read directly. The same kernels with the same arguments, so the sa
 lanes; tests/test_ans_model.py compares them with ``dq_search.quantize``. ``FAST = False``: that one.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

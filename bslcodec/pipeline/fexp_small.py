@@ -11,6 +11,10 @@ payload of the winner.
 
 from __future__ import annotations
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

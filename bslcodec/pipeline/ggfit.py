@@ -10,6 +10,10 @@ computed as it computes them (numpy's reductions on the same values); each step 
 
 from __future__ import annotations
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 
 import numba

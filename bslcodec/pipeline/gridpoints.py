@@ -16,6 +16,10 @@ So (sse, raw bits, largest level, entropy, live tokens) are the reference's floa
 compares the two on odd and hostile samples.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

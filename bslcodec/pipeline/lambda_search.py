@@ -14,6 +14,10 @@ does: the caller evaluates those points (in one batch) and runs the pass again f
 
 from __future__ import annotations
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 
 import numba

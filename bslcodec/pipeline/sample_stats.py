@@ -9,6 +9,10 @@ float. The samples may be float32 (where every value is one, as ``round_many_fas
 float64 exactly, so the same numbers. nogil: ``allocation._split_call`` runs ranges of samples side by side.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 

@@ -1,6 +1,2 @@
 """Quantization below the entropy coders: plain rounding and its dequantization, the dependent-quantization
 state machine, the generalized-Gaussian fit. The decoders of bslcodec.codecs fuse these."""
-
-from .. import jitcache
-
-jitcache.install()  # before any module here defines a cached kernel (bslcodec/jitcache.py)

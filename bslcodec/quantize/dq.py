@@ -17,6 +17,9 @@ plain rounding's at a step of 1.74 Δ, and at equal mean squared error DQ needs 
 than plain rounding with the same entropy coder (``results/dq.md``).
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
 
 import math
 

@@ -5,6 +5,10 @@ The shape is fitted by moment matching (Sharifi & Leon-Garcia 1995): the ratio E
 Gamma(1/nu) Gamma(3/nu) / Gamma(2/nu)^2, which falls monotonically in nu; we invert it by bisection.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 
 import numba

@@ -9,6 +9,10 @@ the bound is ``step/2`` plus half a unit in the last place of the output dtype (
 unavoidable cost of handing back values in the tensor's own dtype.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import math
 
 import numba

@@ -10,17 +10,13 @@ package import the GPU decoder).
 - :func:`shard_state_dict`: a tensor-parallel rank's slices of a ``.bsl`` file, reading only its part.
 """
 
-from .. import jitcache
-
-jitcache.install()  # before any module here defines a cached kernel (bslcodec/jitcache.py)
-
-from .cola import CoLALinear, cola_spec, load_trained, to_cola  # noqa: E402
-from .compressed import CompressedModel, load_compressed  # noqa: E402
-from .rate import RateLoss  # noqa: E402
-from .rate_eg import exact_lengths, soft_bits  # noqa: E402
-from .state_dict import load_state_dict  # noqa: E402
-from .tp import LLAMA_PLAN, shard_state_dict  # noqa: E402
-from .trained import save_trained  # noqa: E402
+from .cola import CoLALinear, cola_spec, load_trained, to_cola
+from .compressed import CompressedModel, load_compressed
+from .rate import RateLoss
+from .rate_eg import exact_lengths, soft_bits
+from .state_dict import load_state_dict
+from .tp import LLAMA_PLAN, shard_state_dict
+from .trained import save_trained
 
 __all__ = ["RateLoss", "save_trained", "soft_bits", "exact_lengths", "CoLALinear", "to_cola", "cola_spec",
            "load_trained", "load_state_dict", "load_compressed", "CompressedModel", "shard_state_dict",

@@ -10,6 +10,10 @@ float64, in another order than torch's (differences of ~1e-16 relative). Launche
 one tensor's counts).
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import numba
 import numpy as np
 from numba import prange

@@ -52,6 +52,10 @@ peakier distribution, not smaller weights. ``bits=B`` picks, at each refresh, th
 covered tensors' payload is ``B`` bits/weight, and then behaves like rel_step ``c``.
 """
 
+from .. import jitcache
+
+jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
+
 import contextlib
 import math
 

@@ -47,7 +47,7 @@ def load_state_dict(model, path, device="cpu", strict: bool = True) -> Incompati
             parts.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
         raise RuntimeError(f"Error(s) in loading state_dict for {type(model).__name__} from {path}:\n\t"
                            + "\n\t".join(parts))
-    from ..files.checkpoint import load_torch
+    from ..files.source import load_torch
 
     for f in files:
         sd = load_torch(f, device)
