@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -82,3 +84,17 @@ def test_cli_info_reads_headers_without_the_codecs(tmp_path):
     assert got["rc"] == 0 and not got["numba"], got
     info = json.loads(got["out"])
     assert info["total"]["tensors"] == 1 and info["files"][0]["tensors"][0]["codec"] in ("ans-dq", "ans", "eg")
+
+
+def test_torch_loaders_do_not_import_numba():
+    """``bslcodec.torch``'s loaders import neither numba nor the rate loss: a process that only loads onto a GPU
+    never pays for numba's import (~0.3 s); the rate loss is imported on first use."""
+    code = ("import sys, torch, bslcodec.torch as bt\n"
+            "torch.cuda.is_available = lambda: True  # bslcodec.gpu imports where no GPU is (its host side)\n"
+            "from bslcodec.torch import load_state_dict, shard_state_dict, load_compressed\n"
+            "import bslcodec.hf, bslcodec.gpu.load\n"
+            "light = 'numba' not in sys.modules and 'bslcodec.torch.rate' not in sys.modules\n"
+            "from bslcodec.torch import RateLoss\n"
+            "print(light, RateLoss.__module__, sorted(set(bt.__all__) - set(dir(bt))))\n")
+    pytest.importorskip("torch")
+    assert _child(code) == "True bslcodec.torch.rate []"

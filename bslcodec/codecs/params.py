@@ -9,7 +9,12 @@ import numpy as np
 from ..container.dtypes import FLOAT_NAMES
 from ..container.errors import FormatError
 from ..container.format import Entry
-from ..container.limits import MAX_LANE_SYMBOLS, MAX_SYMBOL_MAGNITUDE, MIN_LANE_SYMBOLS
+from ..container.limits import (
+    LANES,
+    MAX_LANE_SYMBOLS,
+    MAX_SYMBOL_MAGNITUDE,
+    MIN_LANE_SYMBOLS,
+)
 from .fexp_ref import MAX_LANE_SYMBOLS as FEXP_MAX_S
 from .fexp_ref import MIN_LANE_SYMBOLS as FEXP_MIN_S
 
@@ -78,3 +83,17 @@ def check_fexp(e: Entry, where: str) -> int:
         raise FormatError(f"{where}: fexp lane_symbols must be a power of two in "
                           f"[{FEXP_MIN_S}, {FEXP_MAX_S}], found {s!r}")
     return s
+
+
+def unit(e: Entry, where: str) -> int:
+    """Elements per independently decodable unit (group or chunk) of a payload."""
+    if e.codec == "eg":
+        return LANES * check_eg(e, where)[2]
+    if e.codec == "fexp":
+        return LANES * check_fexp(e, where)
+    if e.codec in ANS_CODECS:
+        return LANES * check_ans(e, where)[2]
+    if e.codec == "zstd":
+        c = e.params.get("chunk_elems")
+        return c if type(c) is int and c > 0 else 1
+    return max(1, e.numel)

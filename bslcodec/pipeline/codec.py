@@ -22,6 +22,7 @@ from ..codecs.params import check_eg as _check_eg_params
 from ..codecs.params import check_fexp as _check_fexp_params
 from ..codecs.params import check_quantized as _check_quantized_params  # noqa: F401
 from ..codecs.params import is_binary32 as _is_binary32  # noqa: F401
+from ..codecs.params import unit as _unit
 from ..container.dtypes import FLOAT_NAMES, dtype_name, numpy_dtype
 from ..container.errors import EncodeError, FormatError
 from ..container.format import QUANTIZED_CODECS, Entry  # noqa: F401 - codec.QUANTIZED_CODECS as before
@@ -546,20 +547,6 @@ def _decode_fexp_range(e: Entry, payload, where: str, g0: int, g1: int) -> np.nd
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
     return out.view(numpy_dtype(e.dtype))
-
-
-def _unit(e: Entry, where: str) -> int:
-    """Elements per independently decodable unit (group or chunk) of a payload."""
-    if e.codec == "eg":
-        return LANES * _check_eg_params(e, where)[2]
-    if e.codec == "fexp":
-        return LANES * _check_fexp_params(e, where)
-    if e.codec in ANS_CODECS:
-        return LANES * _check_ans_params(e, where)[2]
-    if e.codec == "zstd":
-        c = e.params.get("chunk_elems")
-        return c if type(c) is int and c > 0 else 1
-    return max(1, e.numel)
 
 
 def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None = None) -> np.ndarray:

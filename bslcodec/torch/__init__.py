@@ -1,5 +1,6 @@
-"""PyTorch helpers for ``.bsl`` (imports torch; the core ``import bslcodec`` never does, nor does this
-package import the GPU decoder).
+"""PyTorch helpers for ``.bsl`` (each name imports torch and its module on first use; the core ``import bslcodec``
+never imports this package, nor does it import the GPU decoder). Loading weights (``load_state_dict``,
+``shard_state_dict``, ``load_compressed``) imports no numba until something is decoded on the CPU.
 
 - :class:`RateLoss`: differentiable estimate of the ``.bsl`` payload bits of a model's weights, a
   BackSlash rate regulariser (``loss = task + rate()``, or ``rate.attach()`` as gradient hooks).
@@ -10,14 +11,28 @@ package import the GPU decoder).
 - :func:`shard_state_dict`: a tensor-parallel rank's slices of a ``.bsl`` file, reading only its part.
 """
 
-from .cola import CoLALinear, cola_spec, load_trained, to_cola
-from .compressed import CompressedModel, load_compressed
-from .rate import RateLoss
-from .rate_eg import exact_lengths, soft_bits
-from .state_dict import load_state_dict
-from .tp import LLAMA_PLAN, shard_state_dict
-from .trained import save_trained
+import importlib
+
+# name -> submodule: each is imported on first use (PEP 562), so that loading weights (load_state_dict,
+# shard_state_dict, load_compressed onto a GPU) does not import the rate loss' numba kernels
+_WHERE = {"CoLALinear": "cola", "cola_spec": "cola", "load_trained": "cola", "to_cola": "cola",
+          "CompressedModel": "compressed", "load_compressed": "compressed", "RateLoss": "rate",
+          "exact_lengths": "rate_eg", "soft_bits": "rate_eg", "load_state_dict": "state_dict",
+          "LLAMA_PLAN": "tp", "shard_state_dict": "tp", "save_trained": "trained"}
 
 __all__ = ["RateLoss", "save_trained", "soft_bits", "exact_lengths", "CoLALinear", "to_cola", "cola_spec",
            "load_trained", "load_state_dict", "load_compressed", "CompressedModel", "shard_state_dict",
            "LLAMA_PLAN"]
+
+
+def __getattr__(name):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

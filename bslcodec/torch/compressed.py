@@ -51,11 +51,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..codecs import transcode as _transcode
-from ..codecs.golomb import word_offsets as eg_word_offsets
+from ..codecs import params as _params
+from ..codecs.golomb_header import word_offsets as eg_word_offsets
 from ..container.errors import BslError, FormatError
+from ..container.format import QUANTIZED_CODECS
 from ..container.limits import LANES
-from ..pipeline import codec as _codec
 
 __all__ = ["load_compressed", "CompressedModel"]
 
@@ -129,8 +129,8 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
     before anything changes, when the file lacks a key of ``model.state_dict()`` or has one the model does not.
     Returns the :class:`CompressedModel` (also ``model._bsl_compressed``).
     """
-    from ..files.api import _Source
     from ..files.readers import bsl_files
+    from ..files.source import _Source
     from ..pipeline.arrays import _to_framework
 
     if unit not in ("block", "module"):
@@ -195,12 +195,12 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 target = t.dtype if t.dtype in _MODE else _TORCH_DTYPE.get(e.dtype)
                 # kept compressed: the lossy codecs (eg, ans, ans-dq), whose payloads are several times smaller
                 # than the values; lossless ones (raw, zstd, fexp) are decoded at load time
-                ok = is_param and e.codec in _codec.QUANTIZED_CODECS and e.numel > 0 and \
+                ok = is_param and e.codec in QUANTIZED_CODECS and e.numel > 0 and \
                     all(_module_ok(m, types) for _, m, _ in sites)
                 if ok and cm.cuda:
                     # the GPU writes fl32(q*step) rounded to the output dtype: equal to decode-then-cast only
                     # when the file holds F32, or the output is the file's own dtype
-                    ok = e.codec in _codec.QUANTIZED_CODECS and e.dtype in ("F32", "F16", "BF16") and target in _MODE and \
+                    ok = e.codec in QUANTIZED_CODECS and e.dtype in ("F32", "F16", "BF16") and target in _MODE and \
                         (e.dtype == "F32" or target == _TORCH_DTYPE[e.dtype])
                 if ok:
                     w = _Weight(fname, e, f"{src.where}: tensor {fname!r}", target)
@@ -212,9 +212,12 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
         # ---------------------------------------------------------- payloads to the device
         recoded = {}  # name -> eg payload (numpy) of an ans weight, with gpu_codec="eg" on a GPU
         if cm.cuda and gpu_codec == "eg":
+            # its coders import numba: only for gpu_codec="eg"
+            from ..codecs import transcode as _transcode
+
             for w, src in plan:
                 if w.entry.codec == "ans":
-                    _, center, s = _codec._check_ans_params(w.entry, w.where)
+                    _, center, s = _params.check_ans(w.entry, w.where)
                     try:
                         eg = _transcode.ans_to_eg(src.payload(w.entry), w.entry.numel, s, center)
                     except FormatError as exc:
@@ -242,10 +245,10 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 host = torch.from_numpy(np.frombuffer(mv, np.uint8))
                 cm.payload_buf[pos:pos + length].copy_(host)
                 w.payload = cm.payload_buf[pos:pos + length] if cm.cuda else cm.payload_buf[pos:pos + length].numpy()
-                if cm.cuda and e.codec in _codec.ANS_CODECS:
+                if cm.cuda and e.codec in _params.ANS_CODECS:
                     from ..gpu._ans import Prepared
 
-                    w.step, w.center, w.S = _codec._check_ans_params(e, w.where)
+                    w.step, w.center, w.S = _params.check_ans(e, w.where)
                     try:
                         w.prep = Prepared(mv, e.numel, w.S)
                     except FormatError as exc:
@@ -253,7 +256,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                     w.table_dev = torch.from_numpy(w.prep.gpu_table).to(dev)
                     w.wstart_dev = torch.from_numpy(w.prep.wstart).to(dev)
                 elif cm.cuda:
-                    step, center, s = _codec._check_eg_params(e, w.where)
+                    step, center, s = _params.check_eg(e, w.where)
                     try:
                         offs, head_padded, n_words = eg_word_offsets(mv, e.numel, s)
                     except FormatError as exc:
@@ -282,7 +285,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
         for t, sites, is_param, fname in dense:
             src = located[fname]
             e = src.entry(fname)
-            if load_cuda is not None and e.codec in _codec.QUANTIZED_CODECS and e.dtype in ("F32", "F16", "BF16"):
+            if load_cuda is not None and e.codec in QUANTIZED_CODECS and e.dtype in ("F32", "F16", "BF16"):
                 value = load_cuda(src, dev, names=[fname])[fname]
             else:
                 value = _to_framework(src.tensor(fname), "pt", "cpu")
@@ -401,7 +404,7 @@ def _build_launches(cm):
         for s in range(len(cm.slots)):
             by_mode, ans_jobs = {}, []
             for (w, _), flat in zip(u.items, u.flat[s]):
-                if w.codec in _codec.ANS_CODECS:
+                if w.codec in _params.ANS_CODECS:
                     ans_jobs.append(w.ans_job(flat))
                 else:
                     by_mode.setdefault(_MODE[w.dtype], []).append((w, flat))

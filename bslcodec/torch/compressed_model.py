@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..codecs import params as _params
 from ..container.errors import FormatError
-from ..pipeline import codec as _codec
 
 __all__ = ["CompressedModel"]
 
@@ -140,7 +140,7 @@ class CompressedModel:
     # ------------------------------------------------------------------ decoding
     def _decode_weight(self, w, out, check=False):
         """Decode ``w`` into the flat tensor ``out`` (its dtype) on the current stream / CPU."""
-        if self.cuda and w.codec in _codec.ANS_CODECS:
+        if self.cuda and w.codec in _params.ANS_CODECS:
             from ..gpu._ans import decode_ans_many
 
             decode_ans_many([w.ans_job(out)], device=self.device, check=check)
@@ -149,7 +149,10 @@ class CompressedModel:
 
             decode_eg(w.payload, w.numel, w.S, w.step, w.center, w.dtype, device=self.device, out=out, check=check)
         else:
-            arr = _codec.decode_flat(w.entry, w.payload, w.where)
+            # the CPU decoders (numba): only where the GPU does not decode
+            from ..pipeline.codec import decode_flat
+
+            arr = decode_flat(w.entry, w.payload, w.where)
             from ..pipeline.arrays import _to_framework
 
             out.copy_(_to_framework(arr, "pt", "cpu"))

@@ -63,9 +63,9 @@ import os
 import numpy as np
 import torch
 
+from ..codecs import params as _params
 from ..container.errors import BslError, FormatError
 from ..container.limits import LANES
-from ..pipeline import codec as _codec
 
 __all__ = ["shard_state_dict", "shard_of", "eg_subpayload", "plan_dim", "LLAMA_PLAN"]
 
@@ -125,7 +125,7 @@ class _Reader:
         self.src, self.e, self.device, self.stats = src, entry, torch.device(device), stats
         self.where = f"{src.where}: tensor {entry.name!r}"
         self.payload = src.payload(entry, verify=verify)
-        self.unit = _codec._unit(entry, self.where) if entry.codec not in ("raw",) else 1 << 14
+        self.unit = _params.unit(entry, self.where) if entry.codec not in ("raw",) else 1 << 14
         self.n = entry.numel
         self._tables = None
         self._touched = np.zeros(-(-self.n // self.unit) if self.n else 0, bool)
@@ -137,7 +137,7 @@ class _Reader:
         else:
             self._table_counted = False
         self._parsed = None  # rans.parse() of an ans payload, once per tensor
-        self._gpu = (self.device.type == "cuda" and entry.codec in ("eg",) + _codec.ANS_CODECS
+        self._gpu = (self.device.type == "cuda" and entry.codec in ("eg",) + _params.ANS_CODECS
                      and entry.dtype in ("F32", "F16", "BF16"))
 
     def _table_bytes(self) -> int:
@@ -148,7 +148,7 @@ class _Reader:
             return 65 * g + (-65 * g % 8)
         if e.codec == "zstd":
             return 4 + 4 * self._touched.size
-        if e.codec in _codec.ANS_CODECS:
+        if e.codec in _params.ANS_CODECS:
             try:
                 b = int(p[8:12].view("<u4")[0])
                 h = 12 + b + (-(12 + b) % 4)
@@ -173,7 +173,7 @@ class _Reader:
                 m = self._touched.size
                 sizes = p[4:4 + 4 * m].view("<u4").astype(np.int64)
                 self._tables = np.concatenate([[0], np.cumsum(sizes)])
-            elif e.codec in _codec.ANS_CODECS:
+            elif e.codec in _params.ANS_CODECS:
                 try:
                     b = int(p[8:12].view("<u4")[0])
                     h = 12 + b + (-(12 + b) % 4)
@@ -215,13 +215,13 @@ class _Reader:
             if e.codec == "eg":
                 from ..gpu import decode_eg
 
-                step, center, s = _codec._check_eg_params(e, self.where)
+                step, center, s = _params.check_eg(e, self.where)
                 sub, n_sub = eg_subpayload(self.payload, self.n, s, u0, u1)
                 return decode_eg(sub, n_sub, s, step, center, e.dtype, device=self.device)
             from ..codecs import rans
             from ..gpu import decode_ans
 
-            step, center, s = _codec._check_ans_params(e, self.where)
+            step, center, s = _params.check_ans(e, self.where)
             if self._parsed is None:
                 self._parsed = rans.parse(self.payload, self.n, s)
             sub, n_sub = rans.subpayload(self.payload, self.n, s, u0, u1, parsed=self._parsed)
@@ -243,7 +243,10 @@ class _Reader:
         if self._gpu:
             flat = self._gpu_groups(u0, u1)
             return flat[start - u0 * self.unit: stop - u0 * self.unit]
-        arr = _codec.decode_flat(self.e, self.payload, self.where, start, stop)
+        # the CPU decoders (numba): only for a slice that is not decoded on the GPU
+        from ..pipeline.codec import decode_flat
+
+        arr = decode_flat(self.e, self.payload, self.where, start, stop)
         return _to_framework(arr, "pt", "cpu").to(self.device)
 
 
@@ -284,8 +287,8 @@ def shard_state_dict(path, plan, rank: int | None = None, world_size: int | None
     loaded), ``bytes_read`` (payload bytes its decoders touched), ``elements_decoded``, ``bytes_sent``,
     ``bytes_received``, ``header_bytes``, per-strategy tensor counts.
     """
-    from ..files.api import _Source
     from ..files.readers import bsl_files
+    from ..files.source import _Source
 
     info = _dist_info(group)
     if rank is None or world_size is None:
