@@ -13,7 +13,7 @@ imports no numba at all (``bslcodec.gpu`` reads payload headers with ``codecs.*_
 
 __version__ = "0.1.0"
 
-from . import jitcache  # noqa: E402,F401 - (kernel packages call jitcache.install() before defining kernels)
+from . import jitcache  # noqa: E402,F401 - (kernel modules call jitcache.install() before defining kernels)
 from .container.errors import (  # noqa: E402
     BslError, ChecksumError, EncodeError, FormatError, LimitError, QualityWarning)
 

@@ -7,9 +7,9 @@ it reads (``container/limits.py``'s ``LANES``). numba does not follow those: a c
 left a stale decoder in the cache, which decoded wrongly (issue 20, item 12). An upgrade that changes
 such a file, or an editable install being edited, would do the same.
 
-:func:`install` (called by the ``__init__`` of quantize, pipeline and torch before any of their modules is
-imported, and at the top of each kernel module of codecs, whose package and ``*_header`` modules import no
-numba; tests/test_jitcache.py checks every module that defines cached kernels) puts cache
+:func:`install` (called at the top of every module that defines cached kernels, before them; no package
+``__init__`` imports numba, so that a load onto a GPU, which reads headers with ``codecs.*_header``, never does;
+tests/test_jitcache.py checks every module) puts cache
 locators in front of numba's own ones. They serve only functions defined in this package's files, and
 store them where numba would (``NUMBA_CACHE_DIR``, else ``__pycache__`` if writable, else the user-wide
 cache dir), with a source stamp that is numba's stamp of the
