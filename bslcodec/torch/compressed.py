@@ -211,10 +211,12 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
 
         # ---------------------------------------------------------- payloads to the device
         recoded = {}  # name -> eg payload (numpy) of an ans weight, with gpu_codec="eg" on a GPU
+        eg_lane_symbols = None  # the recoded payloads' lane length
         if cm.cuda and gpu_codec == "eg":
             # its coders import numba: only for gpu_codec="eg"
             from ..codecs import transcode as _transcode
 
+            eg_lane_symbols = _transcode.EG_LANE_SYMBOLS
             for w, src in plan:
                 if w.entry.codec == "ans":
                     _, center, s = _params.check_ans(w.entry, w.where)
@@ -237,7 +239,7 @@ def load_compressed(model: nn.Module, path, device="cuda", *, unit: str = "block
                 mv = recoded.get(w.name)
                 if mv is not None:  # eg from here on; step and center are the ans entry's
                     e = _dataclasses.replace(e, codec="eg", length=mv.size,
-                                             params=dict(e.params, lane_symbols=_transcode.EG_LANE_SYMBOLS))
+                                             params=dict(e.params, lane_symbols=eg_lane_symbols))
                     w.codec = "eg"
                 else:
                     mv = src.payload(e)  # checksum verified here
