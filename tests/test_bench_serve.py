@@ -72,12 +72,15 @@ def test_report_of_a_run_stopped_by_the_deadline(tmp_path):
            "runs": [_run("safetensors", 1e9, 0, 16.0, 2.2, 1.5), _run("bsl", 1e9, 0, 15.5, 0.83, 1.6),
                     _run("safetensors", 0.0, 1, 14.0, 0.0, 1.5)],  # its pair was cut off
            "skipped": [{"rep": 1, "rate": 2e9}]}
+    mod["runs"][1]["numba"] = False  # the .bsl replica's load imported no numba (an older run's record has no key)
     results = {"machine": {"cpu": "x", "cores": 16, "python": "3.12", "gpu": "H200"}, "date": "d", "models": [mod]}
     bs.write(results, args, quiet=True)
     text = Path(args.out).read_text()
     assert "Stopped by `--deadline`: 1 pair(s) not run (repeat 1 2 GB/s)" in text
     assert "| 1 GB/s | 1 | -0.50 | -1.27 | +0.77 |" in text  # paired: total, pull + load, rest
     assert "not run (deadline or stopped)" in text
+    assert "bsl: numba imported by the end of the weight load in 0 of 1 runs." in text
+    assert "safetensors: numba imported" not in text
     assert json.loads(Path(args.out).with_suffix(".json").read_text())["models"][0]["skipped"]
 
 

@@ -130,6 +130,8 @@ def install_hooks() -> None:
         model = load(folder, model_class, device, dtype)
         _sync(device)  # the weights are on the device, not queued for it
         mark("load_done")
+        if "numba" in sys.modules:  # a GPU load of a .bsl model should not import it (results/load.md round 13)
+            mark("numba_imported")
         return model
 
     _load._bench_marks = True
@@ -403,7 +405,7 @@ def cold_start(kind: str, folder: Path, rate: float, args, work: Path) -> dict:
             else answer["data"][0]["embedding"])
     return {"seconds": t, "accept_s": accept - t0, "phases": ph, **split(ph, t), "pull_s": pulled["pull_s"],
             "pulled_bytes": pulled["pulled_bytes"], "load1": load0, "wall_s": time.perf_counter() - t0,
-            "answer": text}
+            "numba": "numba_imported" in marks, "answer": text}
 
 
 def load_times(kind: str, folders: dict, args) -> dict:
@@ -606,6 +608,10 @@ def phase_tables(mod: dict) -> list:
                       and ph in r.get("phases", {})]) for rate, fmt in cols]
         if any(v is not None for v in vals):
             L.append(f"| {ph} | " + " | ".join(_s(v) for v in vals) + " |")
+    for fmt in ("safetensors", "bsl"):
+        got = [r["numba"] for r in runs if r["fmt"] == fmt and "numba" in r]
+        if got:
+            L.append(f"\n{fmt}: numba imported by the end of the weight load in {sum(got)} of {len(got)} runs.")
     L += ["", "Every timed run, in the order run:", "",
           "| # | repeat | condition | format | total s | pull s | load s | pull + load s | rest s | load avg |",
           "|---|---|---|---|---|---|---|---|---|---|"]
