@@ -152,7 +152,8 @@ def loaded(fn) -> bool:
     its BLAS check, imports scipy.linalg). Host-side table work of a few microseconds a tensor
     (``rans_header.parse_header`` and ``gpu_table``, ``golomb_header.parse_tables``, ``fexp_header``'s checks and
     decoding table) has a numpy twin that runs until then, so a process that only loads onto a GPU (a serving
-    replica) never imports numba (those modules do not), and a process that has run any kernel keeps the compiled forms (parse 0.9 against
-    12 us, slot table 4 against 21 us on the 2-core box); the twins are tested equal to the kernels.
+    replica) never imports numba (those modules do not), and a process that has run any kernel keeps the
+    compiled forms (parse 0.9 against 12 us, slot table 4 against 21 us on the 2-core box); the twins are tested
+    equal to the kernels. The kernel modules register their compiled forms in each header module's ``KERNELS``.
     """
     return bool(getattr(fn, "signatures", True)) or "numba.np.arraymath" in sys.modules
