@@ -68,9 +68,7 @@ def from_pretrained(folder, *model_args, model_class=None, device=None, strict: 
     from transformers import AutoConfig
 
     from .files.readers import bsl_files
-    from .files.source import (
-        load_torch,  # (not files.checkpoint: its writers import the encoder and numba)
-    )
+    from .files.source import load_torch
 
     folder = Path(folder)
     if not folder.is_dir():

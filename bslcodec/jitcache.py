@@ -157,3 +157,10 @@ def loaded(fn) -> bool:
     equal to the kernels. The kernel modules register their compiled forms in each header module's ``KERNELS``.
     """
     return bool(getattr(fn, "signatures", True)) or "numba.np.arraymath" in sys.modules
+
+
+def ready(kernels: dict, name: str):
+    """The compiled kernel a header module's ``kernels`` holds under ``name`` (registered there by its kernel
+    module) where calling it now is cheap (:func:`loaded`), else None: the caller runs its numpy twin."""
+    fn = kernels.get(name)
+    return fn if fn is not None and loaded(fn) else None

@@ -84,7 +84,7 @@ def test_fexp_table_twins(monkeypatch):
         except Exception as e:  # noqa: BLE001 - compared below
             warm_err = str(e)
         with monkeypatch.context() as mp:
-            mp.setattr(fexp_header, "loaded", lambda fn: False)
+            mp.setattr(fexp_header, "ready", lambda kernels, name: None)
             try:
                 fexp_table.check_lengths(lengths)
             except Exception as e:  # noqa: BLE001

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..container.errors import FormatError
 from ..container.limits import LANES
-from ..jitcache import loaded
+from ..jitcache import ready
 from . import fexp_ref
 from .fexp_ref import (
     HEAD_BYTES,
@@ -79,10 +79,10 @@ def _bitrev(x: np.ndarray, nbits) -> np.ndarray:
 
 
 def check_lengths(lengths: np.ndarray) -> None:
-    fast = KERNELS.get("kraft")
-    if fast is not None and loaded(fast):
+    fast = ready(KERNELS, "kraft")
+    if fast is not None:
         top, total = fast(np.ascontiguousarray(lengths))
-    else:  # numpy twin (jitcache.loaded)
+    else:  # numpy twin (jitcache.ready)
         ln = np.asarray(lengths, np.int64)
         top = int(ln.max(initial=0))
         ok = (ln > 0) & (ln <= MAX_CODE_LEN)
@@ -102,8 +102,8 @@ def build_lut(lengths: np.ndarray) -> np.ndarray:
 
 def _lut(lengths: np.ndarray) -> np.ndarray:
     """``build_lut`` of lengths that ``check_lengths`` accepted."""
-    fast = KERNELS.get("fill_lut")
-    if fast is None or not loaded(fast):
+    fast = ready(KERNELS, "fill_lut")
+    if fast is None:
         return _lut_np(lengths)
     lut = np.empty(LUT_SIZE, np.uint16)
     fast(np.ascontiguousarray(lengths), _lut_order(), lut)

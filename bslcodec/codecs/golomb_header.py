@@ -9,7 +9,7 @@ import numpy as np
 
 from ..container.errors import FormatError
 from ..container.limits import LANES, MAX_CODE_BITS, MAX_EG_ORDER
-from ..jitcache import loaded
+from ..jitcache import ready
 
 #: The compiled form of ``_lane_table_np``, set by ``golomb`` at its import: "lane_table"
 KERNELS: dict = {}
@@ -56,8 +56,8 @@ def parse_tables(payload, n_elems: int, lane_symbols: int):
     if g_count and int(ks.max()) > MAX_EG_ORDER:
         raise FormatError(f"eg order {int(ks.max())} is over {MAX_EG_ORDER}")
     word_start = np.empty(g_count + 1, np.int64)
-    fast = KERNELS.get("lane_table")
-    bad = (fast if fast is not None and loaded(fast) else _lane_table_np)(lens, ks, n_elems, lane_symbols, word_start)
+    fast = ready(KERNELS, "lane_table")
+    bad = (fast if fast is not None else _lane_table_np)(lens, ks, n_elems, lane_symbols, word_start)
     if bad >= 0:
         g, j = divmod(bad, LANES)
         n_last = n_elems - (g_count - 1) * LANES * lane_symbols

@@ -8,6 +8,7 @@ import zstandard
 from ..container.dtypes import numpy_dtype
 from ..container.errors import FormatError
 from ..container.limits import MAX_ZSTD_CHUNK_ELEMS, ZSTD_MAX_RATIO
+from . import params
 
 CHUNK_BYTES = 4 << 20  # raw bytes per zstd chunk: big enough for a good ratio, small enough to slice
 LEVEL = 3
@@ -127,8 +128,7 @@ def decode_entry(e, payload, where: str, start: int = 0, stop: int | None = None
         out = np.frombuffer(payload, np.uint8, (stop - start) * dtype.itemsize, start * dtype.itemsize)
         out = out.view(store).copy()
     else:
-        c = e.params.get("chunk_elems")
-        unit = c if type(c) is int and c > 0 else 1  # zstd_chunks rejects a bad one
+        unit = params.unit(e, where)  # zstd_chunks rejects a bad chunk_elems
         u0, u1 = start // unit, -(-stop // unit)
         out = decode_zstd(payload, n, store, e.params, where, u0, u1)[start - u0 * unit: stop - u0 * unit]
     if e.dtype == "BOOL":

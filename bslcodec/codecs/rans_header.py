@@ -12,15 +12,12 @@ import numpy as np
 
 from ..container.errors import FormatError
 from ..container.limits import LANES
-from ..jitcache import loaded
+from ..jitcache import ready
+from .golomb_header import n_groups  # the same 32-lane groups as eg (spec 4.4)
 from .rans_ref import MAX_MSB, MAX_PROB_BITS, MAX_SPLIT, MAX_TABLE_ZEROS, k_max
 
 #: Compiled forms of this module's twins, set by ``rans_table`` at its import: "parse_table", "fill_gpu_table"
 KERNELS: dict = {}
-
-
-def n_groups(n_elems: int, lane_symbols: int) -> int:
-    return -(-n_elems // (LANES * lane_symbols))
 
 
 def _align4(x: int) -> int:
@@ -92,8 +89,8 @@ def parse_header(buf: np.ndarray) -> tuple:
     if 12 + B > buf.size:
         raise FormatError(f"ans table bit string of {B} bytes runs past the payload ({buf.size} bytes)")
     freqs = np.zeros(K, np.int64)
-    fast = KERNELS.get("parse_table")
-    if fast is not None and loaded(fast):
+    fast = ready(KERNELS, "parse_table")
+    if fast is not None:
         pos, err = fast(buf[12:12 + B], K, kq, 1 << P, freqs)
     else:
         pos, err = _parse_table_np(bytes(buf[12:12 + B]), K, kq, 1 << P, freqs)
@@ -109,8 +106,8 @@ def parse_header(buf: np.ndarray) -> tuple:
 def gpu_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
     """The default GPU kernel's slot table (int64, 2^P entries), see ``rans_table._fill_gpu_table``."""
     freqs = np.asarray(freqs, np.int64)
-    fast = KERNELS.get("fill_gpu_table")
-    if fast is None or not loaded(fast):
+    fast = ready(KERNELS, "fill_gpu_table")
+    if fast is None:
         return _gpu_table_np(P, s, m, freqs)
     out = np.empty(1 << P, np.int64)
     fast(P, s, m, freqs, out)

@@ -14,9 +14,7 @@ import numpy as np
 
 from ..codecs import dq_search, fexp, golomb, lossless, rans, rdoq
 from ..codecs.params import ANS_CODECS, ANS_MAX_S, ANS_MIN_S, finite_float  # noqa: F401 - codec.<name> as before
-from ..codecs.params import (
-    F32_MAX as _F32_MAX,  # gg_scale is stored as a binary32 value (informational)
-)
+from ..codecs.params import F32_MAX as _F32_MAX
 from ..codecs.params import check_ans as _check_ans_params
 from ..codecs.params import check_eg as _check_eg_params
 from ..codecs.params import check_fexp as _check_fexp_params
@@ -247,6 +245,7 @@ class LossyTensor:
     def _params(self, step: float, center: int, lane_symbols: int, max_abs_error: float) -> dict:
         p = {"step": step, "center": center, "lane_symbols": lane_symbols}
         if self.gg_info:
+            # gg_scale is stored as a binary32 value (informational)
             p["gg_nu"], p["gg_scale"] = round(self.nu, 6), float(np.float32(min(self.alpha, _F32_MAX)))
         p["max_abs_error"] = max_abs_error
         return p
@@ -553,11 +552,10 @@ def decode_flat(e: Entry, payload, where: str, start: int = 0, stop: int | None 
     """Elements [start, stop) of the tensor (flat, C order), decoding only the units that hold them."""
     n = e.numel
     stop = n if stop is None else stop
-    dtype = numpy_dtype(e.dtype)
     if e.codec in ("raw", "zstd"):
         return lossless.decode_entry(e, payload, where, start, stop)
     if stop <= start:
-        return np.empty(0, dtype)
+        return np.empty(0, numpy_dtype(e.dtype))
     if start == 0 and stop == n:  # the whole tensor: every group (params checked once)
         return (_decode_fexp_range if e.codec == "fexp" else _decode_quantized_range)(e, payload, where, 0, None)
     unit = _unit(e, where)

@@ -20,9 +20,7 @@ _WHERE = {"CoLALinear": "cola", "cola_spec": "cola", "load_trained": "cola", "to
           "exact_lengths": "rate_eg", "soft_bits": "rate_eg", "load_state_dict": "state_dict",
           "LLAMA_PLAN": "tp", "shard_state_dict": "tp", "save_trained": "trained"}
 
-__all__ = ["RateLoss", "save_trained", "soft_bits", "exact_lengths", "CoLALinear", "to_cola", "cola_spec",
-           "load_trained", "load_state_dict", "load_compressed", "CompressedModel", "shard_state_dict",
-           "LLAMA_PLAN"]
+__all__ = list(_WHERE)
 
 
 def __getattr__(name):
