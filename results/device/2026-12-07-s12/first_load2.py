@@ -19,6 +19,7 @@ else:
     from transformers import AutoModelForCausalLM
     load = lambda: AutoModelForCausalLM.from_pretrained("/tmp/fl/st", device_map="cuda", dtype=torch.bfloat16)
 t0 = time.perf_counter(); m = load(); torch.cuda.synchronize(); mark("first load", t0)
+T["numba after first load"] = float("numba" in sys.modules)
 from numba.core.registry import CPUDispatcher  # noqa: E402 - after the timings (numba is imported here if not yet)
 T["bslcodec kernels loaded"] = float(sum(1 for mn, mod in list(sys.modules.items()) if mn.startswith("bslcodec") and mod
                                          for v in vars(mod).values() if isinstance(v, CPUDispatcher) and v.signatures))
