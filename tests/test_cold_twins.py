@@ -113,7 +113,21 @@ for path in sys.argv[1:]:
         cpu_codecs.add(src.entry(n).codec)
         _to_framework(src.tensor(n), "pt", "cpu")
     src.close()
-print(json.dumps({"cpu codecs": sorted(cpu_codecs), "numba": "numba" in sys.modules}))
+# tensor-parallel slices of the GPU codecs (bslcodec.torch.tp): the sub-payloads they cut, the launch stubbed
+import bslcodec.gpu as g
+from bslcodec.torch import tp
+cut = []
+g.decode_ans = lambda sub, n, s, step, center, dt, device, dq: cut.append(n) or torch.zeros(n)
+g.decode_eg = lambda sub, n, s, step, center, dt, device: cut.append(n) or torch.zeros(n)
+for path in sys.argv[1:]:
+    src = _Source(path=path)
+    for n in src.entries:
+        e = src.entry(n)
+        r = tp._Reader(src, e, "cuda", True, {"payload_bytes": 0, "bytes_read": 0, "elements_decoded": 0})
+        if r._gpu:
+            r.read(e.numel // 3, e.numel)
+    src.close()
+print(json.dumps({"cpu codecs": sorted(cpu_codecs), "tp slices": len(cut), "numba": "numba" in sys.modules}))
 """
 
 
@@ -139,6 +153,7 @@ def test_gpu_host_side_imports_no_numba(tmp_path):
     # imported no numba
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["numba"] is False and got["cpu codecs"] and set(got["cpu codecs"]) <= {"raw", "zstd"}
+    assert got["tp slices"] >= 8  # the q/k matrices of the bits=4 and eg files, sliced as a GPU rank would
 
 
 

@@ -19,7 +19,7 @@ from ..quantize.dq import next_state as _dq_next
 from ..quantize.quant import store_dequant
 from . import rans_vec
 from .golomb import _step32
-from .rans_header import min_length
+from .rans_header import min_length, parse, subpayload  # noqa: F401 - numpy-only, re-exported
 from .rans_model import (
     _BAD_STATE,
     _END,
@@ -28,64 +28,13 @@ from .rans_model import (
     _SHORT,
     _STATUS_TEXT,
     L,
-    _align4,
-    n_groups,
 )
 from .rans_table import (
-    parse_header,
     tables,
 )
 from .rans_vec import slot_tables, token_table, vrun
 
 # ---------------------------------------------------------------- decoder
-
-def parse(payload, n_elems: int, lane_symbols: int):
-    """(P, s, m, frequency table, word counts, word offsets per group, words); checks all sizes."""
-    buf = np.frombuffer(payload, np.uint8)
-    P, s, m, freqs, H = parse_header(buf)
-    G = n_groups(n_elems, lane_symbols)
-    need = min_length(H, n_elems, lane_symbols)
-    if buf.size < need:  # checked before anything is sized from n_elems
-        raise FormatError(f"ans payload of {buf.size} bytes cannot hold {n_elems} elements "
-                          f"({need} bytes at least: a word count per group, a state per lane)")
-    W = buf[H:H + 4 * G].view("<u4").astype(np.int64)
-    start = np.zeros(G + 1, np.int64)
-    np.cumsum(W + (W % 2), out=start[1:])
-    expect = H + 4 * G + 2 * int(start[-1])
-    if buf.size != expect:
-        raise FormatError(f"ans payload is {buf.size} bytes, its group table says {expect}")
-    words = buf[H + 4 * G:].view("<u2")
-    return P, s, m, freqs, W, start, words
-
-
-def subpayload(payload, n_elems: int, lane_symbols: int, g0: int, g1: int, parsed=None) -> tuple:
-    """(payload, n) of a valid ``ans`` / ``ans-dq`` payload holding only groups [g0, g1) of ``payload``.
-
-    Groups decode independently (spec 4.4 / 4.6: per-group word counts, lane states and dq states; the model
-    does not depend on N), so the model header and table, the word counts ``W[g0:g1]`` and those groups'
-    words (odd-count padding words included) form a payload of ``min(N, g1*32S) - g0*32S`` elements whose
-    decode is elements [g0*32S, g0*32S + n) of the full decode. Reads only the header, the word-count table
-    and the groups' words; the sizes are checked (``parse``) before any offset is used, so a corrupt table
-    raises FormatError. ``parsed``: ``parse()``'s result for this payload, when the caller has it.
-    """
-    buf = np.frombuffer(payload, np.uint8)
-    W, start = (parsed if parsed is not None else parse(payload, n_elems, lane_symbols))[4:6]
-    G = W.size
-    if not 0 <= g0 <= g1 <= G:
-        raise ValueError(f"groups [{g0}, {g1}) are not inside the payload's {G} groups")
-    H = _align4(12 + int(buf[8:12].view("<u4")[0])) if buf.size >= 12 else -1
-    if H < 12 or buf.size != H + 4 * G + 2 * int(start[-1]):  # parse() checked it; ``parsed`` may be another's
-        raise FormatError(f"ans payload of {buf.size} bytes does not match its parsed tables")
-    gs = g1 - g0
-    w0, w1 = int(start[g0]), int(start[g1])
-    out = np.empty(H + 4 * gs + 2 * (w1 - w0), np.uint8)
-    out[:H] = buf[:H]
-    out[H:H + 4 * gs] = buf[H + 4 * g0:H + 4 * g1]
-    a = H + 4 * G
-    out[H + 4 * gs:] = buf[a + 2 * w0:a + 2 * w1]
-    unit = LANES * lane_symbols
-    return out, min(n_elems, g1 * unit) - g0 * unit
-
 
 _U16, _U32 = np.uint64(16), np.uint64(32)
 

@@ -136,7 +136,7 @@ class _Reader:
             self._table_counted = True
         else:
             self._table_counted = False
-        self._parsed = None  # rans.parse() of an ans payload, once per tensor
+        self._parsed = None  # rans_header.parse() of an ans payload, once per tensor
         self._gpu = (self.device.type == "cuda" and entry.codec in ("eg",) + _params.ANS_CODECS
                      and entry.dtype in ("F32", "F16", "BF16"))
 
@@ -218,7 +218,8 @@ class _Reader:
                 step, center, s = _params.check_eg(e, self.where)
                 sub, n_sub = eg_subpayload(self.payload, self.n, s, u0, u1)
                 return decode_eg(sub, n_sub, s, step, center, e.dtype, device=self.device)
-            from ..codecs import rans
+            # rans_header: numpy only, so a GPU slice imports no numba
+            from ..codecs import rans_header as rans
             from ..gpu import decode_ans
 
             step, center, s = _params.check_ans(e, self.where)
