@@ -114,18 +114,45 @@ def gpu_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
     return out
 
 
+_TOKEN_HI: dict = {}  # (s, m, K) -> per token (nb | base << 5) << 32, read-only
+_RAMP: dict = {}  # P -> slot << 15 for the 2^P slots, read-only
+
+
+def _token_hi(s: int, m: int, K: int) -> np.ndarray:
+    """Per token the high word of its slots, ``(nb | base << 5) << 32`` (spec 4.4's token split), cached: a
+    model's tokens depend only on (s, m, K)."""
+    hi = _TOKEN_HI.get((s, m, K))
+    if hi is None:
+        tok = np.arange(K, dtype=np.int64)
+        i = tok - (1 << s)
+        small = tok < (1 << s)
+        nb = np.where(small, 0, s + (i >> m) - m)
+        base = np.where(small, tok, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
+        hi = (nb | (base << 5)) << 32
+        hi.flags.writeable = False
+        if len(_TOKEN_HI) < 4096:  # (s, m, K) take a few hundred values in practice; bounded all the same
+            _TOKEN_HI[(s, m, K)] = hi
+    return hi
+
+
+def _ramp(P: int) -> np.ndarray:
+    r = _RAMP.get(P)
+    if r is None:
+        r = _RAMP[P] = np.arange(0, 1 << (P + 15), 1 << 15, dtype=np.int64)
+        r.flags.writeable = False
+    return r
+
+
 def _gpu_table_np(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
-    """``gpu_table`` in numpy (``jitcache.loaded``): per live token its packed high word and f, repeated f times."""
+    """``gpu_table`` in numpy (``jitcache.loaded``): per live token its packed high word and f, repeated f times,
+    plus each slot's offset ``(slot - c) << 15`` (``slot << 15`` here, ``c << 15`` taken off per token)."""
     live = np.flatnonzero(freqs > 0)
     f = freqs[live]
-    i = live - (1 << s)
-    small = live < (1 << s)
-    nb = np.where(small, 0, s + (i >> m) - m)
-    base = np.where(small, live, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
-    start = np.cumsum(f) - f
+    start = np.cumsum(f)
+    start -= f
     # f | (slot - c) << 15 | hi with + for |: f <= 2^MAX_PROB_BITS < 2^15 and slot - c < 2^15 share no bits
-    out = np.repeat(f + ((nb | (base << 5)) << 32) - (start << 15), f)
-    out += np.arange(0, 1 << (P + 15), 1 << 15, dtype=np.int64)
+    out = np.repeat(_token_hi(s, m, freqs.size)[live] + f - (start << 15), f)
+    out += _ramp(P)
     return out
 
 
