@@ -106,10 +106,11 @@ def _tensors():
     return t
 
 
-@pytest.mark.parametrize("slots", [2, 3])
+@pytest.mark.parametrize("slots", [(2, 3), (2, 2), (3, 3), (1, 3), (2, 1)])  # (device, host)
 @pytest.mark.parametrize("kw", [{}, {"codec": "eg", "rel_step": 0.05}, {"lossless": True}])
 def test_host_pipeline_feeds_each_launch_its_bytes(gpu_load, tmp_path, kw, slots, monkeypatch):
-    monkeypatch.setattr(gpu_load, "SLOTS", slots)
+    monkeypatch.setattr(gpu_load, "SLOTS", slots[0])
+    monkeypatch.setattr(gpu_load, "HOST_SLOTS", slots[1])
     path = tmp_path / "m.bsl"
     bslcodec.save_file(_tensors(), path, **kw)
     src = api._Source(path=str(path))
@@ -130,6 +131,7 @@ def test_host_pipeline_feeds_each_launch_its_bytes(gpu_load, tmp_path, kw, slots
 def test_host_pipeline_one_chunk(gpu_load, tmp_path, slots, monkeypatch):
     """A file whose GPU payloads make one chunk (one staging slot): read, copied, decoded once."""
     monkeypatch.setattr(gpu_load, "SLOTS", slots)
+    monkeypatch.setattr(gpu_load, "HOST_SLOTS", slots)
     path = tmp_path / "one.bsl"
     bslcodec.save_file({"w": _tensors()["l0.w"]}, path)
     src = api._Source(path=str(path))

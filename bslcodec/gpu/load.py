@@ -13,10 +13,14 @@ at most ``CHUNK_BYTES``, or one larger payload)::
     reader threads; launch; start the
     read of chunk i+1
 
-``SLOTS`` (2) pinned host slots and as many device slots are reused: slot ``i % SLOTS`` is refilled only after
-chunk ``i - SLOTS`` has left it (an event per slot on each side), so with two slots, while chunk ``i`` is decoded
-chunk ``i + 1`` is copied and read (reads run ``SLOTS - 1`` chunks ahead; whether three slots help cold reads is
-not measured yet). GPU memory is the outputs plus the staging slots plus the tables. Nothing
+``HOST_SLOTS`` (3) pinned host slots and ``SLOTS`` (2) device slots are reused: chunk ``i`` is read into host
+slot ``i % HOST_SLOTS``, refilled only after chunk ``i - HOST_SLOTS`` has been copied out of it and its checksums
+have read it, and copied into device slot ``i % SLOTS``, refilled only after chunk ``i - SLOTS``'s kernels are done
+with it (an event per slot on each side). So reads run ``HOST_SLOTS - 1`` chunks ahead of the decode while GPU
+memory stays the outputs plus two staging chunks plus the tables. (On an H100, warm, 8 x 4096^2 bf16 at
+``bits=4``: reading two chunks ahead with three slots on both sides took 9.50 against 11.99 ms for two and two,
+medians of 8 alternated rounds, results/load.md, fourteenth session; three host slots with two device slots are
+not measured yet.) Nothing
 waits per tensor: the host waits only for a slot (after two chunks) and once at the end, for the error
 flags of every launch and the checksums (xxhash on reader threads, off the critical path). A checksum
 mismatch is reported before a decoder error, so a corrupted file reads as :class:`ChecksumError` as before;
@@ -45,7 +49,8 @@ CHUNK_BYTES = 32 << 20  # staging slot size (payload bytes); a larger payload ge
 _MIN_CHUNK = 4 << 20  # smaller files are split into at least ~4 chunks so that reads, copies and decodes overlap
 _GAP_BYTES = 1 << 20  # a chunk ends before a gap this long (bytes of CPU-decoded tensors between GPU payloads)
 _READ_PIECE = 4 << 20  # bytes one reader thread reads with one call
-SLOTS = 2  # staging slots (pinned and device): reads run up to SLOTS - 1 chunks ahead of the decode
+SLOTS = 2  # device staging slots: a chunk is copied in once the kernels of the chunk SLOTS before it are done
+HOST_SLOTS = 3  # pinned staging slots: reads run up to HOST_SLOTS - 1 chunks ahead of the decode
 _EG_BLOCK, _EG_MAX_GRID = 256, 1 << 20
 _FEXP_BLOCK = 256
 _pool = None
@@ -297,48 +302,49 @@ class _Loader:
         # one error flag per ans / fexp tensor and per eg launch: at most one per item plus one per dtype and chunk
         self.err = torch.zeros(max(1, len(items) + 3 * len(chunks)), dtype=torch.int32, device=self.dev)
         cap = max((hi - lo for lo, hi, _ in chunks), default=0)
-        slots = min(SLOTS, len(chunks))
-        hbuf = [torch.empty(cap, dtype=torch.uint8, pin_memory=True) for _ in range(slots)]
-        dbuf = [torch.empty(cap, dtype=torch.uint8, device=self.dev) for _ in range(slots)]
-        copied, decoded, pending = [None] * slots, [None] * slots, [[] for _ in range(slots)]
+        hslots, dslots = min(max(1, HOST_SLOTS), len(chunks)), min(max(1, SLOTS), len(chunks))
+        hbuf = [torch.empty(cap, dtype=torch.uint8, pin_memory=True) for _ in range(hslots)]
+        dbuf = [torch.empty(cap, dtype=torch.uint8, device=self.dev) for _ in range(dslots)]
+        copied, pending = [None] * hslots, [[] for _ in range(hslots)]  # per host slot: its last copy, checksums
+        decoded = [None] * dslots  # per device slot: the kernels of its last chunk
         reading = {}  # chunk index -> its read futures
 
         def start_read(cj):
-            s = cj % slots
-            if copied[s] is not None:
-                copied[s].synchronize()  # chunk cj - slots has left pinned slot s
-                wait(pending[s])  # and its checksums have read it
-            reading[cj] = _read(self.src, hbuf[s].numpy(), *chunks[cj][:2], self.pool)
+            h = cj % hslots
+            if copied[h] is not None:
+                copied[h].synchronize()  # chunk cj - hslots has left pinned slot h
+                wait(pending[h])  # and its checksums have read it
+            reading[cj] = _read(self.src, hbuf[h].numpy(), *chunks[cj][:2], self.pool)
 
-        ahead = max(1, slots - 1)  # reads run this many chunks ahead of the decode (1 with one slot: one chunk)
+        ahead = max(1, hslots - 1)  # reads run this many chunks ahead of the decode (1 with one slot: one chunk)
         try:
             for cj in range(min(ahead, len(chunks))):
                 start_read(cj)
             for ci, (lo, hi, group) in enumerate(chunks):
-                s = ci % slots
-                host = hbuf[s].numpy()
-                # the host tables of chunk ci from the memory map while the reader threads fill slot s
+                h, d = ci % hslots, ci % dslots
+                host = hbuf[h].numpy()
+                # the host tables of chunk ci from the memory map while the reader threads fill slot h
                 meta = _Meta()
                 plans = self._prepare(group, np.frombuffer(self.src.buf[lo:hi], np.uint8), lo, meta)
                 for f in reading.pop(ci):
                     f.result()
                 with torch.cuda.stream(self.copy):
-                    if decoded[s] is not None:
-                        self.copy.wait_event(decoded[s])  # chunk ci - slots's kernels are done with device slot s
-                    dbuf[s][:hi - lo].copy_(hbuf[s][:hi - lo], non_blocking=True)
-                    copied[s] = torch.cuda.Event()
-                    copied[s].record(self.copy)
+                    if decoded[d] is not None:
+                        self.copy.wait_event(decoded[d])  # chunk ci - dslots's kernels are done with device slot d
+                    dbuf[d][:hi - lo].copy_(hbuf[h][:hi - lo], non_blocking=True)
+                    copied[h] = torch.cuda.Event()
+                    copied[h].record(self.copy)
                 futs = []
                 for it in group:
                     rel = it.start - lo
                     f = self.pool.submit(_verify, host[rel:rel + it.e.length], it)
                     futs.append(f)
                     self.checks.append((f, it))
-                pending[s] = futs
-                self.stream.wait_event(copied[s])
-                self._launch(plans, dbuf[s].data_ptr(), meta)
-                decoded[s] = torch.cuda.Event()
-                decoded[s].record(self.stream)
+                pending[h] = futs
+                self.stream.wait_event(copied[h])
+                self._launch(plans, dbuf[d].data_ptr(), meta)
+                decoded[d] = torch.cuda.Event()
+                decoded[d].record(self.stream)
                 if ci + ahead < len(chunks):  # its tables are prepared while it is read
                     start_read(ci + ahead)
             out = {name: None for name in names}

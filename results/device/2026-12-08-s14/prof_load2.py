@@ -1,11 +1,13 @@
 """prof_load.py's follow-up for the next device call (written after its first run, not run yet): the same file,
-the chunking varied (a launch decoded one 16.7M-weight tensor at ~87 GB/s: too few warps?) and the host side of
+the staging slots (default since 2026-12-08: 3 pinned host slots, 2 device slots; the old 2 + 2; 3 + 3) and the
+chunking varied (a launch decoded one 16.7M-weight tensor at ~87 GB/s: too few warps?), and the host side of
 20 loads under cProfile. One process:
 
 1. the ratio: bslcodec and safetensors loads alternated, 9 rounds, medians;
 2. the loader's phases (wall time of each _Loader method and of the waits for reads), medians of 9 loads;
-3. variants alternated in rounds: chunks of >= 2 tensors (cap 32 MiB), one chunk for the file (one launch, no
-   overlap), 3 staging slots, 2 MiB read pieces, and the numpy twins (what a load-only process uses);
+3. variants alternated in rounds: 2 host slots (the old default), 3 device slots, chunks of >= 2 tensors (cap
+   32 MiB), one chunk for the file (one launch, no overlap), 2 MiB read pieces, and the numpy twins (what a
+   load-only process uses);
 4. one load under torch.profiler (CUDA kernels / copies), then 20 loads' host side under cProfile.
 """
 import os
@@ -98,7 +100,8 @@ real_ready = (rans_header.ready, golomb_header.ready)
 
 def setv(v):
     gl._READ_PIECE = (2 << 20) if "2M" in v else (4 << 20)
-    gl.SLOTS = 3 if "3 slots" in v else 2
+    gl.SLOTS = 3 if "3 device slots" in v else 2
+    gl.HOST_SLOTS = 2 if "2 host slots" in v else 3
     gl._MIN_CHUNK = (32 << 20) if "2+ tensors" in v else (4 << 20)
     gl.CHUNK_BYTES = (1 << 40) if "one chunk" in v else (32 << 20)
     if "one chunk" in v:
@@ -108,8 +111,8 @@ def setv(v):
     golomb_header.ready = (lambda k, n: None) if twin else real_ready[1]
 
 
-V = ["default", "chunks of 2+ tensors", "one chunk", "3 slots", "3 slots, chunks of 2+ tensors", "piece 2M",
-     "numpy twins"]
+V = ["default", "2 host slots", "3 device slots", "chunks of 2+ tensors", "one chunk",
+     "chunks of 2+ tensors, 2 host slots", "piece 2M", "numpy twins"]
 vr = {v: [] for v in V + ["st"]}
 for r in range(8):
     for v in V[r:] + V[:r]:
