@@ -48,7 +48,19 @@ def align(x: int, a: int = ALIGN) -> int:
     return x + (-x % a)
 
 
+#: Payloads of at least this many bytes are hashed with the GIL released (see ``checksum``)
+GIL_FREE_BYTES = 1 << 16
+
+
 def checksum(data) -> str:
+    """A payload's checksum (spec 3.2: XXH3-64, seed 0, as 16 lowercase hex digits).
+
+    python-xxhash's one-shot ``xxh3_64_hexdigest`` keeps the GIL while it hashes; its streaming object releases
+    it in ``update``. The loaders verify payloads on several threads beside decoding and launching, so a large
+    payload goes through the streaming form (the same digest: one update of a fresh seed-0 state)."""
+    n = data.nbytes if hasattr(data, "nbytes") else len(data)
+    if n >= GIL_FREE_BYTES:
+        return xxhash.xxh3_64(data).hexdigest()
     return xxhash.xxh3_64_hexdigest(data)
 
 
