@@ -6,8 +6,8 @@ chunking varied (a launch decoded one 16.7M-weight tensor at ~87 GB/s: too few w
 1. the ratio: bslcodec and safetensors loads alternated, 9 rounds, medians;
 2. the loader's phases (wall time of each _Loader method and of the waits for reads), medians of 9 loads;
 3. variants alternated in rounds: 2 host slots (the old default), 3 device slots, chunks of >= 2 tensors (cap
-   32 MiB), one chunk for the file (one launch, no overlap), 2 MiB read pieces, and the numpy twins (what a
-   load-only process uses);
+   32 MiB), one chunk for the file (one launch, no overlap), 2 MiB read pieces, the numpy twins (what a
+   load-only process uses), and the one-shot xxh3 checksums that keep the GIL (before dad5c8c);
 4. one load under torch.profiler (CUDA kernels / copies), then 20 loads' host side under cProfile.
 """
 import os
@@ -20,11 +20,13 @@ import ml_dtypes
 import numpy as np
 import safetensors.torch as st
 import torch
+import xxhash
 from bench_load import gg
 
 import bslcodec
 import bslcodec.gpu.load as gl
 from bslcodec.codecs import golomb_header, rans_header
+from bslcodec.container import format as fmt
 
 rng = np.random.default_rng(0)
 t = {f"layers.{i}.weight": gg(rng, 4096 * 4096, 1.0).reshape(4096, 4096).astype(ml_dtypes.bfloat16) for i in range(8)}
@@ -106,13 +108,14 @@ def setv(v):
     gl.CHUNK_BYTES = (1 << 40) if "one chunk" in v else (32 << 20)
     if "one chunk" in v:
         gl._MIN_CHUNK = 1 << 40
+    gl.checksum = xxhash.xxh3_64_hexdigest if v == "one-shot checksums" else fmt.checksum
     twin = v == "numpy twins"
     rans_header.ready = (lambda k, n: None) if twin else real_ready[0]
     golomb_header.ready = (lambda k, n: None) if twin else real_ready[1]
 
 
 V = ["default", "2 host slots", "3 device slots", "chunks of 2+ tensors", "one chunk",
-     "chunks of 2+ tensors, 2 host slots", "piece 2M", "numpy twins"]
+     "chunks of 2+ tensors, 2 host slots", "piece 2M", "numpy twins", "one-shot checksums"]
 vr = {v: [] for v in V + ["st"]}
 for r in range(8):
     for v in V[r:] + V[:r]:
