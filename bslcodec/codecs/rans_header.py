@@ -130,7 +130,7 @@ def _token_hi(s: int, m: int, K: int) -> np.ndarray:
         base = np.where(small, tok, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
         hi = (nb | (base << 5)) << 32
         hi.flags.writeable = False
-        if len(_TOKEN_HI) < 4096:  # (s, m, K) take a few hundred values in practice; bounded all the same
+        if len(_TOKEN_HI) < 256:  # at most 256 x k_max(12, 4) x 8 bytes (~9 MB), whatever the files say
             _TOKEN_HI[(s, m, K)] = hi
     return hi
 
