@@ -114,6 +114,16 @@ def gpu_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
     return out
 
 
+def _token_split(s: int, m: int, K: int) -> tuple:
+    """(raw bits, symbol base) of tokens 0..K-1 (spec 4.4's token split; ``rans_table._nb_base`` per token)."""
+    tok = np.arange(K, dtype=np.int64)
+    i = tok - (1 << s)
+    small = tok < (1 << s)
+    nb = np.where(small, 0, s + (i >> m) - m)
+    base = np.where(small, tok, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
+    return nb, base
+
+
 _TOKEN_HI: dict = {}  # (s, m, K) -> per token (nb | base << 5) << 32, read-only
 _RAMP: dict = {}  # P -> slot << 15 for the 2^P slots, read-only
 
@@ -123,11 +133,7 @@ def _token_hi(s: int, m: int, K: int) -> np.ndarray:
     model's tokens depend only on (s, m, K)."""
     hi = _TOKEN_HI.get((s, m, K))
     if hi is None:
-        tok = np.arange(K, dtype=np.int64)
-        i = tok - (1 << s)
-        small = tok < (1 << s)
-        nb = np.where(small, 0, s + (i >> m) - m)
-        base = np.where(small, tok, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
+        nb, base = _token_split(s, m, K)
         hi = (nb | (base << 5)) << 32
         hi.flags.writeable = False
         if len(_TOKEN_HI) < 256:  # at most 256 x k_max(12, 4) x 8 bytes (~9 MB), whatever the files say
@@ -144,7 +150,7 @@ def _ramp(P: int) -> np.ndarray:
 
 
 def _gpu_table_np(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
-    """``gpu_table`` in numpy (``jitcache.loaded``): per live token its packed high word and f, repeated f times,
+    """``gpu_table`` in numpy (``jitcache.ready``): per live token its packed high word and f, repeated f times,
     plus each slot's offset ``(slot - c) << 15`` (``slot << 15`` here, ``c << 15`` taken off per token)."""
     live = np.flatnonzero(freqs > 0)
     f = freqs[live]
@@ -159,12 +165,9 @@ def _gpu_table_np(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
 def slot_table(P: int, s: int, m: int, freqs: np.ndarray) -> np.ndarray:
     """Per slot, packed: f (15 bits) | slot - c (14 bits) << 15 | raw bits (5) << 29 | symbol base << 34."""
     K = freqs.size
-    tok = np.arange(K, dtype=np.int64)
-    i = tok - (1 << s)
-    nb = np.where(tok < (1 << s), 0, s + (i >> m) - m)
-    base = np.where(tok < (1 << s), tok, ((1 << m) + (i & ((1 << m) - 1))) << np.maximum(nb, 0))
+    nb, base = _token_split(s, m, K)
     cum = np.concatenate(([0], np.cumsum(freqs)))
-    slot_tok = np.repeat(tok, freqs)
+    slot_tok = np.repeat(np.arange(K, dtype=np.int64), freqs)
     slots = np.arange(1 << P, dtype=np.int64)
     return (freqs[slot_tok] | ((slots - cum[slot_tok]) << 15) | (nb[slot_tok] << 29)
             | (base[slot_tok] << 34)).astype(np.int64)

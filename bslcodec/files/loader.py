@@ -4,9 +4,10 @@ Two kinds of parallelism, as the encoder's pool (:mod:`bslcodec.files.pool`) doe
 
 * a tensor of at least a thread's share of the file's output decodes alone, its kernel spread over the
   groups on every numba thread; the checksums of all such tensors are verified first, side by side on as
-  many threads (``container.format.checksum`` hashes large payloads with the GIL released). (They ran one at a time on a helper thread beside the decode of
-  the tensor before: on 16 cores that 17th thread slowed every parallel kernel to its slowest thread, and
-  ``load_file`` of 8 x 4096^2 bf16 took 44 ms where its kernels took 26, H100 host, eleventh session.)
+  many threads (``container.format.checksum`` hashes large payloads with the GIL released). (They ran one at
+  a time on a helper thread beside the decode of the tensor before: on 16 cores that 17th thread slowed every
+  parallel kernel to its slowest thread, and ``load_file`` of 8 x 4096^2 bf16 took 44 ms where its kernels
+  took 26, H100 host, eleventh session.)
 * the smaller tensors decode side by side on a thread pool, one numba thread each (their kernels run
   their serial twins: no parallel region per tiny tensor). The pool's cap on bytes in flight, which bounds
   an encode's memory, is lifted: a load holds every output anyway (with the cap, 23 MB MLP matrices ran 5
