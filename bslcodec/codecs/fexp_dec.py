@@ -156,6 +156,34 @@ def _decode_groups(g_first, words, lens, word_start, lut, rest, b, w, n, lane_sy
 _decode_groups_serial = serial_twin(_decode_groups)
 
 
+#: ``decode_into`` decodes a whole tensor's groups with the vector steps (``fexp_vec.decode_groups``) where
+#: ``rans_vec.SIMD`` allows them; tests turn it off to run the scalar kernel
+VECTOR = True
+
+
+def _vector_groups(p, words, itemsize, n, lane_symbols, out, status) -> bool:
+    """Every group by ``fexp_vec.decode_groups`` where it applies and compiles; False where the caller must
+    run the scalar kernel (``status`` then untouched)."""
+    if not VECTOR:
+        return False
+    # imported here: fexp_vec imports this module's group decoder
+    from . import fexp_vec, rans_vec
+
+    if not (rans_vec.SIMD and fexp_vec.usable_whole(words, itemsize, n, p["rest_bits"])):
+        return False
+    lut = np.zeros(fexp_vec.LUT_ENTRIES, np.uint16)  # 2 entries of padding for its 32-bit reads
+    lut[:p["lut"].size] = p["lut"]
+    try:
+        launch(fexp_vec.decode_groups, fexp_vec.decode_groups_serial, words, p["lens"], p["word_start"], lut,
+               p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n), np.int64(lane_symbols),
+               out, status, work=out.size)
+    except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+        rans_vec.disable(exc)
+        status[:] = 0
+        return False
+    return True
+
+
 def decode_into(payload, n: int, itemsize: int, lane_symbols: int, out: np.ndarray, g_first: int = 0,
                 g_last: int | None = None, parsed: dict | None = None) -> None:
     """Decode groups [g_first, g_last) into ``out`` (unsigned ints of ``itemsize`` bytes; element e goes to
@@ -177,7 +205,9 @@ def decode_into(payload, n: int, itemsize: int, lane_symbols: int, out: np.ndarr
         need = int(p["word_start"][g_last]) + -(-MAX_CODE_LEN * lane_symbols // 64) + 2
         if words.size < need:
             words = np.concatenate([words, np.zeros(need - words.size, words.dtype)])
-    if status.size:
+    done = status.size and g_first == 0 and g_last == g and _vector_groups(p, words, itemsize, n, lane_symbols,
+                                                                           out, status)
+    if status.size and not done:
         launch(_decode_groups, _decode_groups_serial, np.int64(g_first), words, p["lens"], p["word_start"],
                 p["lut"], p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n),
                 np.int64(lane_symbols), out, np.int64(g_first * gsize), status, work=out.size)

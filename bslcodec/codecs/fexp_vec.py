@@ -8,7 +8,9 @@ Lanes are independent in ``fexp`` (each has its own bit position), so the order 
 run does not change what is read or written: every read is the scalar fast path's, within the same bound
 (``reach``, each code word at most 12 bits), and a bad code or lane end is found by the same checks at
 the end. Positions are int32 lanes: only for streams below 2^31 bits (``usable``). Used by the batched
-small tensors (``batch_dec``), behind ``rans_vec.SIMD`` (the switch of all vector decoding code).
+small tensors (``batch_dec``) and, for a whole tensor's groups, by ``fexp_dec.decode_into``
+(``decode_groups``, where element indices times rest bits stay below 2^31: ``usable_whole``), behind
+``rans_vec.SIMD`` (the switch of all vector decoding code).
 """
 
 from .. import jitcache
@@ -18,11 +20,12 @@ jitcache.install()  # before this module's cached kernels (bslcodec/jitcache.py)
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import prange, types
 from numba.extending import intrinsic
 
 from ..container.limits import LANES
-from .fexp_dec import _BAD_CODE, _LANE_END, _OVERRUN, _emit, _sym
+from ..parallel import serial_twin
+from .fexp_dec import _BAD_CODE, _LANE_END, _OVERRUN, _decode_group, _emit, _sym
 from .fexp_ref import MAX_CODE_LEN
 from .rans_vec import _I16, _I32, _I64, _const, _gather, _splat, _v, _vptr
 
@@ -103,6 +106,12 @@ def usable(words, itemsize):
     return itemsize <= 4 and words.size < 1 << 25
 
 
+def usable_whole(words, itemsize: int, n: int, b: int) -> bool:
+    """Whether ``decode_groups`` takes a tensor of ``n`` elements with ``b`` rest bits each: ``usable``, and
+    the rest bits' bit offsets (``b e``) and element indices fit ``fvrun``'s int32 lanes."""
+    return itemsize in (2, 4) and words.size < 1 << 25 and n * max(b, 1) < 1 << 31
+
+
 @numba.njit(nogil=True, cache=True)
 def decode_group(gi, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, status):
     """``fexp_dec._decode_group`` (``g_first`` and ``out_base`` 0) where it takes its fast path, the full
@@ -147,3 +156,18 @@ def decode_group(gi, words, lens, word_start, lut, rest, b, w, n, lane_symbols, 
             status[gi] = _LANE_END
             return True
     return True
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def decode_groups(words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, status):
+    """Every group of a tensor (``fexp_dec._decode_groups`` with ``g_first`` and ``out_base`` 0): the fast path's
+    full steps by ``fvrun`` (``decode_group``), a group it does not take (the last ones, where the read-ahead
+    would pass the stream's end) by the scalar ``_decode_group``. ``lut``: ``LUT_ENTRIES`` entries;
+    ``usable_whole``."""
+    for g in prange(status.size):
+        gi = np.int64(g)  # (int64 as in the typing before the parfor rewrite: one compiled signature, not two)
+        if not decode_group(gi, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, status):
+            _decode_group(gi, 0, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, 0, status)
+
+
+decode_groups_serial = serial_twin(decode_groups)

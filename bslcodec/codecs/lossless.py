@@ -1,5 +1,6 @@
 """Lossless codecs: ``raw`` and chunked, byte-shuffled ``zstd`` (spec 4.1, 4.2)."""
 
+import struct
 import threading
 
 import numpy as np
@@ -36,6 +37,15 @@ def _compressor(level: int):
     return got[1]
 
 
+def _decompressor():
+    """This thread's decompressor (making one is ~8 us, most of a small tensor's decode; ``decompress``
+    starts a fresh frame each call). A caller that met an error drops it (``_LOCAL.dctx = None``)."""
+    got = getattr(_LOCAL, "dctx", None)
+    if got is None:
+        got = _LOCAL.dctx = zstandard.ZstdDecompressor()
+    return got
+
+
 def encode_zstd(arr: np.ndarray, level: int = LEVEL) -> tuple:
     """(params, payload) of a contiguous array."""
     itemsize = arr.dtype.itemsize
@@ -51,23 +61,31 @@ def encode_zstd(arr: np.ndarray, level: int = LEVEL) -> tuple:
     return {"chunk_elems": chunk, "shuffle": True}, head + b"".join(frames)
 
 
+_U32 = struct.Struct("<I")
+
+
 def zstd_chunks(payload, n: int, params: dict, where: str) -> tuple:
-    """Validate the chunk table; returns (chunk_elems, shuffle, frame offsets)."""
+    """Validate the chunk table; returns (chunk_elems, shuffle, frame offsets: a list for one chunk, an
+    int64 array for more)."""
     chunk = params.get("chunk_elems")
     shuffle = params.get("shuffle")
     if type(chunk) is not int or not 1 <= chunk <= MAX_ZSTD_CHUNK_ELEMS or type(shuffle) is not bool:
         raise FormatError(f"{where}: bad zstd params {params!r}")
     m = -(-n // chunk)
-    if len(payload) < 4 or int(np.frombuffer(payload, "<u4", 1)[0]) != m:
+    size = len(payload)
+    if size < 4 or _U32.unpack_from(payload)[0] != m:
         raise FormatError(f"{where}: zstd chunk count does not match {n} elements / {chunk} per chunk")
-    if len(payload) < 4 + 4 * m:
+    if size < 4 + 4 * m:
         raise FormatError(f"{where}: zstd chunk table is truncated")
-    sizes = np.frombuffer(payload, "<u4", m, 4).astype(np.int64)
-    offsets = np.zeros(m + 1, np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    offsets += 4 + 4 * m
-    if int(offsets[-1]) != len(payload):
-        raise FormatError(f"{where}: zstd frames end at {int(offsets[-1])}, payload has {len(payload)} bytes")
+    if m == 1:  # most tensors: no numpy for two numbers
+        offsets = [8, 8 + _U32.unpack_from(payload, 4)[0]]
+    else:
+        sizes = np.frombuffer(payload, "<u4", m, 4).astype(np.int64)
+        offsets = np.zeros(m + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        offsets += 4 + 4 * m
+    if int(offsets[-1]) != size:
+        raise FormatError(f"{where}: zstd frames end at {int(offsets[-1])}, payload has {size} bytes")
     return chunk, shuffle, offsets
 
 
@@ -75,21 +93,21 @@ def decode_zstd(payload, n: int, dtype: np.dtype, params: dict, where: str, firs
                 last: int | None = None) -> np.ndarray:
     """Decode elements of chunks [first, last) as a flat array of ``dtype``."""
     chunk, shuffle, offsets = zstd_chunks(payload, n, params, where)
-    m = offsets.size - 1
+    m = len(offsets) - 1
     last = m if last is None else last
     itemsize = dtype.itemsize
-    if m:  # before allocating: every chunk's frame must be able to expand to its declared size
+    start_e, end_e = first * chunk, min(n, last * chunk)
+    # before allocating: the chunks' frames must be able to expand to their declared sizes (zstd expands at
+    # most ZSTD_MAX_RATIO x), together here; a frame that cannot hold its own is refused when it decodes
+    if end_e > start_e and (end_e - start_e) * itemsize > ZSTD_MAX_RATIO * int(offsets[last] - offsets[first]):
         want = np.full(m, chunk * itemsize, np.int64)
         want[-1] = (n - (m - 1) * chunk) * itemsize
-        over = np.flatnonzero(want > ZSTD_MAX_RATIO * np.diff(offsets))
-        if over.size:
-            i = int(over[0])
-            raise FormatError(f"{where}: zstd chunk {i} is {int(offsets[i + 1] - offsets[i])} bytes, too small "
-                              f"for the {int(want[i])} bytes it must hold (zstd expands at most "
-                              f"{ZSTD_MAX_RATIO}x)")
-    start_e, end_e = first * chunk, min(n, last * chunk)
+        i = first + int(np.flatnonzero(want[first:last] > ZSTD_MAX_RATIO * np.diff(offsets)[first:last])[0])
+        raise FormatError(f"{where}: zstd chunk {i} is {int(offsets[i + 1] - offsets[i])} bytes, too small "
+                          f"for the {int(want[i])} bytes it must hold (zstd expands at most "
+                          f"{ZSTD_MAX_RATIO}x)")
     out = np.empty((end_e - start_e) * itemsize, np.uint8)
-    dctx = zstandard.ZstdDecompressor()
+    dctx = _decompressor()
     mv = memoryview(payload)
     for i in range(first, last):
         want = (min(n, (i + 1) * chunk) - i * chunk) * itemsize
@@ -100,6 +118,7 @@ def decode_zstd(payload, n: int, dtype: np.dtype, params: dict, where: str, firs
                 raise FormatError(f"{where}: zstd chunk {i} declares {params_.content_size} bytes, expected {want}")
             raw = dctx.decompress(frame, max_output_size=want, allow_extra_data=False)
         except zstandard.ZstdError as exc:
+            _LOCAL.dctx = None  # a fresh one for the next call, whatever state this one is in
             raise FormatError(f"{where}: zstd chunk {i} is corrupt: {exc}") from None
         if len(raw) != want:
             raise FormatError(f"{where}: zstd chunk {i} decompressed to {len(raw)} bytes, expected {want}")
