@@ -173,10 +173,21 @@ def _vector_groups(p, words, itemsize, n, lane_symbols, out, status) -> bool:
         return False
     lut = np.zeros(fexp_vec.LUT_ENTRIES, np.uint16)  # 2 entries of padding for its 32-bit reads
     lut[:p["lut"].size] = p["lut"]
+    ws, g = p["word_start"], p["groups"]
+    # groups [0, g0) end far enough before the stream's end for the fast path's read-ahead (each lane's
+    # symbols at 12 bits from its start); the last ones decode from a copy of their words with zeros after
+    ahead = -(-MAX_CODE_LEN * lane_symbols // 64) + 1
+    g0 = int(np.searchsorted(ws[1:], words.size - ahead, side="right"))
+    args = (p["lens"], ws, lut, p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n),
+            np.int64(lane_symbols), out, status)
     try:
-        launch(fexp_vec.decode_groups, fexp_vec.decode_groups_serial, words, p["lens"], p["word_start"], lut,
-               p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n), np.int64(lane_symbols),
-               out, status, work=out.size)
+        if g0:
+            launch(fexp_vec.decode_groups, fexp_vec.decode_groups_serial, np.int64(0), np.int64(g0), words,
+                   *args, work=min(out.size, g0 * LANES * lane_symbols))
+        if g0 < g:
+            tail = np.zeros(words.size - int(ws[g0]) + ahead + 1, np.uint64)
+            tail[:words.size - int(ws[g0])] = words[int(ws[g0]):]
+            fexp_vec.decode_groups_serial(np.int64(g0), np.int64(g), tail, p["lens"], ws - ws[g0], *args[2:])
     except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
         rans_vec.disable(exc)
         status[:] = 0

@@ -159,13 +159,13 @@ def decode_group(gi, words, lens, word_start, lut, rest, b, w, n, lane_symbols, 
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def decode_groups(words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, status):
-    """Every group of a tensor (``fexp_dec._decode_groups`` with ``g_first`` and ``out_base`` 0): the fast path's
-    full steps by ``fvrun`` (``decode_group``), a group it does not take (the last ones, where the read-ahead
-    would pass the stream's end) by the scalar ``_decode_group``. ``lut``: ``LUT_ENTRIES`` entries;
-    ``usable_whole``."""
-    for g in prange(status.size):
-        gi = np.int64(g)  # (int64 as in the typing before the parfor rewrite: one compiled signature, not two)
+def decode_groups(g_lo, g_hi, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, status):
+    """Groups [g_lo, g_hi) of a tensor (``fexp_dec._decode_groups`` with ``g_first`` and ``out_base`` 0): the
+    fast path's full steps by ``fvrun`` (``decode_group``), a group it does not take (where the read-ahead
+    would pass the end of ``words``) by the scalar ``_decode_group``. ``lut``: ``LUT_ENTRIES`` entries;
+    ``usable_whole``. ``status`` has an entry for every group of the tensor."""
+    for g in prange(g_hi - g_lo):
+        gi = np.int64(g_lo + g)
         if not decode_group(gi, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, status):
             _decode_group(gi, 0, words, lens, word_start, lut, rest, b, w, n, lane_symbols, out, 0, status)
 
