@@ -226,6 +226,28 @@ def test_zstd_chunk_is_exactly_one_frame():
             bslcodec.load(fr.build(doc, [fr.zstd_payload([frame])]))
 
 
+def test_zstd_frames_too_small_for_their_chunks_are_refused():
+    """The expansion bound (spec 4.2: a frame expands at most ZSTD_MAX_RATIO x) over several chunks: checked
+    summed before the output is allocated, naming the first chunk that breaks it; a chunk whose own frame
+    breaks it while the sum does not is refused when it decodes. A valid multi-chunk payload decodes, and
+    a refusal leaves the thread's decompressor usable for the next tensor."""
+    import zstandard
+    x = np.arange(3000, dtype=np.uint16)
+    c = zstandard.ZstdCompressor(write_content_size=True)
+    frames = [c.compress(x[i:i + 1000].tobytes()) for i in (0, 1000, 2000)]
+    doc = {"metadata": {}, "tensors": [{"name": "z", "dtype": "U16", "shape": [3000], "codec": "zstd",
+                                         "params": {"chunk_elems": 1000, "shuffle": False}}]}
+    good = fr.build(doc, [fr.zstd_payload(frames)])
+    assert np.array_equal(bslcodec.load(good)["z"], x)
+    with pytest.raises(FormatError, match="zstd chunk 0 is 0 bytes, too small"):
+        bslcodec.load(fr.build(doc, [fr.zstd_payload([b"", b"", b""])]))
+    with pytest.raises(FormatError, match="zstd chunk 1"):
+        bslcodec.load(fr.build(doc, [fr.zstd_payload([frames[0], b"", frames[2]])]))
+    with pytest.raises(FormatError, match="zstd chunk 2"):
+        bslcodec.load(fr.build(doc, [fr.zstd_payload([frames[0], frames[1], frames[2][:-3]])]))
+    assert np.array_equal(bslcodec.load(good)["z"], x)
+
+
 # ---------------------------------------------------------------- padding: writers 0, readers ignore
 
 def _refill(payload: bytes, spans: list) -> bytes:

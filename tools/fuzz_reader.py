@@ -248,6 +248,12 @@ def check(data: bytes, *, slices=True) -> str:
     tensor has its declared dtype and shape, and a slice read agrees with the full read.
     """
     import warnings
+
+    # the modules by name: since the thirteenth session ``import bslcodec`` loads neither files.api nor
+    # pipeline.codec (a load onto a GPU imports no encoder), so attribute access alone failed in a fresh worker
+    from bslcodec.container.dtypes import numpy_dtype
+    from bslcodec.files.source import _Source
+    from bslcodec.pipeline import codec as _codec
     try:
         try:
             with warnings.catch_warnings():
@@ -257,17 +263,17 @@ def check(data: bytes, *, slices=True) -> str:
             if not str(exc):
                 raise Finding(f"{type(exc).__name__} without a message") from None
             return type(exc).__name__
-        src = bslcodec.files.api._Source(data=data)
+        src = _Source(data=data)
         for e in src.index.entries:
             arr = got[e.name]
-            want = bslcodec.container.dtypes.numpy_dtype(e.dtype)
+            want = numpy_dtype(e.dtype)
             if arr.dtype != want or arr.shape != tuple(e.shape):
                 raise Finding(f"tensor {e.name!r}: decoded {arr.dtype}{arr.shape}, header says "
                               f"{e.dtype}{list(e.shape)}")
             if slices and e.shape and e.shape[0] > 1:
                 h = e.shape[0] // 2
-                part = bslcodec.pipeline.codec.decode_flat(e, src.payload(e), "slice", h * (arr.size // e.shape[0]),
-                                                  arr.size).reshape((e.shape[0] - h,) + tuple(e.shape[1:]))
+                part = _codec.decode_flat(e, src.payload(e), "slice", h * (arr.size // e.shape[0]),
+                                          arr.size).reshape((e.shape[0] - h,) + tuple(e.shape[1:]))
                 if not np.array_equal(part.view(np.uint8), arr[h:].view(np.uint8)):
                     raise Finding(f"tensor {e.name!r}: slice decode differs from the full decode")
         return "ok"
