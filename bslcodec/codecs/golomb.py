@@ -405,6 +405,28 @@ _decode_groups_serial = serial_twin(_decode_groups)
 
 
 MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
+#: ``decode_into`` runs the vector steps (``golomb_vec``) where ``rans_vec.SIMD`` allows them, for F32 and BF16
+#: outputs; tests turn it off to run the scalar kernel
+VECTOR = True
+
+
+def _vector(words, mode, out, args, work) -> bool:
+    """``golomb_vec.decode_groups`` where it applies and compiles; False where the caller must run the scalar
+    kernel (the status array then untouched)."""
+    if not VECTOR or mode not in ("F32", "BF16") or out.dtype != (np.uint16 if mode == "BF16" else np.float32):
+        return False
+    # imported here: golomb_vec imports this module's group decoders
+    from . import golomb_vec, rans_vec
+
+    if not (rans_vec.SIMD and golomb_vec.usable(words)):
+        return False
+    try:
+        launch(golomb_vec.decode_groups, golomb_vec.decode_groups_serial, *args, work=work)
+    except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+        rans_vec.disable(exc)
+        args[-1][:] = 0
+        return False
+    return True
 
 
 def _step32(step: float) -> np.float32:
@@ -433,9 +455,11 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
         raise ValueError(f"decode_into: groups [{g_first}, {g_last}) of {ks.size} do not fit out[{out.size}]")
     status = np.zeros(max(0, g_last - g_first), np.uint8)
     out_base = g_first * gsize
-    launch(_decode_groups, _decode_groups_serial, words, lens, ks, word_start, g_first, n_elems, lane_symbols,
-            np.int64(center), out, out_base, MODES[mode], _step32(step), np.float64(step), status,
-            work=min(n_elems, g_last * gsize) - out_base)
+    args = (words, lens, ks, word_start, g_first, n_elems, lane_symbols, np.int64(center), out, out_base,
+            MODES[mode], _step32(step), np.float64(step), status)
+    work = min(n_elems, g_last * gsize) - out_base
+    if not (status.size and _vector(words, mode, out, args, work)):
+        launch(_decode_groups, _decode_groups_serial, *args, work=work)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])
         raise FormatError(f"eg payload group {g_first + bad}: {_STATUS_TEXT[int(status[bad])]}")
