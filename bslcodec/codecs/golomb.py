@@ -328,30 +328,50 @@ def _eg_symbol(words, pos, lim, k):
     return pos + 2 * z + k + 1, (uu >> 1) ^ -(uu & 1), z
 
 
+@numba.njit(inline="always")
+def _group_setup(gi, lens, ks, word_start, g_first, n_elems, lane_symbols, out_base, mode):
+    """What the fast group decoders need of group ``g_first + gi``: (first bit, the last bit a read may start
+    at, order, zero-run limit, level limit, each lane's end bit, symbols to decode (0 for a bad lane table),
+    the output index of its first element, the bad-table flag)."""
+    g = g_first + gi
+    start = g * LANES * lane_symbols
+    stop = min(n_elems, start + LANES * lane_symbols)
+    gpos = word_start[g] * 64
+    group_end = word_start[g + 1] * 64
+    k = np.int64(ks[g])
+    qlim = np.int64(_QLIM) if mode != 3 else np.int64(1) << 40
+    pos = gpos
+    ends = np.empty(LANES, np.int64)
+    for j in range(LANES):
+        pos += np.int64(lens[g, j])
+        ends[j] = pos
+    bad = (pos > group_end) | (group_end <= gpos)
+    n_g = stop - start if not bad else 0  # a bad table: straight to the checked decoder
+    return gpos, max(group_end - 1, gpos), k, _MAX_Z - k, qlim, ends, n_g, start - out_base, bad
+
+
+@numba.njit(inline="always")
+def _lane_rest(words, p, lim, k, t0, t1, e, center, maxz, qlim, out, mode, step32, step64):
+    """Symbols t0..t1-1 of one lane from bit ``p``, one at a time, written from ``out[e]`` on (every 32nd);
+    returns (the next bit, whether a zero run or a level was out of range)."""
+    bad = False
+    for _ in range(t0, t1):
+        p, d, z = _eg_symbol(words, p, lim, k)
+        q = center + d
+        bad |= (z > maxz) | (abs(q) >= qlim)
+        store_dequant(out, e, q, mode, step32, step64)
+        e += np.uint64(LANES)
+    return p, bad
+
+
 @numba.njit(nogil=True, cache=True)
 def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out, out_base,
                   mode, step32, step64, status):
     """Decode a group four lanes at a time, so that the four lanes' serial bit-position chains overlap.
     Errors are only flagged here (reads are clamped to the group); a group with any flag is decoded
     again by ``_decode_group_checked``, which finds and reports the first error exactly as before."""
-    g = g_first + gi
-    start = g * LANES * lane_symbols
-    stop = min(n_elems, start + LANES * lane_symbols)
-    gpos = word_start[g] * 64
-    group_end = word_start[g + 1] * 64
-    lim = max(group_end - 1, gpos)
-    k = np.int64(ks[g])
-    maxz = _MAX_Z - k
-    qlim = np.int64(_QLIM) if mode != 3 else np.int64(1) << 40
-    bad = False
-    pos = gpos
-    ends = np.empty(LANES, np.int64)
-    for j in range(LANES):
-        pos += np.int64(lens[g, j])
-        ends[j] = pos
-    bad |= (pos > group_end) | (group_end <= gpos)
-    n_g = stop - start if not bad else 0  # a bad table: straight to the checked decoder
-    base = start - out_base
+    gpos, lim, k, maxz, qlim, ends, n_g, base, bad = _group_setup(gi, lens, ks, word_start, g_first, n_elems,
+                                                                 lane_symbols, out_base, mode)
     for j0 in range(0, LANES, 4):
         p0 = gpos if j0 == 0 else ends[j0 - 1]
         p1 = ends[j0]
@@ -380,14 +400,9 @@ def _decode_group(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbol
             j = j0 + jj
             pj = p0 if jj == 0 else (p1 if jj == 1 else (p2 if jj == 2 else p3))
             cj = (n_g - j + LANES - 1) // LANES if n_g > j else 0
-            ej = np.uint64(base + j + c3 * LANES)
-            for t in range(c3, cj):
-                pj, dj, zj = _eg_symbol(words, pj, lim, k)
-                qj = center + dj
-                bad |= (zj > maxz) | (abs(qj) >= qlim)
-                store_dequant(out, ej, qj, mode, step32, step64)
-                ej += np.uint64(LANES)
-            bad |= pj != ends[j]
+            pj, bj = _lane_rest(words, pj, lim, k, c3, cj, np.uint64(base + j + c3 * LANES), center, maxz, qlim,
+                                out, mode, step32, step64)
+            bad |= bj | (pj != ends[j])
     if bad:
         _decode_group_checked(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out,
                               out_base, mode, step32, step64, status)

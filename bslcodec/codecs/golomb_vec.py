@@ -25,8 +25,7 @@ from numba.extending import intrinsic
 
 from ..container.limits import LANES
 from ..parallel import serial_twin
-from ..quantize.quant import store_dequant
-from .golomb import _MAX_Z, _QLIM, _decode_group_checked, _eg_symbol
+from .golomb import _decode_group_checked, _group_setup, _lane_rest
 from .rans_vec import (
     _F32,
     _I1,
@@ -140,44 +139,21 @@ def _decode_group_v(gi, words, lens, ks, word_start, g_first, n_elems, lane_symb
     """``golomb._decode_group`` with the full steps by ``egvrun`` (F32 into float32 ``out``, BF16 into uint16
     bits), the rest (a step ``egvrun`` leaves, the last partial step) by ``_eg_symbol`` lane by lane; any flag
     sends the group to ``_decode_group_checked``, as there."""
-    g = g_first + gi
-    start = g * LANES * lane_symbols
-    stop = min(n_elems, start + LANES * lane_symbols)
-    gpos = word_start[g] * 64
-    group_end = word_start[g + 1] * 64
-    lim = max(group_end - 1, gpos)
-    k = np.int64(ks[g])
-    maxz = _MAX_Z - k
-    qlim = np.int64(_QLIM)
-    ends = np.empty(LANES, np.int64)
-    pos = gpos
-    for j in range(LANES):
-        pos += np.int64(lens[g, j])
-        ends[j] = pos
-    if pos > group_end or group_end <= gpos:  # a bad table: straight to the checked decoder
-        _decode_group_checked(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out,
-                              out_base, mode, step32, step64, status)
-        return
-    n_g = stop - start
-    base = start - out_base
-    pos32 = np.empty(LANES, np.int32)
-    pos32[0] = np.int32(gpos)
-    for j in range(1, LANES):
-        pos32[j] = np.int32(ends[j - 1])
-    steps, flag = egvrun(pos32, words.view(np.uint8), np.int64(lim), k, out, np.int64(base), np.uint64(n_g // LANES),
-                         np.int64(center), step32, qlim, np.int64(maxz))
-    bad = flag != 0
-    t0 = np.int64(steps)
-    for j in range(LANES):  # what the run left: a long code word's step on, and the last partial step
-        pj = np.int64(pos32[j])
-        ej = np.uint64(base + j + t0 * LANES)
-        for _ in range(t0, (n_g - j + LANES - 1) // LANES):
-            pj, dj, zj = _eg_symbol(words, pj, lim, k)
-            qj = center + dj
-            bad |= (zj > maxz) | (abs(qj) >= qlim)
-            store_dequant(out, ej, qj, mode, step32, step64)
-            ej += np.uint64(LANES)
-        bad |= pj != ends[j]
+    gpos, lim, k, maxz, qlim, ends, n_g, base, bad = _group_setup(gi, lens, ks, word_start, g_first, n_elems,
+                                                                 lane_symbols, out_base, mode)
+    if not bad:
+        pos32 = np.empty(LANES, np.int32)
+        pos32[0] = np.int32(gpos)
+        for j in range(1, LANES):
+            pos32[j] = np.int32(ends[j - 1])
+        steps, flag = egvrun(pos32, words.view(np.uint8), np.int64(lim), k, out, np.int64(base),
+                             np.uint64(n_g // LANES), np.int64(center), step32, qlim, np.int64(maxz))
+        bad = flag != 0
+        t0 = np.int64(steps)
+        for j in range(LANES):  # what the run left: a long code word's step on, and the last partial step
+            pj, bj = _lane_rest(words, np.int64(pos32[j]), lim, k, t0, (n_g - j + LANES - 1) // LANES,
+                                np.uint64(base + j + t0 * LANES), center, maxz, qlim, out, mode, step32, step64)
+            bad |= bj | (pj != ends[j])
     if bad:
         _decode_group_checked(gi, words, lens, ks, word_start, g_first, n_elems, lane_symbols, center, out,
                               out_base, mode, step32, step64, status)
