@@ -161,38 +161,35 @@ _decode_groups_serial = serial_twin(_decode_groups)
 VECTOR = True
 
 
-def _vector_groups(p, words, itemsize, n, lane_symbols, out, status) -> bool:
+def _vector_groups(p, itemsize, n, lane_symbols, out, status) -> bool:
     """Every group by ``fexp_vec.decode_groups`` where it applies and compiles; False where the caller must
-    run the scalar kernel (``status`` then untouched)."""
+    run the scalar kernel (``status`` then cleared)."""
     if not VECTOR:
         return False
     # imported here: fexp_vec imports this module's group decoder
     from . import fexp_vec, rans_vec
 
+    words, ws, g = p["words"], p["word_start"], p["groups"]
     if not (rans_vec.SIMD and fexp_vec.usable_whole(words, itemsize, n, p["rest_bits"])):
         return False
     lut = np.zeros(fexp_vec.LUT_ENTRIES, np.uint16)  # 2 entries of padding for its 32-bit reads
     lut[:p["lut"].size] = p["lut"]
-    ws, g = p["word_start"], p["groups"]
     # groups [0, g0) end far enough before the stream's end for the fast path's read-ahead (each lane's
     # symbols at 12 bits from its start); the last ones decode from a copy of their words with zeros after
     ahead = -(-MAX_CODE_LEN * lane_symbols // 64) + 1
     g0 = int(np.searchsorted(ws[1:], words.size - ahead, side="right"))
     args = (p["lens"], ws, lut, p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n),
             np.int64(lane_symbols), out, status)
-    try:
-        if g0:
-            launch(fexp_vec.decode_groups, fexp_vec.decode_groups_serial, np.int64(0), np.int64(g0), words,
-                   *args, work=min(out.size, g0 * LANES * lane_symbols))
-        if g0 < g:
-            tail = np.zeros(words.size - int(ws[g0]) + ahead + 1, np.uint64)
-            tail[:words.size - int(ws[g0])] = words[int(ws[g0]):]
-            fexp_vec.decode_groups_serial(np.int64(g0), np.int64(g), tail, p["lens"], ws - ws[g0], *args[2:])
-    except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
-        rans_vec.disable(exc)
-        status[:] = 0
+    kernels = (fexp_vec.decode_groups, fexp_vec.decode_groups_serial)
+    if g0 and not rans_vec.launch_vector(*kernels, np.int64(0), np.int64(g0), words, *args,
+                                         work=min(out.size, g0 * LANES * lane_symbols), status=status):
         return False
-    return True
+    if g0 == g:
+        return True
+    tail = np.zeros(words.size - int(ws[g0]) + ahead + 1, np.uint64)
+    tail[:words.size - int(ws[g0])] = words[int(ws[g0]):]
+    return rans_vec.launch_vector(*kernels, np.int64(g0), np.int64(g), tail, p["lens"], ws - ws[g0], *args[2:],
+                                  work=0, status=status)  # (work 0: the serial kernel, a group or two)
 
 
 def decode_into(payload, n: int, itemsize: int, lane_symbols: int, out: np.ndarray, g_first: int = 0,
@@ -208,17 +205,16 @@ def decode_into(payload, n: int, itemsize: int, lane_symbols: int, out: np.ndarr
     if out.dtype != UINTS[itemsize]:
         raise TypeError(f"out must be {np.dtype(UINTS[itemsize])}")
     status = np.zeros(max(0, g_last - g_first), np.uint8)
-    words = p["words"]
-    if status.size and out.size < SERIAL_BELOW:
-        # a small tensor's groups are too short for the fast path's read-ahead (12 bits a symbol past each
-        # lane's start must lie inside the stream): zero words after a copy give it room (a few KB). Valid
-        # streams decode the same either way; a corrupt one is still refused (checked once at the end).
-        need = int(p["word_start"][g_last]) + -(-MAX_CODE_LEN * lane_symbols // 64) + 2
-        if words.size < need:
-            words = np.concatenate([words, np.zeros(need - words.size, words.dtype)])
-    done = status.size and g_first == 0 and g_last == g and _vector_groups(p, words, itemsize, n, lane_symbols,
-                                                                           out, status)
+    done = status.size and g_first == 0 and g_last == g and _vector_groups(p, itemsize, n, lane_symbols, out, status)
     if status.size and not done:
+        words = p["words"]
+        if out.size < SERIAL_BELOW:
+            # a small tensor's groups are too short for the fast path's read-ahead (12 bits a symbol past each
+            # lane's start must lie inside the stream): zero words after a copy give it room (a few KB). Valid
+            # streams decode the same either way; a corrupt one is still refused (checked once at the end).
+            need = int(p["word_start"][g_last]) + -(-MAX_CODE_LEN * lane_symbols // 64) + 2
+            if words.size < need:
+                words = np.concatenate([words, np.zeros(need - words.size, words.dtype)])
         launch(_decode_groups, _decode_groups_serial, np.int64(g_first), words, p["lens"], p["word_start"],
                 p["lut"], p["rest"], np.int64(p["rest_bits"]), np.int64(8 * itemsize), np.int64(n),
                 np.int64(lane_symbols), out, np.int64(g_first * gsize), status, work=out.size)

@@ -425,9 +425,9 @@ MODES = {"F32": 0, "BF16": 1, "F64": 2, "Q": 3}
 VECTOR = True
 
 
-def _vector(words, mode, out, args, work) -> bool:
+def _vector(words, mode, out, args, work, status) -> bool:
     """``golomb_vec.decode_groups`` where it applies and compiles; False where the caller must run the scalar
-    kernel (the status array then untouched)."""
+    kernel (``status`` then cleared)."""
     if not VECTOR or mode not in ("F32", "BF16") or out.dtype != (np.uint16 if mode == "BF16" else np.float32):
         return False
     # imported here: golomb_vec imports this module's group decoders
@@ -435,13 +435,8 @@ def _vector(words, mode, out, args, work) -> bool:
 
     if not (rans_vec.SIMD and golomb_vec.usable(words)):
         return False
-    try:
-        launch(golomb_vec.decode_groups, golomb_vec.decode_groups_serial, *args, work=work)
-    except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
-        rans_vec.disable(exc)
-        args[-1][:] = 0
-        return False
-    return True
+    return rans_vec.launch_vector(golomb_vec.decode_groups, golomb_vec.decode_groups_serial, *args, work=work,
+                                  status=status)
 
 
 def _step32(step: float) -> np.float32:
@@ -473,7 +468,7 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     args = (words, lens, ks, word_start, g_first, n_elems, lane_symbols, np.int64(center), out, out_base,
             MODES[mode], _step32(step), np.float64(step), status)
     work = min(n_elems, g_last * gsize) - out_base
-    if not (status.size and _vector(words, mode, out, args, work)):
+    if not (status.size and _vector(words, mode, out, args, work, status)):
         launch(_decode_groups, _decode_groups_serial, *args, work=work)
     if status.size and status.any():
         bad = int(np.flatnonzero(status)[0])

@@ -381,23 +381,16 @@ def decode_into(payload, n_elems: int, lane_symbols: int, center: int, step: flo
     if vec and VEC_GENERAL and not has_hi and not check:  # the vector general step: every token
         from . import rans_gen  # here: rans_gen imports this module's step helpers
 
-        try:
-            launch(rans_gen.decode_groups, rans_gen.decode_groups_serial, words, W, wstart, P, s, m, freqs,
-                   np.int64(g_first), np.int64(n_elems), np.int64(lane_symbols), np.int64(center), out,
-                   np.int64(g_first * LANES * lane_symbols), MODES[mode], _step32(step), np.float64(step), status,
-                   dq, work=work)
+        if rans_vec.launch_vector(rans_gen.decode_groups, rans_gen.decode_groups_serial, words, W, wstart, P, s, m,
+                                  freqs, np.int64(g_first), np.int64(n_elems), np.int64(lane_symbols),
+                                  np.int64(center), out, np.int64(g_first * LANES * lane_symbols), MODES[mode],
+                                  _step32(step), np.float64(step), status, dq, work=work, status=status):
             table = vec = None
-        except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
-            rans_vec.disable(exc)
-            status[:] = 0
+        else:
             vec = False
-    if vec and table:  # the usual step's vector run (tokens without raw bits), the general step scalar
-        try:
-            launch(_decode_groups_vec, _SERIAL['_decode_groups_vec'], *args, dq, work=work)
-            table = None
-        except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
-            rans_vec.disable(exc)
-            status[:] = 0
+    if vec and table and rans_vec.launch_vector(_decode_groups_vec, _SERIAL['_decode_groups_vec'], *args, dq,
+                                                work=work, status=status):
+        table = None  # the usual step's vector run (tokens without raw bits), the general step scalar
     if table is not None:
         launch(_decode_groups, _SERIAL['_decode_groups'], *args, check, dq, table, work=work)
     if status.size and status.any():

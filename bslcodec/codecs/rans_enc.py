@@ -342,12 +342,7 @@ def _encode_vec(args, u) -> bool:
     uint32 symbols); if it fails to compile, the vector code is turned off (``rans_vec.disable``)."""
     if not (rans_vec.SIMD and u.dtype in (np.uint16, np.uint32) and args[2] >= P_MIN and not args[-1]):
         return False
-    try:
-        launch(_encode_groups_vec, _SERIAL['_encode_groups_vec'], *args, work=u.size)
-        return True
-    except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
-        rans_vec.disable(exc)
-        return False
+    return rans_vec.launch_vector(_encode_groups_vec, _SERIAL['_encode_groups_vec'], *args, work=u.size)
 
 
 # serial twins of the parallel kernels, for parallel.launch (forked children under OpenMP)

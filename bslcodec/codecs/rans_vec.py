@@ -38,6 +38,7 @@ from numba.core import cgutils, config
 from numba.extending import intrinsic, overload
 
 from ..container.limits import LANES
+from ..parallel import launch
 from ..quantize.dq import NEXT_PACKED
 from .rans_model import L
 
@@ -70,6 +71,20 @@ def disable(exc) -> None:
         SIMD = False
         warnings.warn(f"bslcodec: the vector ans code did not compile ({type(exc).__name__}: "
                       f"{str(exc)[:200]}); using the scalar one", RuntimeWarning, stacklevel=3)
+
+
+def launch_vector(kernel, serial, *args, work, status=None) -> bool:
+    """``parallel.launch`` of a kernel built on the vector steps: True, or False where its code does not
+    compile here; then the vector code is turned off (``disable``) and ``status`` (the kernel's per-group
+    flags, where it has them) cleared for the scalar kernel the caller runs instead."""
+    try:
+        launch(kernel, serial, *args, work=work)
+    except (numba.core.errors.NumbaError, RuntimeError) as exc:  # the vector code did not compile here
+        disable(exc)
+        if status is not None:
+            status[:] = 0
+        return False
+    return True
 
 
 #: Renormalise with ``llvm.masked.expandload`` (one ``vpexpandw``); without VBMI2 LLVM would scalarise it
